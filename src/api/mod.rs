@@ -1,0 +1,378 @@
+//! The `SealingTask` custom resource (`damocles.io/v1alpha1`): types only, plus the CEL rules that the
+//! apiserver enforces and their offline twin in [`validate`].
+
+mod cel;
+pub mod validate;
+
+use std::fmt;
+use std::str::FromStr;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use strum::{Display, EnumIter, EnumString, IntoEnumIterator, IntoStaticStr};
+
+use crate::plan::UnknownName;
+pub use crate::plan::{PlanKind, State};
+
+/// Upper bound of `status.history`: a task passes through at most ~20 states per attempt, and a farm
+/// holding thousands of tasks must not carry unbounded status (lotus sectors with 7,980 log entries).
+pub const HISTORY_LIMIT: usize = 32;
+
+/// A Filecoin sector to seal, upgrade, rebuild or unseal, driven through its plan's state machine.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "damocles.io",
+    version = "v1alpha1",
+    kind = "SealingTask",
+    doc = "A Filecoin sector task (seal, snap-upgrade, rebuild or unseal) run by damocles-operator",
+    namespaced,
+    plural = "sealingtasks",
+    shortname = "st",
+    status = "SealingTaskStatus",
+    printcolumn = r#"{"name":"Plan","type":"string","jsonPath":".spec.plan"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".status.node"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Error","type":"string","jsonPath":".status.lastError.message"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = cel::resume_state_in_plan())]
+#[x_kube(validation = cel::sector_immutable_once_set())]
+#[x_kube(validation = cel::unseal_iff_unseal_plan())]
+#[x_kube(validation = cel::pieces_only_for_sealer_and_snapup())]
+#[x_kube(validation = cel::pieces_or_deals())]
+#[x_kube(validation = cel::piece_sizes_are_padded())]
+#[x_kube(validation = cel::pieces_fit_the_sector())]
+#[x_kube(validation = cel::synthetic_only_for_porep_plans())]
+pub struct SealingTaskSpec {
+    /// The state machine this task follows: sealer (seal a new sector), snapup (upgrade a CC sector
+    /// with deal data), rebuild (re-create a lost sector's files) or unseal (recover a piece). Immutable.
+    #[x_kube(validation = cel::immutable("plan"))]
+    pub plan: PlanKind,
+
+    /// Sector size: 2KiB and 8MiB are test sizes, 512MiB, 32GiB and 64GiB are production sizes. Immutable.
+    #[x_kube(validation = cel::immutable("sectorSize"))]
+    pub sector_size: SectorSize,
+
+    /// The sector this task works on. Omit it for sealer and snapup tasks to let the manager allocate
+    /// one; once set (by you or by the operator after allocation) it cannot change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sector: Option<SectorRef>,
+
+    /// Seal with a synthetic-PoRep proof type (PC2 is followed by a SyntheticPoRep step, C1 reads
+    /// far fewer challenges). Only for sealer and rebuild.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub synthetic_po_rep: bool,
+
+    /// Deals: when enabled, a sealer task asks the manager for deals (AcquireDeals) to fill the
+    /// sector; when disabled or omitted it seals a committed-capacity (pledge) sector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deals: Option<Deals>,
+
+    /// Piece data to put into the sector instead of deals from the manager (sealer and snapup only).
+    /// Pieces are written in order; their padded sizes must fit the sector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub pieces: Option<Vec<Piece>>,
+
+    /// What to unseal and where to send it. Required when plan is unseal, forbidden otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseal: Option<UnsealRequest>,
+
+    /// Resume a paused task, like `damocles-worker worker resume --state X`. Set it to the exact name
+    /// of a state of this task's plan to continue from there (usually a rewind, e.g. TreeDBuilt for a
+    /// new ticket), to Aborted to end the task at any time (its running step is stopped, the manager is
+    /// told and the workspace wiped), or to "" to retry the current state's work. The operator applies
+    /// it once, records it in status.lastResume and an Event, and clears it; a refused value leaves a
+    /// Warning Event and a ResumeRejected condition and changes nothing else. See
+    /// docs/state-machines.md for each plan's states.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub resume_state: Option<String>,
+
+    /// Pause the task. A running step is interrupted (its pod deleted, files kept); setting it back
+    /// to false reruns that step.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+}
+
+/// Filecoin sector sizes the proofs support.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    Display,
+    EnumString,
+    EnumIter,
+    IntoStaticStr,
+)]
+pub enum SectorSize {
+    #[serde(rename = "2KiB")]
+    #[strum(serialize = "2KiB")]
+    Size2KiB,
+    #[serde(rename = "8MiB")]
+    #[strum(serialize = "8MiB")]
+    Size8MiB,
+    #[serde(rename = "512MiB")]
+    #[strum(serialize = "512MiB")]
+    Size512MiB,
+    #[serde(rename = "32GiB")]
+    #[strum(serialize = "32GiB")]
+    Size32GiB,
+    #[serde(rename = "64GiB")]
+    #[strum(serialize = "64GiB")]
+    Size64GiB,
+}
+
+impl SectorSize {
+    pub fn bytes(self) -> u64 {
+        match self {
+            SectorSize::Size2KiB => 2 << 10,
+            SectorSize::Size8MiB => 8 << 20,
+            SectorSize::Size512MiB => 512 << 20,
+            SectorSize::Size32GiB => 32 << 30,
+            SectorSize::Size64GiB => 64 << 30,
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Self, UnknownName> {
+        Self::from_str(name).map_err(|_| {
+            UnknownName::new("sector size", name, SectorSize::iter().map(<&str>::from))
+        })
+    }
+}
+
+/// A sector id as damocles-manager knows it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub struct SectorRef {
+    /// Miner actor id (the number of t0<id>/f0<id>).
+    pub miner: u64,
+    /// Sector number within the miner.
+    pub number: u64,
+}
+
+impl fmt::Display for SectorRef {
+    /// damocles' sector file name, `s-t0<miner>-<number>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s-t0{}-{}", self.miner, self.number)
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub struct Deals {
+    /// Ask the manager for deals to put into the sector (AcquireDeals).
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// A piece of deal data.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Piece {
+    /// Piece CID (CommP), e.g. baga6ea4seaq...
+    #[schemars(regex(pattern = r"^baga6ea4sea[a-z2-7]+$"), length(max = 128))]
+    pub cid: String,
+    /// Padded piece size in bytes: a power of two, at least 128.
+    #[schemars(range(min = 128))]
+    pub size: u64,
+    /// Where to read the piece bytes: store://<path in the persist store>, file://<path> or
+    /// http(s)://<url>. Omitted means a zero (pledge) piece of this size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(store|file|https?)://.+"), length(max = 2048))]
+    pub source: Option<String>,
+}
+
+/// A request to recover a piece from a sealed sector.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnsealRequest {
+    /// CID (CommP) of the piece to recover.
+    #[schemars(regex(pattern = r"^baga6ea4sea[a-z2-7]+$"), length(max = 128))]
+    pub piece_cid: String,
+    /// Offset of the piece in the sector, in unpadded bytes.
+    #[serde(default)]
+    pub offset: u64,
+    /// Unpadded size of the piece in bytes.
+    #[schemars(range(min = 1))]
+    pub size: u64,
+    /// Where to upload the piece: file://<path>, http(s)://<url> or store://<path in the persist store>.
+    #[schemars(regex(pattern = r"^(store|file|https?)://.+"), length(max = 2048))]
+    pub destination: String,
+}
+
+/// Observed state of a SealingTask, written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SealingTaskStatus {
+    /// Current state of the task's plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<State>,
+
+    /// Coarse lifecycle phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// The spec generation the operator last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready, Progressing, Paused, Failed and ResumeRejected conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub conditions: Vec<Condition>,
+
+    /// The most recent failure, kept until the state it happened in is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
+
+    /// The node that holds the task's workspace; workspace steps are pinned to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+
+    /// Name of the step pod currently running for this task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_pod: Option<String>,
+
+    /// Results established so far (commitments, randomness, proof).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Outputs>,
+
+    /// The most recent states entered, oldest first, bounded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = HISTORY_LIMIT))]
+    pub history: Vec<HistoryEntry>,
+
+    /// The last resume that was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_resume: Option<ResumeRecord>,
+}
+
+/// Coarse lifecycle phase of a task.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema, Display)]
+pub enum Phase {
+    /// Accepted, nothing started yet.
+    Pending,
+    /// A step or manager call is in progress.
+    Running,
+    /// Waiting for something outside the task: a concurrency slot, a back-off, the chain.
+    Waiting,
+    /// Stopped by a permanent or critical failure or by spec.suspend; files are kept. Resume with
+    /// spec.resumeState (or unsuspend).
+    Paused,
+    /// The plan completed.
+    Finished,
+    /// The task ended without completing.
+    Aborted,
+}
+
+/// How bad a failure is, as damocles-worker grades it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema, Display)]
+pub enum FailureLevel {
+    /// Retried after a back-off; becomes permanent after the retry limit.
+    Temporary,
+    /// Pauses the task for a person; files kept.
+    Permanent,
+    /// Pauses the task for a person; inputs are suspect (missing or corrupt files).
+    Critical,
+    /// Ends the task: the manager is told and the workspace wiped.
+    Abort,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastError {
+    /// temporary: retried after a back-off; permanent, critical: the task pauses; abort: it ends.
+    pub level: FailureLevel,
+    /// The state whose work failed.
+    pub state: State,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// How many attempts of this state's work have failed.
+    pub attempts: u32,
+    /// When the failure happened.
+    pub time: Time,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Outputs {
+    /// Unsealed sector commitment as a CID (baga6ea4sea...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_d: Option<String>,
+    /// Sealed sector commitment as a CID (bagboea4b5abc...); for snapup, the new replica's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_r: Option<String>,
+    /// PC1 ticket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<Randomness>,
+    /// C1 interactive seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<Randomness>,
+    /// The proof (C2 or snap-prove output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Artifact>,
+}
+
+/// Chain randomness and the epoch it was drawn at.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct Randomness {
+    /// 32 bytes, hex.
+    pub value: String,
+    /// Chain epoch the randomness was drawn at.
+    pub epoch: i64,
+}
+
+/// A file produced by a step, too large for status.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct Artifact {
+    /// Path of the file in the workspace or persist store.
+    pub location: String,
+    /// sha256 of the file, hex.
+    pub sha256: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// The state entered.
+    pub state: State,
+    /// When the task entered the state.
+    pub entered: Time,
+    /// Seconds spent in the state; absent for the current state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeRecord {
+    /// The state the task was in.
+    pub from: State,
+    /// The state it was resumed into (the same state for a retry, Aborted for an abort).
+    pub to: State,
+    /// When the resume was applied.
+    pub at: Time,
+}
+
+impl SealingTaskSpec {
+    /// The plan this task follows.
+    pub fn plan(&self) -> &'static crate::plan::Plan {
+        self.plan.plan()
+    }
+
+    /// The pending resume request, if any: `Some(None)` is a resume without a state (retry).
+    pub fn resume_request(&self) -> Option<Option<&str>> {
+        self.resume_state
+            .as_deref()
+            .map(|s| Some(s).filter(|s| !s.is_empty()))
+    }
+}

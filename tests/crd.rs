@@ -1,0 +1,335 @@
+//! The generated CRD: drift against `crds/`, schema shape, and the committed schema checked with a real
+//! JSON-schema validator and a real CEL evaluator (kube-cel) against the examples and bad manifests.
+
+use std::path::Path;
+
+use damocles_operator::api::SealingTask;
+use damocles_operator::api::validate::{parse_manifest, spec_errors};
+use damocles_operator::plan::{Plan, render};
+use serde_json::{Value, json};
+
+fn repo_file(path: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn committed_crd() -> Value {
+    serde_saphyr::from_str(&repo_file("crds/sealingtask.yaml"))
+        .expect("crds/sealingtask.yaml is YAML")
+}
+
+fn schema() -> Value {
+    committed_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+#[test]
+fn committed_crd_matches_the_generated_one() {
+    assert!(
+        repo_file("crds/sealingtask.yaml") == damocles_operator::crd_yaml(),
+        "crds/sealingtask.yaml is stale: run `cargo run -- crd > crds/sealingtask.yaml`"
+    );
+}
+
+#[test]
+fn committed_state_machine_doc_matches_the_plans() {
+    assert!(
+        repo_file("docs/state-machines.md") == render::markdown(Plan::all()),
+        "docs/state-machines.md is stale: run `cargo run -- plans --output markdown > docs/state-machines.md`"
+    );
+}
+
+#[test]
+fn crd_names_printer_columns_and_status() {
+    let crd = committed_crd();
+    assert_eq!(crd["metadata"]["name"], "sealingtasks.damocles.io");
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    assert_eq!(crd["spec"]["names"]["shortNames"], json!(["st"]));
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert_eq!(version["subresources"]["status"], json!({}));
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["Plan", "State", "Phase", "Node", "Age", "Error"]);
+}
+
+fn rules_at(schema: &Value) -> Vec<String> {
+    schema["x-kubernetes-validations"]
+        .as_array()
+        .map(|rules| {
+            rules
+                .iter()
+                .map(|r| r["rule"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn cel_rules_are_present() {
+    let spec = &schema()["properties"]["spec"];
+    assert_eq!(rules_at(&spec["properties"]["plan"]), ["self == oldSelf"]);
+    assert_eq!(
+        rules_at(&spec["properties"]["sectorSize"]),
+        ["self == oldSelf"]
+    );
+    let rules = rules_at(spec).join("\n");
+    for needle in [
+        "oldSelf.sector",
+        "self.resumeState in",
+        "has(self.unseal) == (self.plan == 'unseal')",
+    ] {
+        assert!(rules.contains(needle), "no rule with {needle}:\n{rules}");
+    }
+}
+
+#[test]
+fn every_field_has_a_description() {
+    fn walk(path: &str, schema: &Value, missing: &mut Vec<String>) {
+        if let Some(properties) = schema["properties"].as_object() {
+            for (name, field) in properties {
+                let field_path = format!("{path}.{name}");
+                if field["description"].as_str().is_none_or(str::is_empty)
+                    && !matches!(name.as_str(), "apiVersion" | "kind" | "metadata")
+                {
+                    missing.push(field_path.clone());
+                }
+                walk(&field_path, field, missing);
+                walk(&format!("{field_path}[]"), &field["items"], missing);
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    walk("", &schema(), &mut missing);
+    assert!(
+        missing.is_empty(),
+        "fields without a description (kubectl explain shows nothing): {missing:?}"
+    );
+}
+
+/// Validates an object the way the apiserver does, minus defaulting and pruning: the structural schema
+/// with a JSON-schema validator, then the CEL rules with kube-cel. Returns every message.
+fn apiserver_errors(object: &Value, old: Option<&Value>) -> Vec<String> {
+    let schema = schema();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let mut errors: Vec<String> = validator
+        .iter_errors(object)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    if let Err(cel) = kube_cel::Validator::new().validate(&schema, object, old) {
+        errors.extend(cel.iter().map(|e| e.to_string()));
+    }
+    errors
+}
+
+fn example(name: &str) -> Value {
+    serde_saphyr::from_str(&repo_file(&format!("examples/{name}"))).unwrap()
+}
+
+const EXAMPLES: [&str; 4] = [
+    "sealer-2kib.yaml",
+    "snapup-2kib.yaml",
+    "rebuild-2kib.yaml",
+    "unseal-2kib.yaml",
+];
+
+#[test]
+fn examples_are_accepted_by_schema_cel_and_the_offline_validator() {
+    for name in EXAMPLES {
+        let object = example(name);
+        assert_eq!(
+            apiserver_errors(&object, None),
+            Vec::<String>::new(),
+            "{name}"
+        );
+        let tasks = parse_manifest(&repo_file(&format!("examples/{name}"))).unwrap();
+        assert_eq!(tasks.len(), 1, "{name}");
+        let task = tasks.into_iter().next().unwrap().unwrap().task;
+        assert_eq!(spec_errors(&task.spec), Vec::<String>::new(), "{name}");
+        assert_eq!(
+            task.spec.sector_size.bytes(),
+            2048,
+            "{name}: examples are 2KiB"
+        );
+    }
+}
+
+fn with_spec(name: &str, patch: Value) -> Value {
+    let mut object = example(name);
+    for (key, value) in patch.as_object().unwrap() {
+        object["spec"][key] = value.clone();
+    }
+    object
+}
+
+fn assert_rejected(object: &Value, old: Option<&Value>, needle: &str) {
+    let errors = apiserver_errors(object, old);
+    assert!(
+        errors.iter().any(|e| e.contains(needle)),
+        "expected an error containing {needle:?}, got {errors:?}"
+    );
+}
+
+/// Bad manifests must fail in the apiserver's checks and, with the same meaning, in the offline
+/// validator (`damocles-operator validate`).
+fn assert_offline_rejected(object: &Value, needle: &str) {
+    let text = serde_json::to_string(object).unwrap();
+    let message = match parse_manifest(&text).unwrap().remove(0) {
+        Err(error) => error.to_string(),
+        Ok(found) => spec_errors(&found.task.spec).join("\n"),
+    };
+    assert!(
+        message.contains(needle),
+        "offline: expected {needle:?} in {message:?}"
+    );
+}
+
+#[test]
+fn unknown_plan_is_rejected_listing_the_plans() {
+    let object = with_spec("sealer-2kib.yaml", json!({"plan": "sealing"}));
+    assert_rejected(&object, None, "/spec/plan");
+    assert_offline_rejected(
+        &object,
+        "expected one of `sealer`, `snapup`, `rebuild`, `unseal`",
+    );
+}
+
+#[test]
+fn bad_sector_size_is_rejected_listing_the_sizes() {
+    let object = with_spec("sealer-2kib.yaml", json!({"sectorSize": "2KB"}));
+    assert_rejected(&object, None, "/spec/sectorSize");
+    assert_offline_rejected(
+        &object,
+        "expected one of `2KiB`, `8MiB`, `512MiB`, `32GiB`, `64GiB`",
+    );
+}
+
+#[test]
+fn resume_state_of_another_plan_is_rejected() {
+    let object = with_spec("sealer-2kib.yaml", json!({"resumeState": "SnapEncoded"}));
+    assert_rejected(
+        &object,
+        None,
+        "resumeState SnapEncoded is not a state of plan sealer; valid values: Empty,",
+    );
+    assert_offline_rejected(&object, "\"SnapEncoded\" is not a state of plan sealer");
+    for good in ["TreeDBuilt", "Aborted", ""] {
+        let object = with_spec("sealer-2kib.yaml", json!({"resumeState": good}));
+        assert_eq!(
+            apiserver_errors(&object, None),
+            Vec::<String>::new(),
+            "{good:?}"
+        );
+    }
+    let object = with_spec("unseal-2kib.yaml", json!({"resumeState": "TreeDBuilt"}));
+    assert_rejected(
+        &object,
+        None,
+        "valid values: Empty, Allocated, Unsealed, Finished, Aborted",
+    );
+}
+
+#[test]
+fn unseal_inputs_are_required_exactly_for_unseal() {
+    let mut object = example("unseal-2kib.yaml");
+    object["spec"].as_object_mut().unwrap().remove("unseal");
+    assert_rejected(&object, None, "unseal is required when plan is unseal");
+    assert_offline_rejected(&object, "spec.unseal: required when plan is unseal");
+    let unseal = example("unseal-2kib.yaml")["spec"]["unseal"].clone();
+    let object = with_spec("sealer-2kib.yaml", json!({"unseal": unseal}));
+    assert_rejected(&object, None, "not allowed for other plans");
+    assert_offline_rejected(&object, "not allowed for other plans");
+}
+
+#[test]
+fn pieces_must_be_padded_and_fit_the_sector() {
+    let piece = |size: u64| json!({"cid": "baga6ea4seaqpy7usqklokfx2vxuynmupslkeutzexe2uqurdg5vhtebhxqmpqmy", "size": size});
+    let ok = with_spec(
+        "sealer-2kib.yaml",
+        json!({"pieces": [piece(1024), piece(1024)]}),
+    );
+    assert_eq!(apiserver_errors(&ok, None), Vec::<String>::new());
+    let odd = with_spec("sealer-2kib.yaml", json!({"pieces": [piece(1000)]}));
+    assert_rejected(&odd, None, "power of two");
+    assert_offline_rejected(&odd, "not a padded piece size");
+    let big = with_spec(
+        "sealer-2kib.yaml",
+        json!({"pieces": [piece(2048), piece(2048)]}),
+    );
+    assert_rejected(
+        &big,
+        None,
+        "add up to 4096 bytes, more than a 2KiB sector holds (2048 bytes)",
+    );
+    assert_offline_rejected(&big, "add up to 4096 bytes");
+    let both = with_spec(
+        "sealer-2kib.yaml",
+        json!({"pieces": [piece(2048)], "deals": {"enabled": true}}),
+    );
+    assert_rejected(&both, None, "either pieces or deals.enabled");
+    assert_offline_rejected(&both, "either pieces or deals.enabled");
+    let bad_cid = with_spec(
+        "sealer-2kib.yaml",
+        json!({"pieces": [{"cid": "Qm123", "size": 2048}]}),
+    );
+    assert_rejected(&bad_cid, None, "/spec/pieces/0/cid");
+}
+
+#[test]
+fn plan_size_and_sector_are_immutable() {
+    let old = example("rebuild-2kib.yaml");
+    let changed_plan = with_spec("rebuild-2kib.yaml", json!({"plan": "sealer"}));
+    assert_rejected(&changed_plan, Some(&old), "plan is immutable");
+    let changed_size = with_spec("rebuild-2kib.yaml", json!({"sectorSize": "8MiB"}));
+    assert_rejected(&changed_size, Some(&old), "sectorSize is immutable");
+    let changed_sector = with_spec(
+        "rebuild-2kib.yaml",
+        json!({"sector": {"miner": 1000, "number": 2}}),
+    );
+    assert_rejected(
+        &changed_sector,
+        Some(&old),
+        "sector cannot be changed or removed once set",
+    );
+    let mut removed_sector = old.clone();
+    removed_sector["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("sector");
+    assert_rejected(
+        &removed_sector,
+        Some(&old),
+        "sector cannot be changed or removed once set",
+    );
+    // Setting the sector on a task that had none, and editing mutable fields, are fine.
+    let sealer = example("sealer-2kib.yaml");
+    let allocated = with_spec(
+        "sealer-2kib.yaml",
+        json!({"sector": {"miner": 1000, "number": 7}, "suspend": true}),
+    );
+    assert_eq!(
+        apiserver_errors(&allocated, Some(&sealer)),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn the_typed_resource_round_trips_through_the_schema() {
+    for name in EXAMPLES {
+        let task: SealingTask = serde_json::from_value(example(name)).unwrap();
+        let back = serde_json::to_value(&task).unwrap();
+        assert_eq!(
+            apiserver_errors(&back, None),
+            Vec::<String>::new(),
+            "{name}"
+        );
+        assert_eq!(
+            back["spec"],
+            example(name)["spec"],
+            "{name}: serialization adds or drops spec fields"
+        );
+    }
+}
