@@ -1,10 +1,12 @@
 //! damocles-operator: Filecoin sector sealing as Kubernetes `SealingTask` resources.
 //!
 //! - [`api`]: the CRD types and their validation rules;
-//! - [`plan`]: the four task plans (sealer, snapup, rebuild, unseal) as pure state machines.
+//! - [`plan`]: the four task plans (sealer, snapup, rebuild, unseal) as pure state machines;
+//! - [`step`]: the step contract, and with the `proofs` feature the `damocles-step` steps themselves.
 
 pub mod api;
 pub mod plan;
+pub mod step;
 
 use kube::CustomResourceExt;
 

@@ -231,6 +231,10 @@ pub enum StepKind {
     Unseal,
     Persist,
     Upload,
+    /// Checks a PoRep proof (the dev manager and tests run it; no plan state does).
+    VerifySeal,
+    /// Checks an empty-sector-update proof.
+    VerifySnap,
 }
 
 /// One piece of the work done in a state, in order.

@@ -1,0 +1,283 @@
+//! `damocles-step`: runs one proof or file step of a sealing task (a step pod's command, or a child
+//! process of the local mode), manages proof parameters, and benchmarks the step chain.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode as ProcessExit;
+
+use clap::{Parser, Subcommand};
+use damocles_operator::api::SectorSize;
+use damocles_operator::step::params::{self, Circuit};
+use damocles_operator::step::{
+    DEFAULT_TERMINATION_MESSAGE_PATH, ExitCode, StepFailure, StepResult, bench, parse_request, run,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "damocles-step",
+    version,
+    about = "Run one step of a Filecoin sealing task with filecoin-proofs",
+    long_about = "Run one step of a Filecoin sealing task with filecoin-proofs.\n\n\
+        The operator runs this as the command of each step pod (and the local mode as a child process). \
+        The result is JSON on stdout and in the termination-message file.\n\n\
+        Exit codes are failure levels: 0 ok, 2 bad command line, 10 temporary (retry after a back-off), \
+        20 permanent (pause for a person), 30 critical (inputs missing or corrupt; pause), 40 abort.\n\n\
+        Environment: FIL_PROOFS_PARAMETER_CACHE (default ~/.cache/damocles-operator/params), \
+        RUST_LOG (default info; logs go to stderr)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the step described by a request file (JSON; see docs/step.md).
+    Run {
+        /// The step request; `-` reads it from stdin.
+        #[arg(long, short)]
+        request: PathBuf,
+    },
+    /// Check or generate Groth parameters and verifying keys.
+    #[command(subcommand)]
+    Params(ParamsCommand),
+    /// Time each step of a 2KiB sealer chain as separate processes and as calls in one process.
+    Bench {
+        #[arg(long, default_value = "2KiB", value_parser = parse_size)]
+        sector_size: SectorSize,
+        /// Rounds of the whole chain per mode; the report gives medians.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Scratch directory for the workspaces (removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ParamsCommand {
+    /// List the parameter files a sector size needs and say which are missing (exit 1 if any).
+    Check {
+        #[arg(long, value_parser = parse_size)]
+        sector_size: SectorSize,
+        /// Only the PoRep set (skip empty-sector-update, which only snapup needs).
+        #[arg(long)]
+        porep_only: bool,
+    },
+    /// Generate TEST parameters for a small sector size where missing (2KiB: about 6 minutes and
+    /// 5 GB of memory on 2 cores for PoRep, 4 minutes and 3 GB for empty-sector-update).
+    /// Proofs made with them are worthless on chain: real farms fetch the official parameters.
+    Generate {
+        #[arg(long, value_parser = parse_size)]
+        sector_size: SectorSize,
+        #[arg(long)]
+        porep_only: bool,
+    },
+}
+
+/// Our steps log at info; the proofs stack's own info lines (parameter ids, tree building) are noise
+/// for a farm operator and stay at warn unless RUST_LOG asks for them.
+const DEFAULT_LOG_FILTER: &str = "info,filecoin_proofs=warn,storage_proofs_core=warn,storage_proofs_porep=warn,\
+     storage_proofs_update=warn,bellperson=warn";
+
+fn parse_size(text: &str) -> Result<SectorSize, String> {
+    SectorSize::parse(text).map_err(|e| e.to_string())
+}
+
+fn circuits(porep_only: bool) -> Vec<Circuit> {
+    if porep_only {
+        vec![Circuit::Porep]
+    } else {
+        vec![Circuit::Porep, Circuit::EmptySectorUpdate]
+    }
+}
+
+fn main() -> ProcessExit {
+    params::init_cache_env();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { request } => run_step(&request),
+        Command::Params(ParamsCommand::Check {
+            sector_size,
+            porep_only,
+        }) => params_check(sector_size, &circuits(porep_only)),
+        Command::Params(ParamsCommand::Generate {
+            sector_size,
+            porep_only,
+        }) => params_generate(sector_size, &circuits(porep_only)),
+        Command::Bench {
+            sector_size,
+            rounds,
+            dir,
+        } => match bench::run(sector_size, rounds, dir) {
+            Ok(report) => {
+                println!("{report}");
+                ProcessExit::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("bench failed: {err:#}");
+                ProcessExit::FAILURE
+            }
+        },
+    }
+}
+
+fn run_step(path: &PathBuf) -> ProcessExit {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    };
+    let text = text.map_err(|e| format!("cannot read the step request {}: {e}", path.display()));
+    // Even a request we refuse says where its result should go, if it can be read at all.
+    let refused_message_path = text.as_ref().ok().and_then(|text| {
+        let value: serde_json::Value = serde_json::from_str(text).ok()?;
+        value
+            .get("terminationMessagePath")?
+            .as_str()
+            .map(PathBuf::from)
+    });
+    let (result, message_path) = match text
+        .and_then(|text| parse_request(&text).map_err(|e| e.message))
+    {
+        Ok(request) => {
+            let message_path = request.termination_message_path.clone();
+            (run::execute(&request), message_path)
+        }
+        Err(message) => {
+            // No sector to name: report the failure in the result shape anyway so the pod says why.
+            eprintln!("damocles-step: {message}");
+            let failure = StepFailure {
+                level: damocles_operator::api::FailureLevel::Permanent,
+                message,
+            };
+            let text = serde_json::json!({ "version": damocles_operator::step::REQUEST_VERSION, "failure": failure });
+            println!("{text}");
+            write_termination_message(refused_message_path, &text.to_string());
+            return ProcessExit::from(ExitCode::Permanent as u8);
+        }
+    };
+    let message = result.termination_message();
+    println!(
+        "{}",
+        serde_json::to_string(&result).expect("results serialize")
+    );
+    write_termination_message(message_path, &message);
+    exit(&result)
+}
+
+fn write_termination_message(path: Option<PathBuf>, message: &str) {
+    let path = path.unwrap_or_else(|| PathBuf::from(DEFAULT_TERMINATION_MESSAGE_PATH));
+    // Outside a pod there is usually no /dev/termination-log; stdout already has the result.
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(path.as_os_str() != DEFAULT_TERMINATION_MESSAGE_PATH)
+        .truncate(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(message.as_bytes()));
+    if let Err(err) = written
+        && path.as_os_str() != DEFAULT_TERMINATION_MESSAGE_PATH
+    {
+        eprintln!(
+            "damocles-step: cannot write the termination message {}: {err}",
+            path.display()
+        );
+    }
+}
+
+fn exit(result: &StepResult) -> ProcessExit {
+    ProcessExit::from(result.exit_code() as u8)
+}
+
+fn params_check(size: SectorSize, circuits: &[Circuit]) -> ProcessExit {
+    let sets = match params::required(size, circuits) {
+        Ok(sets) => sets,
+        Err(err) => {
+            eprintln!("cannot work out the parameters for {size}: {err:#}");
+            return ProcessExit::FAILURE;
+        }
+    };
+    let mut missing = 0;
+    println!(
+        "parameter cache: {}",
+        std::env::var(params::PARAMETER_CACHE_ENV).unwrap_or_default()
+    );
+    for set in &sets {
+        let test = if params::is_test_set(set) {
+            " (TEST parameters, generated locally)"
+        } else {
+            ""
+        };
+        println!("{size} {}{test}:", set.circuit);
+        for file in set.files() {
+            let state = if file.is_file() { "present" } else { "MISSING" };
+            missing += usize::from(!file.is_file());
+            println!("  {state:8} {}", file.display());
+        }
+    }
+    if missing > 0 {
+        println!(
+            "{missing} file(s) missing. Fetch the official parameters for real sector sizes; for 2KiB/8MiB \
+             tests run `damocles-step params generate --sector-size {size}`."
+        );
+        return ProcessExit::FAILURE;
+    }
+    ProcessExit::SUCCESS
+}
+
+fn params_generate(size: SectorSize, circuits: &[Circuit]) -> ProcessExit {
+    if !matches!(size, SectorSize::Size2KiB | SectorSize::Size8MiB) {
+        eprintln!(
+            "refusing to generate parameters for {size}: test parameters are for 2KiB and 8MiB sectors; \
+             fetch the official parameters for real sizes"
+        );
+        return ProcessExit::from(ExitCode::Usage as u8);
+    }
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+    let result = params::generate(size, circuits, |set| {
+        spinner.set_message(format!(
+            "generating TEST {size} {} parameters (several minutes, GBs of memory) into {}",
+            set.circuit,
+            set.params
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ));
+    });
+    spinner.finish_and_clear();
+    match result {
+        Ok(done) => {
+            for generated in done {
+                match generated.took {
+                    Some(took) => println!(
+                        "generated TEST {size} {} parameters in {:.0} s: {}",
+                        generated.set.circuit,
+                        took.as_secs_f64(),
+                        generated.set.params.display()
+                    ),
+                    None => println!(
+                        "{size} {} parameters already present: {}",
+                        generated.set.circuit,
+                        generated.set.params.display()
+                    ),
+                }
+            }
+            println!(
+                "These are TEST parameters: proofs made with them are for tests and demos only."
+            );
+            ProcessExit::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("parameter generation failed: {err:#}");
+            ProcessExit::FAILURE
+        }
+    }
+}

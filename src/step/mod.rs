@@ -1,0 +1,485 @@
+//! The step contract: what the executor (controller or local mode) hands `damocles-step`, and what it
+//! gets back.
+//!
+//! A step is one process of `damocles-step run --request request.json`. The request names the step, the
+//! sector and its proof type, the task's workspace directory and the persist store, and the inputs the
+//! plan has gathered so far (ticket, seed, commitments, pieces, upstream files with their digests). The
+//! result is one JSON document printed on stdout and written to the termination-message file, so a pod's
+//! status carries it back to the controller. Large outputs (C1 output, proofs) stay files; the result
+//! holds their path and sha256.
+//!
+//! Exit codes are the failure levels of damocles-worker (see [`ExitCode`]). These types compile without
+//! the proofs stack: the operator builds requests and reads results with them.
+
+pub mod workspace;
+
+#[cfg(feature = "proofs")]
+pub mod bench;
+#[cfg(feature = "proofs")]
+pub mod params;
+#[cfg(feature = "proofs")]
+pub mod proofs;
+#[cfg(feature = "proofs")]
+pub mod run;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{FailureLevel, SectorRef, SectorSize};
+pub use crate::plan::StepKind;
+
+/// The request schema this build writes and understands. A request with a higher version is refused
+/// (permanent failure) rather than half-understood.
+pub const REQUEST_VERSION: u32 = 1;
+
+/// Where the result goes when the request does not say: Kubernetes' default termination-message path.
+pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+
+/// Kubernetes keeps at most this many bytes of a termination message.
+pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+
+/// One step to run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StepRequest {
+    /// Schema version of this request; see [`REQUEST_VERSION`].
+    pub version: u32,
+    pub step: StepKind,
+    pub sector: SectorRef,
+    pub sector_size: SectorSize,
+    /// Seal with a synthetic PoRep proof type (StackedDrg*V1_1_Feat_SyntheticPoRep).
+    #[serde(default)]
+    pub synthetic_po_rep: bool,
+    /// The task's own workspace directory on the node (one per task).
+    pub workspace: PathBuf,
+    /// Root of the persist store (damocles layout: sealed/, cache/, update/, update-cache/).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persist: Option<PathBuf>,
+    /// Where to write the result for the pod status; defaults to `/dev/termination-log`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_message_path: Option<PathBuf>,
+    #[serde(default)]
+    pub inputs: StepInputs,
+}
+
+/// What the plan has gathered for the step. Each step reads the fields it needs and reports a missing
+/// one as a permanent failure naming it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StepInputs {
+    /// Deal pieces in sector order; empty means a pledge (committed-capacity) sector.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pieces: Vec<PieceInput>,
+    /// PreCommit randomness (32 bytes, hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<Bytes32>,
+    /// Interactive seed for C1 (32 bytes, hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<Bytes32>,
+    /// Unsealed commitment (CID, baga6ea4sea...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_d: Option<String>,
+    /// Sealed commitment (CID, bagboea4b5abc...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_r: Option<String>,
+    /// C1's output file, input to C2 (travels through the persist store when C2 runs elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c1_output: Option<FileDigest>,
+    /// A proof file to check (verify-seal, verify-snap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<FileDigest>,
+    /// The committed-capacity sector a snapup upgrades (or an upgraded sector's original replica).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cc_sector: Option<SealedFiles>,
+    /// The sealed files to unseal from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedFiles>,
+    /// The byte range to recover (unseal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseal: Option<UnsealRange>,
+    /// Where upload sends the unsealed piece: file://<path>, store://<path> or http(s)://<url>.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+}
+
+/// A sealed replica and its cache directory, with the commitment they were sealed to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SealedFiles {
+    pub sealed: PathBuf,
+    pub cache: PathBuf,
+    /// CommR of the replica (CID).
+    pub comm_r: String,
+    /// CommD of the replica (CID); needed to unseal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_d: Option<String>,
+    /// The ticket it was sealed with; needed to unseal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<Bytes32>,
+}
+
+/// A piece of deal data to add to the sector.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PieceInput {
+    /// Expected piece CID (CommP); checked against the bytes read. Omitted for a pledge piece.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+    /// Padded size in bytes (a power of two, at least 128).
+    pub size: u64,
+    /// store://<path in the persist store>, file://<path> or http(s)://<url>; omitted: zeros.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// Unpadded byte range of a sector.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UnsealRange {
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// A file and the sha256 it must have.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileDigest {
+    pub path: PathBuf,
+    /// Lower-case hex sha256 of the file's bytes.
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// 32 bytes written as 64 hex characters (tickets, seeds).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Bytes32(pub [u8; 32]);
+
+impl fmt::Debug for Bytes32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", hex::encode(self.0))
+    }
+}
+
+impl fmt::Display for Bytes32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", hex::encode(self.0))
+    }
+}
+
+impl std::str::FromStr for Bytes32 {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bytes = hex::decode(text).map_err(|e| format!("not hex: {e}"))?;
+        let array: [u8; 32] = bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| format!("{} bytes, expected 32", b.len()))?;
+        Ok(Bytes32(array))
+    }
+}
+
+impl Serialize for Bytes32 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&hex::encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes32 {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What one run of a step reports.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepResult {
+    pub version: u32,
+    pub step: StepKind,
+    pub sector: SectorRef,
+    /// `None` when the step succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<StepFailure>,
+    #[serde(default)]
+    pub outputs: StepOutputs,
+    /// The step had already completed with the same inputs; its recorded outputs are returned.
+    #[serde(default)]
+    pub reused: bool,
+    #[serde(default)]
+    pub duration_ms: u64,
+}
+
+impl StepResult {
+    pub fn exit_code(&self) -> ExitCode {
+        match &self.failure {
+            None => ExitCode::Ok,
+            Some(failure) => ExitCode::from(failure.level),
+        }
+    }
+
+    /// The result as the termination message: JSON within Kubernetes' 4096-byte limit. The failure
+    /// message is shortened first; outputs are small by design (paths and digests, never data).
+    pub fn termination_message(&self) -> String {
+        let mut result = self.clone();
+        let mut text = serde_json::to_string(&result).expect("results serialize");
+        while text.len() > TERMINATION_MESSAGE_LIMIT {
+            let Some(failure) = result.failure.as_mut() else {
+                break;
+            };
+            let over = text.len() - TERMINATION_MESSAGE_LIMIT;
+            let keep = failure.message.len().saturating_sub(over + 16);
+            let mut cut = keep;
+            while !failure.message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            failure.message.truncate(cut);
+            failure.message.push_str(" [truncated]");
+            text = serde_json::to_string(&result).expect("results serialize");
+            if keep == 0 {
+                break;
+            }
+        }
+        text
+    }
+}
+
+/// Why a step failed and how bad it is.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepFailure {
+    pub level: FailureLevel,
+    pub message: String,
+}
+
+/// What a step produced. Each step fills the fields it makes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepOutputs {
+    /// Pieces as added, with their CIDs (add-piece).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pieces: Vec<PieceOutput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_d: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_r: Option<String>,
+    /// Files the step wrote, by role ("sealed", "c1-output", "proof", "unsealed-piece"...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<NamedFile>,
+    /// Verify steps: whether the proof holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
+    /// Upload: where the bytes went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+}
+
+impl StepOutputs {
+    pub fn file(&self, role: &str) -> Option<&FileDigest> {
+        self.files.iter().find(|f| f.role == role).map(|f| &f.file)
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PieceOutput {
+    pub cid: String,
+    /// Padded size in bytes.
+    pub size: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NamedFile {
+    pub role: String,
+    #[serde(flatten)]
+    pub file: FileDigest,
+}
+
+/// Process exit codes of `damocles-step`, one per failure level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitCode {
+    Ok = 0,
+    /// The command line itself was wrong (clap's convention); nothing ran.
+    Usage = 2,
+    Temporary = 10,
+    Permanent = 20,
+    Critical = 30,
+    Abort = 40,
+}
+
+impl From<FailureLevel> for ExitCode {
+    fn from(level: FailureLevel) -> Self {
+        match level {
+            FailureLevel::Temporary => ExitCode::Temporary,
+            FailureLevel::Permanent => ExitCode::Permanent,
+            FailureLevel::Critical => ExitCode::Critical,
+            FailureLevel::Abort => ExitCode::Abort,
+        }
+    }
+}
+
+impl ExitCode {
+    /// The failure level an exit code stands for, as the executor reads a finished step process.
+    /// An exit code the contract does not define (a crash, a signal) is temporary: rerun the step.
+    pub fn level_of(code: i32) -> Option<FailureLevel> {
+        match code {
+            0 => None,
+            20 => Some(FailureLevel::Permanent),
+            30 => Some(FailureLevel::Critical),
+            40 => Some(FailureLevel::Abort),
+            _ => Some(FailureLevel::Temporary),
+        }
+    }
+}
+
+/// A step failure inside `damocles-step`, carrying its level.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StepError {
+    pub level: FailureLevel,
+    pub message: String,
+}
+
+impl StepError {
+    pub fn temporary(message: impl Into<String>) -> Self {
+        Self {
+            level: FailureLevel::Temporary,
+            message: message.into(),
+        }
+    }
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            level: FailureLevel::Permanent,
+            message: message.into(),
+        }
+    }
+    pub fn critical(message: impl Into<String>) -> Self {
+        Self {
+            level: FailureLevel::Critical,
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads a request, refusing newer schema versions before looking at the rest, so an old step image
+/// given a new request says so instead of a confusing field error.
+pub fn parse_request(text: &str) -> Result<StepRequest, StepError> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| StepError::permanent(format!("the step request is not JSON: {e}")))?;
+    match value.get("version").and_then(serde_json::Value::as_u64) {
+        None => {
+            return Err(StepError::permanent(
+                "the step request has no numeric \"version\" field",
+            ));
+        }
+        Some(version) if version > u64::from(REQUEST_VERSION) => {
+            return Err(StepError::permanent(format!(
+                "the step request has schema version {version}, newer than this damocles-step \
+                 understands ({REQUEST_VERSION}); run a damocles-step image as new as the operator"
+            )));
+        }
+        Some(_) => {}
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        StepError::permanent(format!("bad step request at {path}: {}", e.into_inner()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request_json() -> serde_json::Value {
+        serde_json::json!({
+            "version": 1,
+            "step": "pc1",
+            "sector": {"miner": 1000, "number": 7},
+            "sectorSize": "2KiB",
+            "workspace": "/ws/t1",
+            "inputs": {"ticket": "00".repeat(32)}
+        })
+    }
+
+    #[test]
+    fn parses_a_request() {
+        let request = parse_request(&request_json().to_string()).unwrap();
+        assert_eq!(request.step, StepKind::Pc1);
+        assert_eq!(request.inputs.ticket, Some(Bytes32([0; 32])));
+        let again: StepRequest =
+            serde_json::from_str(&serde_json::to_string(&request).unwrap()).unwrap();
+        assert_eq!(again, request);
+    }
+
+    #[test]
+    fn refuses_newer_schema_versions_by_name() {
+        let mut json = request_json();
+        json["version"] = 2.into();
+        json["futureField"] = true.into();
+        let err = parse_request(&json.to_string()).unwrap_err();
+        assert_eq!(err.level, FailureLevel::Permanent);
+        assert!(err.message.contains("schema version 2"), "{}", err.message);
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        let mut json = request_json();
+        json["inputs"]["ticket"] = "abcd".into();
+        let err = parse_request(&json.to_string()).unwrap_err();
+        assert!(err.message.contains("inputs.ticket"), "{}", err.message);
+        assert!(
+            err.message.contains("2 bytes, expected 32"),
+            "{}",
+            err.message
+        );
+
+        let mut json = request_json();
+        json["sectorSize"] = "4KiB".into();
+        let err = parse_request(&json.to_string()).unwrap_err();
+        assert!(err.message.contains("sectorSize"), "{}", err.message);
+    }
+
+    #[test]
+    fn termination_message_fits_the_kubernetes_limit() {
+        let result = StepResult {
+            version: REQUEST_VERSION,
+            step: StepKind::C2,
+            sector: SectorRef {
+                miner: 1000,
+                number: 1,
+            },
+            failure: Some(StepFailure {
+                level: FailureLevel::Temporary,
+                message: "é".repeat(5000),
+            }),
+            outputs: StepOutputs::default(),
+            reused: false,
+            duration_ms: 1,
+        };
+        let text = result.termination_message();
+        assert!(text.len() <= TERMINATION_MESSAGE_LIMIT, "{}", text.len());
+        let back: StepResult = serde_json::from_str(&text).unwrap();
+        assert!(back.failure.unwrap().message.ends_with("[truncated]"));
+        assert_eq!(result.exit_code(), ExitCode::Temporary);
+    }
+
+    #[test]
+    fn exit_codes_round_trip_to_levels() {
+        for level in [
+            FailureLevel::Temporary,
+            FailureLevel::Permanent,
+            FailureLevel::Critical,
+            FailureLevel::Abort,
+        ] {
+            assert_eq!(
+                ExitCode::level_of(ExitCode::from(level) as i32),
+                Some(level)
+            );
+        }
+        assert_eq!(ExitCode::level_of(0), None);
+        assert_eq!(ExitCode::level_of(137), Some(FailureLevel::Temporary));
+    }
+}

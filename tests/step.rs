@@ -1,0 +1,449 @@
+//! damocles-step end to end: real 2KiB proofs through the binary, as a step pod runs it.
+//! Needs the 2KiB TEST parameters (`damocles-step params generate --sector-size 2KiB`; scripts/test
+//! does it once per machine).
+#![cfg(feature = "proofs")]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use damocles_operator::api::{FailureLevel, SectorRef, SectorSize};
+use damocles_operator::step::bench::{Chain, SEALER_STEPS};
+use damocles_operator::step::workspace::{FAULT_ENV, SectorFiles, partial_path};
+use damocles_operator::step::{
+    FileDigest, PieceInput, SealedFiles, StepKind, StepRequest, StepResult, UnsealRange,
+};
+
+const STEP: &str = env!("CARGO_BIN_EXE_damocles-step");
+
+fn sector(number: u64) -> SectorRef {
+    SectorRef {
+        miner: 1000,
+        number,
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("damocles-step-test-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the binary on a request; returns its exit status code (None when killed) and parsed result.
+fn run_with(request: &StepRequest, env: &[(&str, &str)]) -> (Option<i32>, Option<StepResult>) {
+    let dir = request.workspace.join("requests");
+    fs::create_dir_all(&dir).unwrap();
+    let mut request = request.clone();
+    let message = dir.join(format!("{}.result.json", request.step));
+    let _ = fs::remove_file(&message);
+    request.termination_message_path = Some(message.clone());
+    let path = dir.join(format!("{}.request.json", request.step));
+    fs::write(&path, serde_json::to_vec_pretty(&request).unwrap()).unwrap();
+    let output = Command::new(STEP)
+        .args(["run", "--request"])
+        .arg(&path)
+        .envs(env.iter().copied())
+        .output()
+        .expect("damocles-step runs");
+    let result = fs::read(&message).ok().map(|bytes| {
+        let from_file: StepResult = serde_json::from_slice(&bytes).unwrap();
+        let stdout: StepResult = serde_json::from_slice(output.stdout.trim_ascii()).unwrap();
+        assert_eq!(
+            from_file, stdout,
+            "stdout and the termination message agree"
+        );
+        from_file
+    });
+    (output.status.code(), result)
+}
+
+fn run(request: &StepRequest) -> StepResult {
+    let (code, result) = run_with(request, &[]);
+    let result = result.expect("a result");
+    assert_eq!(
+        code,
+        Some(0),
+        "{} failed: {:?}",
+        request.step,
+        result.failure
+    );
+    result
+}
+
+fn run_chain(chain: &mut Chain, steps: &[StepKind]) -> Vec<StepResult> {
+    steps
+        .iter()
+        .map(|step| {
+            let result = run(&chain.request(*step));
+            chain.absorb(&result);
+            result
+        })
+        .collect()
+}
+
+fn failure(code: Option<i32>, result: &Option<StepResult>) -> (i32, FailureLevel, String) {
+    let failure = result
+        .as_ref()
+        .and_then(|r| r.failure.clone())
+        .expect("a failure");
+    (code.expect("an exit code"), failure.level, failure.message)
+}
+
+#[test]
+fn sealer_chain_ends_in_a_verified_proof_and_a_tampered_one_fails() {
+    let ws = temp_dir("sealer");
+    let mut chain = Chain::new(&ws, sector(1), SectorSize::Size2KiB, false);
+    let results = run_chain(&mut chain, &SEALER_STEPS);
+    assert!(results.iter().all(|r| !r.reused));
+    let c2 = results.last().unwrap();
+    assert_eq!(c2.outputs.verified, Some(true));
+    let proof = c2.outputs.file("proof").unwrap();
+    assert_eq!(
+        proof.size, 192,
+        "a 2KiB PoRep proof is one 192-byte Groth16 proof"
+    );
+
+    let verify = run(&chain.request(StepKind::VerifySeal));
+    assert_eq!(verify.outputs.verified, Some(true));
+
+    // Rerunning a completed step with the same inputs returns its record without recomputing.
+    let again = run(&chain.request(StepKind::C1));
+    assert!(again.reused);
+    assert_eq!(again.outputs, results[4].outputs);
+
+    // One flipped bit: the verifier says no, with the permanent exit code.
+    let mut bytes = fs::read(&proof.path).unwrap();
+    bytes[10] ^= 0x01;
+    let tampered = ws.join("tampered.bin");
+    fs::write(&tampered, &bytes).unwrap();
+    let mut request = chain.request(StepKind::VerifySeal);
+    request.inputs.proof = Some(digest(&tampered));
+    let (code, result) = run_with(&request, &[]);
+    assert_eq!(code, Some(20));
+    assert_eq!(result.unwrap().outputs.verified, Some(false));
+
+    // A different seed is a different statement: the genuine proof does not prove it.
+    let mut request = chain.request(StepKind::VerifySeal);
+    request.inputs.seed = Some(damocles_operator::step::run::randomness(9));
+    let (code, result) = run_with(&request, &[]);
+    assert_eq!(
+        (code, result.unwrap().outputs.verified),
+        (Some(20), Some(false))
+    );
+    fs::remove_dir_all(ws).unwrap();
+}
+
+fn digest(path: &Path) -> FileDigest {
+    damocles_operator::step::workspace::digest_file(path).unwrap()
+}
+
+#[test]
+fn synthetic_porep_chain_verifies() {
+    let ws = temp_dir("synthetic");
+    let mut chain = Chain::new(&ws, sector(2), SectorSize::Size2KiB, true);
+    use StepKind::*;
+    let results = run_chain(
+        &mut chain,
+        &[
+            AddPiece,
+            TreeD,
+            Pc1,
+            Pc2,
+            SyntheticProofs,
+            C1,
+            C2,
+            VerifySeal,
+        ],
+    );
+    assert!(results[4].outputs.file("synthetic-proofs").is_some());
+    assert_eq!(results.last().unwrap().outputs.verified, Some(true));
+
+    // An interactive-PoRep request cannot use this sector's synthetic PC1 output: permanent, named.
+    let mut request = chain.request(Pc2);
+    request.synthetic_po_rep = false;
+    let (code, result) = run_with(&request, &[]);
+    let (code, level, message) = failure(code, &result);
+    assert_eq!((code, level), (20, FailureLevel::Permanent));
+    assert!(
+        message.contains("SyntheticPoRep") && message.contains("StackedDrg2KiBV1_1"),
+        "{message}"
+    );
+    fs::remove_dir_all(ws).unwrap();
+}
+
+/// Seals a sector to PC2 and persists it; returns the chain and the persisted files.
+fn sealed_and_persisted(
+    ws: &Path,
+    persist: &Path,
+    number: u64,
+    pieces: Vec<PieceInput>,
+) -> (Chain, SealedFiles) {
+    let mut chain = Chain::new(ws, sector(number), SectorSize::Size2KiB, false);
+    chain.base.persist = Some(persist.to_path_buf());
+    chain.gathered.pieces = pieces;
+    use StepKind::*;
+    let results = run_chain(&mut chain, &[AddPiece, TreeD, Pc1, Pc2, Persist]);
+    let persisted = &results[4].outputs.files;
+    assert!(
+        persisted.iter().any(|f| f.file.path.ends_with("p_aux")),
+        "{persisted:?}"
+    );
+    let store = SectorFiles::new(persist, sector(number));
+    let sealed = SealedFiles {
+        sealed: store.sealed(),
+        cache: store.cache(),
+        comm_r: chain.gathered.comm_r.clone().unwrap(),
+        comm_d: chain.gathered.comm_d.clone(),
+        ticket: chain.gathered.ticket,
+    };
+    assert_eq!(
+        fs::read(&sealed.sealed).unwrap(),
+        fs::read(SectorFiles::new(ws, sector(number)).sealed()).unwrap()
+    );
+    (chain, sealed)
+}
+
+fn deal_piece(dir: &Path, seed: u8) -> (PathBuf, Vec<u8>) {
+    // 2032 unpadded bytes fill a 2KiB sector; the top bits of each 32-byte word need no care: add-piece pads.
+    let bytes: Vec<u8> = (0..2032u32)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    let path = dir.join(format!("piece-{seed}.bin"));
+    fs::write(&path, &bytes).unwrap();
+    (path, bytes)
+}
+
+#[test]
+fn snapup_encodes_proves_and_verifies_on_a_cc_sector() {
+    let root = temp_dir("snapup");
+    let persist = root.join("persist");
+    let (_, cc) = sealed_and_persisted(&root.join("cc"), &persist, 3, vec![]);
+
+    let (piece, _) = deal_piece(&root, 5);
+    let mut chain = Chain::new(&root.join("snap"), sector(3), SectorSize::Size2KiB, false);
+    chain.base.persist = Some(persist.clone());
+    chain.gathered.pieces = vec![PieceInput {
+        cid: None,
+        size: 2048,
+        source: Some(format!("file://{}", piece.display())),
+    }];
+    chain.gathered.cc_sector = Some(cc.clone());
+    use StepKind::*;
+    let results = run_chain(
+        &mut chain,
+        &[AddPiece, SnapEncode, SnapProve, VerifySnap, Persist],
+    );
+    let new_comm_r = results[1].outputs.comm_r.clone().unwrap();
+    assert_ne!(
+        new_comm_r, cc.comm_r,
+        "the upgraded replica has a new CommR"
+    );
+    assert_eq!(
+        results[1].outputs.comm_d.as_ref(),
+        Some(&results[0].outputs.pieces[0].cid)
+    );
+    assert_eq!(results[2].outputs.verified, Some(true));
+    assert_eq!(results[3].outputs.verified, Some(true));
+    assert!(SectorFiles::new(&persist, sector(3)).update().is_file());
+
+    // The same proof does not prove the upgrade of a different CC sector.
+    let mut request = chain.request(VerifySnap);
+    request.inputs.comm_r = Some(cc.comm_r.clone());
+    let (code, result) = run_with(&request, &[]);
+    assert_eq!(
+        (code, result.unwrap().outputs.verified),
+        (Some(20), Some(false))
+    );
+    fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn rebuild_with_the_original_ticket_gives_the_same_comm_r_and_replica() {
+    let root = temp_dir("rebuild");
+    let (piece, _) = deal_piece(&root, 7);
+    let pieces = vec![PieceInput {
+        cid: None,
+        size: 2048,
+        source: Some(format!("file://{}", piece.display())),
+    }];
+    let (original, sealed) = sealed_and_persisted(
+        &root.join("original"),
+        &root.join("persist"),
+        4,
+        pieces.clone(),
+    );
+
+    // A lost sector: a fresh workspace, the same ticket and pieces, and the CID checked this time.
+    let mut rebuild = Chain::new(
+        &root.join("rebuild"),
+        sector(4),
+        SectorSize::Size2KiB,
+        false,
+    );
+    rebuild.gathered.ticket = original.gathered.ticket;
+    let mut pieces = pieces;
+    pieces[0].cid = Some(original.gathered.comm_d.clone().unwrap());
+    rebuild.gathered.pieces = pieces;
+    use StepKind::*;
+    run_chain(&mut rebuild, &[AddPiece, TreeD, Pc1, Pc2]);
+    assert_eq!(rebuild.gathered.comm_r.as_ref(), Some(&sealed.comm_r));
+    assert_eq!(
+        fs::read(SectorFiles::new(root.join("rebuild"), sector(4)).sealed()).unwrap(),
+        fs::read(&sealed.sealed).unwrap()
+    );
+
+    // A piece whose bytes do not match its CID is refused before anything is sealed.
+    let (other, _) = deal_piece(&root, 8);
+    let mut wrong = rebuild.clone();
+    wrong.base.workspace = root.join("wrong");
+    wrong.gathered.pieces[0].source = Some(format!("file://{}", other.display()));
+    let (code, result) = run_with(&wrong.request(AddPiece), &[]);
+    let (code, level, message) = failure(code, &result);
+    assert_eq!((code, level), (20, FailureLevel::Permanent));
+    assert!(message.contains("does not match its bytes"), "{message}");
+    fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn unseal_returns_the_original_piece_bytes_and_upload_delivers_them() {
+    let root = temp_dir("unseal");
+    let (piece, original) = deal_piece(&root, 11);
+    let pieces = vec![PieceInput {
+        cid: None,
+        size: 2048,
+        source: Some(format!("store://pieces/{}", "p.bin")),
+    }];
+    let persist = root.join("persist");
+    fs::create_dir_all(persist.join("pieces")).unwrap();
+    fs::copy(&piece, persist.join("pieces/p.bin")).unwrap();
+    let (_, sealed) = sealed_and_persisted(&root.join("seal"), &persist, 5, pieces);
+
+    let mut chain = Chain::new(&root.join("unseal"), sector(5), SectorSize::Size2KiB, false);
+    chain.gathered.sealed = Some(sealed);
+    chain.gathered.unseal = Some(UnsealRange {
+        offset: 0,
+        size: 2032,
+    });
+    let destination = root.join("delivered/piece.bin");
+    chain.gathered.destination = Some(format!("file://{}", destination.display()));
+    let results = run_chain(&mut chain, &[StepKind::Unseal, StepKind::Upload]);
+    let unsealed = results[0].outputs.file("unsealed-piece").unwrap();
+    assert_eq!(fs::read(&unsealed.path).unwrap(), original);
+    assert_eq!(fs::read(&destination).unwrap(), original);
+
+    let mut request = chain.request(StepKind::Unseal);
+    request.inputs.unseal = Some(UnsealRange {
+        offset: 1000,
+        size: 2000,
+    });
+    let (code, result) = run_with(&request, &[]);
+    let (code, _, message) = failure(code, &result);
+    assert_eq!(code, 20);
+    assert!(
+        message.contains("outside the 2032 unpadded bytes"),
+        "{message}"
+    );
+    fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn a_step_killed_mid_write_is_redone_correctly_on_rerun() {
+    let root = temp_dir("crash");
+    // The reference: an undisturbed run.
+    let mut clean = Chain::new(&root.join("clean"), sector(6), SectorSize::Size2KiB, false);
+    use StepKind::*;
+    run_chain(&mut clean, &[AddPiece, TreeD, Pc1, Pc2, C1]);
+
+    let ws = root.join("crashy");
+    let mut chain = Chain::new(&ws, sector(6), SectorSize::Size2KiB, false);
+    run_chain(&mut chain, &[AddPiece, TreeD, Pc1]);
+    let files = SectorFiles::new(&ws, sector(6));
+    for (step, point) in [(Pc2, "before-rename"), (Pc2, "before-marker")] {
+        let (code, result) = run_with(
+            &chain.request(step),
+            &[(FAULT_ENV, &format!("{step}:{point}"))],
+        );
+        assert_eq!(
+            code, None,
+            "{step}:{point}: killed by a signal, no exit code"
+        );
+        assert!(result.is_none(), "a killed step reports nothing");
+        assert!(
+            !files.marker(step).exists(),
+            "no completion marker after {point}"
+        );
+    }
+    // Killed before the rename: the partial replica is left behind, the final name never appeared.
+    let (_, _) = run_with(&chain.request(Pc2), &[(FAULT_ENV, "pc2:before-rename")]);
+    assert!(partial_path(&files.sealed()).exists() && !files.sealed().exists());
+    let pc2 = run(&chain.request(Pc2));
+    chain.absorb(&pc2);
+    assert!(!pc2.reused && !partial_path(&files.sealed()).exists());
+    assert_eq!(chain.gathered.comm_r, clean.gathered.comm_r);
+
+    // C1's output killed half-written: the rerun writes it whole and C1 gives the clean run's output.
+    let (code, _) = run_with(&chain.request(C1), &[(FAULT_ENV, "c1:mid-write")]);
+    assert_eq!(code, None);
+    assert!(partial_path(&files.output("c1.json")).exists());
+    let c1 = run(&chain.request(C1));
+    assert_eq!(
+        fs::read(&c1.outputs.file("c1-output").unwrap().path).unwrap(),
+        fs::read(&clean.gathered.c1_output.as_ref().unwrap().path).unwrap()
+    );
+    fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn corrupt_or_missing_inputs_are_critical_and_name_the_file() {
+    let root = temp_dir("corrupt");
+    let mut chain = Chain::new(&root, sector(7), SectorSize::Size2KiB, false);
+    use StepKind::*;
+    run_chain(&mut chain, &[AddPiece, TreeD, Pc1, Pc2, C1]);
+    let c1_output = chain.gathered.c1_output.clone().unwrap();
+    let bytes = fs::read(&c1_output.path).unwrap();
+    fs::write(&c1_output.path, &bytes[..bytes.len() / 2]).unwrap();
+    let (code, result) = run_with(&chain.request(C2), &[]);
+    let (code, level, message) = failure(code, &result);
+    assert_eq!((code, level), (30, FailureLevel::Critical));
+    assert!(
+        message.contains(&c1_output.path.display().to_string()),
+        "{message}"
+    );
+
+    let files = SectorFiles::new(&root, sector(7));
+    fs::remove_file(files.sealed()).unwrap();
+    let (code, result) = run_with(&chain.request(C1), &[]);
+    let (code, _, message) = failure(code, &result);
+    assert_eq!(code, 30);
+    assert!(
+        message.contains(&files.sealed().display().to_string()),
+        "{message}"
+    );
+    fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn requests_from_a_newer_schema_are_refused_clearly() {
+    let root = temp_dir("schema");
+    let path = root.join("request.json");
+    let message = root.join("result.json");
+    fs::write(
+        &path,
+        serde_json::json!({
+            "version": 99, "step": "teleport", "terminationMessagePath": message,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let output = Command::new(STEP)
+        .args(["run", "--request"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(20));
+    let text = fs::read_to_string(&message).unwrap();
+    assert!(text.contains("schema version 99"), "{text}");
+    fs::remove_dir_all(root).unwrap();
+}
