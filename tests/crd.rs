@@ -262,7 +262,7 @@ fn pieces_must_be_padded_and_fit_the_sector() {
     assert_rejected(
         &big,
         None,
-        "add up to 4096 bytes, more than a 2KiB sector holds (2048 bytes)",
+        "add up to more than a 2KiB sector holds (2048 bytes)",
     );
     assert_offline_rejected(&big, "add up to 4096 bytes");
     let both = with_spec(
