@@ -41,6 +41,34 @@ enum Command {
         #[arg(long = "filename", short = 'f', num_args = 1.., required = true)]
         files: Vec<PathBuf>,
     },
+    /// TEST ONLY: stand in for kubelet on a test control plane (scripts/test-cluster).
+    ///
+    /// Registers the given Nodes (labels, capacity incl. nvidia.com/gpu and hugepages-1Gi), keeps
+    /// their Leases fresh, and runs every pod the scheduler binds to them as local processes: the
+    /// container's command and args (images are not run, only recorded), env, hostPath / emptyDir /
+    /// configMap / secret volumes as local directories, with container paths in args and env rewritten
+    /// to them, and the termination-message file. Pod deletion kills the process group after the
+    /// grace period. Uses KUBECONFIG like kubectl. Stops on SIGINT/SIGTERM. Never use it in production.
+    DevNode {
+        /// A node: NAME[,RESOURCE=QUANTITY...][,label:KEY=VALUE...], e.g.
+        /// gpu-0,nvidia.com/gpu=1,hugepages-1Gi=4Gi,label:damocles.io/gpu=true (defaults: cpu=4,
+        /// memory=16Gi, pods=110). Repeat for several nodes.
+        #[arg(long = "node", required = true, value_parser = parse_node)]
+        nodes: Vec<damocles_operator::devnode::NodeSpec>,
+        /// Directory for pod files: volumes, logs (<uid>/<container>.log), pid files.
+        #[arg(long, default_value = "/tmp/damocles-dev-node")]
+        root: PathBuf,
+        /// Put hostPath volumes under this directory instead of at their real paths.
+        #[arg(long)]
+        host_root: Option<PathBuf>,
+        /// Delete the Node objects when stopping (otherwise they go NotReady, as with kubelet).
+        #[arg(long)]
+        remove_nodes_on_exit: bool,
+    },
+}
+
+fn parse_node(text: &str) -> Result<damocles_operator::devnode::NodeSpec, String> {
+    text.parse()
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -70,8 +98,53 @@ fn main() -> Result<ExitCode> {
             print!("{text}");
         }
         Command::Validate { files } => return validate(&files),
+        Command::DevNode {
+            nodes,
+            root,
+            host_root,
+            remove_nodes_on_exit,
+        } => {
+            let config = damocles_operator::devnode::DevNodeConfig {
+                nodes,
+                root,
+                host_root,
+                remove_nodes_on_exit,
+            };
+            dev_node(config)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn dev_node(config: damocles_operator::devnode::DevNodeConfig) -> Result<()> {
+    init_logging();
+    damocles_operator::install_crypto_provider();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .context("cannot connect to the cluster (set KUBECONFIG)")?;
+        damocles_operator::devnode::run(client, config, shutdown_signal()).await
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 fn validate(files: &[PathBuf]) -> Result<ExitCode> {
