@@ -3,10 +3,12 @@
 //! - [`api`]: the CRD types and their validation rules;
 //! - [`plan`]: the four task plans (sealer, snapup, rebuild, unseal) as pure state machines;
 //! - [`devnode`]: a kubelet stand-in that runs pods as local processes, for tests and the demo;
+//! - [`manager`]: damocles-manager's JSON-RPC wire format;
 //! - [`step`]: the step contract, and with the `proofs` feature the `damocles-step` steps themselves.
 
 pub mod api;
 pub mod devnode;
+pub mod manager;
 pub mod plan;
 pub mod step;
 

@@ -1,0 +1,422 @@
+//! damocles-manager's wire format: JSON-RPC 2.0 over HTTP POST to `/rpc/v0`, methods `Venus.<Name>`
+//! with positional params, Go's JSON encoding of its types (see docs/manager-wire.md).
+//!
+//! Encodings that differ from serde defaults: `[]byte` (tickets, seeds, proofs) is base64;
+//! `[32]byte` (CommR, CommD) is an array of 32 numbers; `cid.Cid` is `{"/": "..."}`; result codes are
+//! bare numbers, and an unknown code is a decoding error naming it, never a panic.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The HTTP path of the API.
+pub const RPC_PATH: &str = "/rpc/v0";
+/// Every method is `Venus.<GoMethodName>`.
+pub const NAMESPACE: &str = "Venus";
+/// The manager's code for a sector it does not know.
+pub const ERR_SECTOR_STATE_NOT_FOUND: i64 = 11001;
+/// JSON-RPC: the params array has the wrong length (another API version).
+pub const ERR_INVALID_PARAMS: i64 = -32602;
+/// JSON-RPC: no such method.
+pub const ERR_METHOD_NOT_FOUND: i64 = -32601;
+
+pub fn method(name: &str) -> String {
+    format!("{NAMESPACE}.{name}")
+}
+
+/// A JSON-RPC 2.0 request with positional params.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Request {
+    pub jsonrpc: String,
+    pub id: u64,
+    pub method: String,
+    pub params: Vec<serde_json::Value>,
+}
+
+impl Request {
+    pub fn new(id: u64, name: &str, params: Vec<serde_json::Value>) -> Self {
+        Self {
+            jsonrpc: "2.0".into(),
+            id,
+            method: method(name),
+            params,
+        }
+    }
+}
+
+/// A JSON-RPC 2.0 response. A missing `result` means null (Go omits it).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Response {
+    pub jsonrpc: String,
+    pub id: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RpcError>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+}
+
+/// Go `[]byte`: base64 (standard alphabet, padded).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Bytes(pub Vec<u8>);
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", STANDARD.encode(&self.0))
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Option::<String>::deserialize(deserializer)?.unwrap_or_default();
+        STANDARD
+            .decode(text)
+            .map(Bytes)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Go `abi.Randomness` as damocles uses it: base64 of exactly 32 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Randomness(pub [u8; 32]);
+
+impl Serialize for Randomness {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Randomness {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes = Bytes::deserialize(deserializer)?.0;
+        let len = bytes.len();
+        bytes.try_into().map(Randomness).map_err(|_| {
+            serde::de::Error::custom(format!("randomness is {len} bytes, expected 32"))
+        })
+    }
+}
+
+/// Go `cid.Cid`: `{"/": "<cid>"}`.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct CidJson {
+    #[serde(rename = "/")]
+    pub cid: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+#[serde(rename_all = "PascalCase")]
+pub struct SectorId {
+    pub miner: u64,
+    pub number: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct AllocateSectorSpec {
+    pub allowed_miners: Option<Vec<u64>>,
+    pub allowed_proof_types: Option<Vec<i64>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct AllocatedSector {
+    #[serde(rename = "ID")]
+    pub id: SectorId,
+    /// abi.RegisteredSealProof (5: StackedDrg2KiBV1_1, 10: its synthetic variant).
+    pub proof_type: i64,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct Ticket {
+    pub ticket: Randomness,
+    pub epoch: i64,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct Seed {
+    pub seed: Randomness,
+    pub epoch: i64,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct PreCommitOnChainInfo {
+    pub comm_r: [u8; 32],
+    pub comm_d: [u8; 32],
+    pub ticket: Ticket,
+    /// Deal ids; only older managers read it, newer ones ignore it.
+    #[serde(default)]
+    pub deals: Vec<u64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProofOnChainInfo {
+    pub proof: Bytes,
+}
+
+/// What a submission returned (`SubmitPreCommitResp`, `SubmitProofResp`, `SubmitSnapUpProofResp`).
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct SubmitResp {
+    pub res: SubmitResult,
+    #[serde(default)]
+    pub desc: Option<String>,
+}
+
+/// What a poll returned (`PollPreCommitStateResp`, `PollProofStateResp`).
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct PollResp {
+    pub state: OnChainState,
+    #[serde(default)]
+    pub desc: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct WaitSeedResp {
+    pub should_wait: bool,
+    /// Seconds to wait before asking again.
+    pub delay: i64,
+    #[serde(default)]
+    pub seed: Option<Seed>,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReportStateReq {
+    pub worker: WorkerIdentifier,
+    pub state_change: SectorStateChange,
+    #[serde(default)]
+    pub failure: Option<SectorFailure>,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct WorkerIdentifier {
+    pub instance: String,
+    pub location: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct SectorStateChange {
+    pub prev: String,
+    pub next: String,
+    pub event: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct SectorFailure {
+    pub level: String,
+    pub desc: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct SectorStateResp {
+    /// The Go field has the tag `json:"Id"`.
+    #[serde(rename = "Id")]
+    pub id: SectorId,
+    pub finalized: bool,
+    #[serde(default)]
+    pub abort_reason: Option<String>,
+}
+
+macro_rules! result_code {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $value:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant = $value,)*
+        }
+
+        impl TryFrom<u64> for $name {
+            type Error = String;
+            fn try_from(code: u64) -> Result<Self, String> {
+                match code {
+                    $($value => Ok($name::$variant),)*
+                    other => Err(format!(
+                        concat!("unknown ", stringify!($name), " {} from the manager (known: {})"),
+                        other,
+                        [$(concat!(stringify!($value), " ", stringify!($variant))),*].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_u64(*self as u64)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                $name::try_from(u64::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+result_code!(
+    /// damocles-manager's `SubmitResult`.
+    SubmitResult {
+        Unknown = 0,
+        Accepted = 1,
+        DuplicateSubmit = 2,
+        MismatchedSubmission = 3,
+        Rejected = 4,
+        FilesMissed = 5,
+    }
+);
+
+result_code!(
+    /// damocles-manager's `OnChainState`.
+    OnChainState {
+        Unknown = 0,
+        Pending = 1,
+        Packed = 2,
+        Landed = 3,
+        NotFound = 4,
+        Failed = 5,
+        PermFailed = 6,
+        ShouldAbort = 7,
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    //! Fixtures written from damocles-manager's Go types (docs/manager-wire.md, section 7).
+    use serde_json::json;
+
+    use super::*;
+
+    const TICKET_B64: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+
+    fn sid() -> SectorId {
+        SectorId {
+            miner: 1000,
+            number: 2,
+        }
+    }
+
+    #[test]
+    fn requests_match_the_manager_fixtures() {
+        let allocated = AllocatedSector {
+            id: sid(),
+            proof_type: 5,
+        };
+        let info = PreCommitOnChainInfo {
+            comm_r: std::array::from_fn(|i| i as u8 + 1),
+            comm_d: [7; 32],
+            ticket: Ticket {
+                ticket: Randomness([1; 32]),
+                epoch: 12345,
+            },
+            deals: vec![],
+        };
+        let request = Request::new(
+            3,
+            "SubmitPreCommit",
+            vec![
+                serde_json::to_value(&allocated).unwrap(),
+                serde_json::to_value(&info).unwrap(),
+                json!(false),
+            ],
+        );
+        let expected = json!({"jsonrpc": "2.0", "id": 3, "method": "Venus.SubmitPreCommit", "params": [
+            {"ID": {"Miner": 1000, "Number": 2}, "ProofType": 5},
+            {"CommR": (1..=32).collect::<Vec<u8>>(), "CommD": vec![7u8; 32],
+             "Ticket": {"Ticket": TICKET_B64, "Epoch": 12345}, "Deals": []},
+            false]});
+        assert_eq!(serde_json::to_value(&request).unwrap(), expected);
+
+        let spec = AllocateSectorSpec {
+            allowed_miners: Some(vec![1000]),
+            allowed_proof_types: Some(vec![5]),
+        };
+        assert_eq!(
+            serde_json::to_value(spec).unwrap(),
+            json!({"AllowedMiners": [1000], "AllowedProofTypes": [5]})
+        );
+        let proof = ProofOnChainInfo {
+            proof: Bytes(vec![0xde, 0xad, 0xbe, 0xef]),
+        };
+        assert_eq!(
+            serde_json::to_value(proof).unwrap(),
+            json!({"Proof": "3q2+7w=="})
+        );
+    }
+
+    #[test]
+    fn responses_from_the_manager_decode() {
+        let response: Response =
+            serde_json::from_value(json!({"jsonrpc": "2.0", "id": 5, "result":
+            {"ShouldWait": false, "Delay": 0, "Seed": {"Seed": TICKET_B64, "Epoch": 12495}}}))
+            .unwrap();
+        let seed: WaitSeedResp = serde_json::from_value(response.result.unwrap()).unwrap();
+        assert_eq!(
+            seed.seed.unwrap(),
+            Seed {
+                seed: Randomness([1; 32]),
+                epoch: 12495
+            }
+        );
+
+        let state: SectorStateResp = serde_json::from_value(
+            json!({"Id": {"Miner": 1000, "Number": 2}, "Finalized": false, "AbortReason": ""}),
+        )
+        .unwrap();
+        assert_eq!(state.id, sid());
+        let resp: SubmitResp = serde_json::from_value(json!({"Res": 2, "Desc": null})).unwrap();
+        assert_eq!(resp.res, SubmitResult::DuplicateSubmit);
+        let poll: PollResp = serde_json::from_value(json!({"State": 7})).unwrap();
+        assert_eq!(poll.state, OnChainState::ShouldAbort);
+
+        // Go omits a nil result; an error comes with its code.
+        let response: Response = serde_json::from_value(json!({"jsonrpc": "2.0", "id": 4,
+            "error": {"code": 11001, "message": "error code 11001: sector state not found"}}))
+        .unwrap();
+        assert_eq!(response.result, None);
+        assert_eq!(response.error.unwrap().code, ERR_SECTOR_STATE_NOT_FOUND);
+    }
+
+    #[test]
+    fn unknown_codes_and_bad_bytes_are_clear_errors() {
+        let err = serde_json::from_value::<SubmitResp>(json!({"Res": 9}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown SubmitResult 9") && err.contains("4 Rejected"),
+            "{err}"
+        );
+        let err = serde_json::from_value::<PollResp>(json!({"State": 42}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown OnChainState 42"), "{err}");
+        let err = serde_json::from_value::<Ticket>(json!({"Ticket": "AQID", "Epoch": 1}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("3 bytes, expected 32"), "{err}");
+        let err = serde_json::from_value::<ProofOnChainInfo>(json!({"Proof": "not base64!"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Invalid"), "{err}");
+    }
+}
