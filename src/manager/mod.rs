@@ -4,4 +4,7 @@
 //! codes) in one place, written from damocles-manager's Go types; see docs/manager-wire.md for the
 //! sources. The client and the embedded dev manager build on it.
 
+pub mod client;
 pub mod wire;
+
+pub use client::{ManagerClient, ManagerError, PollOutcome, SubmitOutcome};
