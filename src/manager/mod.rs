@@ -5,6 +5,7 @@
 //! sources. The client and the embedded dev manager build on it.
 
 pub mod client;
+pub mod dev;
 pub mod wire;
 
 pub use client::{ManagerClient, ManagerError, PollOutcome, SubmitOutcome};
