@@ -65,6 +65,64 @@ enum Command {
         #[arg(long)]
         remove_nodes_on_exit: bool,
     },
+    /// Serve damocles-manager's sealer API over a simulated chain, for tests, the demo and small
+    /// setups.
+    ///
+    /// A chain head advances with wall time (--block-time); AllocateSector hands out increasing
+    /// numbers; tickets come from head - lookback; SubmitPreCommit rejects duplicates, mismatches and
+    /// expired tickets; PreCommits and proofs land after a delay; WaitSeed waits the challenge delay;
+    /// SubmitProof checks the proof with filecoin-proofs (through damocles-step). State survives
+    /// restarts in --state. Prints "listening on ADDRESS" first. Admin API: POST /admin/faults
+    /// {"SubmitProof": {"failNext": 2, "latencyMs": 500, "forceResult": 4}}, GET /admin/state.
+    DevManager {
+        /// Address to listen on (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:1789")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        miner: u64,
+        /// Seal proof type handed out (5: StackedDrg*V1_1 for 2KiB; 10: synthetic).
+        #[arg(long, default_value_t = 5)]
+        proof_type: i64,
+        /// State file (created if missing; kept across restarts).
+        #[arg(long, default_value = "dev-manager-state.json")]
+        state: PathBuf,
+        /// Wall time per epoch, e.g. 100ms, 30s.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        block_time: std::time::Duration,
+        #[arg(long, default_value_t = 10_000)]
+        start_epoch: i64,
+        #[arg(long, default_value_t = 900)]
+        ticket_lookback: i64,
+        /// A PreCommit with a ticket older than head minus this is rejected.
+        #[arg(long, default_value_t = 2880 + 900)]
+        ticket_max_age: i64,
+        #[arg(long, default_value_t = 3)]
+        precommit_landing: i64,
+        /// Epochs from PreCommit landing to the seed (PreCommitChallengeDelay).
+        #[arg(long, default_value_t = 150)]
+        seed_delay: i64,
+        #[arg(long, default_value_t = 3)]
+        proof_landing: i64,
+        /// damocles-step, to verify proofs (default: next to this binary, else on PATH).
+        #[arg(long)]
+        step_bin: Option<PathBuf>,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| text.split_at(i))
+        .unwrap_or((text, "s"));
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 100ms or 30s"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(value)),
+        "s" => Ok(std::time::Duration::from_secs(value)),
+        "m" => Ok(std::time::Duration::from_secs(value * 60)),
+        _ => Err(format!("{text:?}: unit must be ms, s or m")),
+    }
 }
 
 fn parse_node(text: &str) -> Result<damocles_operator::devnode::NodeSpec, String> {
@@ -98,6 +156,48 @@ fn main() -> Result<ExitCode> {
             print!("{text}");
         }
         Command::Validate { files } => return validate(&files),
+        Command::DevManager {
+            listen,
+            miner,
+            proof_type,
+            state,
+            block_time,
+            start_epoch,
+            ticket_lookback,
+            ticket_max_age,
+            precommit_landing,
+            seed_delay,
+            proof_landing,
+            step_bin,
+        } => {
+            let rules = damocles_operator::manager::dev::chain::ChainRules {
+                miner,
+                proof_type,
+                ticket_lookback,
+                ticket_max_age,
+                precommit_landing,
+                seed_delay,
+                proof_landing,
+                block_seconds: block_time.as_secs_f64(),
+            };
+            let step_bin = step_bin.unwrap_or_else(|| {
+                let sibling = std::env::current_exe()
+                    .ok()
+                    .and_then(|p| p.parent().map(|d| d.join("damocles-step")));
+                sibling
+                    .filter(|p| p.is_file())
+                    .unwrap_or_else(|| PathBuf::from("damocles-step"))
+            });
+            let config = damocles_operator::manager::dev::DevManagerConfig {
+                listen,
+                rules,
+                block_time,
+                start_epoch,
+                state_file: state,
+                step_bin,
+            };
+            dev_manager(config)?;
+        }
         Command::DevNode {
             nodes,
             root,
@@ -134,6 +234,21 @@ fn dev_node(config: damocles_operator::devnode::DevNodeConfig) -> Result<()> {
             .await
             .context("cannot connect to the cluster (set KUBECONFIG)")?;
         damocles_operator::devnode::run(client, config, shutdown_signal()).await
+    })
+}
+
+fn dev_manager(config: damocles_operator::manager::dev::DevManagerConfig) -> Result<()> {
+    init_logging();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let (address, server) = damocles_operator::manager::dev::start(config).await?;
+        // First line on stdout, for scripts and tests that asked for port 0.
+        println!("listening on {address}");
+        tokio::select! {
+            result = server => result.context("the server task failed")?.context("the server failed")?,
+            () = shutdown_signal() => {}
+        }
+        anyhow::Ok(())
     })
 }
 

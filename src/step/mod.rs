@@ -11,6 +11,7 @@
 //! Exit codes are the failure levels of damocles-worker (see [`ExitCode`]). These types compile without
 //! the proofs stack: the operator builds requests and reads results with them.
 
+pub mod commitments;
 pub mod workspace;
 
 #[cfg(feature = "proofs")]

@@ -2,3 +2,6 @@
 //! small setups. [`chain`] holds its rules; the server around them is next.
 
 pub mod chain;
+pub mod server;
+
+pub use server::{DevManagerConfig, Fault, start};

@@ -1,0 +1,480 @@
+//! The manager client against the embedded dev manager, over loopback JSON-RPC, with real 2KiB
+//! proofs checked by filecoin-proofs. Needs the proofs feature (damocles-step verifies).
+#![cfg(feature = "proofs")]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use damocles_operator::api::{FailureLevel, SectorRef, SectorSize};
+use damocles_operator::manager::wire::{
+    AllocateSectorSpec, AllocatedSector, Bytes, OnChainState, PreCommitOnChainInfo,
+    ProofOnChainInfo, ReportStateReq, SectorId, SectorStateChange, SubmitResult, Ticket,
+    WorkerIdentifier,
+};
+use damocles_operator::manager::{ManagerClient, ManagerError, SubmitOutcome};
+use damocles_operator::step::bench::Chain;
+use damocles_operator::step::commitments::{parse_data_cid, parse_sealed_cid};
+use damocles_operator::step::{Bytes32, StepKind, StepResult};
+use serde_json::{Value, json};
+
+struct DevManager {
+    child: Child,
+    address: String,
+    state: PathBuf,
+}
+
+impl DevManager {
+    fn start(state: &Path, extra: &[&str]) -> DevManager {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_damocles-operator"))
+            .args([
+                "dev-manager",
+                "--listen",
+                "127.0.0.1:0",
+                "--block-time",
+                "20ms",
+            ])
+            .args([
+                "--precommit-landing",
+                "2",
+                "--seed-delay",
+                "5",
+                "--proof-landing",
+                "2",
+            ])
+            .arg("--state")
+            .arg(state)
+            .arg("--step-bin")
+            .arg(env!("CARGO_BIN_EXE_damocles-step"))
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("dev-manager starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("{line:?}"))
+            .to_string();
+        DevManager {
+            child,
+            address,
+            state: state.to_path_buf(),
+        }
+    }
+
+    fn client(&self) -> ManagerClient {
+        ManagerClient::new(&self.address, None, Duration::from_secs(120)).unwrap()
+    }
+
+    async fn admin(&self, path: &str, body: Option<Value>) -> Value {
+        let url = format!("http://{}{path}", self.address);
+        let http = reqwest::Client::new();
+        let request = match body {
+            Some(body) => http.post(url).json(&body),
+            None => http.get(url),
+        };
+        request.send().await.unwrap().json().await.unwrap()
+    }
+}
+
+impl Drop for DevManager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "damocles-manager-test-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn spec() -> AllocateSectorSpec {
+    AllocateSectorSpec {
+        allowed_miners: Some(vec![1000]),
+        allowed_proof_types: Some(vec![5]),
+    }
+}
+
+fn fake_info(ticket: Ticket) -> PreCommitOnChainInfo {
+    PreCommitOnChainInfo {
+        comm_r: [3; 32],
+        comm_d: [4; 32],
+        ticket,
+        deals: vec![],
+    }
+}
+
+async fn until_landed(client: &ManagerClient, sector: SectorId, proof: bool) {
+    let started = Instant::now();
+    loop {
+        let poll = if proof {
+            client.poll_proof_state(sector).await
+        } else {
+            client.poll_pre_commit_state(sector).await
+        };
+        if poll.unwrap().state == OnChainState::Landed {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn seed(client: &ManagerClient, sector: SectorId) -> damocles_operator::manager::wire::Seed {
+    loop {
+        let wait = client.wait_seed(sector, 5).await.unwrap();
+        if let Some(seed) = wait.seed {
+            return seed;
+        }
+        assert!(wait.should_wait && wait.delay >= 1);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_method_over_loopback() {
+    let dir = temp_dir("methods");
+    let manager = DevManager::start(&dir.join("state.json"), &[]);
+    let client = manager.client();
+    let sector = client
+        .allocate_sector(&spec())
+        .await
+        .unwrap()
+        .expect("a sector");
+    assert_eq!(
+        sector.id,
+        SectorId {
+            miner: 1000,
+            number: 1
+        }
+    );
+    let other_miner = AllocateSectorSpec {
+        allowed_miners: Some(vec![2000]),
+        allowed_proof_types: None,
+    };
+    assert_eq!(client.allocate_sector(&other_miner).await.unwrap(), None);
+
+    let ticket = client.assign_ticket(sector.id).await.unwrap();
+    let info = fake_info(ticket.clone());
+    let first = client
+        .submit_pre_commit(&sector, &info, false)
+        .await
+        .unwrap();
+    assert_eq!(first.res, SubmitResult::Accepted);
+    let again = client
+        .submit_pre_commit(&sector, &info, false)
+        .await
+        .unwrap();
+    assert_eq!(again.res, SubmitResult::DuplicateSubmit);
+    assert_eq!(SubmitOutcome::from(again.res), SubmitOutcome::Accepted);
+    until_landed(&client, sector.id, false).await;
+    assert!(
+        client
+            .submit_persisted(sector.id, "persist-1", false)
+            .await
+            .unwrap()
+    );
+    seed(&client, sector.id).await;
+    assert_eq!(
+        client.poll_proof_state(sector.id).await.unwrap().state,
+        OnChainState::NotFound
+    );
+
+    // Bytes that are no proof: checked with filecoin-proofs and refused, recoverably.
+    let junk = ProofOnChainInfo {
+        proof: Bytes(vec![7; 192]),
+    };
+    let resp = client.submit_proof(sector.id, &junk, false).await.unwrap();
+    assert_eq!(resp.res, SubmitResult::MismatchedSubmission);
+    assert!(resp.desc.unwrap().contains("does not verify"));
+
+    let report = ReportStateReq {
+        worker: WorkerIdentifier {
+            instance: "operator".into(),
+            location: "ns/task".into(),
+        },
+        state_change: SectorStateChange {
+            prev: "Empty".into(),
+            next: "Allocated".into(),
+            event: "Allocate".into(),
+        },
+        failure: None,
+    };
+    let state = client
+        .report_state(sector.id, &report)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((state.id, state.finalized), (sector.id, false));
+    client.report_finalized(sector.id).await.unwrap();
+    let state = client
+        .report_state(sector.id, &report)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(state.finalized);
+    let second = client.allocate_sector(&spec()).await.unwrap().unwrap();
+    client
+        .report_aborted(second.id, "operator: user abort")
+        .await
+        .unwrap();
+
+    let unknown = SectorId {
+        miner: 1000,
+        number: 77,
+    };
+    let err = client.assign_ticket(unknown).await.unwrap_err();
+    assert!(
+        matches!(err, ManagerError::Rpc { code: 11001, .. }),
+        "{err}"
+    );
+    assert_eq!(err.level(), FailureLevel::Permanent);
+
+    let state = manager.admin("/admin/state", None).await;
+    assert_eq!(
+        state["chain"]["sectors"]["1"]["submissions"]["SubmitPreCommit"],
+        2
+    );
+    assert_eq!(
+        state["chain"]["sectors"]["2"]["aborted"],
+        "operator: user abort"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn run_step(chain: &mut Chain, step: StepKind) -> StepResult {
+    let mut request = chain.request(step);
+    let result_path = chain.base.workspace.join(format!("{step}.result.json"));
+    request.termination_message_path = Some(result_path.clone());
+    let request_path = chain.base.workspace.join(format!("{step}.request.json"));
+    std::fs::create_dir_all(&chain.base.workspace).unwrap();
+    std::fs::write(&request_path, serde_json::to_vec(&request).unwrap()).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_damocles-step"))
+        .args(["run", "--request"])
+        .arg(&request_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{step} failed");
+    let result: StepResult = serde_json::from_slice(&std::fs::read(result_path).unwrap()).unwrap();
+    chain.absorb(&result);
+    result
+}
+
+#[tokio::test]
+async fn a_real_proof_is_accepted_and_a_tampered_one_is_not() {
+    let dir = temp_dir("proof");
+    let manager = DevManager::start(&dir.join("state.json"), &[]);
+    let client = manager.client();
+    let sector: AllocatedSector = client.allocate_sector(&spec()).await.unwrap().unwrap();
+    let ticket = client.assign_ticket(sector.id).await.unwrap();
+
+    let sector_ref = SectorRef {
+        miner: sector.id.miner,
+        number: sector.id.number,
+    };
+    let mut chain = Chain::new(
+        &dir.join("workspace"),
+        sector_ref,
+        SectorSize::Size2KiB,
+        false,
+    );
+    chain.gathered.ticket = Some(Bytes32(ticket.ticket.0));
+    for step in [
+        StepKind::AddPiece,
+        StepKind::TreeD,
+        StepKind::Pc1,
+        StepKind::Pc2,
+    ] {
+        run_step(&mut chain, step);
+    }
+    let info = PreCommitOnChainInfo {
+        comm_r: parse_sealed_cid("commR", chain.gathered.comm_r.as_ref().unwrap()).unwrap(),
+        comm_d: parse_data_cid("commD", chain.gathered.comm_d.as_ref().unwrap()).unwrap(),
+        ticket,
+        deals: vec![],
+    };
+    assert_eq!(
+        client
+            .submit_pre_commit(&sector, &info, false)
+            .await
+            .unwrap()
+            .res,
+        SubmitResult::Accepted
+    );
+    until_landed(&client, sector.id, false).await;
+    let seed = seed(&client, sector.id).await;
+    chain.gathered.seed = Some(Bytes32(seed.seed.0));
+    run_step(&mut chain, StepKind::C1);
+    let c2 = run_step(&mut chain, StepKind::C2);
+    let proof = std::fs::read(&c2.outputs.file("proof").unwrap().path).unwrap();
+
+    let mut tampered = proof.clone();
+    tampered[0] ^= 0x80;
+    let resp = client
+        .submit_proof(
+            sector.id,
+            &ProofOnChainInfo {
+                proof: Bytes(tampered),
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.res, SubmitResult::MismatchedSubmission, "{resp:?}");
+    let resp = client
+        .submit_proof(
+            sector.id,
+            &ProofOnChainInfo {
+                proof: Bytes(proof.clone()),
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.res, SubmitResult::Accepted, "{resp:?}");
+    // Submitted again after a crash: a duplicate, not a second submission.
+    let resp = client
+        .submit_proof(
+            sector.id,
+            &ProofOnChainInfo {
+                proof: Bytes(proof),
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.res, SubmitResult::DuplicateSubmit);
+    until_landed(&client, sector.id, true).await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn an_expired_ticket_is_rejected() {
+    let dir = temp_dir("expired");
+    let manager = DevManager::start(&dir.join("state.json"), &["--ticket-max-age", "3"]);
+    let client = manager.client();
+    let sector = client.allocate_sector(&spec()).await.unwrap().unwrap();
+    let ticket = client.assign_ticket(sector.id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let resp = client
+        .submit_pre_commit(&sector, &fake_info(ticket), false)
+        .await
+        .unwrap();
+    assert_eq!(resp.res, SubmitResult::Rejected);
+    assert!(
+        resp.desc
+            .as_deref()
+            .unwrap_or_default()
+            .contains("ticket expired"),
+        "{resp:?}"
+    );
+    assert_eq!(
+        SubmitOutcome::from(resp.res),
+        SubmitOutcome::Failed(FailureLevel::Abort)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_restarted_dev_manager_keeps_its_state() {
+    let dir = temp_dir("restart");
+    let state = dir.join("state.json");
+    let manager = DevManager::start(&state, &[]);
+    let client = manager.client();
+    let sector = client.allocate_sector(&spec()).await.unwrap().unwrap();
+    let ticket = client.assign_ticket(sector.id).await.unwrap();
+    client
+        .submit_pre_commit(&sector, &fake_info(ticket.clone()), false)
+        .await
+        .unwrap();
+    drop(manager); // SIGKILL: no chance to save anything more
+
+    let manager = DevManager::start(&state, &[]);
+    let client = manager.client();
+    assert_eq!(
+        client
+            .allocate_sector(&spec())
+            .await
+            .unwrap()
+            .unwrap()
+            .id
+            .number,
+        2,
+        "numbers continue"
+    );
+    until_landed(&client, sector.id, false).await;
+    let again = client
+        .submit_pre_commit(&sector, &fake_info(ticket), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.res,
+        SubmitResult::DuplicateSubmit,
+        "the PreCommit survived the restart"
+    );
+    let state = manager.admin("/admin/state", None).await;
+    assert_eq!(
+        state["chain"]["sectors"]["1"]["submissions"]["SubmitPreCommit"],
+        2
+    );
+    assert_eq!(manager.state, dir.join("state.json"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn injected_faults_and_unknown_result_codes_are_clear_errors() {
+    let dir = temp_dir("faults");
+    let manager = DevManager::start(&dir.join("state.json"), &[]);
+    let client = manager.client();
+    let sector = client.allocate_sector(&spec()).await.unwrap().unwrap();
+    manager
+        .admin(
+            "/admin/faults",
+            Some(json!({"AssignTicket": {"failNext": 1}, "SubmitPreCommit": {"forceResult": 9}})),
+        )
+        .await;
+    let err = client.assign_ticket(sector.id).await.unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    assert_eq!(err.level(), FailureLevel::Temporary);
+    let ticket = client
+        .assign_ticket(sector.id)
+        .await
+        .expect("only the next call failed");
+
+    let err = client
+        .submit_pre_commit(&sector, &fake_info(ticket), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ManagerError::Malformed { .. }), "{err}");
+    assert!(err.to_string().contains("unknown SubmitResult 9"), "{err}");
+    assert_eq!(err.level(), FailureLevel::Permanent);
+
+    manager
+        .admin(
+            "/admin/faults",
+            Some(json!({"PollPreCommitState": {"latencyMs": 1500}})),
+        )
+        .await;
+    let impatient = ManagerClient::new(&manager.address, None, Duration::from_millis(300)).unwrap();
+    let err = impatient
+        .poll_pre_commit_state(sector.id)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ManagerError::Timeout { .. }), "{err}");
+    assert_eq!(err.level(), FailureLevel::Temporary);
+    std::fs::remove_dir_all(dir).unwrap();
+}
