@@ -531,15 +531,7 @@ impl DevNode {
                         .into_iter()
                         .map(|(k, v)| (k, v.0)),
                 );
-                select_items(
-                    files,
-                    source.items.as_deref().map(|items| {
-                        items
-                            .iter()
-                            .map(|i| (i.key.clone(), i.path.clone()))
-                            .collect()
-                    }),
-                )
+                select_items(files, source.items.as_deref())
             } else if let Some(source) = &volume.secret {
                 let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
                 let secret_name = source.secret_name.clone().unwrap_or_default();
@@ -553,15 +545,7 @@ impl DevNode {
                     .into_iter()
                     .map(|(k, v)| (k, v.0))
                     .collect();
-                select_items(
-                    files,
-                    source.items.as_deref().map(|items| {
-                        items
-                            .iter()
-                            .map(|i| (i.key.clone(), i.path.clone()))
-                            .collect()
-                    }),
-                )
+                select_items(files, source.items.as_deref())
             } else {
                 if volume.host_path.is_none()
                     && volume.empty_dir.is_none()
@@ -757,19 +741,20 @@ fn conditions(ready: &str) -> serde_json::Value {
     ])
 }
 
+/// A configMap or secret volume's files: every key, or only the listed keys under their paths.
 fn select_items(
     files: Vec<(String, Vec<u8>)>,
-    items: Option<Vec<(String, String)>>,
+    items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>,
 ) -> Vec<(String, Vec<u8>)> {
     match items {
         None => files,
         Some(items) => items
-            .into_iter()
-            .filter_map(|(key, path)| {
+            .iter()
+            .filter_map(|item| {
                 files
                     .iter()
-                    .find(|(k, _)| *k == key)
-                    .map(|(_, bytes)| (path, bytes.clone()))
+                    .find(|(key, _)| *key == item.key)
+                    .map(|(_, bytes)| (item.path.clone(), bytes.clone()))
             })
             .collect(),
     }

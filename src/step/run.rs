@@ -626,6 +626,19 @@ fn read_proof(request: &StepRequest) -> Result<Vec<u8>, StepError> {
     })
 }
 
+/// The outcome of a verify step. A proof the verifier cannot even parse fails to verify: that is the
+/// proof's fault, not the verifier's.
+fn verdict(checked: anyhow::Result<bool>) -> StepOutcome {
+    let verified = checked.unwrap_or_else(|err| {
+        warn!("the proof cannot be checked: {err:#}");
+        false
+    });
+    Ok(StepOutputs {
+        verified: Some(verified),
+        ..Default::default()
+    })
+}
+
 fn verify_seal(request: &StepRequest) -> StepOutcome {
     let proof = read_proof(request)?;
     params::announce_test_parameters(request.sector_size, Circuit::Porep);
@@ -638,16 +651,8 @@ fn verify_seal(request: &StepRequest) -> StepOutcome {
         ticket(request)?,
         need(request, "seed", &request.inputs.seed)?.0,
         &proof,
-    )
-    // A malformed proof fails to verify; it is not the verifier's error.
-    .unwrap_or_else(|err| {
-        warn!("the proof cannot be checked: {err:#}");
-        false
-    });
-    Ok(StepOutputs {
-        verified: Some(verified),
-        ..Default::default()
-    })
+    );
+    verdict(verified)
 }
 
 // ---- snapup -----------------------------------------------------------------------------------------
@@ -745,15 +750,8 @@ fn verify_snap(request: &StepRequest) -> StepOutcome {
         parse_sealed_cid("inputs.ccSector.commR", &cc.comm_r)?,
         comm_r(request)?,
         comm_d(request)?,
-    )
-    .unwrap_or_else(|err| {
-        warn!("the proof cannot be checked: {err:#}");
-        false
-    });
-    Ok(StepOutputs {
-        verified: Some(verified),
-        ..Default::default()
-    })
+    );
+    verdict(verified)
 }
 
 // ---- unseal, persist, upload ------------------------------------------------------------------------

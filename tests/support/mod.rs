@@ -69,13 +69,22 @@ fn bin_dir() -> PathBuf {
         .arg("env")
         .output()
         .expect("scripts/test-cluster runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let path = text
-        .lines()
-        .find_map(|l| l.strip_prefix("export PATH="))
-        .and_then(|p| p.split(':').next())
-        .expect("scripts/test-cluster env prints PATH");
-    PathBuf::from(path)
+    export_bin(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// The value of `export NAME=...` in scripts/test-cluster's output.
+fn export<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| {
+        l.strip_prefix("export ")?
+            .strip_prefix(name)?
+            .strip_prefix('=')
+    })
+}
+
+/// The cluster's bin dir: the first entry of the exported PATH.
+fn export_bin(text: &str) -> PathBuf {
+    let path = export(text, "PATH").expect("scripts/test-cluster prints PATH");
+    PathBuf::from(path.split(':').next().unwrap_or_default())
 }
 
 fn start_cluster() -> ClusterInfo {
@@ -110,18 +119,10 @@ fn start_cluster() -> ClusterInfo {
         .spawn()
         .expect("watchdog starts");
     let text = String::from_utf8_lossy(&output.stdout);
-    let kubeconfig = text
-        .lines()
-        .find_map(|l| l.strip_prefix("export KUBECONFIG="))
-        .expect("up prints KUBECONFIG");
-    let bin = text
-        .lines()
-        .find_map(|l| l.strip_prefix("export PATH="))
-        .and_then(|p| p.split(':').next())
-        .expect("up prints PATH");
+    let kubeconfig = export(&text, "KUBECONFIG").expect("up prints KUBECONFIG");
     ClusterInfo {
         kubeconfig: kubeconfig.into(),
-        bin: bin.into(),
+        bin: export_bin(&text),
     }
 }
 

@@ -232,12 +232,14 @@ impl ChainState {
         result(SubmitResult::Accepted, "")
     }
 
-    fn landed(submitted: i64, delay: i64, head: i64) -> OnChainState {
-        if head >= submitted + delay {
-            OnChainState::Landed
-        } else {
-            OnChainState::Pending
-        }
+    /// Not submitted: NotFound; submitted: Pending until `delay` epochs later, then Landed.
+    fn poll(submitted_epoch: Option<i64>, delay: i64, head: i64) -> PollResp {
+        let state = match submitted_epoch {
+            None => OnChainState::NotFound,
+            Some(epoch) if head >= epoch + delay => OnChainState::Landed,
+            Some(_) => OnChainState::Pending,
+        };
+        PollResp { state, desc: None }
     }
 
     pub fn poll_pre_commit(
@@ -247,11 +249,8 @@ impl ChainState {
         head: i64,
     ) -> Result<PollResp, ChainError> {
         let record = self.sector(rules, id)?;
-        let state = match &record.precommit {
-            None => OnChainState::NotFound,
-            Some(p) => Self::landed(p.submitted_epoch, rules.precommit_landing, head),
-        };
-        Ok(PollResp { state, desc: None })
+        let submitted = record.precommit.as_ref().map(|p| p.submitted_epoch);
+        Ok(Self::poll(submitted, rules.precommit_landing, head))
     }
 
     pub fn submit_persisted(
@@ -354,11 +353,8 @@ impl ChainState {
         head: i64,
     ) -> Result<PollResp, ChainError> {
         let record = self.sector(rules, id)?;
-        let state = match &record.proof {
-            None => OnChainState::NotFound,
-            Some(p) => Self::landed(p.submitted_epoch, rules.proof_landing, head),
-        };
-        Ok(PollResp { state, desc: None })
+        let submitted = record.proof.as_ref().map(|p| p.submitted_epoch);
+        Ok(Self::poll(submitted, rules.proof_landing, head))
     }
 
     pub fn report(
