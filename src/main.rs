@@ -73,7 +73,9 @@ enum Command {
     /// expired tickets; PreCommits and proofs land after a delay; WaitSeed waits the challenge delay;
     /// SubmitProof checks the proof with filecoin-proofs (through damocles-step). State survives
     /// restarts in --state. Prints "listening on ADDRESS" first. Admin API: POST /admin/faults
-    /// {"SubmitProof": {"failNext": 2, "latencyMs": 500, "forceResult": 4}}, GET /admin/state.
+    /// {"SubmitProof": {"failNext": 2, "latencyMs": 500, "forceResult": 4}}, GET /admin/state,
+    /// POST /admin/rebuild {"number": 1} (mark a sector's files lost), POST /admin/unseal
+    /// {"number": 1, "pieceCid": "baga...", "offset": 0, "size": 2032, "dest": ["file:///out"]}.
     DevManager {
         /// Address to listen on (port 0: any free port).
         #[arg(long, default_value = "127.0.0.1:1789")]
@@ -106,6 +108,15 @@ enum Command {
         /// damocles-step, to verify proofs (default: next to this binary, else on PATH).
         #[arg(long)]
         step_bin: Option<PathBuf>,
+        /// A persist store NAME=/PATH that StoreReserveSpace hands out (repeatable; the path as
+        /// step pods see it). Default: one store "persist" at /var/lib/damocles/persist.
+        #[arg(long = "store", value_parser = damocles_operator::manager::dev::server::parse_store)]
+        stores: Vec<damocles_operator::manager::wire::StoreBasicInfo>,
+        /// Check that persisted files exist (SubmitPersistedEx returns false and SubmitSnapUpProof
+        /// FilesMissed otherwise), reading store paths under this directory (use / when the stores
+        /// are local, the dev node's --host-root in tests). Without it nothing is checked.
+        #[arg(long)]
+        check_files_under: Option<PathBuf>,
     },
 }
 
@@ -169,7 +180,17 @@ fn main() -> Result<ExitCode> {
             seed_delay,
             proof_landing,
             step_bin,
+            mut stores,
+            check_files_under,
         } => {
+            if stores.is_empty() {
+                stores.push(
+                    damocles_operator::manager::dev::server::parse_store(
+                        "persist=/var/lib/damocles/persist",
+                    )
+                    .expect("the default store parses"),
+                );
+            }
             let rules = damocles_operator::manager::dev::chain::ChainRules {
                 miner,
                 proof_type,
@@ -195,6 +216,8 @@ fn main() -> Result<ExitCode> {
                 start_epoch,
                 state_file: state,
                 step_bin,
+                stores,
+                store_check_root: check_files_under,
             };
             dev_manager(config)?;
         }

@@ -274,12 +274,38 @@ fn run_step(chain: &mut Chain, step: StepKind) -> StepResult {
     result
 }
 
+async fn submit(client: &ManagerClient, sector: SectorId, proof: Vec<u8>) -> SubmitResult {
+    let info = ProofOnChainInfo {
+        proof: Bytes(proof),
+    };
+    client.submit_proof(sector, &info, false).await.unwrap().res
+}
+
+/// One real 2KiB sector through its whole life at the dev manager: sealed and proven (a tampered
+/// proof refused), persisted (missing files refused), unsealed, rebuilt, then snap-upgraded with a
+/// real update proof (a tampered one refused).
 #[tokio::test]
-async fn a_real_proof_is_accepted_and_a_tampered_one_is_not() {
+async fn a_real_sector_is_proven_unsealed_rebuilt_and_upgraded() {
     let dir = temp_dir("proof");
-    let manager = DevManager::start(&dir.join("state.json"), &[]);
+    let host = dir.join("host");
+    let manager = DevManager::start(
+        &dir.join("state.json"),
+        &[
+            "--store",
+            "store-1=/store",
+            "--check-files-under",
+            host.to_str().unwrap(),
+        ],
+    );
     let client = manager.client();
     let sector: AllocatedSector = client.allocate_sector(&spec()).await.unwrap().unwrap();
+    assert!(
+        client
+            .acquire_deals(sector.id, &Default::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let ticket = client.assign_ticket(sector.id).await.unwrap();
 
     let sector_ref = SectorRef {
@@ -304,7 +330,7 @@ async fn a_real_proof_is_accepted_and_a_tampered_one_is_not() {
     let info = PreCommitOnChainInfo {
         comm_r: parse_sealed_cid("commR", chain.gathered.comm_r.as_ref().unwrap()).unwrap(),
         comm_d: parse_data_cid("commD", chain.gathered.comm_d.as_ref().unwrap()).unwrap(),
-        ticket,
+        ticket: ticket.clone(),
         deals: vec![],
     };
     assert_eq!(
@@ -316,49 +342,202 @@ async fn a_real_proof_is_accepted_and_a_tampered_one_is_not() {
         SubmitResult::Accepted
     );
     until_landed(&client, sector.id, false).await;
+
+    let store = client
+        .store_reserve_space(sector.id, 2048, &[])
+        .await
+        .unwrap()
+        .expect("a store");
+    assert_eq!(
+        (store.name.as_str(), store.path.as_str()),
+        ("store-1", "/store")
+    );
+    assert_eq!(client.store_basic_info("nope").await.unwrap(), None);
+    assert!(
+        !client
+            .submit_persisted(sector.id, "store-1", false)
+            .await
+            .unwrap(),
+        "nothing persisted yet"
+    );
+    let store_dir = host.join("store");
+    chain.base.persist = Some(store_dir.clone());
+    run_step(&mut chain, StepKind::Persist);
+    assert!(
+        client
+            .submit_persisted(sector.id, "store-1", false)
+            .await
+            .unwrap()
+    );
+
     let seed = seed(&client, sector.id).await;
     chain.gathered.seed = Some(Bytes32(seed.seed.0));
     run_step(&mut chain, StepKind::C1);
     let c2 = run_step(&mut chain, StepKind::C2);
     let proof = std::fs::read(&c2.outputs.file("proof").unwrap().path).unwrap();
-
     let mut tampered = proof.clone();
     tampered[0] ^= 0x80;
-    let resp = client
-        .submit_proof(
-            sector.id,
-            &ProofOnChainInfo {
-                proof: Bytes(tampered),
-            },
-            false,
-        )
-        .await
-        .unwrap();
-    assert_eq!(resp.res, SubmitResult::MismatchedSubmission, "{resp:?}");
-    let resp = client
-        .submit_proof(
-            sector.id,
-            &ProofOnChainInfo {
-                proof: Bytes(proof.clone()),
-            },
-            false,
-        )
-        .await
-        .unwrap();
-    assert_eq!(resp.res, SubmitResult::Accepted, "{resp:?}");
+    assert_eq!(
+        submit(&client, sector.id, tampered).await,
+        SubmitResult::MismatchedSubmission
+    );
+    assert_eq!(
+        submit(&client, sector.id, proof.clone()).await,
+        SubmitResult::Accepted
+    );
     // Submitted again after a crash: a duplicate, not a second submission.
-    let resp = client
-        .submit_proof(
-            sector.id,
-            &ProofOnChainInfo {
-                proof: Bytes(proof),
-            },
-            false,
+    assert_eq!(
+        submit(&client, sector.id, proof).await,
+        SubmitResult::DuplicateSubmit
+    );
+    until_landed(&client, sector.id, true).await;
+
+    // Unseal: queued at the manager, handed out with the sector's sealing facts.
+    let piece_cid = chain.gathered.comm_d.clone().unwrap();
+    manager
+        .admin(
+            "/admin/unseal",
+            Some(
+                json!({"number": sector.id.number, "pieceCid": piece_cid, "size": 2032,
+                        "dest": ["file:///tmp/out"]}),
+            ),
         )
+        .await;
+    let unseal = client
+        .allocate_unseal_sector(&spec())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(unseal.sector.id, sector.id);
+    assert_eq!(
+        (unseal.ticket.clone(), unseal.comm_d),
+        (ticket.clone(), info.comm_d)
+    );
+    assert_eq!(unseal.private_info.access_instance, "store-1");
+    assert_eq!(
+        client
+            .acquire_unseal_dest(sector.id, &unseal.piece_cid)
+            .await
+            .unwrap(),
+        vec!["file:///tmp/out"]
+    );
+    client
+        .achieve_unseal_sector(sector.id, &unseal.piece_cid, "")
         .await
         .unwrap();
-    assert_eq!(resp.res, SubmitResult::DuplicateSubmit);
-    until_landed(&client, sector.id, true).await;
+    assert_eq!(client.allocate_unseal_sector(&spec()).await.unwrap(), None);
+
+    // Rebuild: marked lost, handed out once with the original ticket, done when re-persisted.
+    let refused = manager
+        .admin("/admin/rebuild", Some(json!({"number": 99})))
+        .await;
+    assert!(
+        refused["error"].as_str().unwrap().contains("not found"),
+        "{refused}"
+    );
+    manager
+        .admin("/admin/rebuild", Some(json!({"number": sector.id.number})))
+        .await;
+    let rebuild = client
+        .allocate_rebuild_sector(&spec())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            rebuild.sector.id,
+            rebuild.ticket.clone(),
+            rebuild.is_snap_up
+        ),
+        (sector.id, ticket, false)
+    );
+    assert_eq!(client.allocate_rebuild_sector(&spec()).await.unwrap(), None);
+    assert!(
+        client
+            .submit_persisted(sector.id, "store-1", false)
+            .await
+            .unwrap()
+    );
+
+    // Snap-upgrade with real deal data and a real update proof.
+    let snap = client
+        .allocate_snapup_sector(&Default::default())
+        .await
+        .unwrap()
+        .expect("the committed sector");
+    assert_eq!(
+        (snap.sector.id, snap.public.comm_r),
+        (sector.id, info.comm_r)
+    );
+    let piece = dir.join("piece.bin");
+    std::fs::write(&piece, (0..2032u32).map(|i| i as u8).collect::<Vec<u8>>()).unwrap();
+    let mut snap_chain = Chain::new(&dir.join("snap"), sector_ref, SectorSize::Size2KiB, false);
+    snap_chain.base.persist = Some(store_dir.clone());
+    snap_chain.gathered.pieces = vec![damocles_operator::step::PieceInput {
+        cid: None,
+        size: 2048,
+        source: Some(format!("file://{}", piece.display())),
+    }];
+    let store_files = damocles_operator::step::workspace::SectorFiles::new(&store_dir, sector_ref);
+    snap_chain.gathered.cc_sector = Some(damocles_operator::step::SealedFiles {
+        sealed: store_files.sealed(),
+        cache: store_files.cache(),
+        comm_r: damocles_operator::step::commitments::sealed_cid(&snap.public.comm_r),
+        comm_d: None,
+        ticket: None,
+    });
+    for step in [
+        StepKind::AddPiece,
+        StepKind::SnapEncode,
+        StepKind::SnapProve,
+    ] {
+        run_step(&mut snap_chain, step);
+    }
+    let snap_proof = std::fs::read(&snap_chain.gathered.proof.as_ref().unwrap().path).unwrap();
+    let new_comm_r =
+        parse_sealed_cid("commR", snap_chain.gathered.comm_r.as_ref().unwrap()).unwrap();
+    let new_comm_d = parse_data_cid("commD", snap_chain.gathered.comm_d.as_ref().unwrap()).unwrap();
+    let snap_info = |proof: Vec<u8>| damocles_operator::manager::wire::SnapUpOnChainInfo {
+        comm_r: new_comm_r,
+        comm_d: new_comm_d,
+        access_instance: "store-1".into(),
+        pieces: vec![],
+        proof: Bytes(proof),
+    };
+    let submit_snap = |proof| {
+        let info = snap_info(proof);
+        let client = &client;
+        async move {
+            client
+                .submit_snapup_proof(sector.id, &info)
+                .await
+                .unwrap()
+                .res
+        }
+    };
+    assert_eq!(
+        submit_snap(snap_proof.clone()).await,
+        SubmitResult::FilesMissed
+    );
+    run_step(&mut snap_chain, StepKind::Persist);
+    let mut tampered = snap_proof.clone();
+    tampered[0] ^= 0x80;
+    assert_eq!(
+        submit_snap(tampered).await,
+        SubmitResult::MismatchedSubmission
+    );
+    assert_eq!(
+        submit_snap(snap_proof.clone()).await,
+        SubmitResult::Accepted
+    );
+    assert_eq!(submit_snap(snap_proof).await, SubmitResult::DuplicateSubmit);
+
+    let state = manager.admin("/admin/state", None).await;
+    let record = &state["chain"]["sectors"]["1"];
+    assert_eq!(record["submissions"]["SubmitProof"], 3);
+    assert_eq!(record["submissions"]["SubmitSnapUpProof"], 4);
+    assert_eq!(record["rebuilds"], 1);
+    assert_eq!(state["chain"]["unseals"][0]["achieved"], "");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -476,5 +655,87 @@ async fn injected_faults_and_unknown_result_codes_are_clear_errors() {
         .unwrap_err();
     assert!(matches!(err, ManagerError::Timeout { .. }), "{err}");
     assert_eq!(err.level(), FailureLevel::Temporary);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Serves one canned HTTP response per connection on a loopback port.
+fn canned_http(response: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut buffer = [0u8; 65536];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn answers_that_are_not_json_rpc_are_clear_errors() {
+    let sector = SectorId {
+        miner: 1000,
+        number: 1,
+    };
+    let proxy_page = canned_http(
+        "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/html\r\ncontent-length: 24\r\nconnection: close\r\n\r\n<html>bad gateway</html>",
+    );
+    let client = ManagerClient::new(&proxy_page, None, Duration::from_secs(5)).unwrap();
+    let err = client.assign_ticket(sector).await.unwrap_err();
+    assert!(
+        matches!(err, ManagerError::Http { status: 502, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        err.level(),
+        FailureLevel::Temporary,
+        "a proxy in trouble: retry"
+    );
+
+    let html = canned_http(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 15\r\nconnection: close\r\n\r\n<html>hi</html>",
+    );
+    let client = ManagerClient::new(&html, None, Duration::from_secs(5)).unwrap();
+    let err = client.assign_ticket(sector).await.unwrap_err();
+    assert!(matches!(err, ManagerError::Malformed { .. }), "{err}");
+    assert!(err.to_string().contains("<html>hi</html>"), "{err}");
+    assert_eq!(err.level(), FailureLevel::Permanent);
+
+    let wrong_shape = canned_http(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 51\r\nconnection: close\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"Ticket\":\"AQID\"}}",
+    );
+    let client = ManagerClient::new(&wrong_shape, None, Duration::from_secs(5)).unwrap();
+    let err = client.assign_ticket(sector).await.unwrap_err().to_string();
+    assert!(
+        err.contains("Venus.AssignTicket") && err.contains("3 bytes, expected 32"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tokens_come_from_files_and_bad_files_are_named() {
+    let dir = temp_dir("token");
+    let good = dir.join("token");
+    std::fs::write(&good, "s3cret\n").unwrap();
+    assert_eq!(
+        damocles_operator::manager::client::read_token(&good).unwrap(),
+        "s3cret"
+    );
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "  \n").unwrap();
+    let err = damocles_operator::manager::client::read_token(&empty)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("empty") && err.contains(empty.to_str().unwrap()),
+        "{err}"
+    );
+    let err = damocles_operator::manager::client::read_token(&dir.join("missing"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -7,10 +7,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::wire::{
-    self, AllocateSectorSpec, AllocatedSector, ERR_INVALID_PARAMS, ERR_METHOD_NOT_FOUND,
-    ERR_SECTOR_STATE_NOT_FOUND, OnChainState, PollResp, PreCommitOnChainInfo, ProofOnChainInfo,
-    ReportStateReq, Request, Response, SectorId, SectorStateResp, SubmitResp, SubmitResult, Ticket,
-    WaitSeedResp,
+    self, AcquireDealsSpec, AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector,
+    AllocatedSnapUpSector, CidJson, ERR_INVALID_PARAMS, ERR_METHOD_NOT_FOUND,
+    ERR_SECTOR_STATE_NOT_FOUND, OnChainState, PieceInfo, PollResp, PreCommitOnChainInfo,
+    ProofOnChainInfo, ReportStateReq, Request, Response, SectorId, SectorPiece, SectorRebuildInfo,
+    SectorStateResp, SectorUnsealInfo, SnapUpOnChainInfo, StoreBasicInfo, SubmitResp, SubmitResult,
+    Ticket, WaitSeedResp,
 };
 use crate::api::FailureLevel;
 
@@ -41,6 +43,8 @@ pub enum ManagerError {
     },
     #[error("{method}: cannot understand the manager's answer: {message}")]
     Malformed { method: String, message: String },
+    #[error("manager token file {path}: {message}")]
+    Token { path: String, message: String },
 }
 
 impl ManagerError {
@@ -65,7 +69,9 @@ impl ManagerError {
             }
             // The manager's own logic errors (code 1): damocles-worker retries them.
             ManagerError::Rpc { .. } => FailureLevel::Temporary,
-            ManagerError::Address(_) | ManagerError::Malformed { .. } => FailureLevel::Permanent,
+            ManagerError::Address(_)
+            | ManagerError::Malformed { .. }
+            | ManagerError::Token { .. } => FailureLevel::Permanent,
         }
     }
 }
@@ -152,6 +158,63 @@ pub fn endpoint(address: &str) -> Result<String, ManagerError> {
         return Err(bad());
     };
     Ok(format!("{base}{}", wire::RPC_PATH))
+}
+
+/// Reads a bearer token from a file (a mounted Secret key, for instance): surrounding whitespace is
+/// dropped; an empty or unreadable file is an error that names it.
+pub fn read_token(path: &std::path::Path) -> Result<String, ManagerError> {
+    let error = |message: String| ManagerError::Token {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(error("the file is empty".into()));
+    }
+    if token.contains(char::is_whitespace) {
+        return Err(error(
+            "the token has whitespace inside; a file must hold one token".into(),
+        ));
+    }
+    Ok(token.to_string())
+}
+
+/// The pieces `AcquireDeals` returned: the newest managers send `SectorPieces`, older ones legacy
+/// `Deals` (`{"ID","PayloadSize","Piece":{"Size","Offset","Cid"}}`), read here into the same form.
+fn pieces_of(method: &str, value: Value) -> Result<Vec<SectorPiece>, ManagerError> {
+    let Value::Array(items) = value else {
+        return match value {
+            Value::Null => Ok(vec![]),
+            other => Err(ManagerError::Malformed {
+                method: method.to_string(),
+                message: format!("expected a list of pieces, got {other}"),
+            }),
+        };
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| {
+            let legacy = item.get("Piece").and_then(|p| p.get("Cid")).cloned();
+            let parsed = match legacy {
+                Some(cid) => serde_json::from_value::<CidJson>(cid).and_then(|cid| {
+                    Ok(SectorPiece {
+                        piece: PieceInfo {
+                            size: serde_json::from_value(item["Piece"]["Size"].clone())?,
+                            piece_cid: cid,
+                        },
+                        deal_info: Some(item.clone()),
+                    })
+                }),
+                None => serde_json::from_value(item),
+            };
+            parsed.map_err(|e| ManagerError::Malformed {
+                method: method.to_string(),
+                message: format!("piece {index}: {e}"),
+            })
+        })
+        .collect()
 }
 
 pub struct ManagerClient {
@@ -379,6 +442,101 @@ impl ManagerClient {
         self.call::<Value>("ReportAborted", vec![json!(sector), json!(reason)])
             .await
             .map(drop)
+    }
+
+    /// Deals for a sector; empty for a pledge sector or when the manager has none.
+    pub async fn acquire_deals(
+        &self,
+        sector: SectorId,
+        spec: &AcquireDealsSpec,
+    ) -> Result<Vec<SectorPiece>, ManagerError> {
+        let value: Value = self
+            .call("AcquireDeals", vec![json!(sector), json!(spec)])
+            .await?;
+        pieces_of("Venus.AcquireDeals", value)
+    }
+
+    /// Reserves `size` bytes in one of `candidates` (all stores when empty); none when no store has room.
+    pub async fn store_reserve_space(
+        &self,
+        sector: SectorId,
+        size: u64,
+        candidates: &[String],
+    ) -> Result<Option<StoreBasicInfo>, ManagerError> {
+        self.call(
+            "StoreReserveSpace",
+            vec![json!(sector), json!(size), json!(candidates)],
+        )
+        .await
+    }
+
+    /// A store instance by name; none when the manager has no such store.
+    pub async fn store_basic_info(
+        &self,
+        instance: &str,
+    ) -> Result<Option<StoreBasicInfo>, ManagerError> {
+        self.call("StoreBasicInfo", vec![json!(instance)]).await
+    }
+
+    /// A committed-capacity sector to upgrade; none when the manager has none for this spec.
+    pub async fn allocate_snapup_sector(
+        &self,
+        spec: &AllocateSnapUpSpec,
+    ) -> Result<Option<AllocatedSnapUpSector>, ManagerError> {
+        // Sic: the manager's method is spelt this way.
+        self.call("AllocateSanpUpSector", vec![json!(spec)]).await
+    }
+
+    pub async fn submit_snapup_proof(
+        &self,
+        sector: SectorId,
+        info: &SnapUpOnChainInfo,
+    ) -> Result<SubmitResp, ManagerError> {
+        self.call("SubmitSnapUpProof", vec![json!(sector), json!(info)])
+            .await
+    }
+
+    /// A sector marked for rebuild, with its original ticket and pieces; none when nothing is marked.
+    pub async fn allocate_rebuild_sector(
+        &self,
+        spec: &AllocateSectorSpec,
+    ) -> Result<Option<SectorRebuildInfo>, ManagerError> {
+        self.call("AllocateRebuildSector", vec![json!(spec)]).await
+    }
+
+    /// A queued unseal request with the sector's sealing facts; none when nothing is queued.
+    pub async fn allocate_unseal_sector(
+        &self,
+        spec: &AllocateSectorSpec,
+    ) -> Result<Option<SectorUnsealInfo>, ManagerError> {
+        self.call("AllocateUnsealSector", vec![json!(spec)]).await
+    }
+
+    /// Where the unsealed piece should go (file://, http(s)://, store:// URLs).
+    pub async fn acquire_unseal_dest(
+        &self,
+        sector: SectorId,
+        piece_cid: &CidJson,
+    ) -> Result<Vec<String>, ManagerError> {
+        let dest: Option<Vec<String>> = self
+            .call("AcquireUnsealDest", vec![json!(sector), json!(piece_cid)])
+            .await?;
+        Ok(dest.unwrap_or_default())
+    }
+
+    /// Reports an unseal done (`error` empty) or failed.
+    pub async fn achieve_unseal_sector(
+        &self,
+        sector: SectorId,
+        piece_cid: &CidJson,
+        error: &str,
+    ) -> Result<(), ManagerError> {
+        self.call::<Value>(
+            "AchieveUnsealSector",
+            vec![json!(sector), json!(piece_cid), json!(error)],
+        )
+        .await
+        .map(drop)
     }
 }
 

@@ -238,6 +238,136 @@ pub struct SectorStateResp {
     pub abort_reason: Option<String>,
 }
 
+/// `AcquireDealsSpec`: limits on the deals a sector may take.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct AcquireDealsSpec {
+    #[serde(default)]
+    pub max_deals: Option<u64>,
+    #[serde(default)]
+    pub min_used_space: Option<u64>,
+}
+
+/// `abi.PieceInfo` as the newest manager sends it in `SectorPieceV2`.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct PieceInfo {
+    /// Padded size.
+    pub size: u64,
+    #[serde(rename = "PieceCID")]
+    pub piece_cid: CidJson,
+}
+
+/// One piece of a sector (`SectorPieceV2`); `DealInfo` is null for a filler piece. The deal's
+/// fields are kept as JSON: the operator only passes them through.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct SectorPiece {
+    pub piece: PieceInfo,
+    #[serde(default)]
+    pub deal_info: Option<serde_json::Value>,
+}
+
+/// `StoreBasicInfo`: a persist store instance.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct StoreBasicInfo {
+    pub name: String,
+    pub path: String,
+    #[serde(default)]
+    pub strict: bool,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub weight: u64,
+    #[serde(default)]
+    pub meta: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct AllocateSnapUpSpec {
+    pub sector: AllocateSectorSpec,
+    pub deals: AcquireDealsSpec,
+}
+
+/// A committed sector's public facts.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct SectorPublicInfo {
+    pub comm_r: [u8; 32],
+    #[serde(rename = "SealedCID")]
+    pub sealed_cid: CidJson,
+    pub activation: i64,
+    pub expiration: i64,
+}
+
+/// Where a sector's files are kept.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct SectorPrivateInfo {
+    pub access_instance: String,
+}
+
+/// A committed-capacity sector to upgrade, with the deals to put into it.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct AllocatedSnapUpSector {
+    pub sector: AllocatedSector,
+    #[serde(default)]
+    pub pieces: Option<Vec<SectorPiece>>,
+    pub public: SectorPublicInfo,
+    pub private: SectorPrivateInfo,
+}
+
+/// What `SubmitSnapUpProof` sends: the new commitments, where the updated files are, the proof.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct SnapUpOnChainInfo {
+    pub comm_r: [u8; 32],
+    pub comm_d: [u8; 32],
+    pub access_instance: String,
+    pub pieces: Vec<CidJson>,
+    pub proof: Bytes,
+}
+
+/// A sector whose files are lost, with what is needed to seal it again bit for bit.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct SectorRebuildInfo {
+    pub sector: AllocatedSector,
+    pub ticket: Ticket,
+    /// Legacy deals (older managers).
+    #[serde(default)]
+    pub pieces: Option<serde_json::Value>,
+    #[serde(default, rename = "PiecesV2")]
+    pub pieces_v2: Option<Vec<SectorPiece>>,
+    #[serde(default)]
+    pub is_snap_up: bool,
+    #[serde(default)]
+    pub upgrade_public: Option<SectorPublicInfo>,
+}
+
+/// A piece to recover from a sealed sector.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct SectorUnsealInfo {
+    pub sector: AllocatedSector,
+    pub piece_cid: CidJson,
+    /// Unpadded offset and size in the sector.
+    pub offset: u64,
+    pub size: u64,
+    pub private_info: SectorPrivateInfo,
+    pub ticket: Ticket,
+    pub comm_d: [u8; 32],
+    #[serde(default)]
+    pub dest: Option<Vec<String>>,
+    #[serde(default)]
+    pub state: Option<serde_json::Value>,
+    #[serde(default)]
+    pub error_info: String,
+}
+
 macro_rules! result_code {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $value:literal,)* }) => {
         $(#[$meta])*

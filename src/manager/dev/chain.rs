@@ -71,6 +71,49 @@ pub struct SectorRecord {
     pub reports: Vec<String>,
     /// How many times each submitting method was called for this sector.
     pub submissions: BTreeMap<String, u32>,
+    /// Handed out by AllocateSanpUpSector (a sector is upgraded at most once).
+    #[serde(default)]
+    pub snapup_allocated: bool,
+    #[serde(default)]
+    pub upgrade: Option<UpgradeRecord>,
+    #[serde(default)]
+    pub rebuild: Option<RebuildMark>,
+    /// Rebuilds completed (SubmitPersistedEx after a rebuild allocation).
+    #[serde(default)]
+    pub rebuilds: u32,
+}
+
+/// An accepted empty-sector-update.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeRecord {
+    pub comm_r: [u8; 32],
+    pub comm_d: [u8; 32],
+    pub pieces: Vec<String>,
+    pub access_instance: String,
+    pub proof_sha256: String,
+    pub submitted_epoch: i64,
+}
+
+/// A sector marked for rebuild (admin API), and whether a worker took it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RebuildMark {
+    pub allocated: bool,
+}
+
+/// A queued request to recover a piece from a sector (admin API).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UnsealJob {
+    pub sector: u64,
+    pub piece_cid: String,
+    pub offset: u64,
+    pub size: u64,
+    pub dest: Vec<String>,
+    pub allocated: bool,
+    /// Set when the worker reported it: "" for success, else the error.
+    pub achieved: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -96,6 +139,8 @@ const REPORTS_KEPT: usize = 64;
 pub struct ChainState {
     pub next_number: u64,
     pub sectors: BTreeMap<u64, SectorRecord>,
+    #[serde(default)]
+    pub unseals: Vec<UnsealJob>,
 }
 
 /// Deterministic chain randomness for an epoch (top two bits clear: a field element).
@@ -112,7 +157,7 @@ pub fn randomness(domain: &str, sector: SectorId, epoch: i64) -> Randomness {
 }
 
 impl ChainState {
-    fn sector(
+    pub(super) fn sector(
         &mut self,
         rules: &ChainRules,
         id: SectorId,
@@ -125,7 +170,7 @@ impl ChainState {
             .ok_or(ChainError::UnknownSector(id))
     }
 
-    fn count(record: &mut SectorRecord, method: &str) {
+    pub(super) fn count(record: &mut SectorRecord, method: &str) {
         *record.submissions.entry(method.to_string()).or_default() += 1;
     }
 
@@ -258,10 +303,18 @@ impl ChainState {
         rules: &ChainRules,
         id: SectorId,
         instance: &str,
+        files_present: bool,
     ) -> Result<bool, ChainError> {
         let record = self.sector(rules, id)?;
         Self::count(record, "SubmitPersisted");
+        if !files_present {
+            return Ok(false);
+        }
         record.persisted = Some(instance.to_string());
+        if record.rebuild.as_ref().is_some_and(|mark| mark.allocated) {
+            record.rebuild = None;
+            record.rebuilds += 1;
+        }
         Ok(true)
     }
 

@@ -2,6 +2,7 @@
 //! small setups. [`chain`] holds its rules; the server around them is next.
 
 pub mod chain;
+pub mod lifecycle;
 pub mod server;
 
 pub use server::{DevManagerConfig, Fault, start};

@@ -18,15 +18,21 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
+use super::chain::UnsealJob;
 use super::chain::{ChainError, ChainRules, ChainState};
-use crate::api::SectorSize;
+use super::lifecycle::{SnapUpChecks, reserve_space};
+use crate::api::{SectorRef, SectorSize};
 use crate::manager::wire::{
-    AllocateSectorSpec, AllocatedSector, ERR_INVALID_PARAMS, ERR_METHOD_NOT_FOUND,
-    ERR_SECTOR_STATE_NOT_FOUND, PreCommitOnChainInfo, ProofOnChainInfo, ReportStateReq, Request,
-    SectorId, SectorStateResp,
+    AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector, CidJson, ERR_INVALID_PARAMS,
+    ERR_METHOD_NOT_FOUND, ERR_SECTOR_STATE_NOT_FOUND, PreCommitOnChainInfo, ProofOnChainInfo,
+    ReportStateReq, Request, SectorId, SectorStateResp, SnapUpOnChainInfo, StoreBasicInfo,
 };
 use crate::step::commitments::{data_cid, sealed_cid};
-use crate::step::{FileDigest, REQUEST_VERSION, StepInputs, StepKind, StepRequest, StepResult};
+use crate::step::workspace::SectorFiles;
+use crate::step::{
+    Bytes32, FileDigest, REQUEST_VERSION, SealedFiles, StepInputs, StepKind, StepRequest,
+    StepResult,
+};
 
 /// How the dev manager runs.
 #[derive(Clone, Debug)]
@@ -39,6 +45,27 @@ pub struct DevManagerConfig {
     pub state_file: PathBuf,
     /// The damocles-step binary that verifies proofs.
     pub step_bin: PathBuf,
+    /// Persist stores handed out by StoreReserveSpace; their paths are as step pods see them.
+    pub stores: Vec<StoreBasicInfo>,
+    /// Where store paths are found on this machine (the dev node's --host-root), to check that
+    /// persisted files exist; none skips the check.
+    pub store_check_root: Option<PathBuf>,
+}
+
+/// Parses `NAME=PATH` into a writable store.
+pub fn parse_store(text: &str) -> Result<StoreBasicInfo, String> {
+    let (name, path) = text
+        .split_once('=')
+        .filter(|(name, path)| !name.is_empty() && path.starts_with('/'))
+        .ok_or_else(|| format!("{text:?} is not NAME=/ABSOLUTE/PATH"))?;
+    Ok(StoreBasicInfo {
+        name: name.to_string(),
+        path: path.to_string(),
+        strict: false,
+        read_only: false,
+        weight: 1,
+        meta: None,
+    })
 }
 
 /// What the state file holds.
@@ -86,6 +113,47 @@ impl Shared {
     fn head(&self) -> i64 {
         let elapsed = unix_ms().saturating_sub(self.genesis_unix_ms) as u128;
         self.start_epoch + (elapsed / self.config.block_time.as_millis().max(1)) as i64
+    }
+
+    fn store(&self, instance: &str) -> Option<StoreBasicInfo> {
+        self.config
+            .stores
+            .iter()
+            .find(|s| s.name == instance)
+            .cloned()
+    }
+
+    /// Whether the replica and cache of `sector` are in store `instance` (the updated ones for an
+    /// upgrade); true when file checks are off.
+    fn files_present(&self, sector: SectorId, instance: &str, upgrade: bool) -> bool {
+        let Some(root) = &self.config.store_check_root else {
+            return true;
+        };
+        let Some(store) = self.store(instance) else {
+            warn!(
+                instance,
+                "files reported in a store this manager does not know"
+            );
+            return false;
+        };
+        let local = root.join(store.path.trim_start_matches('/'));
+        let files = SectorFiles::new(
+            &local,
+            SectorRef {
+                miner: sector.miner,
+                number: sector.number,
+            },
+        );
+        let (replica, cache) = if upgrade {
+            (files.update(), files.update_cache())
+        } else {
+            (files.sealed(), files.cache())
+        };
+        let present = replica.is_file() && cache.join("p_aux").is_file();
+        if !present {
+            warn!(?sector, replica = %replica.display(), "persisted files are missing");
+        }
+        present
     }
 
     async fn save(&self) -> anyhow::Result<()> {
@@ -143,6 +211,8 @@ pub async fn start(
         .route(crate::manager::wire::RPC_PATH, post(rpc))
         .route("/admin/faults", post(set_faults).get(get_faults))
         .route("/admin/state", get(get_state))
+        .route("/admin/rebuild", post(mark_rebuild))
+        .route("/admin/unseal", post(queue_unseal))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind(shared.config.listen)
@@ -180,6 +250,89 @@ async fn get_faults(State(shared): State<Arc<Shared>>) -> Json<Value> {
 async fn get_state(State(shared): State<Arc<Shared>>) -> Json<Value> {
     let chain = shared.chain.lock().expect("chain lock").clone();
     Json(json!({"head": shared.head(), "rules": shared.config.rules, "chain": chain}))
+}
+
+type AdminReply = (StatusCode, Json<Value>);
+
+async fn admin_change(
+    shared: &Shared,
+    change: impl FnOnce(&mut ChainState, &ChainRules, i64) -> Result<(), ChainError>,
+) -> AdminReply {
+    let head = shared.head();
+    let changed = change(
+        &mut shared.chain.lock().expect("chain lock"),
+        &shared.config.rules,
+        head,
+    );
+    if let Err(err) = changed {
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({"error": err.to_string()})),
+        );
+    }
+    match shared.save().await {
+        Ok(()) => (StatusCode::OK, Json(json!({"ok": true}))),
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": format!("{err:#}")})),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RebuildRequest {
+    number: u64,
+}
+
+/// Marks a committed sector's files as lost, so AllocateRebuildSector hands it out.
+async fn mark_rebuild(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<RebuildRequest>,
+) -> AdminReply {
+    let miner = shared.config.rules.miner;
+    admin_change(&shared, |chain, rules, head| {
+        chain.mark_rebuild(
+            rules,
+            SectorId {
+                miner,
+                number: request.number,
+            },
+            head,
+        )
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UnsealQueueRequest {
+    number: u64,
+    piece_cid: String,
+    #[serde(default)]
+    offset: u64,
+    size: u64,
+    dest: Vec<String>,
+}
+
+/// Queues a piece to recover, so AllocateUnsealSector hands it out.
+async fn queue_unseal(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<UnsealQueueRequest>,
+) -> AdminReply {
+    let job = UnsealJob {
+        sector: request.number,
+        piece_cid: request.piece_cid,
+        offset: request.offset,
+        size: request.size,
+        dest: request.dest,
+        allocated: false,
+        achieved: None,
+    };
+    admin_change(&shared, |chain, rules, head| {
+        chain.queue_unseal(rules, job, head)
+    })
+    .await
 }
 
 fn rpc_error(id: &Value, code: i64, message: String) -> (StatusCode, Json<Value>) {
@@ -341,13 +494,113 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
             )?)
         }
         "SubmitPersistedEx" | "SubmitPersisted" => {
-            expect_params(p, if name == "SubmitPersisted" { 2 } else { 3 }, name)?;
+            let extended = name == "SubmitPersistedEx";
+            expect_params(p, if extended { 3 } else { 2 }, name)?;
+            let sector: SectorId = param(p, 0, name)?;
             let instance: String = param(p, 1, name)?;
-            json!(shared.chain.lock().expect("chain lock").submit_persisted(
+            let upgrade: bool = if extended { param(p, 2, name)? } else { false };
+            let present = shared.files_present(sector, &instance, upgrade);
+            json!(
+                shared
+                    .chain
+                    .lock()
+                    .expect("chain lock")
+                    .submit_persisted(rules, sector, &instance, present)?
+            )
+        }
+        "AcquireDeals" => {
+            expect_params(p, 2, name)?;
+            shared
+                .chain
+                .lock()
+                .expect("chain lock")
+                .acquire_deals(rules, param(p, 0, name)?)?;
+            Value::Null
+        }
+        "StoreReserveSpace" => {
+            expect_params(p, 3, name)?;
+            let _: SectorId = param(p, 0, name)?;
+            let candidates: Option<Vec<String>> = param(p, 2, name)?;
+            json!(reserve_space(
+                &shared.config.stores,
+                &candidates.unwrap_or_default()
+            ))
+        }
+        "StoreBasicInfo" => {
+            expect_params(p, 1, name)?;
+            let instance: String = param(p, 0, name)?;
+            json!(shared.store(&instance))
+        }
+        "AllocateSanpUpSector" => {
+            expect_params(p, 1, name)?;
+            let spec: AllocateSnapUpSpec = param(p, 0, name)?;
+            json!(
+                shared
+                    .chain
+                    .lock()
+                    .expect("chain lock")
+                    .allocate_snapup(rules, &spec, head)
+            )
+        }
+        "SubmitSnapUpProof" => {
+            expect_params(p, 2, name)?;
+            let sector: SectorId = param(p, 0, name)?;
+            let info: SnapUpOnChainInfo = param(p, 1, name)?;
+            let checks = SnapUpChecks {
+                proof_sha256: hex::encode(Sha256::digest(&info.proof.0)),
+                files_present: shared.files_present(sector, &info.access_instance, true),
+                verified: verify_snap(shared, sector, &info).await?,
+            };
+            json!(
+                shared
+                    .chain
+                    .lock()
+                    .expect("chain lock")
+                    .submit_snapup(rules, sector, &info, &checks, head)?
+            )
+        }
+        "AllocateRebuildSector" => {
+            expect_params(p, 1, name)?;
+            let spec: AllocateSectorSpec = param(p, 0, name)?;
+            json!(
+                shared
+                    .chain
+                    .lock()
+                    .expect("chain lock")
+                    .allocate_rebuild(rules, &spec)
+            )
+        }
+        "AllocateUnsealSector" => {
+            expect_params(p, 1, name)?;
+            let spec: AllocateSectorSpec = param(p, 0, name)?;
+            json!(
+                shared
+                    .chain
+                    .lock()
+                    .expect("chain lock")
+                    .allocate_unseal(rules, &spec)
+            )
+        }
+        "AcquireUnsealDest" => {
+            expect_params(p, 2, name)?;
+            let cid: CidJson = param(p, 1, name)?;
+            json!(shared.chain.lock().expect("chain lock").unseal_dest(
                 rules,
                 param(p, 0, name)?,
-                &instance
+                &cid.cid
             )?)
+        }
+        "AchieveUnsealSector" => {
+            expect_params(p, 3, name)?;
+            let cid: CidJson = param(p, 1, name)?;
+            let error: String = param(p, 2, name)?;
+            shared.chain.lock().expect("chain lock").achieve_unseal(
+                rules,
+                param(p, 0, name)?,
+                &cid.cid,
+                &error,
+            )?;
+            Value::Null
         }
         "WaitSeed" => {
             if p.len() != 1 && p.len() != 2 {
@@ -432,7 +685,15 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
             });
         }
     };
-    if name != "Version" && !name.starts_with("Poll") {
+    if ![
+        "Version",
+        "StoreBasicInfo",
+        "StoreReserveSpace",
+        "AcquireUnsealDest",
+    ]
+    .contains(&name)
+        && !name.starts_with("Poll")
+    {
         shared.save().await.map_err(|e| RpcFailure {
             code: 1,
             message: format!("cannot save state: {e:#}"),
@@ -458,7 +719,6 @@ fn sector_size_of(proof_type: i64) -> Option<(SectorSize, bool)> {
 
 /// Verifies a PoRep proof with filecoin-proofs, through `damocles-step verify-seal`.
 async fn verify(shared: &Shared, sector: SectorId, proof: &[u8]) -> Result<bool, RpcFailure> {
-    let not_ready = |message: String| RpcFailure { code: 1, message };
     let record = {
         let chain = shared.chain.lock().expect("chain lock");
         chain
@@ -472,8 +732,81 @@ async fn verify(shared: &Shared, sector: SectorId, proof: &[u8]) -> Result<bool,
             "{sector:?} has no PreCommit and seed to check a proof against"
         )));
     };
-    let (sector_size, synthetic) = sector_size_of(record.proof_type)
-        .ok_or_else(|| not_ready(format!("unsupported proof type {}", record.proof_type)))?;
+    let inputs = StepInputs {
+        ticket: Some(Bytes32(precommit.info.ticket.ticket.0)),
+        seed: Some(Bytes32(seed.seed.0)),
+        comm_r: Some(sealed_cid(&precommit.info.comm_r)),
+        comm_d: Some(data_cid(&precommit.info.comm_d)),
+        ..Default::default()
+    };
+    run_verifier(
+        shared,
+        sector,
+        record.proof_type,
+        StepKind::VerifySeal,
+        inputs,
+        proof,
+    )
+    .await
+}
+
+/// Verifies an empty-sector-update proof against the sector's old CommR, through `verify-snap`.
+async fn verify_snap(
+    shared: &Shared,
+    sector: SectorId,
+    info: &SnapUpOnChainInfo,
+) -> Result<bool, RpcFailure> {
+    let record = {
+        let chain = shared.chain.lock().expect("chain lock");
+        chain
+            .sectors
+            .get(&sector.number)
+            .cloned()
+            .ok_or(ChainError::UnknownSector(sector))?
+    };
+    let Some(precommit) = record.precommit else {
+        return Err(not_ready(format!(
+            "{sector:?} has no PreCommit: not a committed sector"
+        )));
+    };
+    let inputs = StepInputs {
+        comm_r: Some(sealed_cid(&info.comm_r)),
+        comm_d: Some(data_cid(&info.comm_d)),
+        // verify-snap reads only the old CommR; the paths are not opened.
+        cc_sector: Some(SealedFiles {
+            sealed: PathBuf::from("/unused"),
+            cache: PathBuf::from("/unused"),
+            comm_r: sealed_cid(&precommit.info.comm_r),
+            comm_d: None,
+            ticket: None,
+        }),
+        ..Default::default()
+    };
+    run_verifier(
+        shared,
+        sector,
+        record.proof_type,
+        StepKind::VerifySnap,
+        inputs,
+        &info.proof.0,
+    )
+    .await
+}
+
+fn not_ready(message: String) -> RpcFailure {
+    RpcFailure { code: 1, message }
+}
+
+async fn run_verifier(
+    shared: &Shared,
+    sector: SectorId,
+    proof_type: i64,
+    step: StepKind,
+    mut inputs: StepInputs,
+    proof: &[u8],
+) -> Result<bool, RpcFailure> {
+    let (sector_size, synthetic) = sector_size_of(proof_type)
+        .ok_or_else(|| not_ready(format!("unsupported proof type {proof_type}")))?;
     let dir = shared
         .config
         .state_file
@@ -484,10 +817,15 @@ async fn verify(shared: &Shared, sector: SectorId, proof: &[u8]) -> Result<bool,
     let proof_path = dir.join("proof.bin");
     std::fs::write(&proof_path, proof)
         .map_err(|e| not_ready(format!("cannot write the proof: {e}")))?;
+    inputs.proof = Some(FileDigest {
+        path: proof_path,
+        sha256: hex::encode(Sha256::digest(proof)),
+        size: proof.len() as u64,
+    });
     let request = StepRequest {
         version: REQUEST_VERSION,
-        step: StepKind::VerifySeal,
-        sector: crate::api::SectorRef {
+        step,
+        sector: SectorRef {
             miner: sector.miner,
             number: sector.number,
         },
@@ -496,18 +834,7 @@ async fn verify(shared: &Shared, sector: SectorId, proof: &[u8]) -> Result<bool,
         workspace: dir.clone(),
         persist: None,
         termination_message_path: Some(dir.join("result.json")),
-        inputs: StepInputs {
-            ticket: Some(crate::step::Bytes32(precommit.info.ticket.ticket.0)),
-            seed: Some(crate::step::Bytes32(seed.seed.0)),
-            comm_r: Some(sealed_cid(&precommit.info.comm_r)),
-            comm_d: Some(data_cid(&precommit.info.comm_d)),
-            proof: Some(FileDigest {
-                path: proof_path,
-                sha256: hex::encode(Sha256::digest(proof)),
-                size: proof.len() as u64,
-            }),
-            ..Default::default()
-        },
+        inputs,
     };
     let request_path = dir.join("request.json");
     std::fs::write(
@@ -533,10 +860,7 @@ async fn verify(shared: &Shared, sector: SectorId, proof: &[u8]) -> Result<bool,
     let _ = std::fs::remove_dir_all(&dir);
     match result.and_then(|r| r.outputs.verified) {
         Some(verified) => {
-            info!(
-                ?sector,
-                verified, "checked a submitted proof with filecoin-proofs"
-            );
+            info!(?sector, %step, verified, "checked a submitted proof with filecoin-proofs");
             Ok(verified)
         }
         None => {

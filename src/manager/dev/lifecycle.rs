@@ -1,0 +1,487 @@
+//! What the dev manager does with sectors after sealing: snap-upgrades, rebuilds and unseals, served
+//! from its own record of sealed sectors. Pure like [`super::chain`]: the server checks files and
+//! proofs and passes the verdicts in.
+
+use super::chain::{
+    ChainError, ChainRules, ChainState, RebuildMark, SectorRecord, UnsealJob, UpgradeRecord,
+};
+use crate::manager::wire::{
+    AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector, AllocatedSnapUpSector, CidJson,
+    SectorId, SectorPrivateInfo, SectorPublicInfo, SectorRebuildInfo, SectorUnsealInfo,
+    SnapUpOnChainInfo, StoreBasicInfo, SubmitResp, SubmitResult,
+};
+use crate::step::commitments::sealed_cid;
+
+/// Sector lifetime handed out as the expiration of a committed sector (540 days of 30 s epochs).
+const SECTOR_LIFETIME_EPOCHS: i64 = 540 * 2880;
+
+/// A committed sector: its proof landed and its files were persisted.
+fn committed(record: &SectorRecord, rules: &ChainRules, head: i64) -> Option<(i64, String)> {
+    let proof = record.proof.as_ref()?;
+    let activation = proof.submitted_epoch + rules.proof_landing;
+    if head < activation || record.aborted.is_some() {
+        return None;
+    }
+    Some((activation, record.persisted.clone()?))
+}
+
+fn public_info(
+    record: &SectorRecord,
+    rules: &ChainRules,
+    head: i64,
+) -> Option<(SectorPublicInfo, String)> {
+    let (activation, instance) = committed(record, rules, head)?;
+    let comm_r = record.precommit.as_ref()?.info.comm_r;
+    Some((
+        SectorPublicInfo {
+            comm_r,
+            sealed_cid: CidJson {
+                cid: sealed_cid(&comm_r),
+            },
+            activation,
+            expiration: activation + SECTOR_LIFETIME_EPOCHS,
+        },
+        instance,
+    ))
+}
+
+fn spec_allows(spec: &AllocateSectorSpec, rules: &ChainRules) -> bool {
+    let miner_ok = spec
+        .allowed_miners
+        .as_ref()
+        .is_none_or(|m| m.is_empty() || m.contains(&rules.miner));
+    let proof_ok = spec
+        .allowed_proof_types
+        .as_ref()
+        .is_none_or(|p| p.is_empty() || p.contains(&rules.proof_type));
+    miner_ok && proof_ok
+}
+
+fn allocated(rules: &ChainRules, number: u64, record: &SectorRecord) -> AllocatedSector {
+    AllocatedSector {
+        id: SectorId {
+            miner: rules.miner,
+            number,
+        },
+        proof_type: record.proof_type,
+    }
+}
+
+/// What the server found out about a submitted snap-upgrade.
+pub struct SnapUpChecks {
+    pub proof_sha256: String,
+    /// The update proof verified against the old and new commitments.
+    pub verified: bool,
+    /// The updated replica is in the store named by AccessInstance.
+    pub files_present: bool,
+}
+
+impl ChainState {
+    /// Pledge sectors only: the dev manager has no deal market.
+    pub fn acquire_deals(&mut self, rules: &ChainRules, id: SectorId) -> Result<(), ChainError> {
+        self.sector(rules, id).map(drop)
+    }
+
+    /// The oldest committed, never-upgraded sector (all dev-manager sectors are committed capacity).
+    pub fn allocate_snapup(
+        &mut self,
+        rules: &ChainRules,
+        spec: &AllocateSnapUpSpec,
+        head: i64,
+    ) -> Option<AllocatedSnapUpSector> {
+        if !spec_allows(&spec.sector, rules) {
+            return None;
+        }
+        let (number, record, public, instance) =
+            self.sectors.iter_mut().find_map(|(number, record)| {
+                if record.snapup_allocated || record.upgrade.is_some() || record.rebuild.is_some() {
+                    return None;
+                }
+                let (public, instance) = public_info(record, rules, head)?;
+                Some((*number, record, public, instance))
+            })?;
+        record.snapup_allocated = true;
+        Some(AllocatedSnapUpSector {
+            sector: allocated(rules, number, record),
+            pieces: Some(vec![]),
+            public,
+            private: SectorPrivateInfo {
+                access_instance: instance,
+            },
+        })
+    }
+
+    pub fn submit_snapup(
+        &mut self,
+        rules: &ChainRules,
+        id: SectorId,
+        info: &SnapUpOnChainInfo,
+        checks: &SnapUpChecks,
+        head: i64,
+    ) -> Result<SubmitResp, ChainError> {
+        let SnapUpChecks {
+            proof_sha256,
+            verified,
+            files_present,
+        } = checks;
+        let record = self.sector(rules, id)?;
+        Self::count(record, "SubmitSnapUpProof");
+        let result = |res, desc: Option<&str>| {
+            Ok(SubmitResp {
+                res,
+                desc: desc.map(str::to_string),
+            })
+        };
+        if let Some(existing) = &record.upgrade {
+            return if existing.proof_sha256 == *proof_sha256 && existing.comm_r == info.comm_r {
+                result(SubmitResult::DuplicateSubmit, None)
+            } else {
+                result(
+                    SubmitResult::MismatchedSubmission,
+                    Some("a different upgrade was already accepted for this sector"),
+                )
+            };
+        }
+        if !record.snapup_allocated {
+            return result(
+                SubmitResult::Rejected,
+                Some("this sector was not allocated for a snap upgrade"),
+            );
+        }
+        if !*files_present {
+            return result(
+                SubmitResult::FilesMissed,
+                Some("the updated replica is not in the store instance named by AccessInstance"),
+            );
+        }
+        if !*verified {
+            return result(
+                SubmitResult::MismatchedSubmission,
+                Some("the update proof does not verify against the old and new commitments"),
+            );
+        }
+        record.upgrade = Some(UpgradeRecord {
+            comm_r: info.comm_r,
+            comm_d: info.comm_d,
+            pieces: info.pieces.iter().map(|c| c.cid.clone()).collect(),
+            access_instance: info.access_instance.clone(),
+            proof_sha256: proof_sha256.clone(),
+            submitted_epoch: head,
+        });
+        result(SubmitResult::Accepted, None)
+    }
+
+    /// Marks a committed sector for rebuild (what `damocles-manager util sealer sectors rebuild` does).
+    pub fn mark_rebuild(
+        &mut self,
+        rules: &ChainRules,
+        id: SectorId,
+        head: i64,
+    ) -> Result<(), ChainError> {
+        let record = self.sector(rules, id)?;
+        if committed(record, rules, head).is_none() {
+            return Err(ChainError::NotReady(format!(
+                "{id:?} is not a committed sector (proof landed, files persisted): nothing to rebuild"
+            )));
+        }
+        if record.upgrade.is_some() {
+            return Err(ChainError::NotReady(format!(
+                "{id:?} was snap-upgraded; the dev manager does not keep deal piece data, so it \
+                 cannot hand out an upgraded sector for rebuild"
+            )));
+        }
+        record.rebuild = Some(RebuildMark { allocated: false });
+        Ok(())
+    }
+
+    /// The oldest sector marked for rebuild and not yet taken, with its original ticket.
+    pub fn allocate_rebuild(
+        &mut self,
+        rules: &ChainRules,
+        spec: &AllocateSectorSpec,
+    ) -> Option<SectorRebuildInfo> {
+        if !spec_allows(spec, rules) {
+            return None;
+        }
+        let (number, record) = self.sectors.iter_mut().find(|(_, record)| {
+            record.rebuild.as_ref().is_some_and(|mark| !mark.allocated)
+                && record.precommit.is_some()
+        })?;
+        record.rebuild = Some(RebuildMark { allocated: true });
+        Some(SectorRebuildInfo {
+            sector: allocated(rules, *number, record),
+            ticket: record.precommit.as_ref()?.info.ticket.clone(),
+            pieces: None,
+            pieces_v2: Some(vec![]),
+            is_snap_up: false,
+            upgrade_public: None,
+        })
+    }
+
+    /// Queues a piece to recover (what a retrieval market's unseal request does).
+    pub fn queue_unseal(
+        &mut self,
+        rules: &ChainRules,
+        mut job: UnsealJob,
+        head: i64,
+    ) -> Result<(), ChainError> {
+        let id = SectorId {
+            miner: rules.miner,
+            number: job.sector,
+        };
+        let record = self.sector(rules, id)?;
+        if committed(record, rules, head).is_none() {
+            return Err(ChainError::NotReady(format!(
+                "{id:?} is not a committed sector: nothing to unseal"
+            )));
+        }
+        job.allocated = false;
+        job.achieved = None;
+        self.unseals.push(job);
+        Ok(())
+    }
+
+    /// The oldest queued unseal not yet taken, with the sector's sealing facts.
+    pub fn allocate_unseal(
+        &mut self,
+        rules: &ChainRules,
+        spec: &AllocateSectorSpec,
+    ) -> Option<SectorUnsealInfo> {
+        if !spec_allows(spec, rules) {
+            return None;
+        }
+        let job = self.unseals.iter_mut().find(|job| !job.allocated)?;
+        let record = self.sectors.get(&job.sector)?;
+        let precommit = record.precommit.as_ref()?;
+        job.allocated = true;
+        Some(SectorUnsealInfo {
+            sector: allocated(rules, job.sector, record),
+            piece_cid: CidJson {
+                cid: job.piece_cid.clone(),
+            },
+            offset: job.offset,
+            size: job.size,
+            private_info: SectorPrivateInfo {
+                access_instance: record.persisted.clone().unwrap_or_default(),
+            },
+            ticket: precommit.info.ticket.clone(),
+            comm_d: precommit.info.comm_d,
+            dest: Some(job.dest.clone()),
+            state: None,
+            error_info: String::new(),
+        })
+    }
+
+    fn unseal_job(
+        &mut self,
+        rules: &ChainRules,
+        id: SectorId,
+        piece_cid: &str,
+    ) -> Result<&mut UnsealJob, ChainError> {
+        self.sector(rules, id)?;
+        self.unseals
+            .iter_mut()
+            .find(|job| job.sector == id.number && job.piece_cid == piece_cid && job.allocated)
+            .ok_or_else(|| {
+                ChainError::NotReady(format!(
+                    "no allocated unseal of piece {piece_cid} in {id:?}"
+                ))
+            })
+    }
+
+    pub fn unseal_dest(
+        &mut self,
+        rules: &ChainRules,
+        id: SectorId,
+        piece_cid: &str,
+    ) -> Result<Vec<String>, ChainError> {
+        Ok(self.unseal_job(rules, id, piece_cid)?.dest.clone())
+    }
+
+    pub fn achieve_unseal(
+        &mut self,
+        rules: &ChainRules,
+        id: SectorId,
+        piece_cid: &str,
+        error: &str,
+    ) -> Result<(), ChainError> {
+        Self::count(self.sector(rules, id)?, "AchieveUnsealSector");
+        self.unseal_job(rules, id, piece_cid)?.achieved = Some(error.to_string());
+        Ok(())
+    }
+}
+
+/// The store to reserve space in: the first of `candidates` this manager knows, or its first store
+/// when no candidate is named.
+pub fn reserve_space(stores: &[StoreBasicInfo], candidates: &[String]) -> Option<StoreBasicInfo> {
+    stores
+        .iter()
+        .find(|store| {
+            !store.read_only && (candidates.is_empty() || candidates.contains(&store.name))
+        })
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::wire::{Bytes, PreCommitOnChainInfo, Ticket};
+
+    /// A sector taken through PreCommit, persistence and a landed proof, at head 10_200.
+    fn committed_sector() -> (ChainRules, ChainState, SectorId) {
+        let rules = ChainRules::default();
+        let mut state = ChainState::default();
+        let sector = state
+            .allocate(&rules, &AllocateSectorSpec::default())
+            .unwrap();
+        let ticket = state.assign_ticket(&rules, sector.id, 10_000).unwrap();
+        let info = PreCommitOnChainInfo {
+            comm_r: [1; 32],
+            comm_d: [2; 32],
+            ticket,
+            deals: vec![],
+        };
+        state
+            .submit_pre_commit(&rules, &sector, &info, 10_001)
+            .unwrap();
+        state
+            .submit_persisted(&rules, sector.id, "store-1", true)
+            .unwrap();
+        state.wait_seed(&rules, sector.id, 10_160).unwrap();
+        state
+            .submit_proof(&rules, sector.id, "aa", true, 10_170)
+            .unwrap();
+        (rules, state, sector.id)
+    }
+
+    fn snap_info() -> SnapUpOnChainInfo {
+        SnapUpOnChainInfo {
+            comm_r: [5; 32],
+            comm_d: [6; 32],
+            access_instance: "store-1".into(),
+            pieces: vec![],
+            proof: Bytes(vec![1, 2, 3]),
+        }
+    }
+
+    #[test]
+    fn only_committed_sectors_are_upgraded_and_each_once() {
+        let (rules, mut state, id) = committed_sector();
+        let spec = AllocateSnapUpSpec::default();
+        assert_eq!(
+            state.allocate_snapup(&rules, &spec, 10_172),
+            None,
+            "the proof has not landed yet"
+        );
+        let snap = state.allocate_snapup(&rules, &spec, 10_200).unwrap();
+        assert_eq!(snap.sector.id, id);
+        assert_eq!(snap.public.comm_r, [1; 32]);
+        assert_eq!(snap.private.access_instance, "store-1");
+        assert_eq!(state.allocate_snapup(&rules, &spec, 10_200), None);
+
+        let submit = |state: &mut ChainState, sha: &str, verified, files_present| {
+            let checks = SnapUpChecks {
+                proof_sha256: sha.into(),
+                verified,
+                files_present,
+            };
+            state
+                .submit_snapup(&rules, id, &snap_info(), &checks, 10_300)
+                .unwrap()
+                .res
+        };
+        assert_eq!(
+            submit(&mut state, "p", true, false),
+            SubmitResult::FilesMissed
+        );
+        assert_eq!(
+            submit(&mut state, "p", false, true),
+            SubmitResult::MismatchedSubmission
+        );
+        assert_eq!(submit(&mut state, "p", true, true), SubmitResult::Accepted);
+        assert_eq!(
+            submit(&mut state, "p", true, true),
+            SubmitResult::DuplicateSubmit
+        );
+        assert_eq!(
+            submit(&mut state, "q", true, true),
+            SubmitResult::MismatchedSubmission
+        );
+        assert_eq!(
+            state.sectors[&id.number].submissions["SubmitSnapUpProof"],
+            5
+        );
+        assert!(matches!(
+            state.mark_rebuild(&rules, id, 10_400),
+            Err(ChainError::NotReady(m)) if m.contains("snap-upgraded")
+        ));
+    }
+
+    #[test]
+    fn a_rebuild_hands_out_the_original_ticket_once_and_ends_with_persistence() {
+        let (rules, mut state, id) = committed_sector();
+        let spec = AllocateSectorSpec::default();
+        assert_eq!(state.allocate_rebuild(&rules, &spec), None);
+        state.mark_rebuild(&rules, id, 10_200).unwrap();
+        let rebuild = state.allocate_rebuild(&rules, &spec).unwrap();
+        assert_eq!(rebuild.sector.id, id);
+        assert_eq!(rebuild.ticket.epoch, 10_000 - 900);
+        assert_eq!(state.allocate_rebuild(&rules, &spec), None, "taken once");
+        state.submit_persisted(&rules, id, "store-2", true).unwrap();
+        assert_eq!(state.sectors[&id.number].rebuilds, 1);
+        assert_eq!(state.sectors[&id.number].rebuild, None);
+    }
+
+    #[test]
+    fn unseals_are_queued_allocated_and_achieved() {
+        let (rules, mut state, id) = committed_sector();
+        let spec = AllocateSectorSpec::default();
+        let cid = "baga6ea4seaqpiece";
+        let job = UnsealJob {
+            sector: id.number,
+            piece_cid: cid.into(),
+            offset: 0,
+            size: 127,
+            dest: vec!["file:///out".into()],
+            allocated: false,
+            achieved: None,
+        };
+        state.queue_unseal(&rules, job, 10_200).unwrap();
+        assert!(state.unseal_dest(&rules, id, cid).is_err(), "not allocated");
+        let unseal = state.allocate_unseal(&rules, &spec).unwrap();
+        assert_eq!(
+            (unseal.sector.id, unseal.size, unseal.comm_d),
+            (id, 127, [2; 32])
+        );
+        assert_eq!(
+            unseal.ticket,
+            Ticket {
+                ticket: crate::manager::dev::chain::randomness("ticket", id, 9_100),
+                epoch: 9_100
+            }
+        );
+        assert_eq!(state.allocate_unseal(&rules, &spec), None);
+        assert_eq!(
+            state.unseal_dest(&rules, id, cid).unwrap(),
+            vec!["file:///out"]
+        );
+        state.achieve_unseal(&rules, id, cid, "").unwrap();
+        assert_eq!(state.unseals[0].achieved.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn reserve_space_takes_a_writable_candidate() {
+        let store = |name: &str, read_only| StoreBasicInfo {
+            name: name.into(),
+            path: format!("/stores/{name}"),
+            strict: false,
+            read_only,
+            weight: 1,
+            meta: None,
+        };
+        let stores = [store("ro", true), store("a", false), store("b", false)];
+        assert_eq!(reserve_space(&stores, &[]).unwrap().name, "a");
+        assert_eq!(reserve_space(&stores, &["b".into()]).unwrap().name, "b");
+        assert_eq!(reserve_space(&stores, &["ro".into()]), None);
+    }
+}
