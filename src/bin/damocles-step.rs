@@ -32,11 +32,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the step described by a request file (JSON; see docs/step.md).
+    /// Run the step described by a request (JSON; see docs/step.md).
     Run {
-        /// The step request; `-` reads it from stdin.
-        #[arg(long, short)]
-        request: PathBuf,
+        /// The step request file; `-` reads it from stdin.
+        #[arg(
+            long,
+            short,
+            required_unless_present = "request_env",
+            conflicts_with = "request_env"
+        )]
+        request: Option<PathBuf>,
+        /// Read the request from this environment variable instead (step pods carry it in
+        /// DAMOCLES_STEP_REQUEST, so the pod spec alone says what ran).
+        #[arg(long)]
+        request_env: Option<String>,
     },
     /// Check or generate Groth parameters and verifying keys.
     #[command(subcommand)]
@@ -103,7 +112,10 @@ fn main() -> ProcessExit {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { request } => run_step(&request),
+        Command::Run {
+            request,
+            request_env,
+        } => run_step(read_request(request, request_env)),
         Command::Params(ParamsCommand::Check {
             sector_size,
             porep_only,
@@ -129,13 +141,19 @@ fn main() -> ProcessExit {
     }
 }
 
-fn run_step(path: &PathBuf) -> ProcessExit {
-    let text = if path.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin())
-    } else {
-        std::fs::read_to_string(path)
-    };
-    let text = text.map_err(|e| format!("cannot read the step request {}: {e}", path.display()));
+fn read_request(path: Option<PathBuf>, env: Option<String>) -> Result<String, String> {
+    match (path, env) {
+        (_, Some(name)) => std::env::var(&name)
+            .map_err(|e| format!("cannot read the step request from ${name}: {e}")),
+        (Some(path), None) if path.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())
+            .map_err(|e| format!("cannot read the step request from stdin: {e}")),
+        (Some(path), None) => std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read the step request {}: {e}", path.display())),
+        (None, None) => Err("no step request: give --request or --request-env".into()),
+    }
+}
+
+fn run_step(text: Result<String, String>) -> ProcessExit {
     // Even a request we refuse says where its result should go, if it can be read at all.
     let refused_message_path = text.as_ref().ok().and_then(|text| {
         let value: serde_json::Value = serde_json::from_str(text).ok()?;

@@ -7,6 +7,7 @@
 //! Every state can also go to `Aborted` (an abort-level failure or a user's `resumeState: Aborted`);
 //! those implicit edges are not listed as transitions.
 
+pub mod driver;
 mod rebuild;
 pub mod render;
 mod resume;
