@@ -2,11 +2,13 @@
 //!
 //! - [`api`]: the CRD types and their validation rules;
 //! - [`plan`]: the four task plans (sealer, snapup, rebuild, unseal) as pure state machines;
+//! - [`controller`]: `damocles-operator run`, which reconciles tasks into step pods and manager calls;
 //! - [`devnode`]: a kubelet stand-in that runs pods as local processes, for tests and the demo;
 //! - [`manager`]: damocles-manager's JSON-RPC wire format;
 //! - [`step`]: the step contract, and with the `proofs` feature the `damocles-step` steps themselves.
 
 pub mod api;
+pub mod controller;
 pub mod devnode;
 pub mod manager;
 pub mod plan;

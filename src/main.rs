@@ -17,6 +17,43 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator: reconcile SealingTasks into step pods and manager calls.
+    ///
+    /// Uses the in-cluster config or KUBECONFIG. Each task follows its plan (see
+    /// docs/state-machines.md): manager-only states are done inline, proof and file steps run as
+    /// pods shaped by the step profiles (--profiles), and status.state, phase, conditions, history
+    /// and outputs show where every task is. Logs go to stderr (RUST_LOG, default info).
+    Run {
+        /// Watch only this namespace (default: all namespaces).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// The step profiles YAML (image, node selectors, resources, retries per step kind; see
+        /// docs/controller.md). Default: every step runs `damocles-step` with no placement rules.
+        #[arg(long)]
+        profiles: Option<PathBuf>,
+        /// damocles-manager's address: http://HOST:PORT, HOST:PORT or /ip4/ADDR/tcp/PORT.
+        #[arg(long)]
+        manager: String,
+        /// A file holding a bearer token for the manager (e.g. a mounted Secret key), for managers
+        /// behind an auth proxy.
+        #[arg(long)]
+        manager_token_file: Option<PathBuf>,
+        /// Timeout of one manager call.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        manager_timeout: std::time::Duration,
+        /// How often to ask the manager whether a PreCommit or proof landed.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        poll_interval: std::time::Duration,
+        /// First back-off after a temporary failure (doubled per retry) where a profile sets none.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        retry_backoff: std::time::Duration,
+        /// A persist store instance to reserve space in (repeatable; default: any the manager has).
+        #[arg(long = "store")]
+        stores: Vec<String>,
+        /// This replica's name in Events and manager reports (default: $POD_NAME or the host name).
+        #[arg(long)]
+        instance: Option<String>,
+    },
     /// Print the SealingTask CustomResourceDefinition as YAML (what crds/sealingtask.yaml holds).
     ///
     /// Install it with: damocles-operator crd | kubectl apply -f -
@@ -154,6 +191,46 @@ fn parse_plan(name: &str) -> Result<PlanKind, String> {
 fn main() -> Result<ExitCode> {
     match Cli::parse().command {
         Command::Crd => print!("{}", damocles_operator::crd_yaml()),
+        Command::Run {
+            namespace,
+            profiles,
+            manager,
+            manager_token_file,
+            manager_timeout,
+            poll_interval,
+            retry_backoff,
+            stores,
+            instance,
+        } => {
+            let profiles = match profiles {
+                Some(path) => damocles_operator::controller::profiles::Profiles::load(&path)?,
+                None => Default::default(),
+            };
+            let token = manager_token_file
+                .map(|path| damocles_operator::manager::client::read_token(&path))
+                .transpose()?;
+            let manager =
+                damocles_operator::manager::ManagerClient::new(&manager, token, manager_timeout)?;
+            let instance = instance
+                .or_else(|| std::env::var("POD_NAME").ok())
+                .or_else(|| {
+                    std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .ok()
+                        .map(|h| h.trim().to_string())
+                })
+                .unwrap_or_else(|| "damocles-operator".into());
+            let settings = damocles_operator::controller::Settings {
+                namespace,
+                profiles,
+                calls: damocles_operator::controller::calls::CallSettings {
+                    poll_interval,
+                    store_candidates: stores,
+                },
+                retry_backoff,
+                instance,
+            };
+            run_operator(manager, settings)?;
+        }
         Command::Plans { output, plan } => {
             let plans: Vec<&Plan> = match plan {
                 Some(kind) => vec![kind.plan()],
@@ -246,6 +323,21 @@ fn init_logging() {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn run_operator(
+    manager: damocles_operator::manager::ManagerClient,
+    settings: damocles_operator::controller::Settings,
+) -> Result<()> {
+    init_logging();
+    damocles_operator::install_crypto_provider();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .context("cannot connect to the cluster (in-cluster config or KUBECONFIG)")?;
+        damocles_operator::controller::run(client, manager, settings, shutdown_signal()).await
+    })
 }
 
 fn dev_node(config: damocles_operator::devnode::DevNodeConfig) -> Result<()> {

@@ -2,9 +2,11 @@
 //! proofs checked by filecoin-proofs. Needs the proofs feature (damocles-step verifies).
 #![cfg(feature = "proofs")]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "support/dev_manager.rs"]
+mod dev_manager;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use damocles_operator::api::{FailureLevel, SectorRef, SectorSize};
@@ -17,78 +19,8 @@ use damocles_operator::manager::{ManagerClient, ManagerError, SubmitOutcome};
 use damocles_operator::step::bench::Chain;
 use damocles_operator::step::commitments::{parse_data_cid, parse_sealed_cid};
 use damocles_operator::step::{Bytes32, StepKind, StepResult};
-use serde_json::{Value, json};
-
-struct DevManager {
-    child: Child,
-    address: String,
-    state: PathBuf,
-}
-
-impl DevManager {
-    fn start(state: &Path, extra: &[&str]) -> DevManager {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_damocles-operator"))
-            .args([
-                "dev-manager",
-                "--listen",
-                "127.0.0.1:0",
-                "--block-time",
-                "20ms",
-            ])
-            .args([
-                "--precommit-landing",
-                "2",
-                "--seed-delay",
-                "5",
-                "--proof-landing",
-                "2",
-            ])
-            .arg("--state")
-            .arg(state)
-            .arg("--step-bin")
-            .arg(env!("CARGO_BIN_EXE_damocles-step"))
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("dev-manager starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("{line:?}"))
-            .to_string();
-        DevManager {
-            child,
-            address,
-            state: state.to_path_buf(),
-        }
-    }
-
-    fn client(&self) -> ManagerClient {
-        ManagerClient::new(&self.address, None, Duration::from_secs(120)).unwrap()
-    }
-
-    async fn admin(&self, path: &str, body: Option<Value>) -> Value {
-        let url = format!("http://{}{path}", self.address);
-        let http = reqwest::Client::new();
-        let request = match body {
-            Some(body) => http.post(url).json(&body),
-            None => http.get(url),
-        };
-        request.send().await.unwrap().json().await.unwrap()
-    }
-}
-
-impl Drop for DevManager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use dev_manager::DevManager;
+use serde_json::json;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(

@@ -221,6 +221,33 @@ pub struct SealingTaskStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
 
+    /// The sector the task works on, as allocated by the manager (or given in spec.sector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sector: Option<SectorRef>,
+
+    /// Index of the next action of the current state's work (see docs/state-machines.md); omitted
+    /// at 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub action_index: u32,
+
+    /// Attempts of the current state's work that have started (step pods are named after it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+
+    /// The work is not retried or polled again before this time (a back-off or a chain wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Time>,
+
+    /// A non-idempotent manager call (SubmitPreCommit, SubmitProof, SubmitSnapUpProof) that was
+    /// started and not yet answered: after a restart the operator checks with the manager instead
+    /// of submitting blindly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitting: Option<String>,
+
+    /// What the task is doing or waiting for, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+
     /// The spec generation the operator last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -320,6 +347,21 @@ pub struct Outputs {
     /// The proof (C2 or snap-prove output).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<Artifact>,
+    /// C1's output, input to C2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c1_output: Option<Artifact>,
+    /// The persist store the manager reserved space in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreRef>,
+}
+
+/// A persist store instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct StoreRef {
+    /// The manager's name for the store instance.
+    pub name: String,
+    /// Its path on the nodes.
+    pub path: String,
 }
 
 /// Chain randomness and the epoch it was drawn at.
@@ -338,6 +380,16 @@ pub struct Artifact {
     pub location: String,
     /// sha256 of the file, hex.
     pub sha256: String,
+    /// Size in bytes.
+    #[serde(default)]
+    pub size: u64,
+    /// The bytes themselves, base64, for small artifacts the operator hands to the manager (proofs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -211,6 +211,8 @@ pub enum ManagerCall {
     PartialEq,
     Eq,
     Hash,
+    PartialOrd,
+    Ord,
     Serialize,
     Deserialize,
     Display,

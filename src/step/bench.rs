@@ -52,40 +52,9 @@ impl Chain {
 
     /// The request for `step`, with exactly the inputs that step reads.
     pub fn request(&self, step: StepKind) -> StepRequest {
-        let g = &self.gathered;
-        let inputs = match step {
-            StepKind::AddPiece => StepInputs {
-                pieces: g.pieces.clone(),
-                ..Default::default()
-            },
-            StepKind::Pc1 => StepInputs {
-                ticket: g.ticket,
-                ..Default::default()
-            },
-            StepKind::SyntheticProofs | StepKind::C1 => StepInputs {
-                ticket: g.ticket,
-                seed: (step == StepKind::C1).then_some(g.seed).flatten(),
-                comm_d: g.comm_d.clone(),
-                comm_r: g.comm_r.clone(),
-                ..Default::default()
-            },
-            StepKind::C2 => StepInputs {
-                c1_output: g.c1_output.clone(),
-                ..Default::default()
-            },
-            StepKind::VerifySeal => StepInputs {
-                ticket: g.ticket,
-                seed: g.seed,
-                comm_d: g.comm_d.clone(),
-                comm_r: g.comm_r.clone(),
-                proof: g.proof.clone(),
-                ..Default::default()
-            },
-            _ => g.clone(),
-        };
         StepRequest {
             step,
-            inputs,
+            inputs: self.gathered.select(step),
             ..self.base.clone()
         }
     }

@@ -105,6 +105,45 @@ pub struct StepInputs {
     pub destination: Option<String>,
 }
 
+impl StepInputs {
+    /// The inputs `step` reads, out of everything gathered. Steps record a digest of their inputs in
+    /// their completion marker, so handing a step more than it reads would make a rerun recompute
+    /// for nothing.
+    pub fn select(&self, step: StepKind) -> StepInputs {
+        let all = self;
+        match step {
+            StepKind::AddPiece => StepInputs {
+                pieces: all.pieces.clone(),
+                ..Default::default()
+            },
+            StepKind::Pc1 => StepInputs {
+                ticket: all.ticket,
+                ..Default::default()
+            },
+            StepKind::SyntheticProofs | StepKind::C1 => StepInputs {
+                ticket: all.ticket,
+                seed: (step == StepKind::C1).then_some(all.seed).flatten(),
+                comm_d: all.comm_d.clone(),
+                comm_r: all.comm_r.clone(),
+                ..Default::default()
+            },
+            StepKind::C2 => StepInputs {
+                c1_output: all.c1_output.clone(),
+                ..Default::default()
+            },
+            StepKind::VerifySeal => StepInputs {
+                ticket: all.ticket,
+                seed: all.seed,
+                comm_d: all.comm_d.clone(),
+                comm_r: all.comm_r.clone(),
+                proof: all.proof.clone(),
+                ..Default::default()
+            },
+            _ => all.clone(),
+        }
+    }
+}
+
 /// A sealed replica and its cache directory, with the commitment they were sealed to.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -275,6 +314,10 @@ pub struct StepOutputs {
     /// Upload: where the bytes went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
+    /// C2 and snap-prove: the proof itself (base64), so the operator can submit it without reading
+    /// the node's files. PoRep proofs are at most 1920 bytes, well inside the termination message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
 }
 
 impl StepOutputs {

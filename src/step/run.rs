@@ -6,6 +6,8 @@ use std::io::{self, BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use base64::Engine as _;
+
 use filecoin_proofs_api::seal::{self, SealCommitPhase1Output, SealPreCommitPhase1Output};
 use filecoin_proofs_api::{
     Commitment, PieceInfo, RegisteredSealProof, UnpaddedByteIndex, UnpaddedBytesAmount, update,
@@ -613,6 +615,7 @@ fn c2(request: &StepRequest, files: &SectorFiles) -> StepOutcome {
     let file = write_atomic(&files.output("proof.bin"), &output.proof, StepKind::C2)?;
     Ok(StepOutputs {
         files: vec![named("proof", file)],
+        proof: Some(base64::engine::general_purpose::STANDARD.encode(&output.proof)),
         verified: Some(true),
         ..Default::default()
     })
@@ -735,6 +738,7 @@ fn snap_prove(request: &StepRequest, files: &SectorFiles) -> StepOutcome {
     )?;
     Ok(StepOutputs {
         files: vec![named("proof", file)],
+        proof: Some(base64::engine::general_purpose::STANDARD.encode(&proof.0)),
         verified: Some(true),
         ..Default::default()
     })

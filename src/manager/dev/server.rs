@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use super::chain::UnsealJob;
 use super::chain::{ChainError, ChainRules, ChainState};
 use super::lifecycle::{SnapUpChecks, reserve_space};
-use crate::api::{SectorRef, SectorSize};
+use crate::api::SectorRef;
 use crate::manager::wire::{
     AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector, CidJson, ERR_INVALID_PARAMS,
     ERR_METHOD_NOT_FOUND, ERR_SECTOR_STATE_NOT_FOUND, PreCommitOnChainInfo, ProofOnChainInfo,
@@ -702,21 +702,6 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
     Ok(value)
 }
 
-fn sector_size_of(proof_type: i64) -> Option<(SectorSize, bool)> {
-    let size = match proof_type % 5 {
-        0 => SectorSize::Size2KiB,
-        1 => SectorSize::Size8MiB,
-        2 => SectorSize::Size512MiB,
-        3 => SectorSize::Size32GiB,
-        _ => SectorSize::Size64GiB,
-    };
-    match proof_type {
-        5..=9 => Some((size, false)),
-        10..=14 => Some((size, true)),
-        _ => None,
-    }
-}
-
 /// Verifies a PoRep proof with filecoin-proofs, through `damocles-step verify-seal`.
 async fn verify(shared: &Shared, sector: SectorId, proof: &[u8]) -> Result<bool, RpcFailure> {
     let record = {
@@ -805,7 +790,7 @@ async fn run_verifier(
     mut inputs: StepInputs,
     proof: &[u8],
 ) -> Result<bool, RpcFailure> {
-    let (sector_size, synthetic) = sector_size_of(proof_type)
+    let (sector_size, synthetic) = crate::manager::wire::sector_of_proof_type(proof_type)
         .ok_or_else(|| not_ready(format!("unsupported proof type {proof_type}")))?;
     let dir = shared
         .config

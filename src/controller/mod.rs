@@ -1,0 +1,775 @@
+//! The controller: reconciles each SealingTask through its plan. The plan driver
+//! ([`crate::plan::driver`]) decides; this module only carries its decisions out: manager calls
+//! inline ([`calls`]), proof and file steps as pods ([`pods`], shaped by [`profiles`]), and the
+//! task's status written with server-side apply under one field manager.
+
+pub mod calls;
+pub mod pods;
+pub mod profiles;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::api::{
+    Artifact, FailureLevel, HISTORY_LIMIT, HistoryEntry, LastError, Phase, SealingTask,
+    SealingTaskStatus, State,
+};
+use crate::manager::ManagerClient;
+use crate::manager::wire::{
+    ReportStateReq, SectorFailure, SectorId, SectorStateChange, WorkerIdentifier,
+};
+use crate::plan::driver::{self, Decision, Facts, FailureDecision, Next, Outcome, Position};
+use crate::plan::{Action, Event, StepKind};
+use calls::CallSettings;
+use pods::PodReport;
+use profiles::{Locality, Profiles};
+
+/// The field manager of every status write.
+pub const FIELD_MANAGER: &str = "damocles-operator";
+
+/// How the operator runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Watch only this namespace (all when none).
+    pub namespace: Option<String>,
+    pub profiles: Profiles,
+    pub calls: CallSettings,
+    /// Initial back-off of temporary failures where no profile sets one.
+    pub retry_backoff: Duration,
+    /// This replica's name, in Events and in ReportState.
+    pub instance: String,
+}
+
+struct Context {
+    client: Client,
+    manager: Arc<ManagerClient>,
+    settings: Settings,
+    recorder: Recorder,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Plan(#[from] driver::DriverError),
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    manager: ManagerClient,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let (tasks, pods): (Api<SealingTask>, Api<Pod>) = match &settings.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    // Fail at start, clearly, rather than retrying a watch forever.
+    tasks
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot list SealingTasks ({e}); is the CRD installed (`damocles-operator crd | kubectl apply -f -`)?"
+            )
+        })?;
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: Some(settings.instance.clone()),
+    };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        manager: Arc::new(manager),
+        settings,
+    });
+    let pod_watch = watcher::Config::default().labels(&format!(
+        "{}={}",
+        pods::MANAGED_BY.0,
+        pods::MANAGED_BY.1
+    ));
+    info!(namespace = ?context.settings.namespace, "reconciling SealingTasks");
+    Controller::new(tasks, watcher::Config::default())
+        .owns(pods, pod_watch)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                warn!("reconcile failed: {err}");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn error_policy(_task: Arc<SealingTask>, err: &ReconcileError, _ctx: Arc<Context>) -> Requeue {
+    warn!("{err}");
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(task: Arc<SealingTask>, ctx: Arc<Context>) -> Result<Requeue, ReconcileError> {
+    // The watch cache can lag behind our own last status write: act on the current object only.
+    let tasks: Api<SealingTask> =
+        Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
+    let Some(current) = tasks.get_opt(&task.name_any()).await? else {
+        return Ok(Requeue::await_change());
+    };
+    TaskRun::new(Arc::new(current), ctx).drive().await
+}
+
+fn now() -> Time {
+    // Whole seconds: what the API server keeps, so an unchanged status compares equal.
+    Time(Timestamp::from_second(Timestamp::now().as_second()).expect("now is a valid time"))
+}
+
+/// One reconcile of one task: a working copy of its status, written when it changed.
+struct TaskRun {
+    task: Arc<SealingTask>,
+    ctx: Arc<Context>,
+    status: SealingTaskStatus,
+    written: SealingTaskStatus,
+    resource_version: Option<String>,
+    tasks: Api<SealingTask>,
+    pods: Api<Pod>,
+}
+
+impl TaskRun {
+    fn new(task: Arc<SealingTask>, ctx: Arc<Context>) -> Self {
+        let namespace = task.namespace().unwrap_or_default();
+        let status = task.status.clone().unwrap_or_default();
+        Self {
+            tasks: Api::namespaced(ctx.client.clone(), &namespace),
+            pods: Api::namespaced(ctx.client.clone(), &namespace),
+            written: status.clone(),
+            resource_version: task.resource_version(),
+            status,
+            task,
+            ctx,
+        }
+    }
+
+    fn name(&self) -> String {
+        self.task.name_any()
+    }
+
+    fn facts(&self) -> Facts {
+        Facts {
+            synthetic: self.task.spec.synthetic_po_rep,
+            upgraded: false,
+        }
+    }
+
+    fn position(&self) -> Position {
+        Position {
+            state: self.status.state.unwrap_or(State::Empty),
+            action: self.status.action_index as usize,
+        }
+    }
+
+    async fn save(&mut self) -> Result<(), ReconcileError> {
+        if self.status == self.written {
+            return Ok(());
+        }
+        self.status.observed_generation = self.task.metadata.generation;
+        // Guarded by the resourceVersion we read: a concurrent change makes this fail and the
+        // reconcile start over from the current object, never overwrite it.
+        let patch = json!({
+            "apiVersion": "damocles.io/v1alpha1",
+            "kind": "SealingTask",
+            "metadata": {"resourceVersion": self.resource_version},
+            "status": self.status,
+        });
+        let updated = self
+            .tasks
+            .patch_status(
+                &self.name(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+        self.resource_version = updated.resource_version();
+        self.written = self.status.clone();
+        Ok(())
+    }
+
+    async fn event(&self, type_: EventType, reason: &str, note: String) {
+        let event = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(err) = self
+            .ctx
+            .recorder
+            .publish(&event, &self.task.object_ref(&()))
+            .await
+        {
+            warn!(task = %self.name(), "cannot record event {reason}: {err}");
+        }
+    }
+
+    fn set_phase(&mut self, phase: Phase, message: impl Into<String>) {
+        self.status.phase = Some(phase);
+        self.status.message = Some(message.into());
+        let (ready, progressing, paused) = match phase {
+            Phase::Finished => ("True", "False", "False"),
+            Phase::Paused => ("False", "False", "True"),
+            Phase::Aborted => ("False", "False", "False"),
+            _ => ("False", "True", "False"),
+        };
+        let reason = phase.to_string();
+        set_condition(&mut self.status.conditions, "Ready", ready, &reason);
+        set_condition(
+            &mut self.status.conditions,
+            "Progressing",
+            progressing,
+            &reason,
+        );
+        set_condition(&mut self.status.conditions, "Paused", paused, &reason);
+    }
+
+    async fn drive(mut self) -> Result<Requeue, ReconcileError> {
+        let position = self.position();
+        if position.state.is_terminal() {
+            return Ok(Requeue::await_change());
+        }
+        if let Some(not_before) = &self.status.not_before {
+            let wait = not_before.0.as_second() - Timestamp::now().as_second();
+            if wait > 0 {
+                return Ok(Requeue::requeue(Duration::from_secs(wait as u64)));
+            }
+        }
+        if self.status.phase == Some(Phase::Paused) {
+            return Ok(Requeue::await_change());
+        }
+        if self.status.state.is_none() {
+            self.enter(None, State::Empty).await?;
+        }
+        let plan = self.task.spec.plan();
+        let mut decision = driver::current(plan, self.position(), self.facts())?;
+        // Manager-only work chains through several states in one reconcile; steps end it.
+        for _ in 0..64 {
+            decision = match decision.next {
+                Next::Terminal => return self.finish().await,
+                Next::Act(Action::Manager(call)) => {
+                    let outcome = self.manager_call(call).await?;
+                    let after = driver::after(plan, decision.position, self.facts(), outcome)?;
+                    self.advance(&after).await?
+                }
+                Next::Act(Action::Proof(step) | Action::File(step)) => {
+                    match self.step(step).await? {
+                        None => return Ok(Requeue::await_change()),
+                        Some(outcome) => {
+                            let after =
+                                driver::after(plan, decision.position, self.facts(), outcome)?;
+                            self.advance(&after).await?
+                        }
+                    }
+                }
+                Next::Enter { event, state } => {
+                    self.enter(Some(event), state).await?;
+                    driver::current(plan, self.position(), self.facts())?
+                }
+                Next::Wait(delay) => {
+                    self.set_phase(Phase::Waiting, self.waiting_for());
+                    self.save().await?;
+                    return Ok(Requeue::requeue(delay));
+                }
+                Next::Fail { level, message } => return self.fail(level, message).await,
+            };
+        }
+        Ok(Requeue::requeue(Duration::from_secs(1)))
+    }
+
+    /// Records the driver's position after an action; a finished action that leaves the task in
+    /// the same state (more actions to do) is saved only if it established something.
+    async fn advance(&mut self, decision: &Decision) -> Result<Decision, ReconcileError> {
+        if decision.position.state == self.position().state {
+            self.status.action_index = decision.position.action as u32;
+        }
+        if !matches!(
+            decision.next,
+            Next::Enter { .. } | Next::Wait(_) | Next::Fail { .. }
+        ) {
+            self.save().await?;
+        }
+        Ok(decision.clone())
+    }
+
+    fn waiting_for(&self) -> String {
+        let state = self.position().state;
+        let plan = self.task.spec.plan();
+        let action = plan
+            .state(state)
+            .and_then(|s| s.actions.get(self.status.action_index as usize))
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        format!("{state}: waiting on {action}")
+    }
+
+    async fn enter(&mut self, event: Option<Event>, state: State) -> Result<(), ReconcileError> {
+        let previous = self.status.state;
+        let entered = now();
+        if let Some(last) = self.status.history.last_mut() {
+            last.duration_seconds = Some(entered.0.as_second() - last.entered.0.as_second());
+        }
+        self.status.history.push(HistoryEntry {
+            state,
+            entered,
+            duration_seconds: None,
+        });
+        if self.status.history.len() > HISTORY_LIMIT {
+            let excess = self.status.history.len() - HISTORY_LIMIT;
+            self.status.history.drain(..excess);
+        }
+        self.status.state = Some(state);
+        self.status.action_index = 0;
+        self.status.attempt = 0;
+        self.status.not_before = None;
+        self.status.submitting = None;
+        self.status.last_error = None;
+        let finished_pod = self.status.step_pod.take();
+        let phase = if state == State::Finished {
+            Phase::Finished
+        } else if state == State::Aborted {
+            Phase::Aborted
+        } else {
+            Phase::Running
+        };
+        let message = match self.task.spec.plan().state(state) {
+            Some(spec) if !state.is_terminal() => format!("{state}: {}", spec.summary),
+            Some(spec) => spec.summary.to_string(),
+            None => state.to_string(),
+        };
+        self.set_phase(phase, message);
+        self.save().await?;
+        if let Some(pod) = finished_pod {
+            self.delete_pod(&pod).await;
+        }
+        if let Some(event) = event {
+            let from = previous.map(|s| s.to_string()).unwrap_or_default();
+            info!(task = %self.name(), %from, %event, to = %state, "transition");
+            self.event(
+                EventType::Normal,
+                &event.to_string(),
+                format!("{from} -> {state}"),
+            )
+            .await;
+            self.report_state(&from, state, event, None);
+        }
+        Ok(())
+    }
+
+    /// Tells the manager about a state change, as damocles-worker does; best effort, off the
+    /// reconcile's path.
+    fn report_state(&self, from: &str, to: State, event: Event, failure: Option<SectorFailure>) {
+        let Some(sector) = self.status.sector.or(self.task.spec.sector) else {
+            return;
+        };
+        let manager = self.ctx.manager.clone();
+        let report = ReportStateReq {
+            worker: WorkerIdentifier {
+                instance: self.ctx.settings.instance.clone(),
+                location: format!(
+                    "{}/{}",
+                    self.task.namespace().unwrap_or_default(),
+                    self.name()
+                ),
+            },
+            state_change: SectorStateChange {
+                prev: from.to_string(),
+                next: to.to_string(),
+                event: event.to_string(),
+            },
+            failure,
+        };
+        tokio::spawn(async move {
+            let id = SectorId {
+                miner: sector.miner,
+                number: sector.number,
+            };
+            if let Err(err) = manager.report_state(id, &report).await {
+                warn!("ReportState: {err}");
+            }
+        });
+    }
+
+    async fn manager_call(
+        &mut self,
+        call: crate::plan::ManagerCall,
+    ) -> Result<Outcome, ReconcileError> {
+        if calls::is_submission(call) {
+            if self.status.submitting.as_deref() == Some(<&str>::from(call)) {
+                // Started before a restart: ask the manager before submitting again.
+                if let Some(sector) = self.status.sector.or(self.task.spec.sector) {
+                    match calls::already_submitted(&self.ctx.manager, sector, call).await {
+                        Ok(true) => {
+                            info!(task = %self.name(), %call, "the manager already has this submission");
+                            return Ok(Outcome::Done);
+                        }
+                        Ok(false) => {}
+                        Err(err) => {
+                            return Ok(Outcome::Failed {
+                                level: err.level(),
+                                message: err.to_string(),
+                            });
+                        }
+                    }
+                }
+            } else {
+                self.status.submitting = Some(call.to_string());
+                self.save().await?;
+            }
+        }
+        let mut status = self.status.clone();
+        let outcome = calls::call(
+            &self.ctx.manager,
+            &self.ctx.settings.calls,
+            &self.task,
+            &mut status,
+            call,
+        )
+        .await;
+        if outcome == Outcome::Done {
+            self.status = status;
+        }
+        Ok(outcome)
+    }
+
+    /// Runs `step` as a pod; none while it runs (the pod watch wakes us), its outcome when done.
+    async fn step(&mut self, step: StepKind) -> Result<Option<Outcome>, ReconcileError> {
+        let state = self.position().state;
+        let profile = self
+            .ctx
+            .settings
+            .profiles
+            .resolve(step, self.ctx.settings.retry_backoff);
+        let name = pods::pod_name(&self.name(), state, self.status.attempt);
+        let Some(pod) = self.pods.get_opt(&name).await? else {
+            if self.status.step_pod.as_deref() == Some(name.as_str())
+                && self.status.phase == Some(Phase::Running)
+            {
+                warn!(task = %self.name(), pod = %name, "the step pod disappeared; starting a new one");
+                self.event(
+                    EventType::Warning,
+                    "StepPodLost",
+                    format!("step pod {name} disappeared; starting {step} again"),
+                )
+                .await;
+                return self
+                    .restart_step(&name, "its pod disappeared")
+                    .await
+                    .map(|_| None);
+            }
+            return self.start_step(step, &name, &profile).await.map(|_| None);
+        };
+        if profile.locality == Locality::Workspace
+            && self.status.node.is_none()
+            && let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone())
+        {
+            self.status.node = Some(node);
+        }
+        match pods::report(&pod) {
+            PodReport::Starting { reason } => {
+                let age = pod
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| Timestamp::now().as_second() - t.0.as_second())
+                    .unwrap_or(0);
+                if age as u64 > profile.start_timeout.as_secs() {
+                    self.delete_pod(&name).await;
+                    self.restart_step(
+                        &name,
+                        &format!(
+                            "it did not start within {}s: {reason}",
+                            profile.start_timeout.as_secs()
+                        ),
+                    )
+                    .await?;
+                    return Ok(None);
+                }
+                self.set_phase(
+                    Phase::Waiting,
+                    format!("{state}: {step} pod {name} not started: {reason}"),
+                );
+                self.save().await?;
+                Ok(None)
+            }
+            PodReport::Running => {
+                self.set_phase(
+                    Phase::Running,
+                    format!("{state}: running {step} in pod {name}"),
+                );
+                self.save().await?;
+                Ok(None)
+            }
+            PodReport::Succeeded(result) => {
+                self.absorb(step, &result);
+                Ok(Some(Outcome::Done))
+            }
+            PodReport::Failed {
+                never_ran: true,
+                message,
+                ..
+            } => {
+                self.delete_pod(&name).await;
+                self.restart_step(&name, &message).await?;
+                Ok(None)
+            }
+            PodReport::Failed { level, message, .. } => {
+                Ok(Some(Outcome::Failed { level, message }))
+            }
+        }
+    }
+
+    /// Starts the step again under the next attempt's pod name without spending its retry budget.
+    async fn restart_step(&mut self, old: &str, why: &str) -> Result<(), ReconcileError> {
+        self.status.attempt += 1;
+        self.status.step_pod = None;
+        self.set_phase(Phase::Waiting, format!("step pod {old} replaced: {why}"));
+        self.save().await
+    }
+
+    async fn start_step(
+        &mut self,
+        step: StepKind,
+        name: &str,
+        profile: &profiles::Resolved,
+    ) -> Result<(), ReconcileError> {
+        let request =
+            match pods::step_request(&self.task, &self.status, step, &self.ctx.settings.profiles) {
+                Ok(request) => request,
+                Err(message) => {
+                    return self
+                        .fail(
+                            FailureLevel::Permanent,
+                            format!("cannot build the {step} request: {message}"),
+                        )
+                        .await
+                        .map(drop);
+                }
+            };
+        let node = self.status.node.clone();
+        let pod = pods::step_pod(
+            &self.task,
+            name,
+            &request,
+            profile,
+            &self.ctx.settings.profiles,
+            node.as_deref(),
+        );
+        match self.pods.create(&PostParams::default(), &pod).await {
+            Ok(_) => {
+                info!(task = %self.name(), pod = %name, %step, node = ?node, "step pod created")
+            }
+            // A restarted operator adopts the pod it created before.
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(err) => return Err(err.into()),
+        }
+        self.status.step_pod = Some(name.to_string());
+        let state = self.position().state;
+        self.set_phase(
+            Phase::Running,
+            format!("{state}: running {step} in pod {name}"),
+        );
+        self.save().await
+    }
+
+    async fn delete_pod(&self, name: &str) {
+        match self.pods.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => warn!(pod = name, "cannot delete a finished step pod: {err}"),
+        }
+    }
+
+    /// Takes what a step produced into the task's outputs.
+    fn absorb(&mut self, step: StepKind, result: &crate::step::StepResult) {
+        let outputs = self.status.outputs.get_or_insert_with(Default::default);
+        let produced = &result.outputs;
+        if let Some(comm_d) = &produced.comm_d {
+            outputs.comm_d = Some(comm_d.clone());
+        }
+        if let Some(comm_r) = &produced.comm_r {
+            outputs.comm_r = Some(comm_r.clone());
+        }
+        let artifact = |file: &crate::step::FileDigest, data: Option<String>| Artifact {
+            location: file.path.display().to_string(),
+            sha256: file.sha256.clone(),
+            size: file.size,
+            data,
+        };
+        if let Some(file) = produced.file("c1-output") {
+            outputs.c1_output = Some(artifact(file, None));
+        }
+        if let Some(file) = produced.file("proof") {
+            outputs.proof = Some(artifact(file, produced.proof.clone()));
+        }
+        info!(task = %self.task.name_any(), %step, reused = result.reused, ms = result.duration_ms, "step done");
+    }
+
+    async fn fail(
+        &mut self,
+        level: FailureLevel,
+        message: String,
+    ) -> Result<Requeue, ReconcileError> {
+        let state = self.position().state;
+        let attempts = match &self.status.last_error {
+            Some(last) if last.state == state => last.attempts + 1,
+            _ => 1,
+        };
+        let step = self
+            .task
+            .spec
+            .plan()
+            .state(state)
+            .and_then(|s| s.actions.get(self.status.action_index as usize))
+            .and_then(|a| match a {
+                Action::Proof(step) | Action::File(step) => Some(*step),
+                Action::Manager(_) => None,
+            });
+        let policy = match step {
+            Some(step) => {
+                self.ctx
+                    .settings
+                    .profiles
+                    .resolve(step, self.ctx.settings.retry_backoff)
+                    .retry
+            }
+            None => driver::RetryPolicy {
+                initial_backoff: self.ctx.settings.retry_backoff,
+                ..Default::default()
+            },
+        };
+        let decision = driver::on_failure(level, attempts, &policy);
+        self.status.last_error = Some(LastError {
+            level,
+            state,
+            message: message.clone(),
+            attempts,
+            time: now(),
+        });
+        warn!(task = %self.name(), %state, %level, attempts, ?decision, "{message}");
+        match decision {
+            FailureDecision::Retry(delay) => {
+                if let Some(pod) = self.status.step_pod.take() {
+                    self.delete_pod(&pod).await;
+                }
+                self.status.attempt += 1;
+                self.status.not_before = Some(Time(
+                    Timestamp::from_second(Timestamp::now().as_second() + delay.as_secs() as i64)
+                        .expect("a valid time"),
+                ));
+                self.set_phase(
+                    Phase::Waiting,
+                    format!(
+                        "{state}: {level} failure, retry {attempts} in {}s: {message}",
+                        delay.as_secs()
+                    ),
+                );
+                self.save().await?;
+                self.event(
+                    EventType::Warning,
+                    "Retrying",
+                    format!("{level} failure in {state} (attempt {attempts}): {message}"),
+                )
+                .await;
+                Ok(Requeue::requeue(delay))
+            }
+            FailureDecision::Pause(level) => {
+                if let Some(last) = self.status.last_error.as_mut() {
+                    last.level = level;
+                }
+                set_condition(
+                    &mut self.status.conditions,
+                    "Failed",
+                    "True",
+                    &level.to_string(),
+                );
+                self.set_phase(
+                    Phase::Paused,
+                    format!("{state}: paused by a {level} failure: {message}; fix the cause and set spec.resumeState"),
+                );
+                self.save().await?;
+                self.event(
+                    EventType::Warning,
+                    "Paused",
+                    format!("{level} failure in {state}: {message}"),
+                )
+                .await;
+                Ok(Requeue::await_change())
+            }
+            FailureDecision::Abort => {
+                if let Some(sector) = self.status.sector.or(self.task.spec.sector) {
+                    let id = SectorId {
+                        miner: sector.miner,
+                        number: sector.number,
+                    };
+                    if let Err(err) = self.ctx.manager.report_aborted(id, &message).await {
+                        warn!(task = %self.name(), "ReportAborted: {err}");
+                    }
+                }
+                self.event(
+                    EventType::Warning,
+                    "Aborted",
+                    format!("abort in {state}: {message}"),
+                )
+                .await;
+                self.enter(None, State::Aborted).await?;
+                Ok(Requeue::await_change())
+            }
+        }
+    }
+
+    async fn finish(&mut self) -> Result<Requeue, ReconcileError> {
+        if let Some(sector) = self.status.sector.or(self.task.spec.sector) {
+            let id = SectorId {
+                miner: sector.miner,
+                number: sector.number,
+            };
+            if let Err(err) = self.ctx.manager.report_finalized(id).await {
+                warn!(task = %self.name(), "ReportFinalized: {err}");
+            }
+        }
+        Ok(Requeue::await_change())
+    }
+}
+
+fn set_condition(conditions: &mut Vec<Condition>, type_: &str, status: &str, reason: &str) {
+    if let Some(existing) = conditions.iter_mut().find(|c| c.type_ == type_) {
+        if existing.status != status {
+            existing.status = status.into();
+            existing.last_transition_time = now();
+        }
+        existing.reason = reason.into();
+        return;
+    }
+    conditions.push(Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: String::new(),
+        last_transition_time: now(),
+        observed_generation: None,
+    });
+}

@@ -1,0 +1,535 @@
+//! Step pods, pure: the request a step gets from the task's status, the pod that runs it (from the
+//! step's profile), and what a pod's status says about the step. No API calls here.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, EnvVar, HostPathVolumeSource, NodeAffinity, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use kube::ResourceExt;
+
+use super::profiles::{Locality, Profiles, Resolved};
+use crate::api::{Artifact, FailureLevel, SealingTask, SealingTaskStatus, State};
+use crate::step::{
+    Bytes32, DEFAULT_TERMINATION_MESSAGE_PATH, ExitCode, FileDigest, PieceInput, REQUEST_VERSION,
+    StepInputs, StepKind, StepRequest, StepResult,
+};
+
+/// Label on every pod the operator creates; its pod watch selects on it.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "damocles-operator");
+pub const STEP_LABEL: &str = "damocles.io/step";
+pub const TASK_LABEL: &str = "damocles.io/task";
+/// The environment variable that carries the step request into the pod.
+pub const REQUEST_ENV: &str = "DAMOCLES_STEP_REQUEST";
+const CONTAINER: &str = "step";
+
+/// A step pod's name: the task, the state and the attempt, so a restarted operator finds the pod it
+/// already created instead of starting a second one.
+pub fn pod_name(task: &str, state: State, attempt: u32) -> String {
+    let state = state.as_str().to_ascii_lowercase();
+    let suffix = format!("-{state}-{attempt}");
+    let room = 253 - suffix.len();
+    let task = &task[..task.len().min(room)];
+    format!("{task}{suffix}")
+}
+
+/// The task's workspace directory on its node.
+pub fn workspace_dir(profiles: &Profiles, task: &SealingTask) -> PathBuf {
+    Path::new(&profiles.workspace_root)
+        .join(task.namespace().unwrap_or_default())
+        .join(task.name_any())
+}
+
+fn digest(artifact: &Artifact) -> FileDigest {
+    FileDigest {
+        path: PathBuf::from(&artifact.location),
+        sha256: artifact.sha256.clone(),
+        size: artifact.size,
+    }
+}
+
+fn bytes32(hex_value: &str) -> Result<Bytes32, String> {
+    let bytes = hex::decode(hex_value).map_err(|e| format!("{hex_value:?}: {e}"))?;
+    bytes
+        .try_into()
+        .map(Bytes32)
+        .map_err(|_| format!("{hex_value:?} is not 32 bytes"))
+}
+
+/// Everything the task has gathered, as step inputs.
+pub fn gathered_inputs(
+    task: &SealingTask,
+    status: &SealingTaskStatus,
+) -> Result<StepInputs, String> {
+    let outputs = status.outputs.clone().unwrap_or_default();
+    Ok(StepInputs {
+        pieces: task
+            .spec
+            .pieces
+            .iter()
+            .flatten()
+            .map(|p| PieceInput {
+                cid: Some(p.cid.clone()),
+                size: p.size,
+                source: p.source.clone(),
+            })
+            .collect(),
+        ticket: outputs
+            .ticket
+            .as_ref()
+            .map(|t| bytes32(&t.value))
+            .transpose()?,
+        seed: outputs
+            .seed
+            .as_ref()
+            .map(|t| bytes32(&t.value))
+            .transpose()?,
+        comm_d: outputs.comm_d,
+        comm_r: outputs.comm_r,
+        c1_output: outputs.c1_output.as_ref().map(digest),
+        proof: outputs.proof.as_ref().map(digest),
+        ..Default::default()
+    })
+}
+
+/// The request for `step` of this task, from its current status.
+pub fn step_request(
+    task: &SealingTask,
+    status: &SealingTaskStatus,
+    step: StepKind,
+    profiles: &Profiles,
+) -> Result<StepRequest, String> {
+    let sector = status
+        .sector
+        .or(task.spec.sector)
+        .ok_or("the task has no sector yet")?;
+    let persist = status
+        .outputs
+        .as_ref()
+        .and_then(|o| o.store.as_ref())
+        .map(|store| PathBuf::from(profiles.store_path(&store.name, &store.path)));
+    Ok(StepRequest {
+        version: REQUEST_VERSION,
+        step,
+        sector,
+        sector_size: task.spec.sector_size,
+        synthetic_po_rep: task.spec.synthetic_po_rep,
+        workspace: workspace_dir(profiles, task),
+        persist,
+        termination_message_path: Some(PathBuf::from(DEFAULT_TERMINATION_MESSAGE_PATH)),
+        inputs: gathered_inputs(task, status)?.select(step),
+    })
+}
+
+fn host_path_volume(name: &str, path: &str, kind: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        host_path: Some(HostPathVolumeSource {
+            path: path.into(),
+            type_: Some(kind.into()),
+        }),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    }
+}
+
+/// The pod that runs `request`; pinned to `node` when the step needs the task's workspace.
+pub fn step_pod(
+    task: &SealingTask,
+    name: &str,
+    request: &StepRequest,
+    profile: &Resolved,
+    profiles: &Profiles,
+    node: Option<&str>,
+) -> Pod {
+    let request_json = serde_json::to_string(request).expect("requests serialize");
+    let mut env = vec![
+        EnvVar {
+            name: REQUEST_ENV.into(),
+            value: Some(request_json),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "FIL_PROOFS_PARAMETER_CACHE".into(),
+            value: Some(profiles.params_path.clone()),
+            ..Default::default()
+        },
+    ];
+    env.extend(profile.env.iter().cloned());
+    let mut volumes = vec![
+        host_path_volume("workspace", &profiles.workspace_root, "DirectoryOrCreate"),
+        host_path_volume("params", &profiles.params_path, "DirectoryOrCreate"),
+    ];
+    let mut mounts = vec![
+        mount("workspace", &profiles.workspace_root, false),
+        mount("params", &profiles.params_path, true),
+    ];
+    if let Some(persist) = &request.persist {
+        let path = persist.display().to_string();
+        volumes.push(host_path_volume("persist", &path, "DirectoryOrCreate"));
+        mounts.push(mount("persist", &path, false));
+    }
+    let mut affinity = profile.affinity.clone();
+    if let (Some(node), Locality::Workspace) = (node, profile.locality) {
+        // As DaemonSets pin pods: through the scheduler, so resources are still accounted.
+        let pin = NodeSelectorTerm {
+            match_fields: Some(vec![NodeSelectorRequirement {
+                key: "metadata.name".into(),
+                operator: "In".into(),
+                values: Some(vec![node.into()]),
+            }]),
+            ..Default::default()
+        };
+        let affinity = affinity.get_or_insert_with(Affinity::default);
+        affinity.node_affinity = Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![pin],
+            }),
+            ..affinity.node_affinity.clone().unwrap_or_default()
+        });
+    }
+    let mut labels = std::collections::BTreeMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        (STEP_LABEL.to_string(), request.step.to_string()),
+    ]);
+    let task_name = task.name_any();
+    if task_name.len() <= 63 {
+        labels.insert(TASK_LABEL.into(), task_name);
+    }
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: task.namespace(),
+            labels: Some(labels),
+            owner_references: task.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            active_deadline_seconds: profile.deadline_seconds,
+            node_selector: profile.node_selector.clone(),
+            affinity,
+            tolerations: profile.tolerations.clone(),
+            volumes: Some(volumes),
+            containers: vec![Container {
+                name: CONTAINER.into(),
+                image: Some(profile.image.clone()),
+                command: Some(profile.command.clone()),
+                args: Some(vec![
+                    "run".into(),
+                    "--request-env".into(),
+                    REQUEST_ENV.into(),
+                ]),
+                env: Some(env),
+                resources: profile.resources.clone(),
+                volume_mounts: Some(mounts),
+                termination_message_path: Some(DEFAULT_TERMINATION_MESSAGE_PATH.into()),
+                termination_message_policy: Some("FallbackToLogsOnError".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// What a step pod's status says.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PodReport {
+    /// Not running yet (pending scheduling, pulling its image).
+    Starting {
+        reason: String,
+    },
+    Running,
+    Succeeded(Box<StepResult>),
+    Failed {
+        level: FailureLevel,
+        message: String,
+        /// Failed before the step ran at all (evicted, node lost): retried without spending the
+        /// step's retry budget.
+        never_ran: bool,
+    },
+}
+
+/// Reads a step pod's status into what it means for the task.
+pub fn report(pod: &Pod) -> PodReport {
+    let status = pod.status.clone().unwrap_or_default();
+    let phase = status.phase.as_deref().unwrap_or("Pending");
+    let container = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find(|c| c.name == CONTAINER);
+    let terminated = container
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.clone());
+    if let Some(terminated) = terminated {
+        let message = terminated.message.unwrap_or_default();
+        let result: Option<StepResult> = serde_json::from_str(message.trim()).ok();
+        if terminated.exit_code == 0 {
+            return match result {
+                Some(result) if result.failure.is_none() => PodReport::Succeeded(Box::new(result)),
+                _ => PodReport::Failed {
+                    level: FailureLevel::Temporary,
+                    message: format!(
+                        "the step exited 0 without a readable result: {}",
+                        shorten(&message)
+                    ),
+                    never_ran: false,
+                },
+            };
+        }
+        if let Some(failure) = result.and_then(|r| r.failure) {
+            return PodReport::Failed {
+                level: failure.level,
+                message: failure.message,
+                never_ran: false,
+            };
+        }
+        let level = ExitCode::level_of(terminated.exit_code).unwrap_or(FailureLevel::Temporary);
+        let reason = terminated.reason.unwrap_or_default();
+        return PodReport::Failed {
+            level,
+            message: format!(
+                "the step exited {} ({reason}): {}",
+                terminated.exit_code,
+                shorten(&message)
+            ),
+            never_ran: false,
+        };
+    }
+    match phase {
+        "Running" => PodReport::Running,
+        "Failed" => {
+            let reason = status.reason.unwrap_or_default();
+            let message = status.message.unwrap_or_default();
+            PodReport::Failed {
+                level: FailureLevel::Temporary,
+                never_ran: reason != "DeadlineExceeded",
+                message: format!("the step pod failed ({reason}): {message}"),
+            }
+        }
+        _ => {
+            let waiting = container
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.waiting.as_ref())
+                .map(|w| {
+                    format!(
+                        "{}: {}",
+                        w.reason.clone().unwrap_or_default(),
+                        w.message.clone().unwrap_or_default()
+                    )
+                });
+            let unscheduled = status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+                .map(|c| c.message.clone().unwrap_or_default());
+            PodReport::Starting {
+                reason: waiting
+                    .or(unscheduled)
+                    .unwrap_or_else(|| "waiting to start".into()),
+            }
+        }
+    }
+}
+
+fn shorten(text: &str) -> String {
+    let mut end = text.len().min(400);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Outputs, Randomness, SealingTaskSpec, SectorRef, SectorSize, StoreRef};
+    use crate::plan::PlanKind;
+
+    fn task() -> SealingTask {
+        let mut task = SealingTask::new(
+            "seal-1",
+            SealingTaskSpec {
+                plan: PlanKind::Sealer,
+                sector_size: SectorSize::Size2KiB,
+                sector: None,
+                synthetic_po_rep: false,
+                deals: None,
+                pieces: None,
+                unseal: None,
+                resume_state: None,
+                suspend: false,
+            },
+        );
+        task.metadata.namespace = Some("farm".into());
+        task.metadata.uid = Some("uid-1".into());
+        task.status = Some(SealingTaskStatus {
+            sector: Some(SectorRef {
+                miner: 1000,
+                number: 7,
+            }),
+            outputs: Some(Outputs {
+                ticket: Some(Randomness {
+                    value: "01".repeat(32),
+                    epoch: 9100,
+                }),
+                comm_d: Some("baga6ea4seaq".into()),
+                store: Some(StoreRef {
+                    name: "store-1".into(),
+                    path: "/mnt/store-1".into(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        task
+    }
+
+    fn request_for(
+        task: &SealingTask,
+        step: StepKind,
+        profiles: &Profiles,
+    ) -> Result<StepRequest, String> {
+        step_request(
+            task,
+            &task.status.clone().unwrap_or_default(),
+            step,
+            profiles,
+        )
+    }
+
+    #[test]
+    fn requests_carry_what_the_step_reads() {
+        let profiles = Profiles::default();
+        let pc1 = request_for(&task(), StepKind::Pc1, &profiles).unwrap();
+        assert_eq!(pc1.inputs.ticket, Some(Bytes32([1; 32])));
+        assert_eq!(pc1.inputs.comm_d, None, "PC1 does not read CommD");
+        assert_eq!(
+            pc1.workspace,
+            Path::new("/var/lib/damocles/workspace/farm/seal-1")
+        );
+        assert_eq!(pc1.persist, Some(PathBuf::from("/mnt/store-1")));
+        let mut no_sector = task();
+        no_sector.status = None;
+        assert!(request_for(&no_sector, StepKind::Pc1, &profiles).is_err());
+    }
+
+    #[test]
+    fn pods_follow_the_profile_and_pin_workspace_steps() {
+        let profiles = Profiles::parse(
+            "steps: {c2: {locality: any, nodeSelector: {gpu: 'true'}, deadlineSeconds: 600}}",
+        )
+        .unwrap();
+        let task = task();
+        let name = pod_name(&task.name_any(), State::PC1Done, 2);
+        assert_eq!(name, "seal-1-pc1done-2");
+        let request = request_for(&task, StepKind::Pc2, &profiles).unwrap();
+        let pc2 = profiles.resolve(StepKind::Pc2, std::time::Duration::from_secs(60));
+        let pod = step_pod(&task, &name, &request, &pc2, &profiles, Some("node-a"));
+        let spec = pod.spec.as_ref().unwrap();
+        let term = &spec
+            .affinity
+            .as_ref()
+            .unwrap()
+            .node_affinity
+            .as_ref()
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()
+            .unwrap()
+            .node_selector_terms[0];
+        assert_eq!(
+            term.match_fields.as_ref().unwrap()[0].values,
+            Some(vec!["node-a".into()])
+        );
+        let env = spec.containers[0].env.as_ref().unwrap();
+        let carried: StepRequest = serde_json::from_str(env[0].value.as_ref().unwrap()).unwrap();
+        assert_eq!(carried, request);
+        assert_eq!(
+            pod.metadata.owner_references.unwrap()[0].uid,
+            "uid-1",
+            "deleting the task deletes its pods"
+        );
+
+        let c2 = profiles.resolve(StepKind::C2, std::time::Duration::from_secs(60));
+        let request = request_for(&task, StepKind::C2, &profiles).unwrap();
+        let pod = step_pod(&task, "x", &request, &c2, &profiles, Some("node-a"));
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.affinity, None, "locality any: not pinned");
+        assert_eq!(spec.active_deadline_seconds, Some(600));
+        assert_eq!(spec.node_selector.unwrap()["gpu"], "true");
+    }
+
+    fn terminated_pod(exit_code: i32, message: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "status": {"phase": if exit_code == 0 {"Succeeded"} else {"Failed"},
+                "containerStatuses": [{"name": "step", "image": "i", "imageID": "", "ready": false,
+                    "restartCount": 0, "state": {"terminated": {"exitCode": exit_code, "message": message}}}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pod_status_tells_the_step_outcome() {
+        let ok = r#"{"version":1,"step":"pc1","sector":{"miner":1000,"number":7},"outputs":{},"reused":false,"durationMs":5}"#;
+        assert!(matches!(
+            report(&terminated_pod(0, ok)),
+            PodReport::Succeeded(_)
+        ));
+        let failed = r#"{"version":1,"step":"pc1","sector":{"miner":1000,"number":7},"failure":{"level":"Critical","message":"staged file missing"},"outputs":{},"reused":false,"durationMs":5}"#;
+        assert_eq!(
+            report(&terminated_pod(30, failed)),
+            PodReport::Failed {
+                level: FailureLevel::Critical,
+                message: "staged file missing".into(),
+                never_ran: false
+            }
+        );
+        match report(&terminated_pod(137, "")) {
+            PodReport::Failed { level, message, .. } => {
+                assert_eq!(level, FailureLevel::Temporary);
+                assert!(message.contains("137"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let evicted: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "status": {"phase": "Failed", "reason": "Evicted", "message": "low on memory"}
+        }))
+        .unwrap();
+        assert!(matches!(
+            report(&evicted),
+            PodReport::Failed {
+                never_ran: true,
+                ..
+            }
+        ));
+        let pending: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            report(&pending),
+            PodReport::Starting {
+                reason: "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.".into()
+            }
+        );
+    }
+}
