@@ -230,7 +230,8 @@ pub struct SealingTaskStatus {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub action_index: u32,
 
-    /// Attempts of the current state's work that have started (step pods are named after it).
+    /// Restarts of step work so far (retries, replaced pods, revisited states); step pods are named
+    /// `<task>-<state>-<attempt>`, so each start has a name of its own.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: u32,
 
@@ -413,6 +414,9 @@ pub struct ResumeRecord {
     pub to: State,
     /// When the resume was applied.
     pub at: Time,
+    /// The spec generation that asked for it: a resume is applied once per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
 }
 
 impl SealingTaskSpec {

@@ -36,6 +36,9 @@ use calls::CallSettings;
 use pods::PodReport;
 use profiles::{Locality, Profiles};
 
+const SUSPENDED: &str = "Suspended";
+const RESUME_REJECTED: &str = "ResumeRejected";
+
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "damocles-operator";
 
@@ -248,9 +251,34 @@ impl TaskRun {
     }
 
     async fn drive(mut self) -> Result<Requeue, ReconcileError> {
+        if let Some(request) = self.task.spec.resume_request() {
+            let request = request.map(str::to_string);
+            if let Some(requeue) = self.resume(request.as_deref()).await? {
+                return Ok(requeue);
+            }
+        }
         let position = self.position();
         if position.state.is_terminal() {
             return Ok(Requeue::await_change());
+        }
+        if self.task.spec.suspend {
+            return self.suspend().await;
+        }
+        if self.suspended() {
+            // Unsuspended: rerun the interrupted work under a new pod name.
+            self.status.attempt += 1;
+            self.status.step_pod = None;
+            self.set_phase(
+                Phase::Running,
+                format!("{}: resumed after suspend", position.state),
+            );
+            self.save().await?;
+            self.event(
+                EventType::Normal,
+                "Unsuspended",
+                format!("rerunning the work of {}", position.state),
+            )
+            .await;
         }
         if let Some(not_before) = &self.status.not_before {
             let wait = not_before.0.as_second() - Timestamp::now().as_second();
@@ -300,6 +328,203 @@ impl TaskRun {
         Ok(Requeue::requeue(Duration::from_secs(1)))
     }
 
+    fn suspended(&self) -> bool {
+        self.status.phase == Some(Phase::Paused)
+            && self
+                .status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Paused" && c.reason == SUSPENDED)
+    }
+
+    async fn suspend(&mut self) -> Result<Requeue, ReconcileError> {
+        if self.suspended() {
+            return Ok(Requeue::await_change());
+        }
+        let state = self.position().state;
+        if let Some(pod) = self.status.step_pod.take() {
+            self.delete_pod(&pod).await;
+        }
+        self.set_phase(
+            Phase::Paused,
+            format!("{state}: suspended (spec.suspend); files kept"),
+        );
+        set_condition(&mut self.status.conditions, "Paused", "True", SUSPENDED);
+        self.save().await?;
+        self.event(
+            EventType::Normal,
+            SUSPENDED,
+            format!("suspended in {state}; its running step was stopped"),
+        )
+        .await;
+        Ok(Requeue::await_change())
+    }
+
+    /// What the task has established so far, for the resume rules.
+    fn available_outputs(&self) -> std::collections::BTreeSet<crate::plan::Output> {
+        let plan = self.task.spec.plan();
+        let current = self.position().state;
+        let mut available: std::collections::BTreeSet<_> = self
+            .status
+            .history
+            .iter()
+            .filter(|h| h.state != current)
+            .filter_map(|h| plan.state(h.state))
+            .flat_map(|s| s.produces.iter().copied())
+            .collect();
+        // The oldest history may have been trimmed; these outputs are recorded in status.
+        if self.status.sector.is_some() || self.task.spec.sector.is_some() {
+            available.insert(crate::plan::Output::Sector);
+            available.insert(crate::plan::Output::Deals);
+        }
+        if self
+            .status
+            .outputs
+            .as_ref()
+            .is_some_and(|o| o.ticket.is_some())
+        {
+            available.insert(crate::plan::Output::Ticket);
+        }
+        available
+    }
+
+    /// Applies `spec.resumeState` once, then clears it; `Some` ends this reconcile.
+    async fn resume(&mut self, request: Option<&str>) -> Result<Option<Requeue>, ReconcileError> {
+        let generation = self.task.metadata.generation;
+        let applied = self
+            .status
+            .last_resume
+            .as_ref()
+            .is_some_and(|r| r.generation.is_some() && r.generation == generation);
+        if applied {
+            // Applied before a crash or a conflicting edit; only the clearing is left.
+            self.clear_resume_request().await?;
+            return Ok(None);
+        }
+        let current = self.position().state;
+        let verdict = crate::plan::validate_resume(
+            self.task.spec.plan,
+            current,
+            request,
+            &self.available_outputs(),
+        );
+        let action = match verdict {
+            Ok(action) => action,
+            Err(err) => {
+                let already = self.status.conditions.iter().any(|c| {
+                    c.type_ == RESUME_REJECTED
+                        && c.status == "True"
+                        && c.observed_generation == generation
+                });
+                if !already {
+                    set_condition(
+                        &mut self.status.conditions,
+                        RESUME_REJECTED,
+                        "True",
+                        "InvalidResumeState",
+                    );
+                    if let Some(c) = self
+                        .status
+                        .conditions
+                        .iter_mut()
+                        .find(|c| c.type_ == RESUME_REJECTED)
+                    {
+                        c.message = err.to_string();
+                        c.observed_generation = generation;
+                    }
+                    self.save().await?;
+                    self.event(EventType::Warning, RESUME_REJECTED, err.to_string())
+                        .await;
+                }
+                warn!(task = %self.name(), "resume refused: {err}");
+                return Ok(Some(Requeue::await_change()));
+            }
+        };
+        let target = action.target();
+        info!(task = %self.name(), from = %current, to = %target, "resume");
+        if let Some(pod) = self.status.step_pod.take() {
+            self.delete_pod(&pod).await;
+        }
+        self.status
+            .conditions
+            .retain(|c| c.type_ != RESUME_REJECTED && c.type_ != "Failed");
+        self.status.last_resume = Some(crate::api::ResumeRecord {
+            from: current,
+            to: target,
+            at: now(),
+            generation,
+        });
+        self.status.last_error = None;
+        self.status.not_before = None;
+        self.status.submitting = None;
+        match action {
+            crate::plan::ResumeAction::RetryCurrent(_) => {
+                self.status.action_index = 0;
+                self.status.attempt += 1;
+                self.set_phase(
+                    Phase::Running,
+                    format!("{current}: retrying its work (resume)"),
+                );
+                self.save().await?;
+            }
+            crate::plan::ResumeAction::Goto(state) => {
+                self.status.attempt += 1;
+                self.enter(None, state).await?;
+            }
+            crate::plan::ResumeAction::Abort => {
+                self.abort(&format!("aborted by spec.resumeState in {current}"))
+                    .await?;
+            }
+        }
+        self.event(
+            EventType::Normal,
+            "Resumed",
+            format!("{current} -> {target}"),
+        )
+        .await;
+        self.clear_resume_request().await?;
+        Ok(None)
+    }
+
+    /// Removes spec.resumeState, guarded by the resourceVersion we know: a newer edit by the user
+    /// fails this patch (and is then seen by the next reconcile) instead of being overwritten.
+    async fn clear_resume_request(&mut self) -> Result<(), ReconcileError> {
+        let patch = json!({
+            "metadata": {"resourceVersion": self.resource_version},
+            "spec": {"resumeState": null},
+        });
+        let updated = self
+            .tasks
+            .patch(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        self.resource_version = updated.resource_version();
+        Ok(())
+    }
+
+    /// Ends the task: stops its step, tells the manager, records Aborted.
+    async fn abort(&mut self, reason: &str) -> Result<(), ReconcileError> {
+        let state = self.position().state;
+        if let Some(pod) = self.status.step_pod.take() {
+            self.delete_pod(&pod).await;
+        }
+        if let Some(sector) = self.status.sector.or(self.task.spec.sector) {
+            let id = SectorId {
+                miner: sector.miner,
+                number: sector.number,
+            };
+            if let Err(err) = self.ctx.manager.report_aborted(id, reason).await {
+                warn!(task = %self.name(), "ReportAborted: {err}");
+            }
+        }
+        self.event(
+            EventType::Warning,
+            "Aborted",
+            format!("abort in {state}: {reason}"),
+        )
+        .await;
+        self.enter(None, State::Aborted).await
+    }
+
     /// Records the driver's position after an action; a finished action that leaves the task in
     /// the same state (more actions to do) is saved only if it established something.
     async fn advance(&mut self, decision: &Decision) -> Result<Decision, ReconcileError> {
@@ -341,9 +566,19 @@ impl TaskRun {
             let excess = self.status.history.len() - HISTORY_LIMIT;
             self.status.history.drain(..excess);
         }
+        let revisit = self
+            .status
+            .history
+            .iter()
+            .rev()
+            .skip(1)
+            .any(|h| h.state == state);
         self.status.state = Some(state);
         self.status.action_index = 0;
-        self.status.attempt = 0;
+        if revisit {
+            // Pod names carry the attempt: a state entered again needs names of its own.
+            self.status.attempt += 1;
+        }
         self.status.not_before = None;
         self.status.submitting = None;
         self.status.last_error = None;
@@ -488,7 +723,23 @@ impl TaskRun {
         {
             self.status.node = Some(node);
         }
-        match pods::report(&pod) {
+        let report = pods::report(&pod);
+        if pod.metadata.deletion_timestamp.is_some() && !matches!(report, PodReport::Succeeded(_)) {
+            // Deleted by someone else (a person, an eviction, a drained node): the work was
+            // interrupted, not failed, so no retry budget is spent.
+            warn!(task = %self.name(), pod = %name, "the step pod is being deleted; starting a new one");
+            self.event(
+                EventType::Warning,
+                "StepPodLost",
+                format!("step pod {name} was deleted; starting {step} again"),
+            )
+            .await;
+            return self
+                .restart_step(&name, "its pod was deleted")
+                .await
+                .map(|_| None);
+        }
+        match report {
             PodReport::Starting { reason } => {
                 let age = pod
                     .metadata
@@ -720,22 +971,7 @@ impl TaskRun {
                 Ok(Requeue::await_change())
             }
             FailureDecision::Abort => {
-                if let Some(sector) = self.status.sector.or(self.task.spec.sector) {
-                    let id = SectorId {
-                        miner: sector.miner,
-                        number: sector.number,
-                    };
-                    if let Err(err) = self.ctx.manager.report_aborted(id, &message).await {
-                        warn!(task = %self.name(), "ReportAborted: {err}");
-                    }
-                }
-                self.event(
-                    EventType::Warning,
-                    "Aborted",
-                    format!("abort in {state}: {message}"),
-                )
-                .await;
-                self.enter(None, State::Aborted).await?;
+                self.abort(&message).await?;
                 Ok(Requeue::await_change())
             }
         }

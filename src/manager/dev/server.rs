@@ -87,7 +87,8 @@ pub struct Fault {
     /// Answer after this delay.
     #[serde(default)]
     pub latency_ms: u64,
-    /// Replace the result code (`Res` of a submission, `State` of a poll) with this raw number.
+    /// Answer with this raw result code: a submission (`Res`) is then not recorded, as if the
+    /// manager refused it; a poll's `State` is replaced.
     #[serde(default)]
     pub force_result: Option<u64>,
 }
@@ -385,6 +386,17 @@ async fn rpc(State(shared): State<Arc<Shared>>, body: String) -> (StatusCode, Js
                 format!("injected failure of {name} (dev manager fault injection)"),
             );
         }
+    }
+    // A forced answer to a submission stands for a manager that refused it: nothing is recorded.
+    if let Some(code) = fault.as_ref().and_then(|f| f.force_result)
+        && name.starts_with("Submit")
+        && name != "SubmitPersistedEx"
+    {
+        let desc = format!("result {code} forced by dev manager fault injection");
+        return (
+            StatusCode::OK,
+            Json(json!({"jsonrpc": "2.0", "id": id, "result": {"Res": code, "Desc": desc}})),
+        );
     }
     match dispatch(&shared, &name, request.params).await {
         Ok(mut result) => {
