@@ -25,8 +25,19 @@ struct Operator {
 
 impl Operator {
     fn start(namespace: &str, manager: &DevManager, profiles: &std::path::Path) -> Operator {
+        Self::start_with(namespace, manager, profiles, None)
+    }
+
+    /// `crash`: a DAMOCLES_OPERATOR_CRASH point at which this operator dies.
+    fn start_with(
+        namespace: &str,
+        manager: &DevManager,
+        profiles: &std::path::Path,
+        crash: Option<&str>,
+    ) -> Operator {
         let log = profiles.with_file_name(format!("{}.operator.log", unique("op")));
         let child = Command::new(env!("CARGO_BIN_EXE_damocles-operator"))
+            .env("DAMOCLES_OPERATOR_CRASH", crash.unwrap_or_default())
             .args([
                 "run",
                 "--namespace",
@@ -43,6 +54,21 @@ impl Operator {
             .spawn()
             .expect("the operator starts");
         Operator { child, log }
+    }
+}
+
+impl Operator {
+    /// Waits for this operator to die at its crash point.
+    async fn died(&mut self) {
+        wait_for(
+            "the operator to die at its crash point",
+            Duration::from_secs(240),
+            || {
+                let exited = self.child.try_wait().unwrap().is_some();
+                async move { exited.then_some(()) }
+            },
+        )
+        .await;
     }
 }
 
@@ -359,5 +385,69 @@ async fn a_paused_task_is_rewound_by_resume_state_and_finishes() {
         ticket.epoch > first_ticket.epoch,
         "a new ticket: {ticket:?} after {first_ticket:?}"
     );
+    std::fs::remove_dir_all(&farm.root).ok();
+}
+
+/// The operator dies right after submitting the PreCommit (before recording it), right before
+/// submitting the proof (intent recorded), right after submitting the proof, and is SIGKILLed while
+/// C2 runs: each time a new operator picks the task up, adopts the running pod, and the dev
+/// manager counts exactly one submission of each kind.
+#[tokio::test]
+async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
+    let client = support::client().await;
+    let ns = namespace(&client, "restart").await;
+    let farm = Farm::new("farm-restart", "");
+    let _node = DevNode::start(&client, &[unique("worker")]).await;
+    let manager = farm.manager();
+    let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/sealer-2kib.yaml"
+    ))
+    .unwrap();
+    create_task(&tasks, "t", &example).await;
+    let start = |crash| Operator::start_with(&ns.name, &manager, &farm.profiles, crash);
+
+    start(Some("after-submit:SubmitPreCommit")).died().await;
+    let status = tasks.get("t").await.unwrap().status.unwrap();
+    assert_eq!(status.state, Some(State::PC2Done));
+    assert_eq!(status.submitting.as_deref(), Some("SubmitPreCommit"));
+
+    let mut during_c2 = start(None);
+    let c2 = wait_status(&tasks, "t", "C2 running", |s| {
+        s.state == Some(State::C1Done) && s.phase == Some(Phase::Running) && s.step_pod.is_some()
+    })
+    .await;
+    let pod = c2.status.unwrap().step_pod.unwrap();
+    drop(during_c2.child.kill());
+    during_c2.died().await;
+
+    start(Some("before-submit:SubmitProof")).died().await;
+    let status = tasks.get("t").await.unwrap().status.unwrap();
+    assert_eq!(
+        (status.state, status.submitting.as_deref()),
+        (Some(State::C2Done), Some("SubmitProof"))
+    );
+    assert_eq!(
+        status.attempt, 0,
+        "the C2 pod {pod} was adopted, not replaced"
+    );
+
+    start(Some("after-submit:SubmitProof")).died().await;
+    let _operator = start(None);
+    wait_phase(&tasks, "t", Phase::Finished, Duration::from_secs(120)).await;
+
+    let sector = tasks
+        .get("t")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .sector
+        .unwrap();
+    let chain = manager.admin("/admin/state", None).await;
+    let record = &chain["chain"]["sectors"][sector.number.to_string()];
+    assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
+    assert_eq!(record["submissions"]["SubmitProof"], 1, "{record}");
     std::fs::remove_dir_all(&farm.root).ok();
 }

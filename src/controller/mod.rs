@@ -675,6 +675,7 @@ impl TaskRun {
                 self.save().await?;
             }
         }
+        crash_point("before-submit", call);
         let mut status = self.status.clone();
         let outcome = calls::call(
             &self.ctx.manager,
@@ -684,6 +685,7 @@ impl TaskRun {
             call,
         )
         .await;
+        crash_point("after-submit", call);
         if outcome == Outcome::Done {
             self.status = status;
         }
@@ -988,6 +990,20 @@ impl TaskRun {
             }
         }
         Ok(Requeue::await_change())
+    }
+}
+
+/// Test hook: `DAMOCLES_OPERATOR_CRASH=before-submit:SubmitProof` (or `after-submit:...`) kills the
+/// operator at that point, as a crash or an OOM kill would, so tests can prove a restart neither
+/// loses nor repeats a submission.
+fn crash_point(point: &str, call: crate::plan::ManagerCall) {
+    if !calls::is_submission(call) {
+        return;
+    }
+    if std::env::var("DAMOCLES_OPERATOR_CRASH").ok().as_deref() == Some(&format!("{point}:{call}"))
+    {
+        warn!("DAMOCLES_OPERATOR_CRASH: dying at {point}:{call}");
+        std::process::abort();
     }
 }
 
