@@ -451,3 +451,58 @@ async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
     assert_eq!(record["submissions"]["SubmitProof"], 1, "{record}");
     std::fs::remove_dir_all(&farm.root).ok();
 }
+
+/// A PreCommit the manager rejects ends the task: Aborted, the manager told, and the workspace
+/// removed from the node by a cleanup pod.
+#[tokio::test]
+async fn a_rejected_precommit_aborts_the_task_and_wipes_its_workspace() {
+    let client = support::client().await;
+    let ns = namespace(&client, "reject").await;
+    let farm = Farm::new("farm-reject", "");
+    let _node = DevNode::start(&client, &[unique("worker")]).await;
+    let manager = farm.manager();
+    manager
+        .admin(
+            "/admin/faults",
+            Some(serde_json::json!({"SubmitPreCommit": {"forceResult": 4, "latencyMs": 3000}})),
+        )
+        .await;
+    let _operator = Operator::start(&ns.name, &manager, &farm.profiles);
+    let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/sealer-2kib.yaml"
+    ))
+    .unwrap();
+    create_task(&tasks, "t", &example).await;
+    let workspace = farm.root.join("workspace").join(&ns.name).join("t");
+    wait_status(&tasks, "t", "PC2 done", |s| s.state == Some(State::PC2Done)).await;
+    assert!(
+        workspace.join("sealed").is_dir(),
+        "the workspace holds the sealed file"
+    );
+
+    let aborted = wait_status(&tasks, "t", "workspace cleaned", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "WorkspaceCleaned" && c.status == "True")
+    })
+    .await;
+    let status = aborted.status.unwrap();
+    assert_eq!(
+        (status.state, status.phase),
+        (Some(State::Aborted), Some(Phase::Aborted))
+    );
+    assert_eq!(
+        status.last_error.unwrap().level,
+        damocles_operator::api::FailureLevel::Abort
+    );
+    assert!(!workspace.exists(), "{} still exists", workspace.display());
+    let chain = manager.admin("/admin/state", None).await;
+    let record = &chain["chain"]["sectors"][status.sector.unwrap().number.to_string()];
+    assert!(
+        record["aborted"].as_str().unwrap().contains("refused"),
+        "{record}"
+    );
+    std::fs::remove_dir_all(&farm.root).ok();
+}

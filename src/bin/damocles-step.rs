@@ -47,6 +47,12 @@ enum Command {
         #[arg(long)]
         request_env: Option<String>,
     },
+    /// Remove a task's workspace directory (the operator's cleanup pod runs this after an abort or
+    /// a deletion). Refuses a relative path or the filesystem root; a missing directory is fine.
+    Clean {
+        #[arg(long)]
+        workspace: PathBuf,
+    },
     /// Check or generate Groth parameters and verifying keys.
     #[command(subcommand)]
     Params(ParamsCommand),
@@ -125,6 +131,7 @@ fn main() -> ProcessExit {
             sector_size,
             porep_only,
         }) => params_generate(sector_size, &circuits(porep_only)),
+        Command::Clean { workspace } => clean(&workspace),
         Command::Bench {
             sector_size,
             rounds,
@@ -139,6 +146,30 @@ fn main() -> ProcessExit {
                 ProcessExit::FAILURE
             }
         },
+    }
+}
+
+fn clean(workspace: &std::path::Path) -> ProcessExit {
+    if !workspace.is_absolute() || workspace.parent().is_none() {
+        eprintln!(
+            "damocles-step clean: refusing to remove {}: not an absolute path below /",
+            workspace.display()
+        );
+        return ProcessExit::from(ExitCode::Permanent as u8);
+    }
+    match std::fs::remove_dir_all(workspace) {
+        Ok(()) => {
+            tracing::info!(workspace = %workspace.display(), "workspace removed");
+            ProcessExit::SUCCESS
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => ProcessExit::SUCCESS,
+        Err(err) => {
+            eprintln!(
+                "damocles-step clean: cannot remove {}: {err}",
+                workspace.display()
+            );
+            ProcessExit::from(ExitCode::Temporary as u8)
+        }
     }
 }
 

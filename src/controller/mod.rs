@@ -38,6 +38,7 @@ use profiles::{Locality, Profiles};
 
 const SUSPENDED: &str = "Suspended";
 const RESUME_REJECTED: &str = "ResumeRejected";
+const WORKSPACE_CLEANED: &str = "WorkspaceCleaned";
 
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "damocles-operator";
@@ -258,6 +259,9 @@ impl TaskRun {
             }
         }
         let position = self.position();
+        if position.state == State::Aborted {
+            return self.clean_workspace().await;
+        }
         if position.state.is_terminal() {
             return Ok(Requeue::await_change());
         }
@@ -326,6 +330,84 @@ impl TaskRun {
             };
         }
         Ok(Requeue::requeue(Duration::from_secs(1)))
+    }
+
+    fn workspace_cleaned(&self) -> bool {
+        self.status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == WORKSPACE_CLEANED && c.status == "True")
+    }
+
+    /// Removes the workspace of an aborted task with a pod on its node; the result is the
+    /// WorkspaceCleaned condition (False with the reason while it cannot be done).
+    async fn clean_workspace(&mut self) -> Result<Requeue, ReconcileError> {
+        if self.workspace_cleaned() {
+            return Ok(Requeue::await_change());
+        }
+        let Some(node) = self.status.node.clone() else {
+            set_condition(
+                &mut self.status.conditions,
+                WORKSPACE_CLEANED,
+                "True",
+                "NoWorkspace",
+            );
+            self.save().await?;
+            return Ok(Requeue::await_change());
+        };
+        let name = format!("{}-cleanup", self.name());
+        let Some(pod) = self.pods.get_opt(&name).await? else {
+            let profiles = &self.ctx.settings.profiles;
+            let profile = profiles.defaults_only(self.ctx.settings.retry_backoff);
+            let pod = pods::cleanup_pod(&self.task, &name, &profile, profiles, &node);
+            match self.pods.create(&PostParams::default(), &pod).await {
+                Ok(_) => info!(task = %self.name(), %node, "removing the workspace"),
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(err) => return Err(err.into()),
+            }
+            return Ok(Requeue::await_change());
+        };
+        match pods::exit_code(&pod) {
+            Some(0) => {
+                set_condition(
+                    &mut self.status.conditions,
+                    WORKSPACE_CLEANED,
+                    "True",
+                    "Removed",
+                );
+                self.save().await?;
+                self.delete_pod(&name).await;
+                self.event(
+                    EventType::Normal,
+                    WORKSPACE_CLEANED,
+                    format!("workspace removed from node {node}"),
+                )
+                .await;
+                Ok(Requeue::await_change())
+            }
+            Some(code) => {
+                set_condition(
+                    &mut self.status.conditions,
+                    WORKSPACE_CLEANED,
+                    "False",
+                    "CleanupFailed",
+                );
+                if let Some(c) = self
+                    .status
+                    .conditions
+                    .iter_mut()
+                    .find(|c| c.type_ == WORKSPACE_CLEANED)
+                {
+                    c.message = format!(
+                        "the cleanup pod {name} on {node} exited {code}; retrying in 5 minutes"
+                    );
+                }
+                self.save().await?;
+                self.delete_pod(&name).await;
+                Ok(Requeue::requeue(Duration::from_secs(300)))
+            }
+            None => Ok(Requeue::await_change()),
+        }
     }
 
     fn suspended(&self) -> bool {
@@ -581,7 +663,10 @@ impl TaskRun {
         }
         self.status.not_before = None;
         self.status.submitting = None;
-        self.status.last_error = None;
+        if state != State::Aborted {
+            // An abort keeps the failure that caused it on record.
+            self.status.last_error = None;
+        }
         let finished_pod = self.status.step_pod.take();
         let phase = if state == State::Finished {
             Phase::Finished

@@ -244,6 +244,54 @@ pub fn step_pod(
     }
 }
 
+/// The pod that removes a task's workspace on `node` (after an abort or a deletion).
+pub fn cleanup_pod(
+    task: &SealingTask,
+    name: &str,
+    profile: &Resolved,
+    profiles: &Profiles,
+    node: &str,
+) -> Pod {
+    let workspace = workspace_dir(profiles, task).display().to_string();
+    let request = StepRequest {
+        version: REQUEST_VERSION,
+        step: StepKind::Persist,
+        sector: crate::api::SectorRef {
+            miner: 0,
+            number: 0,
+        },
+        sector_size: task.spec.sector_size,
+        synthetic_po_rep: false,
+        workspace: PathBuf::from(&workspace),
+        persist: None,
+        termination_message_path: None,
+        inputs: StepInputs::default(),
+    };
+    let pinned = Resolved {
+        locality: Locality::Workspace,
+        ..profile.clone()
+    };
+    let mut pod = step_pod(task, name, &request, &pinned, profiles, Some(node));
+    let spec = pod.spec.as_mut().expect("step pods have a spec");
+    let container = &mut spec.containers[0];
+    container.args = Some(vec!["clean".into(), "--workspace".into(), workspace]);
+    container.env = None;
+    container.resources = None;
+    spec.node_selector = None;
+    spec.tolerations = None;
+    // Only the workspace: the cleanup needs nothing else.
+    spec.volumes.as_mut().expect("volumes").truncate(1);
+    container
+        .volume_mounts
+        .as_mut()
+        .expect("mounts")
+        .truncate(1);
+    if let Some(labels) = pod.metadata.labels.as_mut() {
+        labels.insert(STEP_LABEL.into(), "cleanup".into());
+    }
+    pod
+}
+
 /// What a step pod's status says.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PodReport {
@@ -260,6 +308,21 @@ pub enum PodReport {
         /// step's retry budget.
         never_ran: bool,
     },
+}
+
+/// The exit code of a pod's finished container, if it finished.
+pub fn exit_code(pod: &Pod) -> Option<i32> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .iter()
+        .flatten()
+        .find(|c| c.name == CONTAINER)?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()
+        .map(|t| t.exit_code)
 }
 
 /// Reads a step pod's status into what it means for the task.

@@ -174,6 +174,15 @@ impl Profiles {
         }
     }
 
+    /// The default profile alone, for the operator's own pods (workspace cleanup).
+    pub fn defaults_only(&self, default_backoff: Duration) -> Resolved {
+        Profiles {
+            steps: BTreeMap::new(),
+            ..self.clone()
+        }
+        .resolve(StepKind::Persist, default_backoff)
+    }
+
     /// The node path of a store, given the path the manager reported.
     pub fn store_path<'a>(&'a self, name: &str, reported: &'a str) -> &'a str {
         self.store_paths
