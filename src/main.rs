@@ -53,6 +53,21 @@ enum Command {
         /// This replica's name in Events and manager reports (default: $POD_NAME or the host name).
         #[arg(long)]
         instance: Option<String>,
+        /// The chain's block time, to tell a ticket's age from wall time.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        block_time: std::time::Duration,
+        /// Epochs below the head a ticket is drawn at (SealRandomnessLookback).
+        #[arg(long, default_value_t = 900)]
+        ticket_lookback: i64,
+        /// A PreCommit whose ticket is older than this many epochs is rejected by the chain.
+        #[arg(long, default_value_t = 2880 + 900)]
+        ticket_max_age: i64,
+        /// Treat a ticket as expired this many epochs early, before PC1, PC2 and SubmitPreCommit.
+        #[arg(long, default_value_t = 300)]
+        ticket_margin: i64,
+        /// What to do then: rewind to TreeDBuilt for a new ticket, or abort the task.
+        #[arg(long, value_enum, default_value = "rewind")]
+        ticket_expiry: damocles_operator::controller::TicketExpiry,
     },
     /// Print the SealingTask CustomResourceDefinition as YAML (what crds/sealingtask.yaml holds).
     ///
@@ -201,6 +216,11 @@ fn main() -> Result<ExitCode> {
             retry_backoff,
             stores,
             instance,
+            block_time,
+            ticket_lookback,
+            ticket_max_age,
+            ticket_margin,
+            ticket_expiry,
         } => {
             let profiles = match profiles {
                 Some(path) => damocles_operator::controller::profiles::Profiles::load(&path)?,
@@ -228,6 +248,13 @@ fn main() -> Result<ExitCode> {
                 },
                 retry_backoff,
                 instance,
+                tickets: damocles_operator::plan::driver::TicketRules {
+                    lookback: ticket_lookback,
+                    max_age: ticket_max_age,
+                    margin: ticket_margin,
+                    block_time,
+                },
+                on_ticket_expiry: ticket_expiry,
             };
             run_operator(manager, settings)?;
         }

@@ -35,6 +35,16 @@ impl Operator {
         profiles: &std::path::Path,
         crash: Option<&str>,
     ) -> Operator {
+        Self::start_args(namespace, manager, profiles, crash, &[])
+    }
+
+    fn start_args(
+        namespace: &str,
+        manager: &DevManager,
+        profiles: &std::path::Path,
+        crash: Option<&str>,
+        extra: &[&str],
+    ) -> Operator {
         let log = profiles.with_file_name(format!("{}.operator.log", unique("op")));
         let child = Command::new(env!("CARGO_BIN_EXE_damocles-operator"))
             .env("DAMOCLES_OPERATOR_CRASH", crash.unwrap_or_default())
@@ -48,6 +58,7 @@ impl Operator {
             .args(["--poll-interval", "1s", "--retry-backoff", "1s"])
             .arg("--profiles")
             .arg(profiles)
+            .args(extra)
             .env("KUBECONFIG", &cluster().kubeconfig)
             .env("RUST_LOG", "info")
             .stderr(std::fs::File::create(&log).unwrap())
@@ -83,15 +94,18 @@ impl Drop for Operator {
     }
 }
 
-/// Directories of one test's farm: workspaces, the persist store, the profiles file.
+/// One test's farm: workspaces, the persist store, the profiles file, and a node label that keeps
+/// its step pods on its own dev node (the tests of a binary share one control plane).
 struct Farm {
     root: PathBuf,
     profiles: PathBuf,
+    label: String,
 }
 
 impl Farm {
-    fn new(name: &str, extra_profiles: &str) -> Farm {
-        let root = std::env::temp_dir().join(unique(name));
+    fn new(name: &str) -> Farm {
+        let label = unique(name);
+        let root = std::env::temp_dir().join(&label);
         std::fs::create_dir_all(&root).unwrap();
         let params = std::env::var("FIL_PROOFS_PARAMETER_CACHE").unwrap_or_else(|_| {
             format!(
@@ -103,13 +117,23 @@ impl Farm {
         std::fs::write(
             &profiles,
             format!(
-                "workspaceRoot: {root}/workspace\nparamsPath: {params}\ndefaults:\n  image: damocles-step:test\n  command: [{step}]\n  env: [{{name: RUST_LOG, value: info}}]\n{extra_profiles}",
+                "workspaceRoot: {root}/workspace\nparamsPath: {params}\ndefaults:\n  image: damocles-step:test\n  command: [{step}]\n  env: [{{name: RUST_LOG, value: info}}]\n  nodeSelector: {{damocles-test: {label}}}\n",
                 root = root.display(),
                 step = env!("CARGO_BIN_EXE_damocles-step"),
             ),
         )
         .unwrap();
-        Farm { root, profiles }
+        Farm {
+            root,
+            profiles,
+            label,
+        }
+    }
+
+    /// This farm's dev node.
+    async fn node(&self, client: &kube::Client) -> DevNode {
+        let spec = format!("{},label:damocles-test={}", unique("worker"), self.label);
+        DevNode::start(client, &[spec]).await
     }
 
     fn store(&self) -> PathBuf {
@@ -152,8 +176,8 @@ async fn wait_phase(
 async fn a_sealer_task_reaches_finished_with_its_proof_verified() {
     let client = support::client().await;
     let ns = namespace(&client, "seal").await;
-    let farm = Farm::new("farm-seal", "");
-    let _node = DevNode::start(&client, &[unique("worker")]).await;
+    let farm = Farm::new("farm-seal");
+    let _node = farm.node(&client).await;
     let manager = farm.manager();
     let _operator = Operator::start(&ns.name, &manager, &farm.profiles);
     let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
@@ -164,7 +188,7 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified() {
     .unwrap();
     create_task(&tasks, "sealer", &example).await;
 
-    let task = wait_phase(&tasks, "sealer", Phase::Finished, Duration::from_secs(300)).await;
+    let task = wait_phase(&tasks, "sealer", Phase::Finished, Duration::from_secs(600)).await;
     let status = task.status.unwrap();
     assert_eq!(status.state, Some(State::Finished));
     let sector = status.sector.expect("allocated");
@@ -185,6 +209,13 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified() {
     assert_eq!(record["submissions"]["SubmitProof"], 1, "{record}");
     assert_eq!(record["finalized"], true, "{record}");
     assert!(farm.store().join(format!("sealed/{sector}")).is_file());
+    let workspace = farm.root.join("workspace").join(&ns.name).join("sealer");
+    wait_for(
+        "the finished task's workspace removed",
+        Duration::from_secs(30),
+        || async { (!workspace.exists()).then_some(()) },
+    )
+    .await;
 
     // Finished step pods are deleted as the task moves on (the dev node then removes them).
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
@@ -214,7 +245,7 @@ async fn wait_status<F>(api: &Api<SealingTask>, name: &str, what: &str, check: F
 where
     F: Fn(&damocles_operator::api::SealingTaskStatus) -> bool,
 {
-    wait_for(what, Duration::from_secs(120), || async {
+    wait_for(what, Duration::from_secs(300), || async {
         let task = api.get(name).await.ok()?;
         check(task.status.as_ref()?).then_some(task)
     })
@@ -238,8 +269,8 @@ async fn running_pod(pods: &Api<Pod>, name: &str) -> Pod {
 async fn a_running_step_survives_pod_loss_and_obeys_suspend_refused_resume_and_abort() {
     let client = support::client().await;
     let ns = namespace(&client, "interrupt").await;
-    let farm = Farm::new("farm-interrupt", "");
-    let _node = DevNode::start(&client, &[unique("worker")]).await;
+    let farm = Farm::new("farm-interrupt");
+    let _node = farm.node(&client).await;
     let manager = farm.manager();
     let _operator = Operator::start(&ns.name, &manager, &farm.profiles);
     let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
@@ -332,8 +363,8 @@ async fn a_running_step_survives_pod_loss_and_obeys_suspend_refused_resume_and_a
 async fn a_paused_task_is_rewound_by_resume_state_and_finishes() {
     let client = support::client().await;
     let ns = namespace(&client, "rewind").await;
-    let farm = Farm::new("farm-rewind", "");
-    let _node = DevNode::start(&client, &[unique("worker")]).await;
+    let farm = Farm::new("farm-rewind");
+    let _node = farm.node(&client).await;
     let manager = farm.manager();
     manager
         .admin(
@@ -372,7 +403,7 @@ async fn a_paused_task_is_rewound_by_resume_state_and_finishes() {
         s.last_resume.is_some()
     })
     .await;
-    let done = wait_phase(&tasks, "t", Phase::Finished, Duration::from_secs(300)).await;
+    let done = wait_phase(&tasks, "t", Phase::Finished, Duration::from_secs(600)).await;
     assert_eq!(done.spec.resume_state, None);
     let status = done.status.unwrap();
     let resume = status.last_resume.unwrap();
@@ -396,8 +427,8 @@ async fn a_paused_task_is_rewound_by_resume_state_and_finishes() {
 async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
     let client = support::client().await;
     let ns = namespace(&client, "restart").await;
-    let farm = Farm::new("farm-restart", "");
-    let _node = DevNode::start(&client, &[unique("worker")]).await;
+    let farm = Farm::new("farm-restart");
+    let _node = farm.node(&client).await;
     let manager = farm.manager();
     let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
     let example = std::fs::read_to_string(concat!(
@@ -435,7 +466,7 @@ async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
 
     start(Some("after-submit:SubmitProof")).died().await;
     let _operator = start(None);
-    wait_phase(&tasks, "t", Phase::Finished, Duration::from_secs(120)).await;
+    wait_phase(&tasks, "t", Phase::Finished, Duration::from_secs(600)).await;
 
     let sector = tasks
         .get("t")
@@ -458,8 +489,8 @@ async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
 async fn a_rejected_precommit_aborts_the_task_and_wipes_its_workspace() {
     let client = support::client().await;
     let ns = namespace(&client, "reject").await;
-    let farm = Farm::new("farm-reject", "");
-    let _node = DevNode::start(&client, &[unique("worker")]).await;
+    let farm = Farm::new("farm-reject");
+    let _node = farm.node(&client).await;
     let manager = farm.manager();
     manager
         .admin(
@@ -504,5 +535,111 @@ async fn a_rejected_precommit_aborts_the_task_and_wipes_its_workspace() {
         record["aborted"].as_str().unwrap().contains("refused"),
         "{record}"
     );
+    std::fs::remove_dir_all(&farm.root).ok();
+}
+
+/// Deleting a running task stops its step, tells the manager and removes the workspace before the
+/// task goes away (a finalizer).
+#[tokio::test]
+async fn deleting_a_running_task_stops_it_and_cleans_up_first() {
+    let client = support::client().await;
+    let ns = namespace(&client, "delete").await;
+    let farm = Farm::new("farm-delete");
+    let _node = farm.node(&client).await;
+    let manager = farm.manager();
+    let _operator = Operator::start(&ns.name, &manager, &farm.profiles);
+    let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/sealer-2kib.yaml"
+    ))
+    .unwrap();
+    create_task(&tasks, "t", &example).await;
+    let running = wait_status(&tasks, "t", "C2 running", |s| {
+        s.state == Some(State::C1Done) && s.step_pod.is_some()
+    })
+    .await;
+    assert!(
+        running
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"damocles.io/cleanup".to_string())
+    );
+    let status = running.status.unwrap();
+    running_pod(&pods, status.step_pod.as_ref().unwrap()).await;
+    let workspace = farm.root.join("workspace").join(&ns.name).join("t");
+    assert!(workspace.is_dir());
+
+    tasks.delete("t", &Default::default()).await.unwrap();
+    wait_for("the task gone", Duration::from_secs(60), || async {
+        tasks.get_opt("t").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(!workspace.exists(), "{} still exists", workspace.display());
+    let chain = manager.admin("/admin/state", None).await;
+    let record = &chain["chain"]["sectors"][status.sector.unwrap().number.to_string()];
+    assert!(
+        record["aborted"].as_str().unwrap().contains("deleted"),
+        "{record}"
+    );
+    wait_for("its pods gone", Duration::from_secs(30), || async {
+        let list = pods.list(&ListParams::default()).await.ok()?;
+        list.items.is_empty().then_some(())
+    })
+    .await;
+    std::fs::remove_dir_all(&farm.root).ok();
+}
+
+/// The dev manager's epochs are 20 ms, so a ticket lives 3780 epochs = 75 s. With the operator's
+/// margin at 2800 epochs, a ticket older than (3780 - 2800 - 900) x 20 ms = 1.6 s is too old for
+/// PC2 or the PreCommit; the first PC2 is slowed by 3 s, so the task must go back for a new ticket,
+/// and its second PreCommit (the first never sent) is accepted.
+#[tokio::test]
+async fn a_ticket_about_to_expire_sends_the_task_back_for_a_new_one() {
+    let client = support::client().await;
+    let ns = namespace(&client, "ticket").await;
+    let farm = Farm::new("farm-ticket");
+    let once = farm.root.join("pc2-slowed");
+    let mut profiles = std::fs::read_to_string(&farm.profiles).unwrap();
+    profiles.push_str(&format!(
+        "steps:\n  pc2:\n    command: [sh, -c, 'if [ ! -e {once} ]; then touch {once}; sleep 3; fi; exec {step} \"$@\"', pc2]\n",
+        once = once.display(),
+        step = env!("CARGO_BIN_EXE_damocles-step"),
+    ));
+    std::fs::write(&farm.profiles, profiles).unwrap();
+    let _node = farm.node(&client).await;
+    let manager = farm.manager();
+    let _operator = Operator::start_args(
+        &ns.name,
+        &manager,
+        &farm.profiles,
+        None,
+        &["--block-time", "20ms", "--ticket-margin", "2800"],
+    );
+    let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/sealer-2kib.yaml"
+    ))
+    .unwrap();
+    create_task(&tasks, "t", &example).await;
+    let landed = wait_status(&tasks, "t", "the PreCommit landed", |s| {
+        s.history.iter().any(|h| h.state == State::PCLanded)
+    })
+    .await;
+    let status = landed.status.unwrap();
+    let tickets = status
+        .history
+        .iter()
+        .filter(|h| h.state == State::TicketAssigned)
+        .count();
+    assert_eq!(tickets, 2, "{:?}", status.history);
+    assert!(once.exists(), "the first PC2 was slowed");
+    let chain = manager.admin("/admin/state", None).await;
+    let record = &chain["chain"]["sectors"][status.sector.unwrap().number.to_string()];
+    assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
+    tasks.delete("t", &Default::default()).await.unwrap();
     std::fs::remove_dir_all(&farm.root).ok();
 }

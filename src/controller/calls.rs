@@ -94,6 +94,24 @@ pub async fn call(
     status: &mut SealingTaskStatus,
     call: ManagerCall,
 ) -> Outcome {
+    if matches!(
+        call,
+        ManagerCall::AllocateSanpUpSector
+            | ManagerCall::StoreBasicInfo
+            | ManagerCall::SubmitSnapUpProof
+            | ManagerCall::AllocateRebuildSector
+            | ManagerCall::AllocateUnsealSector
+            | ManagerCall::AcquireUnsealDest
+            | ManagerCall::AchieveUnsealSector
+    ) {
+        return failed(
+            FailureLevel::Permanent,
+            format!(
+                "the {} plan's manager call {call} is not supported by this operator version yet",
+                task.spec.plan
+            ),
+        );
+    }
     let spec = &task.spec;
     let proof_type = seal_proof_type(spec.sector_size, spec.synthetic_po_rep);
     if call == ManagerCall::AllocateSector {
@@ -237,10 +255,14 @@ pub async fn call(
             Ok(resp) => polled(resp.state.into(), settings.poll_interval, resp.desc),
             Err(err) => manager_failed(err),
         },
-        other => failed(
-            FailureLevel::Permanent,
-            format!("{other} is not supported by this operator version yet"),
-        ),
+        ManagerCall::AllocateSector
+        | ManagerCall::AllocateSanpUpSector
+        | ManagerCall::StoreBasicInfo
+        | ManagerCall::SubmitSnapUpProof
+        | ManagerCall::AllocateRebuildSector
+        | ManagerCall::AllocateUnsealSector
+        | ManagerCall::AcquireUnsealDest
+        | ManagerCall::AchieveUnsealSector => unreachable!("handled above"),
     }
 }
 

@@ -17,6 +17,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -40,6 +41,12 @@ const SUSPENDED: &str = "Suspended";
 const RESUME_REJECTED: &str = "ResumeRejected";
 const WORKSPACE_CLEANED: &str = "WorkspaceCleaned";
 
+/// Keeps a deleted task until its step is stopped, the manager told and its workspace removed.
+pub const FINALIZER: &str = "damocles.io/cleanup";
+
+/// How long a deletion waits for the workspace cleanup before letting the task go anyway.
+const CLEANUP_PATIENCE: Duration = Duration::from_secs(600);
+
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "damocles-operator";
 
@@ -54,6 +61,18 @@ pub struct Settings {
     pub retry_backoff: Duration,
     /// This replica's name, in Events and in ReportState.
     pub instance: String,
+    pub tickets: driver::TicketRules,
+    /// What to do with a task whose ticket is about to expire before PC1, PC2 or SubmitPreCommit.
+    pub on_ticket_expiry: TicketExpiry,
+}
+
+/// What the ticket expiry guard does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TicketExpiry {
+    /// Go back to TreeDBuilt for a new ticket (PC1 and PC2 are redone).
+    Rewind,
+    /// End the task.
+    Abort,
 }
 
 struct Context {
@@ -69,6 +88,10 @@ pub enum ReconcileError {
     Kube(#[from] kube::Error),
     #[error("{0}")]
     Plan(#[from] driver::DriverError),
+    #[error("{0}")]
+    Finalizer(Box<kube::runtime::finalizer::Error<ReconcileError>>),
+    #[error("deleting {task}: {message}")]
+    CleanupPending { task: String, message: String },
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -135,7 +158,14 @@ async fn reconcile(task: Arc<SealingTask>, ctx: Arc<Context>) -> Result<Requeue,
     let Some(current) = tasks.get_opt(&task.name_any()).await? else {
         return Ok(Requeue::await_change());
     };
-    TaskRun::new(Arc::new(current), ctx).drive().await
+    finalizer(&tasks, FINALIZER, Arc::new(current), |event| async {
+        match event {
+            FinalizerEvent::Apply(task) => TaskRun::new(task, ctx.clone()).drive().await,
+            FinalizerEvent::Cleanup(task) => TaskRun::new(task, ctx.clone()).deleted().await,
+        }
+    })
+    .await
+    .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
 }
 
 fn now() -> Time {
@@ -259,11 +289,9 @@ impl TaskRun {
             }
         }
         let position = self.position();
-        if position.state == State::Aborted {
-            return self.clean_workspace().await;
-        }
         if position.state.is_terminal() {
-            return Ok(Requeue::await_change());
+            // Everything worth keeping is in the persist store by now (or the task was aborted).
+            return self.clean_workspace().await;
         }
         if self.task.spec.suspend {
             return self.suspend().await;
@@ -300,6 +328,11 @@ impl TaskRun {
         let mut decision = driver::current(plan, self.position(), self.facts())?;
         // Manager-only work chains through several states in one reconcile; steps end it.
         for _ in 0..64 {
+            if let Next::Act(action) = decision.next
+                && self.ticket_expiring(action)
+            {
+                return self.ticket_expired().await;
+            }
             decision = match decision.next {
                 Next::Terminal => return self.finish().await,
                 Next::Act(Action::Manager(call)) => {
@@ -330,6 +363,93 @@ impl TaskRun {
             };
         }
         Ok(Requeue::requeue(Duration::from_secs(1)))
+    }
+
+    /// The task is being deleted: stop it, tell the manager, remove its workspace, then let it go.
+    async fn deleted(mut self) -> Result<Requeue, ReconcileError> {
+        if !self.position().state.is_terminal() {
+            self.abort("the SealingTask was deleted").await?;
+        }
+        self.clean_workspace().await?;
+        if self.workspace_cleaned() {
+            return Ok(Requeue::await_change());
+        }
+        let waited = self
+            .task
+            .metadata
+            .deletion_timestamp
+            .as_ref()
+            .map(|t| Timestamp::now().as_second() - t.0.as_second())
+            .unwrap_or(0);
+        if waited as u64 > CLEANUP_PATIENCE.as_secs() {
+            let message = format!(
+                "the workspace cleanup did not finish within {}s; its files are left on node {}",
+                CLEANUP_PATIENCE.as_secs(),
+                self.status.node.as_deref().unwrap_or("?")
+            );
+            warn!(task = %self.name(), "{message}");
+            self.event(EventType::Warning, "WorkspaceLeft", message)
+                .await;
+            return Ok(Requeue::await_change());
+        }
+        Err(ReconcileError::CleanupPending {
+            task: self.name(),
+            message: "waiting for the workspace cleanup pod".into(),
+        })
+    }
+
+    /// Whether `action` is work that a too-old ticket would waste: PC1, PC2 or the PreCommit.
+    fn ticket_expiring(&self, action: Action) -> bool {
+        let uses_ticket = matches!(
+            action,
+            Action::Proof(StepKind::Pc1 | StepKind::Pc2)
+                | Action::Manager(crate::plan::ManagerCall::SubmitPreCommit)
+        );
+        if !uses_ticket || self.task.spec.plan != crate::plan::PlanKind::Sealer {
+            return false;
+        }
+        let assigned = self
+            .status
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.state == State::TicketAssigned);
+        let Some(assigned) = assigned else {
+            return false;
+        };
+        let elapsed = (Timestamp::now().as_second() - assigned.entered.0.as_second()).max(0);
+        self.ctx
+            .settings
+            .tickets
+            .too_old(Duration::from_secs(elapsed as u64))
+    }
+
+    async fn ticket_expired(&mut self) -> Result<Requeue, ReconcileError> {
+        let state = self.position().state;
+        let message = format!(
+            "the ticket is too close to expiry for the work left in {state} (policy: {:?})",
+            self.ctx.settings.on_ticket_expiry
+        );
+        self.event(EventType::Warning, "TicketExpiring", message.clone())
+            .await;
+        match self.ctx.settings.on_ticket_expiry {
+            TicketExpiry::Rewind => {
+                if let Some(pod) = self.status.step_pod.take() {
+                    self.delete_pod(&pod).await;
+                }
+                if let Some(outputs) = self.status.outputs.as_mut() {
+                    outputs.ticket = None;
+                }
+                self.status.attempt += 1;
+                info!(task = %self.name(), %state, "ticket expiring: back to TreeDBuilt for a new one");
+                self.enter(None, State::TreeDBuilt).await?;
+                Ok(Requeue::requeue(Duration::from_millis(10)))
+            }
+            TicketExpiry::Abort => {
+                self.abort(&message).await?;
+                Ok(Requeue::await_change())
+            }
+        }
     }
 
     fn workspace_cleaned(&self) -> bool {
@@ -551,6 +671,12 @@ impl TaskRun {
             }
             crate::plan::ResumeAction::Goto(state) => {
                 self.status.attempt += 1;
+                let plan = self.task.spec.plan();
+                let index = |s: State| plan.states.iter().position(|spec| spec.state == s);
+                if index(state) <= index(self.first_workspace_state()) {
+                    // Starting the workspace over: the scheduler may pick any node again.
+                    self.status.node = None;
+                }
                 self.enter(None, state).await?;
             }
             crate::plan::ResumeAction::Abort => {
@@ -828,6 +954,17 @@ impl TaskRun {
         }
         match report {
             PodReport::Starting { reason } => {
+                if let Some(node) = self.pinned_node_gone(&profile).await? {
+                    self.delete_pod(&name).await;
+                    return Ok(Some(Outcome::Failed {
+                        level: FailureLevel::Critical,
+                        message: format!(
+                            "node {node}, which holds this task's workspace, no longer exists; \
+                             its files are gone with it: resume at {} to start over on another node",
+                            self.first_workspace_state()
+                        ),
+                    }));
+                }
                 let age = pod
                     .metadata
                     .creation_timestamp
@@ -878,6 +1015,31 @@ impl TaskRun {
                 Ok(Some(Outcome::Failed { level, message }))
             }
         }
+    }
+
+    /// The node this step is pinned to, if that Node object is gone.
+    async fn pinned_node_gone(
+        &self,
+        profile: &profiles::Resolved,
+    ) -> Result<Option<String>, ReconcileError> {
+        let Some(node) = self.status.node.clone() else {
+            return Ok(None);
+        };
+        if profile.locality != Locality::Workspace {
+            return Ok(None);
+        }
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.ctx.client.clone());
+        Ok(nodes.get_opt(&node).await?.is_none().then_some(node))
+    }
+
+    /// The first state whose work runs a step: everything from it on lives in the workspace.
+    fn first_workspace_state(&self) -> State {
+        let plan = self.task.spec.plan();
+        plan.states
+            .iter()
+            .find(|s| s.actions.iter().any(|a| !matches!(a, Action::Manager(_))))
+            .map(|s| s.state)
+            .unwrap_or(State::Empty)
     }
 
     /// Starts the step again under the next attempt's pod name without spending its retry budget.

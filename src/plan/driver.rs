@@ -198,6 +198,39 @@ fn forward(plan: &Plan, state: State, facts: Facts) -> Result<Next, DriverError>
         })
 }
 
+/// When a PreCommit ticket is too old to use: the chain rejects a PreCommit whose ticket epoch is
+/// more than `max_age` epochs below the head (2880 + 900 on mainnet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TicketRules {
+    /// Epochs below the head a ticket is drawn at (SealRandomnessLookback, 900).
+    pub lookback: i64,
+    pub max_age: i64,
+    /// Give up on a ticket this many epochs before it expires, so the work done with it can still
+    /// be submitted in time.
+    pub margin: i64,
+    pub block_time: Duration,
+}
+
+impl Default for TicketRules {
+    fn default() -> Self {
+        Self {
+            lookback: 900,
+            max_age: 2880 + 900,
+            margin: 300,
+            block_time: Duration::from_secs(30),
+        }
+    }
+}
+
+impl TicketRules {
+    /// Whether a ticket assigned `elapsed` ago is too old for the work still to come. The head
+    /// is estimated from wall time: the operator has no chain of its own.
+    pub fn too_old(&self, elapsed: Duration) -> bool {
+        let epochs = (elapsed.as_millis() / self.block_time.as_millis().max(1)) as i64;
+        self.lookback + epochs > self.max_age - self.margin
+    }
+}
+
 /// How temporary failures are retried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -417,6 +450,14 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn tickets_expire_by_wall_time_with_a_margin() {
+        let rules = TicketRules::default();
+        // (3780 - 300 - 900) epochs of 30 s: 21.5 hours.
+        assert!(!rules.too_old(Duration::from_secs(2580 * 30)));
+        assert!(rules.too_old(Duration::from_secs(2581 * 30)));
     }
 
     #[test]
