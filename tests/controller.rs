@@ -149,6 +149,70 @@ impl Farm {
     }
 }
 
+/// What every test here starts from: a namespace, its farm, dev node and dev manager.
+struct Scene {
+    ns: support::TestNamespace,
+    farm: Farm,
+    _node: DevNode,
+    manager: DevManager,
+    tasks: Api<SealingTask>,
+    pods: Api<Pod>,
+}
+
+impl Scene {
+    async fn new(name: &str) -> Scene {
+        let client = support::client().await;
+        let ns = namespace(&client, name).await;
+        let farm = Farm::new(&format!("farm-{name}"));
+        let _node = farm.node(&client).await;
+        let manager = farm.manager();
+        Scene {
+            tasks: Api::namespaced(client.clone(), &ns.name),
+            pods: Api::namespaced(client.clone(), &ns.name),
+            ns,
+            farm,
+            _node,
+            manager,
+        }
+    }
+
+    fn operator(&self) -> Operator {
+        Operator::start(&self.ns.name, &self.manager, &self.farm.profiles)
+    }
+
+    /// Creates a task from examples/sealer-2kib.yaml.
+    async fn seal(&self, name: &str) -> SealingTask {
+        let example = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/sealer-2kib.yaml"
+        ))
+        .unwrap();
+        create_task(&self.tasks, name, &example).await
+    }
+
+    fn workspace(&self, task: &str) -> PathBuf {
+        self.farm
+            .root
+            .join("workspace")
+            .join(&self.ns.name)
+            .join(task)
+    }
+
+    /// The dev manager's record of a sector.
+    async fn record(&self, number: u64) -> serde_json::Value {
+        let chain = self.manager.admin("/admin/state", None).await;
+        chain["chain"]["sectors"][number.to_string()].clone()
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            std::fs::remove_dir_all(&self.farm.root).ok();
+        }
+    }
+}
+
 async fn create_task(api: &Api<SealingTask>, name: &str, yaml: &str) -> SealingTask {
     let mut task: SealingTask = serde_saphyr::from_str(yaml).unwrap();
     task.metadata.name = Some(name.into());
@@ -174,21 +238,14 @@ async fn wait_phase(
 
 #[tokio::test]
 async fn a_sealer_task_reaches_finished_with_its_proof_verified() {
-    let client = support::client().await;
-    let ns = namespace(&client, "seal").await;
-    let farm = Farm::new("farm-seal");
-    let _node = farm.node(&client).await;
-    let manager = farm.manager();
-    let _operator = Operator::start(&ns.name, &manager, &farm.profiles);
-    let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/sealer-2kib.yaml"
-    ))
-    .unwrap();
-    create_task(&tasks, "sealer", &example).await;
+    let scene = Scene::new("seal").await;
+    let farm = &scene.farm;
+    let tasks = &scene.tasks;
+    let pods = &scene.pods;
+    let _operator = scene.operator();
+    scene.seal("sealer").await;
 
-    let task = wait_phase(&tasks, "sealer", Phase::Finished, Duration::from_secs(600)).await;
+    let task = wait_phase(tasks, "sealer", Phase::Finished, Duration::from_secs(600)).await;
     let status = task.status.unwrap();
     assert_eq!(status.state, Some(State::Finished));
     let sector = status.sector.expect("allocated");
@@ -199,8 +256,7 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified() {
     );
     assert!(status.node.is_some(), "pinned to the node of its workspace");
 
-    let chain = manager.admin("/admin/state", None).await;
-    let record = &chain["chain"]["sectors"][sector.number.to_string()];
+    let record = &scene.record(sector.number).await;
     assert!(
         record["proof"].is_object(),
         "the dev manager accepted a verified proof: {record}"
@@ -209,7 +265,7 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified() {
     assert_eq!(record["submissions"]["SubmitProof"], 1, "{record}");
     assert_eq!(record["finalized"], true, "{record}");
     assert!(farm.store().join(format!("sealed/{sector}")).is_file());
-    let workspace = farm.root.join("workspace").join(&ns.name).join("sealer");
+    let workspace = scene.workspace("sealer");
     wait_for(
         "the finished task's workspace removed",
         Duration::from_secs(30),
@@ -218,7 +274,6 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified() {
     .await;
 
     // Finished step pods are deleted as the task moves on (the dev node then removes them).
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     wait_for(
         "finished step pods deleted",
         Duration::from_secs(30),
@@ -228,7 +283,6 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified() {
         },
     )
     .await;
-    std::fs::remove_dir_all(&farm.root).ok();
 }
 
 async fn patch_spec(api: &Api<SealingTask>, name: &str, spec: serde_json::Value) {
@@ -267,30 +321,22 @@ async fn running_pod(pods: &Api<Pod>, name: &str) -> Pod {
 /// C2 runs for a minute on these machines: long enough to interrupt it in every way a user can.
 #[tokio::test]
 async fn a_running_step_survives_pod_loss_and_obeys_suspend_refused_resume_and_abort() {
-    let client = support::client().await;
-    let ns = namespace(&client, "interrupt").await;
-    let farm = Farm::new("farm-interrupt");
-    let _node = farm.node(&client).await;
-    let manager = farm.manager();
-    let _operator = Operator::start(&ns.name, &manager, &farm.profiles);
-    let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/sealer-2kib.yaml"
-    ))
-    .unwrap();
-    create_task(&tasks, "t", &example).await;
+    let scene = Scene::new("interrupt").await;
+    let manager = &scene.manager;
+    let tasks = &scene.tasks;
+    let pods = &scene.pods;
+    let _operator = scene.operator();
+    scene.seal("t").await;
 
     // A step pod deleted mid-run is replaced under the next attempt's name, the budget untouched.
-    let c2 = wait_status(&tasks, "t", "C2 started", |s| {
+    let c2 = wait_status(tasks, "t", "C2 started", |s| {
         s.state == Some(State::C1Done) && s.step_pod.is_some()
     })
     .await;
     let first = c2.status.unwrap().step_pod.unwrap();
-    running_pod(&pods, &first).await;
+    running_pod(pods, &first).await;
     pods.delete(&first, &Default::default()).await.unwrap();
-    let replaced = wait_status(&tasks, "t", "C2 restarted", |s| {
+    let replaced = wait_status(tasks, "t", "C2 restarted", |s| {
         s.step_pod.as_deref().is_some_and(|p| p != first)
     })
     .await;
@@ -302,27 +348,27 @@ async fn a_running_step_survives_pod_loss_and_obeys_suspend_refused_resume_and_a
         status.last_error
     );
     let second = status.step_pod.unwrap();
-    running_pod(&pods, &second).await;
+    running_pod(pods, &second).await;
 
     // Suspend stops the step and keeps the state; unsuspending runs it again.
-    patch_spec(&tasks, "t", serde_json::json!({"suspend": true})).await;
-    wait_status(&tasks, "t", "suspended", |s| s.phase == Some(Phase::Paused)).await;
+    patch_spec(tasks, "t", serde_json::json!({"suspend": true})).await;
+    wait_status(tasks, "t", "suspended", |s| s.phase == Some(Phase::Paused)).await;
     wait_for(
         "the suspended step's pod gone",
         Duration::from_secs(30),
         || async { pods.get_opt(&second).await.ok()?.is_none().then_some(()) },
     )
     .await;
-    patch_spec(&tasks, "t", serde_json::json!({"suspend": false})).await;
-    let resumed = wait_status(&tasks, "t", "running again", |s| {
+    patch_spec(tasks, "t", serde_json::json!({"suspend": false})).await;
+    let resumed = wait_status(tasks, "t", "running again", |s| {
         s.phase == Some(Phase::Running) && s.step_pod.as_deref().is_some_and(|p| p != second)
     })
     .await;
     let third = resumed.status.unwrap().step_pod.unwrap();
 
     // A resume into the current state is refused: a condition, the spec kept, nothing else.
-    patch_spec(&tasks, "t", serde_json::json!({"resumeState": "C1Done"})).await;
-    let refused = wait_status(&tasks, "t", "ResumeRejected", |s| {
+    patch_spec(tasks, "t", serde_json::json!({"resumeState": "C1Done"})).await;
+    let refused = wait_status(tasks, "t", "ResumeRejected", |s| {
         s.conditions
             .iter()
             .any(|c| c.type_ == "ResumeRejected" && c.status == "True")
@@ -336,8 +382,8 @@ async fn a_running_step_survives_pod_loss_and_obeys_suspend_refused_resume_and_a
     );
 
     // Aborted works at any time: the running step is stopped, the manager told, the spec cleared.
-    patch_spec(&tasks, "t", serde_json::json!({"resumeState": "Aborted"})).await;
-    let aborted = wait_phase(&tasks, "t", Phase::Aborted, Duration::from_secs(60)).await;
+    patch_spec(tasks, "t", serde_json::json!({"resumeState": "Aborted"})).await;
+    let aborted = wait_phase(tasks, "t", Phase::Aborted, Duration::from_secs(60)).await;
     assert_eq!(
         aborted.spec.resume_state, None,
         "applied once, then cleared"
@@ -354,33 +400,24 @@ async fn a_running_step_survives_pod_loss_and_obeys_suspend_refused_resume_and_a
     let chain = manager.admin("/admin/state", None).await;
     let reason = &chain["chain"]["sectors"][sector.number.to_string()]["aborted"];
     assert!(reason.as_str().unwrap().contains("resumeState"), "{reason}");
-    std::fs::remove_dir_all(&farm.root).ok();
 }
 
 /// A permanent failure pauses the task with its files; a rewind to TreeDBuilt gets a new ticket
 /// and the task finishes.
 #[tokio::test]
 async fn a_paused_task_is_rewound_by_resume_state_and_finishes() {
-    let client = support::client().await;
-    let ns = namespace(&client, "rewind").await;
-    let farm = Farm::new("farm-rewind");
-    let _node = farm.node(&client).await;
-    let manager = farm.manager();
+    let scene = Scene::new("rewind").await;
+    let manager = &scene.manager;
+    let tasks = &scene.tasks;
     manager
         .admin(
             "/admin/faults",
             Some(serde_json::json!({"SubmitPreCommit": {"forceResult": 3}})),
         )
         .await;
-    let _operator = Operator::start(&ns.name, &manager, &farm.profiles);
-    let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/sealer-2kib.yaml"
-    ))
-    .unwrap();
-    create_task(&tasks, "t", &example).await;
-    let paused = wait_phase(&tasks, "t", Phase::Paused, Duration::from_secs(120)).await;
+    let _operator = scene.operator();
+    scene.seal("t").await;
+    let paused = wait_phase(tasks, "t", Phase::Paused, Duration::from_secs(120)).await;
     let status = paused.status.unwrap();
     assert_eq!(status.state, Some(State::PC2Done));
     let error = status.last_error.unwrap();
@@ -393,17 +430,12 @@ async fn a_paused_task_is_rewound_by_resume_state_and_finishes() {
             Some(serde_json::json!({"SubmitPreCommit": {}})),
         )
         .await;
-    patch_spec(
-        &tasks,
-        "t",
-        serde_json::json!({"resumeState": "TreeDBuilt"}),
-    )
-    .await;
-    wait_status(&tasks, "t", "the resume applied", |s| {
+    patch_spec(tasks, "t", serde_json::json!({"resumeState": "TreeDBuilt"})).await;
+    wait_status(tasks, "t", "the resume applied", |s| {
         s.last_resume.is_some()
     })
     .await;
-    let done = wait_phase(&tasks, "t", Phase::Finished, Duration::from_secs(600)).await;
+    let done = wait_phase(tasks, "t", Phase::Finished, Duration::from_secs(600)).await;
     assert_eq!(done.spec.resume_state, None);
     let status = done.status.unwrap();
     let resume = status.last_resume.unwrap();
@@ -416,7 +448,6 @@ async fn a_paused_task_is_rewound_by_resume_state_and_finishes() {
         ticket.epoch > first_ticket.epoch,
         "a new ticket: {ticket:?} after {first_ticket:?}"
     );
-    std::fs::remove_dir_all(&farm.root).ok();
 }
 
 /// The operator dies right after submitting the PreCommit (before recording it), right before
@@ -425,19 +456,13 @@ async fn a_paused_task_is_rewound_by_resume_state_and_finishes() {
 /// manager counts exactly one submission of each kind.
 #[tokio::test]
 async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
-    let client = support::client().await;
-    let ns = namespace(&client, "restart").await;
-    let farm = Farm::new("farm-restart");
-    let _node = farm.node(&client).await;
-    let manager = farm.manager();
-    let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/sealer-2kib.yaml"
-    ))
-    .unwrap();
-    create_task(&tasks, "t", &example).await;
-    let start = |crash| Operator::start_with(&ns.name, &manager, &farm.profiles, crash);
+    let scene = Scene::new("restart").await;
+    let ns = &scene.ns;
+    let farm = &scene.farm;
+    let manager = &scene.manager;
+    let tasks = &scene.tasks;
+    scene.seal("t").await;
+    let start = |crash| Operator::start_with(&ns.name, manager, &farm.profiles, crash);
 
     start(Some("after-submit:SubmitPreCommit")).died().await;
     let status = tasks.get("t").await.unwrap().status.unwrap();
@@ -445,7 +470,7 @@ async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
     assert_eq!(status.submitting.as_deref(), Some("SubmitPreCommit"));
 
     let mut during_c2 = start(None);
-    let c2 = wait_status(&tasks, "t", "C2 running", |s| {
+    let c2 = wait_status(tasks, "t", "C2 running", |s| {
         s.state == Some(State::C1Done) && s.phase == Some(Phase::Running) && s.step_pod.is_some()
     })
     .await;
@@ -466,7 +491,7 @@ async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
 
     start(Some("after-submit:SubmitProof")).died().await;
     let _operator = start(None);
-    wait_phase(&tasks, "t", Phase::Finished, Duration::from_secs(600)).await;
+    wait_phase(tasks, "t", Phase::Finished, Duration::from_secs(600)).await;
 
     let sector = tasks
         .get("t")
@@ -476,44 +501,34 @@ async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
         .unwrap()
         .sector
         .unwrap();
-    let chain = manager.admin("/admin/state", None).await;
-    let record = &chain["chain"]["sectors"][sector.number.to_string()];
+    let record = &scene.record(sector.number).await;
     assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
     assert_eq!(record["submissions"]["SubmitProof"], 1, "{record}");
-    std::fs::remove_dir_all(&farm.root).ok();
 }
 
 /// A PreCommit the manager rejects ends the task: Aborted, the manager told, and the workspace
 /// removed from the node by a cleanup pod.
 #[tokio::test]
 async fn a_rejected_precommit_aborts_the_task_and_wipes_its_workspace() {
-    let client = support::client().await;
-    let ns = namespace(&client, "reject").await;
-    let farm = Farm::new("farm-reject");
-    let _node = farm.node(&client).await;
-    let manager = farm.manager();
+    let scene = Scene::new("reject").await;
+    let manager = &scene.manager;
+    let tasks = &scene.tasks;
     manager
         .admin(
             "/admin/faults",
             Some(serde_json::json!({"SubmitPreCommit": {"forceResult": 4, "latencyMs": 3000}})),
         )
         .await;
-    let _operator = Operator::start(&ns.name, &manager, &farm.profiles);
-    let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/sealer-2kib.yaml"
-    ))
-    .unwrap();
-    create_task(&tasks, "t", &example).await;
-    let workspace = farm.root.join("workspace").join(&ns.name).join("t");
-    wait_status(&tasks, "t", "PC2 done", |s| s.state == Some(State::PC2Done)).await;
+    let _operator = scene.operator();
+    scene.seal("t").await;
+    let workspace = scene.workspace("t");
+    wait_status(tasks, "t", "PC2 done", |s| s.state == Some(State::PC2Done)).await;
     assert!(
         workspace.join("sealed").is_dir(),
         "the workspace holds the sealed file"
     );
 
-    let aborted = wait_status(&tasks, "t", "workspace cleaned", |s| {
+    let aborted = wait_status(tasks, "t", "workspace cleaned", |s| {
         s.conditions
             .iter()
             .any(|c| c.type_ == "WorkspaceCleaned" && c.status == "True")
@@ -529,34 +544,23 @@ async fn a_rejected_precommit_aborts_the_task_and_wipes_its_workspace() {
         damocles_operator::api::FailureLevel::Abort
     );
     assert!(!workspace.exists(), "{} still exists", workspace.display());
-    let chain = manager.admin("/admin/state", None).await;
-    let record = &chain["chain"]["sectors"][status.sector.unwrap().number.to_string()];
+    let record = &scene.record(status.sector.unwrap().number).await;
     assert!(
         record["aborted"].as_str().unwrap().contains("refused"),
         "{record}"
     );
-    std::fs::remove_dir_all(&farm.root).ok();
 }
 
 /// Deleting a running task stops its step, tells the manager and removes the workspace before the
 /// task goes away (a finalizer).
 #[tokio::test]
 async fn deleting_a_running_task_stops_it_and_cleans_up_first() {
-    let client = support::client().await;
-    let ns = namespace(&client, "delete").await;
-    let farm = Farm::new("farm-delete");
-    let _node = farm.node(&client).await;
-    let manager = farm.manager();
-    let _operator = Operator::start(&ns.name, &manager, &farm.profiles);
-    let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/sealer-2kib.yaml"
-    ))
-    .unwrap();
-    create_task(&tasks, "t", &example).await;
-    let running = wait_status(&tasks, "t", "C2 running", |s| {
+    let scene = Scene::new("delete").await;
+    let tasks = &scene.tasks;
+    let pods = &scene.pods;
+    let _operator = scene.operator();
+    scene.seal("t").await;
+    let running = wait_status(tasks, "t", "C2 running", |s| {
         s.state == Some(State::C1Done) && s.step_pod.is_some()
     })
     .await;
@@ -568,8 +572,8 @@ async fn deleting_a_running_task_stops_it_and_cleans_up_first() {
             .contains(&"damocles.io/cleanup".to_string())
     );
     let status = running.status.unwrap();
-    running_pod(&pods, status.step_pod.as_ref().unwrap()).await;
-    let workspace = farm.root.join("workspace").join(&ns.name).join("t");
+    running_pod(pods, status.step_pod.as_ref().unwrap()).await;
+    let workspace = scene.workspace("t");
     assert!(workspace.is_dir());
 
     tasks.delete("t", &Default::default()).await.unwrap();
@@ -578,8 +582,7 @@ async fn deleting_a_running_task_stops_it_and_cleans_up_first() {
     })
     .await;
     assert!(!workspace.exists(), "{} still exists", workspace.display());
-    let chain = manager.admin("/admin/state", None).await;
-    let record = &chain["chain"]["sectors"][status.sector.unwrap().number.to_string()];
+    let record = &scene.record(status.sector.unwrap().number).await;
     assert!(
         record["aborted"].as_str().unwrap().contains("deleted"),
         "{record}"
@@ -589,7 +592,6 @@ async fn deleting_a_running_task_stops_it_and_cleans_up_first() {
         list.items.is_empty().then_some(())
     })
     .await;
-    std::fs::remove_dir_all(&farm.root).ok();
 }
 
 /// The dev manager's epochs are 20 ms, so a ticket lives 3780 epochs = 75 s. With the operator's
@@ -598,9 +600,11 @@ async fn deleting_a_running_task_stops_it_and_cleans_up_first() {
 /// and its second PreCommit (the first never sent) is accepted.
 #[tokio::test]
 async fn a_ticket_about_to_expire_sends_the_task_back_for_a_new_one() {
-    let client = support::client().await;
-    let ns = namespace(&client, "ticket").await;
-    let farm = Farm::new("farm-ticket");
+    let scene = Scene::new("ticket").await;
+    let ns = &scene.ns;
+    let farm = &scene.farm;
+    let manager = &scene.manager;
+    let tasks = &scene.tasks;
     let once = farm.root.join("pc2-slowed");
     let mut profiles = std::fs::read_to_string(&farm.profiles).unwrap();
     profiles.push_str(&format!(
@@ -609,23 +613,15 @@ async fn a_ticket_about_to_expire_sends_the_task_back_for_a_new_one() {
         step = env!("CARGO_BIN_EXE_damocles-step"),
     ));
     std::fs::write(&farm.profiles, profiles).unwrap();
-    let _node = farm.node(&client).await;
-    let manager = farm.manager();
     let _operator = Operator::start_args(
         &ns.name,
-        &manager,
+        manager,
         &farm.profiles,
         None,
         &["--block-time", "20ms", "--ticket-margin", "2800"],
     );
-    let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/sealer-2kib.yaml"
-    ))
-    .unwrap();
-    create_task(&tasks, "t", &example).await;
-    let landed = wait_status(&tasks, "t", "the PreCommit landed", |s| {
+    scene.seal("t").await;
+    let landed = wait_status(tasks, "t", "the PreCommit landed", |s| {
         s.history.iter().any(|h| h.state == State::PCLanded)
     })
     .await;
@@ -637,9 +633,7 @@ async fn a_ticket_about_to_expire_sends_the_task_back_for_a_new_one() {
         .count();
     assert_eq!(tickets, 2, "{:?}", status.history);
     assert!(once.exists(), "the first PC2 was slowed");
-    let chain = manager.admin("/admin/state", None).await;
-    let record = &chain["chain"]["sectors"][status.sector.unwrap().number.to_string()];
+    let record = &scene.record(status.sector.unwrap().number).await;
     assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
     tasks.delete("t", &Default::default()).await.unwrap();
-    std::fs::remove_dir_all(&farm.root).ok();
 }

@@ -111,6 +111,19 @@ fn unix_ms() -> u64 {
 }
 
 impl Shared {
+    fn chain(&self) -> std::sync::MutexGuard<'_, ChainState> {
+        self.chain.lock().expect("chain lock")
+    }
+
+    /// A copy of one sector's record.
+    fn record(&self, sector: SectorId) -> Result<super::chain::SectorRecord, ChainError> {
+        self.chain()
+            .sectors
+            .get(&sector.number)
+            .cloned()
+            .ok_or(ChainError::UnknownSector(sector))
+    }
+
     fn head(&self) -> i64 {
         let elapsed = unix_ms().saturating_sub(self.genesis_unix_ms) as u128;
         self.start_epoch + (elapsed / self.config.block_time.as_millis().max(1)) as i64
@@ -249,7 +262,7 @@ async fn get_faults(State(shared): State<Arc<Shared>>) -> Json<Value> {
 }
 
 async fn get_state(State(shared): State<Arc<Shared>>) -> Json<Value> {
-    let chain = shared.chain.lock().expect("chain lock").clone();
+    let chain = shared.chain().clone();
     Json(json!({"head": shared.head(), "rules": shared.config.rules, "chain": chain}))
 }
 
@@ -260,11 +273,7 @@ async fn admin_change(
     change: impl FnOnce(&mut ChainState, &ChainRules, i64) -> Result<(), ChainError>,
 ) -> AdminReply {
     let head = shared.head();
-    let changed = change(
-        &mut shared.chain.lock().expect("chain lock"),
-        &shared.config.rules,
-        head,
-    );
+    let changed = change(&mut shared.chain(), &shared.config.rules, head);
     if let Err(err) = changed {
         return (
             StatusCode::CONFLICT,
@@ -469,21 +478,15 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
                 expect_params(p, 2, name)?;
             }
             let spec: AllocateSectorSpec = param(p, 0, name)?;
-            json!(
-                shared
-                    .chain
-                    .lock()
-                    .expect("chain lock")
-                    .allocate(rules, &spec)
-            )
+            json!(shared.chain().allocate(rules, &spec))
         }
         "AssignTicket" => {
             expect_params(p, 1, name)?;
-            json!(shared.chain.lock().expect("chain lock").assign_ticket(
-                rules,
-                param(p, 0, name)?,
-                head
-            )?)
+            json!(
+                shared
+                    .chain()
+                    .assign_ticket(rules, param(p, 0, name)?, head)?
+            )
         }
         "SubmitPreCommit" => {
             expect_params(p, 3, name)?;
@@ -491,19 +494,17 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
             let info: PreCommitOnChainInfo = param(p, 1, name)?;
             json!(
                 shared
-                    .chain
-                    .lock()
-                    .expect("chain lock")
+                    .chain()
                     .submit_pre_commit(rules, &sector, &info, head)?
             )
         }
         "PollPreCommitState" => {
             expect_params(p, 1, name)?;
-            json!(shared.chain.lock().expect("chain lock").poll_pre_commit(
-                rules,
-                param(p, 0, name)?,
-                head
-            )?)
+            json!(
+                shared
+                    .chain()
+                    .poll_pre_commit(rules, param(p, 0, name)?, head)?
+            )
         }
         "SubmitPersistedEx" | "SubmitPersisted" => {
             let extended = name == "SubmitPersistedEx";
@@ -514,19 +515,13 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
             let present = shared.files_present(sector, &instance, upgrade);
             json!(
                 shared
-                    .chain
-                    .lock()
-                    .expect("chain lock")
+                    .chain()
                     .submit_persisted(rules, sector, &instance, present)?
             )
         }
         "AcquireDeals" => {
             expect_params(p, 2, name)?;
-            shared
-                .chain
-                .lock()
-                .expect("chain lock")
-                .acquire_deals(rules, param(p, 0, name)?)?;
+            shared.chain().acquire_deals(rules, param(p, 0, name)?)?;
             Value::Null
         }
         "StoreReserveSpace" => {
@@ -546,13 +541,7 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
         "AllocateSanpUpSector" => {
             expect_params(p, 1, name)?;
             let spec: AllocateSnapUpSpec = param(p, 0, name)?;
-            json!(
-                shared
-                    .chain
-                    .lock()
-                    .expect("chain lock")
-                    .allocate_snapup(rules, &spec, head)
-            )
+            json!(shared.chain().allocate_snapup(rules, &spec, head))
         }
         "SubmitSnapUpProof" => {
             expect_params(p, 2, name)?;
@@ -565,64 +554,43 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
             };
             json!(
                 shared
-                    .chain
-                    .lock()
-                    .expect("chain lock")
+                    .chain()
                     .submit_snapup(rules, sector, &info, &checks, head)?
             )
         }
         "AllocateRebuildSector" => {
             expect_params(p, 1, name)?;
             let spec: AllocateSectorSpec = param(p, 0, name)?;
-            json!(
-                shared
-                    .chain
-                    .lock()
-                    .expect("chain lock")
-                    .allocate_rebuild(rules, &spec)
-            )
+            json!(shared.chain().allocate_rebuild(rules, &spec))
         }
         "AllocateUnsealSector" => {
             expect_params(p, 1, name)?;
             let spec: AllocateSectorSpec = param(p, 0, name)?;
-            json!(
-                shared
-                    .chain
-                    .lock()
-                    .expect("chain lock")
-                    .allocate_unseal(rules, &spec)
-            )
+            json!(shared.chain().allocate_unseal(rules, &spec))
         }
         "AcquireUnsealDest" => {
             expect_params(p, 2, name)?;
             let cid: CidJson = param(p, 1, name)?;
-            json!(shared.chain.lock().expect("chain lock").unseal_dest(
-                rules,
-                param(p, 0, name)?,
-                &cid.cid
-            )?)
+            json!(
+                shared
+                    .chain()
+                    .unseal_dest(rules, param(p, 0, name)?, &cid.cid)?
+            )
         }
         "AchieveUnsealSector" => {
             expect_params(p, 3, name)?;
             let cid: CidJson = param(p, 1, name)?;
             let error: String = param(p, 2, name)?;
-            shared.chain.lock().expect("chain lock").achieve_unseal(
-                rules,
-                param(p, 0, name)?,
-                &cid.cid,
-                &error,
-            )?;
+            shared
+                .chain()
+                .achieve_unseal(rules, param(p, 0, name)?, &cid.cid, &error)?;
             Value::Null
         }
         "WaitSeed" => {
             if p.len() != 1 && p.len() != 2 {
                 expect_params(p, 2, name)?;
             }
-            json!(shared.chain.lock().expect("chain lock").wait_seed(
-                rules,
-                param(p, 0, name)?,
-                head
-            )?)
+            json!(shared.chain().wait_seed(rules, param(p, 0, name)?, head)?)
         }
         "SubmitProof" => {
             expect_params(p, 3, name)?;
@@ -632,19 +600,13 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
             let verified = verify(shared, sector, &proof.proof.0).await?;
             json!(
                 shared
-                    .chain
-                    .lock()
-                    .expect("chain lock")
+                    .chain()
                     .submit_proof(rules, sector, &sha256, verified, head)?
             )
         }
         "PollProofState" => {
             expect_params(p, 1, name)?;
-            json!(shared.chain.lock().expect("chain lock").poll_proof(
-                rules,
-                param(p, 0, name)?,
-                head
-            )?)
+            json!(shared.chain().poll_proof(rules, param(p, 0, name)?, head)?)
         }
         "ReportState" => {
             expect_params(p, 2, name)?;
@@ -657,7 +619,7 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
             if let Some(failure) = &report.failure {
                 text.push_str(&format!(" failure {}: {}", failure.level, failure.desc));
             }
-            let mut chain = shared.chain.lock().expect("chain lock");
+            let mut chain = shared.chain();
             let record = chain.report(rules, sector, text)?;
             json!(SectorStateResp {
                 id: sector,
@@ -667,21 +629,13 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
         }
         "ReportFinalized" => {
             expect_params(p, 1, name)?;
-            shared
-                .chain
-                .lock()
-                .expect("chain lock")
-                .finalize(rules, param(p, 0, name)?)?;
+            shared.chain().finalize(rules, param(p, 0, name)?)?;
             Value::Null
         }
         "ReportAborted" => {
             expect_params(p, 2, name)?;
             let reason: String = param(p, 1, name)?;
-            shared
-                .chain
-                .lock()
-                .expect("chain lock")
-                .abort(rules, param(p, 0, name)?, &reason)?;
+            shared.chain().abort(rules, param(p, 0, name)?, &reason)?;
             Value::Null
         }
         "Version" => json!(concat!(
@@ -716,14 +670,7 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
 
 /// Verifies a PoRep proof with filecoin-proofs, through `damocles-step verify-seal`.
 async fn verify(shared: &Shared, sector: SectorId, proof: &[u8]) -> Result<bool, RpcFailure> {
-    let record = {
-        let chain = shared.chain.lock().expect("chain lock");
-        chain
-            .sectors
-            .get(&sector.number)
-            .cloned()
-            .ok_or(ChainError::UnknownSector(sector))?
-    };
+    let record = shared.record(sector)?;
     let (Some(precommit), Some(seed)) = (record.precommit, record.seed) else {
         return Err(not_ready(format!(
             "{sector:?} has no PreCommit and seed to check a proof against"
@@ -753,14 +700,7 @@ async fn verify_snap(
     sector: SectorId,
     info: &SnapUpOnChainInfo,
 ) -> Result<bool, RpcFailure> {
-    let record = {
-        let chain = shared.chain.lock().expect("chain lock");
-        chain
-            .sectors
-            .get(&sector.number)
-            .cloned()
-            .ok_or(ChainError::UnknownSector(sector))?
-    };
+    let record = shared.record(sector)?;
     let Some(precommit) = record.precommit else {
         return Err(not_ready(format!(
             "{sector:?} has no PreCommit: not a committed sector"
