@@ -53,6 +53,9 @@ enum Command {
         /// This replica's name in Events and manager reports (default: $POD_NAME or the host name).
         #[arg(long)]
         instance: Option<String>,
+        /// Where to serve /metrics (Prometheus), /healthz and /readyz.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        metrics_address: std::net::SocketAddr,
         /// The chain's block time, to tell a ticket's age from wall time.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         block_time: std::time::Duration,
@@ -216,6 +219,7 @@ fn main() -> Result<ExitCode> {
             retry_backoff,
             stores,
             instance,
+            metrics_address,
             block_time,
             ticket_lookback,
             ticket_max_age,
@@ -248,6 +252,7 @@ fn main() -> Result<ExitCode> {
                 },
                 retry_backoff,
                 instance,
+                metrics_address,
                 tickets: damocles_operator::plan::driver::TicketRules {
                     lookback: ticket_lookback,
                     max_age: ticket_max_age,

@@ -21,6 +21,8 @@ use support::{DevNode, cluster, namespace, unique, wait_for};
 struct Operator {
     child: Child,
     log: PathBuf,
+    /// Where its /metrics, /healthz and /readyz are.
+    metrics: String,
 }
 
 impl Operator {
@@ -46,6 +48,11 @@ impl Operator {
         extra: &[&str],
     ) -> Operator {
         let log = profiles.with_file_name(format!("{}.operator.log", unique("op")));
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
         let child = Command::new(env!("CARGO_BIN_EXE_damocles-operator"))
             .env("DAMOCLES_OPERATOR_CRASH", crash.unwrap_or_default())
             .args([
@@ -56,6 +63,7 @@ impl Operator {
                 &manager.address,
             ])
             .args(["--poll-interval", "1s", "--retry-backoff", "1s"])
+            .args(["--metrics-address", &metrics])
             .arg("--profiles")
             .arg(profiles)
             .args(extra)
@@ -64,7 +72,11 @@ impl Operator {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("the operator starts");
-        Operator { child, log }
+        Operator {
+            child,
+            log,
+            metrics,
+        }
     }
 }
 
@@ -242,7 +254,7 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified() {
     let farm = &scene.farm;
     let tasks = &scene.tasks;
     let pods = &scene.pods;
-    let _operator = scene.operator();
+    let operator = scene.operator();
     scene.seal("sealer").await;
 
     let task = wait_phase(tasks, "sealer", Phase::Finished, Duration::from_secs(600)).await;
@@ -272,6 +284,48 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified() {
         || async { (!workspace.exists()).then_some(()) },
     )
     .await;
+
+    // The operator's own view: the task counted as finished, each step's duration, its API writes.
+    let metrics = reqwest::get(format!("http://{}/metrics", operator.metrics))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert_eq!(
+        value(r#"damocles_tasks{plan="sealer",phase="Finished",state="Finished"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"damocles_step_duration_seconds_count{step="c2"}"#),
+        1.0
+    );
+    let transitions = value("damocles_transitions_total");
+    let writes: f64 = ["status", "spec", "pod-create", "pod-delete", "event"]
+        .iter()
+        .map(|kind| {
+            metrics
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!(r#"damocles_api_writes_total{{kind="{kind}"}}"#))?
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+                .unwrap_or(0.0)
+        })
+        .sum();
+    eprintln!("API writes: {writes} for {transitions} transitions\n{metrics}");
+    let ready = reqwest::get(format!("http://{}/readyz", operator.metrics))
+        .await
+        .unwrap();
+    assert!(ready.status().is_success());
 
     // Finished step pods are deleted as the task moves on (the dev node then removes them).
     wait_for(

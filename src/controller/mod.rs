@@ -4,6 +4,7 @@
 //! task's status written with server-side apply under one field manager.
 
 pub mod calls;
+pub mod metrics;
 pub mod pods;
 pub mod profiles;
 
@@ -61,6 +62,8 @@ pub struct Settings {
     pub retry_backoff: Duration,
     /// This replica's name, in Events and in ReportState.
     pub instance: String,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_address: std::net::SocketAddr,
     pub tickets: driver::TicketRules,
     /// What to do with a task whose ticket is about to expire before PC1, PC2 or SubmitPreCommit.
     pub on_ticket_expiry: TicketExpiry,
@@ -77,6 +80,7 @@ pub enum TicketExpiry {
 
 struct Context {
     client: Client,
+    metrics: Arc<metrics::Metrics>,
     manager: Arc<ManagerClient>,
     settings: Settings,
     recorder: Recorder,
@@ -121,7 +125,9 @@ pub async fn run(
         controller: FIELD_MANAGER.into(),
         instance: Some(settings.instance.clone()),
     };
+    let metrics = Arc::new(metrics::Metrics::default());
     let context = Arc::new(Context {
+        metrics: metrics.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         client,
         manager: Arc::new(manager),
@@ -133,7 +139,15 @@ pub async fn run(
         pods::MANAGED_BY.1
     ));
     info!(namespace = ?context.settings.namespace, "reconciling SealingTasks");
-    Controller::new(tasks, watcher::Config::default())
+    let controller = Controller::new(tasks, watcher::Config::default());
+    let address = metrics::serve(
+        context.settings.metrics_address,
+        metrics,
+        controller.store(),
+    )
+    .await?;
+    info!(%address, "serving /metrics, /healthz and /readyz");
+    controller
         .owns(pods, pod_watch)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
@@ -238,12 +252,14 @@ impl TaskRun {
                 &Patch::Apply(&patch),
             )
             .await?;
+        self.ctx.metrics.write("status");
         self.resource_version = updated.resource_version();
         self.written = self.status.clone();
         Ok(())
     }
 
     async fn event(&self, type_: EventType, reason: &str, note: String) {
+        self.ctx.metrics.write("event");
         let event = KubeEvent {
             type_,
             reason: reason.into(),
@@ -480,6 +496,7 @@ impl TaskRun {
             let profiles = &self.ctx.settings.profiles;
             let profile = profiles.defaults_only(self.ctx.settings.retry_backoff);
             let pod = pods::cleanup_pod(&self.task, &name, &profile, profiles, &node);
+            self.ctx.metrics.write("pod-create");
             match self.pods.create(&PostParams::default(), &pod).await {
                 Ok(_) => info!(task = %self.name(), %node, "removing the workspace"),
                 Err(kube::Error::Api(status)) if status.code == 409 => {}
@@ -705,6 +722,7 @@ impl TaskRun {
             .tasks
             .patch(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
+        self.ctx.metrics.write("spec");
         self.resource_version = updated.resource_version();
         Ok(())
     }
@@ -811,6 +829,7 @@ impl TaskRun {
         if let Some(pod) = finished_pod {
             self.delete_pod(&pod).await;
         }
+        self.ctx.metrics.transitions.inc();
         if let Some(event) = event {
             let from = previous.map(|s| s.to_string()).unwrap_or_default();
             info!(task = %self.name(), %from, %event, to = %state, "transition");
@@ -1078,6 +1097,7 @@ impl TaskRun {
             &self.ctx.settings.profiles,
             node.as_deref(),
         );
+        self.ctx.metrics.write("pod-create");
         match self.pods.create(&PostParams::default(), &pod).await {
             Ok(_) => {
                 info!(task = %self.name(), pod = %name, %step, node = ?node, "step pod created")
@@ -1096,6 +1116,7 @@ impl TaskRun {
     }
 
     async fn delete_pod(&self, name: &str) {
+        self.ctx.metrics.write("pod-delete");
         match self.pods.delete(name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
@@ -1125,6 +1146,13 @@ impl TaskRun {
         if let Some(file) = produced.file("proof") {
             outputs.proof = Some(artifact(file, produced.proof.clone()));
         }
+        self.ctx
+            .metrics
+            .step_seconds
+            .get_or_create(&metrics::StepLabels {
+                step: step.to_string(),
+            })
+            .observe(result.duration_ms as f64 / 1000.0);
         info!(task = %self.task.name_any(), %step, reused = result.reused, ms = result.duration_ms, "step done");
     }
 
@@ -1162,6 +1190,14 @@ impl TaskRun {
             },
         };
         let decision = driver::on_failure(level, attempts, &policy);
+        self.ctx
+            .metrics
+            .failures
+            .get_or_create(&metrics::FailureLabels {
+                plan: self.task.spec.plan.to_string(),
+                level: level.to_string(),
+            })
+            .inc();
         self.status.last_error = Some(LastError {
             level,
             state,
@@ -1172,6 +1208,7 @@ impl TaskRun {
         warn!(task = %self.name(), %state, %level, attempts, ?decision, "{message}");
         match decision {
             FailureDecision::Retry(delay) => {
+                self.ctx.metrics.retries.inc();
                 if let Some(pod) = self.status.step_pod.take() {
                     self.delete_pod(&pod).await;
                 }
