@@ -358,10 +358,12 @@ fn init_logging() {
         .init();
 }
 
-fn run_operator(
-    manager: damocles_operator::manager::ManagerClient,
-    settings: damocles_operator::controller::Settings,
-) -> Result<()> {
+/// Runs `body` with a client for the cluster (in-cluster config or KUBECONFIG) until it returns.
+fn with_cluster<F, Fut>(body: F) -> Result<()>
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     init_logging();
     damocles_operator::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -369,20 +371,21 @@ fn run_operator(
         let client = kube::Client::try_default()
             .await
             .context("cannot connect to the cluster (in-cluster config or KUBECONFIG)")?;
-        damocles_operator::controller::run(client, manager, settings, shutdown_signal()).await
+        body(client).await
+    })
+}
+
+fn run_operator(
+    manager: damocles_operator::manager::ManagerClient,
+    settings: damocles_operator::controller::Settings,
+) -> Result<()> {
+    with_cluster(|client| {
+        damocles_operator::controller::run(client, manager, settings, shutdown_signal())
     })
 }
 
 fn dev_node(config: damocles_operator::devnode::DevNodeConfig) -> Result<()> {
-    init_logging();
-    damocles_operator::install_crypto_provider();
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let client = kube::Client::try_default()
-            .await
-            .context("cannot connect to the cluster (set KUBECONFIG)")?;
-        damocles_operator::devnode::run(client, config, shutdown_signal()).await
-    })
+    with_cluster(|client| damocles_operator::devnode::run(client, config, shutdown_signal()))
 }
 
 fn dev_manager(config: damocles_operator::manager::dev::DevManagerConfig) -> Result<()> {

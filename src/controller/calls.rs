@@ -44,7 +44,8 @@ fn manager_failed(err: ManagerError) -> Outcome {
     failed(err.level(), err.to_string())
 }
 
-fn sector_id(sector: SectorRef) -> SectorId {
+/// A sector in the manager's wire form.
+pub fn sector_id(sector: SectorRef) -> SectorId {
     SectorId {
         miner: sector.miner,
         number: sector.number,
@@ -269,11 +270,10 @@ pub async fn call(
 /// After a restart with a submission's intent recorded: whether the manager already has it.
 pub async fn already_submitted(
     manager: &ManagerClient,
-    sector: SectorRef,
+    id: SectorId,
     call: ManagerCall,
 ) -> Result<bool, ManagerError> {
     use crate::manager::wire::OnChainState;
-    let id = sector_id(sector);
     let state = match call {
         ManagerCall::SubmitPreCommit => manager.poll_pre_commit_state(id).await?.state,
         ManagerCall::SubmitProof => manager.poll_proof_state(id).await?.state,

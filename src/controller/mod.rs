@@ -224,6 +224,14 @@ impl TaskRun {
         }
     }
 
+    /// The task's sector as the manager names it: allocated, or given in the spec.
+    fn sector_id(&self) -> Option<SectorId> {
+        self.status
+            .sector
+            .or(self.task.spec.sector)
+            .map(calls::sector_id)
+    }
+
     fn position(&self) -> Position {
         Position {
             state: self.status.state.unwrap_or(State::Empty),
@@ -733,14 +741,10 @@ impl TaskRun {
         if let Some(pod) = self.status.step_pod.take() {
             self.delete_pod(&pod).await;
         }
-        if let Some(sector) = self.status.sector.or(self.task.spec.sector) {
-            let id = SectorId {
-                miner: sector.miner,
-                number: sector.number,
-            };
-            if let Err(err) = self.ctx.manager.report_aborted(id, reason).await {
-                warn!(task = %self.name(), "ReportAborted: {err}");
-            }
+        if let Some(id) = self.sector_id()
+            && let Err(err) = self.ctx.manager.report_aborted(id, reason).await
+        {
+            warn!(task = %self.name(), "ReportAborted: {err}");
         }
         self.event(
             EventType::Warning,
@@ -847,7 +851,7 @@ impl TaskRun {
     /// Tells the manager about a state change, as damocles-worker does; best effort, off the
     /// reconcile's path.
     fn report_state(&self, from: &str, to: State, event: Event, failure: Option<SectorFailure>) {
-        let Some(sector) = self.status.sector.or(self.task.spec.sector) else {
+        let Some(id) = self.sector_id() else {
             return;
         };
         let manager = self.ctx.manager.clone();
@@ -868,10 +872,6 @@ impl TaskRun {
             failure,
         };
         tokio::spawn(async move {
-            let id = SectorId {
-                miner: sector.miner,
-                number: sector.number,
-            };
             if let Err(err) = manager.report_state(id, &report).await {
                 warn!("ReportState: {err}");
             }
@@ -885,8 +885,8 @@ impl TaskRun {
         if calls::is_submission(call) {
             if self.status.submitting.as_deref() == Some(<&str>::from(call)) {
                 // Started before a restart: ask the manager before submitting again.
-                if let Some(sector) = self.status.sector.or(self.task.spec.sector) {
-                    match calls::already_submitted(&self.ctx.manager, sector, call).await {
+                if let Some(id) = self.sector_id() {
+                    match calls::already_submitted(&self.ctx.manager, id, call).await {
                         Ok(true) => {
                             info!(task = %self.name(), %call, "the manager already has this submission");
                             return Ok(Outcome::Done);
@@ -1264,14 +1264,10 @@ impl TaskRun {
     }
 
     async fn finish(&mut self) -> Result<Requeue, ReconcileError> {
-        if let Some(sector) = self.status.sector.or(self.task.spec.sector) {
-            let id = SectorId {
-                miner: sector.miner,
-                number: sector.number,
-            };
-            if let Err(err) = self.ctx.manager.report_finalized(id).await {
-                warn!(task = %self.name(), "ReportFinalized: {err}");
-            }
+        if let Some(id) = self.sector_id()
+            && let Err(err) = self.ctx.manager.report_finalized(id).await
+        {
+            warn!(task = %self.name(), "ReportFinalized: {err}");
         }
         Ok(Requeue::await_change())
     }

@@ -143,6 +143,19 @@ pub struct ChainState {
     pub unseals: Vec<UnsealJob>,
 }
 
+/// Whether an allocation spec admits this manager's miner and proof type (empty lists admit all).
+pub(super) fn spec_allows(spec: &AllocateSectorSpec, rules: &ChainRules) -> bool {
+    let miner_ok = spec
+        .allowed_miners
+        .as_ref()
+        .is_none_or(|m| m.is_empty() || m.contains(&rules.miner));
+    let proof_ok = spec
+        .allowed_proof_types
+        .as_ref()
+        .is_none_or(|p| p.is_empty() || p.contains(&rules.proof_type));
+    miner_ok && proof_ok
+}
+
 /// Deterministic chain randomness for an epoch (top two bits clear: a field element).
 pub fn randomness(domain: &str, sector: SectorId, epoch: i64) -> Randomness {
     let digest = Sha256::new()
@@ -180,15 +193,7 @@ impl ChainState {
         rules: &ChainRules,
         spec: &AllocateSectorSpec,
     ) -> Option<AllocatedSector> {
-        let miner_ok = spec
-            .allowed_miners
-            .as_ref()
-            .is_none_or(|m| m.is_empty() || m.contains(&rules.miner));
-        let proof_ok = spec
-            .allowed_proof_types
-            .as_ref()
-            .is_none_or(|p| p.is_empty() || p.contains(&rules.proof_type));
-        if !miner_ok || !proof_ok {
+        if !spec_allows(spec, rules) {
             return None;
         }
         self.next_number += 1;

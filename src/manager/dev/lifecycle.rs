@@ -4,6 +4,7 @@
 
 use super::chain::{
     ChainError, ChainRules, ChainState, RebuildMark, SectorRecord, UnsealJob, UpgradeRecord,
+    spec_allows,
 };
 use crate::manager::wire::{
     AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector, AllocatedSnapUpSector, CidJson,
@@ -43,18 +44,6 @@ fn public_info(
         },
         instance,
     ))
-}
-
-fn spec_allows(spec: &AllocateSectorSpec, rules: &ChainRules) -> bool {
-    let miner_ok = spec
-        .allowed_miners
-        .as_ref()
-        .is_none_or(|m| m.is_empty() || m.contains(&rules.miner));
-    let proof_ok = spec
-        .allowed_proof_types
-        .as_ref()
-        .is_none_or(|p| p.is_empty() || p.contains(&rules.proof_type));
-    miner_ok && proof_ok
 }
 
 fn allocated(rules: &ChainRules, number: u64, record: &SectorRecord) -> AllocatedSector {
