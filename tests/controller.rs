@@ -339,6 +339,173 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified() {
     .await;
 }
 
+/// A task from one of the examples, named `name`, with `spec` merged over the example's spec.
+async fn create_example(
+    api: &Api<SealingTask>,
+    example: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> SealingTask {
+    let path = format!("{}/examples/{example}", env!("CARGO_MANIFEST_DIR"));
+    let mut task: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for (key, value) in spec.as_object().unwrap() {
+        task["spec"][key] = value.clone();
+    }
+    task["metadata"]["name"] = name.into();
+    let task: SealingTask = serde_json::from_value(task).unwrap();
+    api.create(&PostParams::default(), &task).await.unwrap()
+}
+
+/// The piece CID (CommP) of a file, as `damocles-step` add-piece computes it.
+fn piece_cid(piece: &std::path::Path, scratch: &std::path::Path) -> String {
+    let request = serde_json::json!({
+        "version": 1,
+        "step": "add-piece",
+        "sector": {"miner": 1, "number": 1},
+        "sectorSize": "2KiB",
+        "workspace": scratch,
+        "terminationMessagePath": scratch.join("result.json"),
+        "inputs": {"pieces": [{"size": 2048, "source": format!("file://{}", piece.display())}]}
+    });
+    std::fs::create_dir_all(scratch).unwrap();
+    let path = scratch.join("request.json");
+    std::fs::write(&path, request.to_string()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_damocles-step"))
+        .args(["run", "--request"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    result["outputs"]["pieces"][0]["cid"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// After sealing, the three other plans on the same sector, each driven by the manager's queue:
+/// its lost files rebuilt bit for bit, a piece unsealed to a file, then a snap upgrade with deal
+/// data that the dev manager verifies.
+#[tokio::test]
+async fn a_sealed_sector_is_rebuilt_unsealed_and_snap_upgraded() {
+    let scene = Scene::new("lifecycle").await;
+    let tasks = &scene.tasks;
+    let manager = &scene.manager;
+    let _operator = scene.operator();
+    scene.seal("cc").await;
+    let sealed = wait_phase(tasks, "cc", Phase::Finished, Duration::from_secs(600)).await;
+    let sealed = sealed.status.unwrap();
+    let sector = sealed.sector.unwrap();
+    let committed_comm_r = sealed.outputs.unwrap().comm_r.unwrap();
+
+    // The sector's files are lost; the manager marks it for rebuild.
+    let store = scene.farm.store();
+    let replica = store.join(format!("sealed/{sector}"));
+    let original = std::fs::read(&replica).unwrap();
+    std::fs::remove_file(&replica).unwrap();
+    std::fs::remove_dir_all(store.join(format!("cache/{sector}"))).unwrap();
+    manager
+        .admin(
+            "/admin/rebuild",
+            Some(serde_json::json!({"number": sector.number})),
+        )
+        .await;
+    let spec_sector = serde_json::json!({"miner": sector.miner, "number": sector.number});
+    create_example(
+        tasks,
+        "rebuild-2kib.yaml",
+        "rebuild",
+        serde_json::json!({"sector": spec_sector}),
+    )
+    .await;
+    let rebuilt = wait_phase(tasks, "rebuild", Phase::Finished, Duration::from_secs(600)).await;
+    let visited: Vec<State> = rebuilt
+        .status
+        .unwrap()
+        .history
+        .iter()
+        .map(|h| h.state)
+        .collect();
+    assert!(visited.contains(&State::SealedChecked), "{visited:?}");
+    assert_eq!(
+        std::fs::read(&replica).unwrap(),
+        original,
+        "the rebuilt replica is the original, bit for bit"
+    );
+    assert!(store.join(format!("cache/{sector}/p_aux")).is_file());
+    let record = scene.record(sector.number).await;
+    assert_eq!(record["rebuilds"], 1, "{record}");
+
+    // A retrieval asks for the (pledge) piece; the task delivers it where its spec says.
+    let zero_piece = "baga6ea4seaqpy7usqklokfx2vxuynmupslkeutzexe2uqurdg5vhtebhxqmpqmy";
+    manager
+        .admin(
+            "/admin/unseal",
+            Some(serde_json::json!({
+                "number": sector.number, "pieceCid": zero_piece, "offset": 0, "size": 2032,
+                "dest": ["file:///nowhere"],
+            })),
+        )
+        .await;
+    let delivered = scene.farm.root.join("retrieved/piece.bin");
+    create_example(
+        tasks,
+        "unseal-2kib.yaml",
+        "unseal",
+        serde_json::json!({
+            "sector": spec_sector,
+            "unseal": {"pieceCid": zero_piece, "offset": 0, "size": 2032,
+                       "destination": format!("file://{}", delivered.display())},
+        }),
+    )
+    .await;
+
+    // Meanwhile the CC sector is upgraded with a deal piece.
+    let piece = scene.farm.root.join("deal.bin");
+    std::fs::write(
+        &piece,
+        (0..2032u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let cid = piece_cid(&piece, &scene.farm.root.join("commp"));
+    create_example(
+        tasks,
+        "snapup-2kib.yaml",
+        "snapup",
+        serde_json::json!({"pieces": [
+            {"cid": cid, "size": 2048, "source": format!("file://{}", piece.display())}
+        ]}),
+    )
+    .await;
+
+    wait_phase(tasks, "unseal", Phase::Finished, Duration::from_secs(600)).await;
+    assert_eq!(
+        std::fs::read(&delivered).unwrap(),
+        vec![0u8; 2032],
+        "unsealing a pledge sector gives back its zeros"
+    );
+    let chain = manager.admin("/admin/state", None).await;
+    assert_eq!(
+        chain["chain"]["unseals"][0]["achieved"], "",
+        "the manager heard the unseal succeed: {chain}"
+    );
+
+    let upgraded = wait_phase(tasks, "snapup", Phase::Finished, Duration::from_secs(600)).await;
+    let status = upgraded.status.unwrap();
+    assert_eq!(status.sector, Some(sector));
+    let outputs = status.outputs.unwrap();
+    assert_eq!(outputs.comm_d.as_deref(), Some(cid.as_str()));
+    assert_ne!(outputs.comm_r.unwrap(), committed_comm_r, "a new CommR");
+    let record = scene.record(sector.number).await;
+    assert!(
+        record["upgrade"].is_object(),
+        "the dev manager accepted a verified upgrade proof: {record}"
+    );
+    assert_eq!(record["submissions"]["SubmitSnapUpProof"], 1, "{record}");
+    assert!(store.join(format!("update/{sector}")).is_file());
+}
+
 async fn patch_spec(api: &Api<SealingTask>, name: &str, spec: serde_json::Value) {
     api.patch(
         name,

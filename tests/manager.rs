@@ -414,7 +414,9 @@ async fn a_real_sector_is_proven_unsealed_rebuilt_and_upgraded() {
     snap_chain.gathered.cc_sector = Some(damocles_operator::step::SealedFiles {
         sealed: store_files.sealed(),
         cache: store_files.cache(),
-        comm_r: damocles_operator::step::commitments::sealed_cid(&snap.public.comm_r),
+        comm_r: Some(damocles_operator::step::commitments::sealed_cid(
+            &snap.public.comm_r,
+        )),
         comm_d: None,
         ticket: None,
     });

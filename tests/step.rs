@@ -194,7 +194,7 @@ fn sealed_and_persisted(
     let sealed = SealedFiles {
         sealed: store.sealed(),
         cache: store.cache(),
-        comm_r: chain.gathered.comm_r.clone().unwrap(),
+        comm_r: chain.gathered.comm_r.clone(),
         comm_d: chain.gathered.comm_d.clone(),
         ticket: chain.gathered.ticket,
     };
@@ -237,7 +237,8 @@ fn snapup_encodes_proves_and_verifies_on_a_cc_sector() {
     );
     let new_comm_r = results[1].outputs.comm_r.clone().unwrap();
     assert_ne!(
-        new_comm_r, cc.comm_r,
+        Some(new_comm_r),
+        cc.comm_r,
         "the upgraded replica has a new CommR"
     );
     assert_eq!(
@@ -250,7 +251,7 @@ fn snapup_encodes_proves_and_verifies_on_a_cc_sector() {
 
     // The same proof does not prove the upgrade of a different CC sector.
     let mut request = chain.request(VerifySnap);
-    request.inputs.comm_r = Some(cc.comm_r.clone());
+    request.inputs.comm_r = cc.comm_r.clone();
     let (code, result) = run_with(&request, &[]);
     assert_eq!(
         (code, result.unwrap().outputs.verified),
@@ -288,7 +289,7 @@ fn rebuild_with_the_original_ticket_gives_the_same_comm_r_and_replica() {
     rebuild.gathered.pieces = pieces;
     use StepKind::*;
     run_chain(&mut rebuild, &[AddPiece, TreeD, Pc1, Pc2]);
-    assert_eq!(rebuild.gathered.comm_r.as_ref(), Some(&sealed.comm_r));
+    assert_eq!(rebuild.gathered.comm_r, sealed.comm_r);
     assert_eq!(
         fs::read(SectorFiles::new(root.join("rebuild"), sector(4)).sealed()).unwrap(),
         fs::read(&sealed.sealed).unwrap()

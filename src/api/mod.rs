@@ -354,6 +354,24 @@ pub struct Outputs {
     /// The persist store the manager reserved space in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreRef>,
+    /// The committed sector the task starts from, as the manager described it: for snapup the
+    /// committed-capacity sector to upgrade, for unseal the sealed sector to read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed: Option<CommittedSector>,
+}
+
+/// A committed sector's files in a persist store.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommittedSector {
+    /// Its sealed commitment as a CID, when the manager gave it (snapup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_r: Option<String>,
+    /// The store instance that holds its files.
+    pub instance: String,
+    /// That instance's path on the nodes, once the manager told it (StoreBasicInfo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// A persist store instance.

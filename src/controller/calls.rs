@@ -5,15 +5,18 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::api::{FailureLevel, Randomness, SealingTask, SealingTaskStatus, SectorRef, StoreRef};
+use crate::api::{
+    CommittedSector, FailureLevel, Outputs, Randomness, SealingTask, SealingTaskStatus, SectorRef,
+    StoreRef,
+};
 use crate::manager::wire::{
-    AcquireDealsSpec, AllocateSectorSpec, AllocatedSector, Bytes, PreCommitOnChainInfo,
-    ProofOnChainInfo, SectorId, Ticket, seal_proof_type,
+    AcquireDealsSpec, AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector, Bytes, CidJson,
+    PreCommitOnChainInfo, ProofOnChainInfo, SectorId, SnapUpOnChainInfo, Ticket, seal_proof_type,
 };
 use crate::manager::{ManagerClient, ManagerError, PollOutcome, SubmitOutcome};
 use crate::plan::ManagerCall;
 use crate::plan::driver::Outcome;
-use crate::step::commitments::{parse_data_cid, parse_sealed_cid};
+use crate::step::commitments::{data_cid, parse_data_cid, parse_sealed_cid, sealed_cid};
 
 /// Calls whose repetition the manager may count as a second submission: the intent is recorded in
 /// status before they are made.
@@ -95,45 +98,31 @@ pub async fn call(
     status: &mut SealingTaskStatus,
     call: ManagerCall,
 ) -> Outcome {
-    if matches!(
-        call,
-        ManagerCall::AllocateSanpUpSector
-            | ManagerCall::StoreBasicInfo
-            | ManagerCall::SubmitSnapUpProof
-            | ManagerCall::AllocateRebuildSector
-            | ManagerCall::AllocateUnsealSector
-            | ManagerCall::AcquireUnsealDest
-            | ManagerCall::AchieveUnsealSector
-    ) {
-        return failed(
-            FailureLevel::Permanent,
-            format!(
-                "the {} plan's manager call {call} is not supported by this operator version yet",
-                task.spec.plan
-            ),
-        );
-    }
     let spec = &task.spec;
     let proof_type = seal_proof_type(spec.sector_size, spec.synthetic_po_rep);
     if call == ManagerCall::AllocateSector {
         if status.sector.is_some() {
             return Outcome::Done;
         }
-        let allocation = AllocateSectorSpec {
-            allowed_miners: spec.sector.map(|s| vec![s.miner]),
-            allowed_proof_types: Some(vec![proof_type]),
-        };
-        return match manager.allocate_sector(&allocation).await {
-            Ok(Some(allocated)) => {
-                status.sector = Some(SectorRef {
-                    miner: allocated.id.miner,
-                    number: allocated.id.number,
-                });
-                Outcome::Done
-            }
+        return match manager.allocate_sector(&allocation_spec(task)).await {
+            Ok(Some(allocated)) => take_sector(task, status, &allocated)
+                .err()
+                .unwrap_or(Outcome::Done),
             Ok(None) => Outcome::NotYet(settings.poll_interval),
             Err(err) => manager_failed(err),
         };
+    }
+    match call {
+        ManagerCall::AllocateSanpUpSector => {
+            return allocate_snapup(manager, settings, task, status).await;
+        }
+        ManagerCall::AllocateRebuildSector => {
+            return allocate_rebuild(manager, settings, task, status).await;
+        }
+        ManagerCall::AllocateUnsealSector => {
+            return allocate_unseal(manager, settings, task, status).await;
+        }
+        _ => {}
     }
     let Some(sector) = status.sector.or(spec.sector) else {
         return missing("sector");
@@ -235,14 +224,8 @@ pub async fn call(
             Err(err) => manager_failed(err),
         },
         ManagerCall::SubmitProof => {
-            let Some(proof) = outputs.proof.as_ref().and_then(|p| p.data.as_ref()) else {
+            let Some(bytes) = proof_bytes(outputs) else {
                 return missing("proof");
-            };
-            let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(proof) else {
-                return failed(
-                    FailureLevel::Permanent,
-                    "status.outputs.proof.data is not base64",
-                );
             };
             let info = ProofOnChainInfo {
                 proof: Bytes(bytes),
@@ -256,15 +239,308 @@ pub async fn call(
             Ok(resp) => polled(resp.state.into(), settings.poll_interval, resp.desc),
             Err(err) => manager_failed(err),
         },
+        ManagerCall::StoreBasicInfo => {
+            let Some(committed) = outputs.committed.as_mut() else {
+                return missing("committed sector to upgrade");
+            };
+            if committed.path.is_some() {
+                return Outcome::Done;
+            }
+            match manager.store_basic_info(&committed.instance).await {
+                Ok(Some(store)) => {
+                    committed.path = Some(store.path);
+                    Outcome::Done
+                }
+                Ok(None) => unknown_store(&committed.instance),
+                Err(err) => manager_failed(err),
+            }
+        }
+        ManagerCall::SubmitSnapUpProof => {
+            let (Some(comm_r), Some(comm_d), Some(store)) =
+                (&outputs.comm_r, &outputs.comm_d, &outputs.store)
+            else {
+                return missing("new CommR, CommD and persist store");
+            };
+            let Some(proof) = proof_bytes(outputs) else {
+                return missing("upgrade proof");
+            };
+            let info = match (
+                parse_sealed_cid("commR", comm_r),
+                parse_data_cid("commD", comm_d),
+            ) {
+                (Ok(comm_r), Ok(comm_d)) => SnapUpOnChainInfo {
+                    comm_r,
+                    comm_d,
+                    access_instance: store.name.clone(),
+                    pieces: spec
+                        .pieces
+                        .iter()
+                        .flatten()
+                        .map(|p| CidJson { cid: p.cid.clone() })
+                        .collect(),
+                    proof: Bytes(proof),
+                },
+                (Err(e), _) | (_, Err(e)) => return failed(FailureLevel::Permanent, e.message),
+            };
+            match manager.submit_snapup_proof(id, &info).await {
+                Ok(resp) => submitted(resp.res.into(), resp.desc),
+                Err(err) => manager_failed(err),
+            }
+        }
+        ManagerCall::AcquireUnsealDest => {
+            let Some(unseal) = &spec.unseal else {
+                return missing("unseal request (spec.unseal)");
+            };
+            let piece = CidJson {
+                cid: unseal.piece_cid.clone(),
+            };
+            match manager.acquire_unseal_dest(id, &piece).await {
+                Ok(destinations) => {
+                    if !destinations.is_empty() && !destinations.contains(&unseal.destination) {
+                        tracing::info!(
+                            task = %task.metadata.name.as_deref().unwrap_or_default(),
+                            ?destinations,
+                            "the manager also lists these destinations; the piece goes to spec.unseal.destination {}",
+                            unseal.destination
+                        );
+                    }
+                    Outcome::Done
+                }
+                Err(err) => manager_failed(err),
+            }
+        }
+        ManagerCall::AchieveUnsealSector => {
+            let Some(unseal) = &spec.unseal else {
+                return missing("unseal request (spec.unseal)");
+            };
+            let piece = CidJson {
+                cid: unseal.piece_cid.clone(),
+            };
+            match manager.achieve_unseal_sector(id, &piece, "").await {
+                Ok(()) => Outcome::Done,
+                Err(err) => manager_failed(err),
+            }
+        }
         ManagerCall::AllocateSector
         | ManagerCall::AllocateSanpUpSector
-        | ManagerCall::StoreBasicInfo
-        | ManagerCall::SubmitSnapUpProof
         | ManagerCall::AllocateRebuildSector
-        | ManagerCall::AllocateUnsealSector
-        | ManagerCall::AcquireUnsealDest
-        | ManagerCall::AchieveUnsealSector => unreachable!("handled above"),
+        | ManagerCall::AllocateUnsealSector => unreachable!("handled above"),
     }
+}
+
+/// The proof in status, decoded; none when absent or not base64 (a hand-edited status).
+fn proof_bytes(outputs: &Outputs) -> Option<Vec<u8>> {
+    let data = outputs.proof.as_ref()?.data.as_ref()?;
+    base64::engine::general_purpose::STANDARD.decode(data).ok()
+}
+
+fn unknown_store(instance: &str) -> Outcome {
+    failed(
+        FailureLevel::Permanent,
+        format!(
+            "the manager does not know store instance {instance:?} that holds the sector's files"
+        ),
+    )
+}
+
+/// Deal pieces from the manager: the operator cannot fetch deal data from the market yet, so it
+/// only takes sectors without them.
+fn no_deal_pieces(what: &str, count: usize) -> Result<(), Outcome> {
+    if count == 0 {
+        return Ok(());
+    }
+    Err(failed(
+        FailureLevel::Permanent,
+        format!(
+            "the manager handed out {what} with {count} deal pieces; fetching deal data from the \
+             manager's market is not supported yet"
+        ),
+    ))
+}
+
+fn allocation_spec(task: &SealingTask) -> AllocateSectorSpec {
+    let spec = &task.spec;
+    AllocateSectorSpec {
+        allowed_miners: spec.sector.map(|s| vec![s.miner]),
+        allowed_proof_types: Some(vec![seal_proof_type(
+            spec.sector_size,
+            spec.synthetic_po_rep,
+        )]),
+    }
+}
+
+/// Records the sector the manager handed out; one other than spec.sector names is refused.
+fn take_sector(
+    task: &SealingTask,
+    status: &mut SealingTaskStatus,
+    sector: &AllocatedSector,
+) -> Result<(), Outcome> {
+    let given = SectorRef {
+        miner: sector.id.miner,
+        number: sector.id.number,
+    };
+    if let Some(wanted) = task.spec.sector
+        && wanted != given
+    {
+        return Err(failed(
+            FailureLevel::Permanent,
+            format!(
+                "the manager handed out sector {given} but spec.sector asks for {wanted}; ask the \
+                 manager to release {given}"
+            ),
+        ));
+    }
+    status.sector = Some(given);
+    Ok(())
+}
+
+/// A CC sector to upgrade. Allocated once: after a restart the recorded one is kept.
+async fn allocate_snapup(
+    manager: &ManagerClient,
+    settings: &CallSettings,
+    task: &SealingTask,
+    status: &mut SealingTaskStatus,
+) -> Outcome {
+    if status.sector.is_some()
+        && status
+            .outputs
+            .as_ref()
+            .is_some_and(|o| o.committed.is_some())
+    {
+        return Outcome::Done;
+    }
+    let spec = AllocateSnapUpSpec {
+        sector: allocation_spec(task),
+        deals: AcquireDealsSpec::default(),
+    };
+    match manager.allocate_snapup_sector(&spec).await {
+        Ok(Some(allocated)) => {
+            if let Err(outcome) = take_sector(task, status, &allocated.sector) {
+                return outcome;
+            }
+            status
+                .outputs
+                .get_or_insert_with(Default::default)
+                .committed = Some(CommittedSector {
+                comm_r: Some(sealed_cid(&allocated.public.comm_r)),
+                instance: allocated.private.access_instance,
+                path: None,
+            });
+            let pieces = allocated.pieces.as_ref().map_or(0, Vec::len);
+            no_deal_pieces("the sector to upgrade", pieces)
+                .err()
+                .unwrap_or(Outcome::Done)
+        }
+        Ok(None) => Outcome::NotYet(settings.poll_interval),
+        Err(err) => manager_failed(err),
+    }
+}
+
+/// A sector marked for rebuild, with its original ticket.
+async fn allocate_rebuild(
+    manager: &ManagerClient,
+    settings: &CallSettings,
+    task: &SealingTask,
+    status: &mut SealingTaskStatus,
+) -> Outcome {
+    if status.sector.is_some() && status.outputs.as_ref().is_some_and(|o| o.ticket.is_some()) {
+        return Outcome::Done;
+    }
+    match manager
+        .allocate_rebuild_sector(&allocation_spec(task))
+        .await
+    {
+        Ok(Some(info)) => {
+            if let Err(outcome) = take_sector(task, status, &info.sector) {
+                return outcome;
+            }
+            status.outputs.get_or_insert_with(Default::default).ticket =
+                Some(randomness(&info.ticket.ticket.0, info.ticket.epoch));
+            let pieces = info.pieces_v2.as_ref().map_or(0, Vec::len);
+            if let Err(outcome) = no_deal_pieces("the sector to rebuild", pieces) {
+                return outcome;
+            }
+            if info.is_snap_up {
+                return failed(
+                    FailureLevel::Permanent,
+                    "the sector to rebuild was snap-upgraded; rebuilding upgraded sectors needs \
+                     their deal data, which this operator version cannot fetch yet",
+                );
+            }
+            Outcome::Done
+        }
+        Ok(None) => Outcome::NotYet(settings.poll_interval),
+        Err(err) => manager_failed(err),
+    }
+}
+
+/// The unseal the manager has queued for this task's piece, with the sector's sealing facts.
+async fn allocate_unseal(
+    manager: &ManagerClient,
+    settings: &CallSettings,
+    task: &SealingTask,
+    status: &mut SealingTaskStatus,
+) -> Outcome {
+    let Some(wanted) = &task.spec.unseal else {
+        return missing("unseal request (spec.unseal)");
+    };
+    let outputs = status.outputs.get_or_insert_with(Default::default);
+    if let Some(committed) = outputs.committed.as_mut() {
+        // Allocated before a failure or restart: only the store path may be missing.
+        if committed.path.is_some() {
+            return Outcome::Done;
+        }
+        return match manager.store_basic_info(&committed.instance).await {
+            Ok(Some(store)) => {
+                committed.path = Some(store.path);
+                Outcome::Done
+            }
+            Ok(None) => unknown_store(&committed.instance),
+            Err(err) => manager_failed(err),
+        };
+    }
+    let info = match manager.allocate_unseal_sector(&allocation_spec(task)).await {
+        Ok(Some(info)) => info,
+        Ok(None) => return Outcome::NotYet(settings.poll_interval),
+        Err(err) => return manager_failed(err),
+    };
+    let asked = task.spec.sector.map(sector_id);
+    if info.piece_cid.cid != wanted.piece_cid
+        || asked.is_some_and(|id| id != info.sector.id)
+        || (info.offset, info.size) != (wanted.offset, wanted.size)
+    {
+        let message = format!(
+            "the manager handed out the unseal of piece {} ({}+{}) in sector {}, but this task asks \
+             for piece {} ({}+{}); it was handed back to the manager as failed",
+            info.piece_cid.cid,
+            info.offset,
+            info.size,
+            info.sector.id.number,
+            wanted.piece_cid,
+            wanted.offset,
+            wanted.size
+        );
+        if let Err(err) = manager
+            .achieve_unseal_sector(info.sector.id, &info.piece_cid, &message)
+            .await
+        {
+            tracing::warn!("AchieveUnsealSector for a foreign unseal: {err}");
+        }
+        return failed(FailureLevel::Permanent, message);
+    }
+    if let Err(outcome) = take_sector(task, status, &info.sector) {
+        return outcome;
+    }
+    let outputs = status.outputs.get_or_insert_with(Default::default);
+    outputs.ticket = Some(randomness(&info.ticket.ticket.0, info.ticket.epoch));
+    outputs.comm_d = Some(data_cid(&info.comm_d));
+    outputs.committed = Some(CommittedSector {
+        comm_r: None,
+        instance: info.private_info.access_instance,
+        path: None,
+    });
+    // The store path comes from a second call; a failure there keeps the allocation recorded.
+    Box::pin(allocate_unseal(manager, settings, task, status)).await
 }
 
 /// After a restart with a submission's intent recorded: whether the manager already has it.

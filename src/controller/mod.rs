@@ -25,7 +25,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::api::{
-    Artifact, FailureLevel, HISTORY_LIMIT, HistoryEntry, LastError, Phase, SealingTask,
+    Artifact, FailureLevel, HISTORY_LIMIT, HistoryEntry, LastError, Phase, PlanKind, SealingTask,
     SealingTaskStatus, State,
 };
 use crate::manager::ManagerClient;
@@ -429,7 +429,7 @@ impl TaskRun {
             Action::Proof(StepKind::Pc1 | StepKind::Pc2)
                 | Action::Manager(crate::plan::ManagerCall::SubmitPreCommit)
         );
-        if !uses_ticket || self.task.spec.plan != crate::plan::PlanKind::Sealer {
+        if !uses_ticket || self.task.spec.plan != PlanKind::Sealer {
             return false;
         }
         let assigned = self
@@ -735,17 +735,46 @@ impl TaskRun {
         Ok(())
     }
 
+    /// Tells the manager the task's work will not be done: an unseal hands its request back as
+    /// failed (the sector itself is fine); the other plans report the sector aborted.
+    async fn report_abort(&self, reason: &str) {
+        let Some(id) = self.sector_id() else {
+            return;
+        };
+        let plan = self.task.spec.plan;
+        let reported = match (&self.task.spec.unseal, plan) {
+            (Some(unseal), PlanKind::Unseal) => {
+                let allocated = self
+                    .status
+                    .outputs
+                    .as_ref()
+                    .is_some_and(|o| o.committed.is_some());
+                if !allocated {
+                    return;
+                }
+                let piece = crate::manager::wire::CidJson {
+                    cid: unseal.piece_cid.clone(),
+                };
+                let error = format!("aborted: {reason}");
+                self.ctx
+                    .manager
+                    .achieve_unseal_sector(id, &piece, &error)
+                    .await
+            }
+            _ => self.ctx.manager.report_aborted(id, reason).await,
+        };
+        if let Err(err) = reported {
+            warn!(task = %self.name(), %plan, "telling the manager of the abort: {err}");
+        }
+    }
+
     /// Ends the task: stops its step, tells the manager, records Aborted.
     async fn abort(&mut self, reason: &str) -> Result<(), ReconcileError> {
         let state = self.position().state;
         if let Some(pod) = self.status.step_pod.take() {
             self.delete_pod(&pod).await;
         }
-        if let Some(id) = self.sector_id()
-            && let Err(err) = self.ctx.manager.report_aborted(id, reason).await
-        {
-            warn!(task = %self.name(), "ReportAborted: {err}");
-        }
+        self.report_abort(reason).await;
         self.event(
             EventType::Warning,
             "Aborted",
@@ -1264,7 +1293,9 @@ impl TaskRun {
     }
 
     async fn finish(&mut self) -> Result<Requeue, ReconcileError> {
-        if let Some(id) = self.sector_id()
+        // Rebuilds and unseals leave the sector's sealing state as it was.
+        let sealing = matches!(self.task.spec.plan, PlanKind::Sealer | PlanKind::Snapup);
+        if let Some(id) = self.sector_id().filter(|_| sealing)
             && let Err(err) = self.ctx.manager.report_finalized(id).await
         {
             warn!(task = %self.name(), "ReportFinalized: {err}");

@@ -12,10 +12,11 @@ use kube::Resource;
 use kube::ResourceExt;
 
 use super::profiles::{Locality, Profiles, Resolved};
-use crate::api::{Artifact, FailureLevel, SealingTask, SealingTaskStatus, State};
+use crate::api::{Artifact, FailureLevel, PlanKind, SealingTask, SealingTaskStatus, State};
+use crate::step::workspace::SectorFiles;
 use crate::step::{
     Bytes32, DEFAULT_TERMINATION_MESSAGE_PATH, ExitCode, FileDigest, PieceInput, REQUEST_VERSION,
-    StepInputs, StepKind, StepRequest, StepResult,
+    SealedFiles, StepInputs, StepKind, StepRequest, StepResult, UnsealRange,
 };
 
 /// Label on every pod the operator creates; its pod watch selects on it.
@@ -63,8 +64,28 @@ fn bytes32(hex_value: &str) -> Result<Bytes32, String> {
 pub fn gathered_inputs(
     task: &SealingTask,
     status: &SealingTaskStatus,
+    profiles: &Profiles,
 ) -> Result<StepInputs, String> {
     let outputs = status.outputs.clone().unwrap_or_default();
+    let ticket = outputs
+        .ticket
+        .as_ref()
+        .map(|t| bytes32(&t.value))
+        .transpose()?;
+    let committed = match (&outputs.committed, status.sector.or(task.spec.sector)) {
+        (Some(committed), Some(sector)) => committed.path.as_ref().map(|path| {
+            let store = SectorFiles::new(profiles.store_path(&committed.instance, path), sector);
+            SealedFiles {
+                sealed: store.sealed(),
+                cache: store.cache(),
+                comm_r: committed.comm_r.clone(),
+                comm_d: outputs.comm_d.clone(),
+                ticket,
+            }
+        }),
+        _ => None,
+    };
+    let plan = task.spec.plan;
     Ok(StepInputs {
         pieces: task
             .spec
@@ -77,22 +98,41 @@ pub fn gathered_inputs(
                 source: p.source.clone(),
             })
             .collect(),
-        ticket: outputs
-            .ticket
-            .as_ref()
-            .map(|t| bytes32(&t.value))
-            .transpose()?,
-        seed: outputs
-            .seed
-            .as_ref()
-            .map(|t| bytes32(&t.value))
-            .transpose()?,
+        ticket,
+        seed: match plan {
+            // A rebuild checks its replica with a C1 run seeded by the ticket: no chain seed exists.
+            PlanKind::Rebuild => ticket,
+            _ => outputs
+                .seed
+                .as_ref()
+                .map(|t| bytes32(&t.value))
+                .transpose()?,
+        },
         comm_d: outputs.comm_d,
         comm_r: outputs.comm_r,
         c1_output: outputs.c1_output.as_ref().map(digest),
         proof: outputs.proof.as_ref().map(digest),
-        ..Default::default()
+        cc_sector: committed.clone().filter(|_| plan == PlanKind::Snapup),
+        sealed: committed.filter(|_| plan == PlanKind::Unseal),
+        unseal: task.spec.unseal.as_ref().map(|u| UnsealRange {
+            offset: u.offset,
+            size: u.size,
+        }),
+        destination: task.spec.unseal.as_ref().map(|u| u.destination.clone()),
     })
+}
+
+/// The persist stores a step reads or writes: the reserved one and the committed sector's.
+fn store_roots(request: &StepRequest) -> Vec<PathBuf> {
+    let committed = [&request.inputs.cc_sector, &request.inputs.sealed]
+        .into_iter()
+        .flatten()
+        // damocles layout: <store>/sealed/<sector>.
+        .filter_map(|files| Some(files.sealed.parent()?.parent()?.to_path_buf()));
+    let mut roots: Vec<PathBuf> = request.persist.iter().cloned().chain(committed).collect();
+    roots.sort();
+    roots.dedup();
+    roots
 }
 
 /// The request for `step` of this task, from its current status.
@@ -120,7 +160,7 @@ pub fn step_request(
         workspace: workspace_dir(profiles, task),
         persist,
         termination_message_path: Some(PathBuf::from(DEFAULT_TERMINATION_MESSAGE_PATH)),
-        inputs: gathered_inputs(task, status)?.select(step),
+        inputs: gathered_inputs(task, status, profiles)?.select(step),
     })
 }
 
@@ -175,10 +215,14 @@ pub fn step_pod(
         mount("workspace", &profiles.workspace_root, false),
         mount("params", &profiles.params_path, true),
     ];
-    if let Some(persist) = &request.persist {
-        let path = persist.display().to_string();
-        volumes.push(host_path_volume("persist", &path, "DirectoryOrCreate"));
-        mounts.push(mount("persist", &path, false));
+    for (index, root) in store_roots(request).iter().enumerate() {
+        let path = root.display().to_string();
+        let name = match index {
+            0 => "persist".to_string(),
+            n => format!("persist-{n}"),
+        };
+        volumes.push(host_path_volume(&name, &path, "DirectoryOrCreate"));
+        mounts.push(mount(&name, &path, false));
     }
     let mut affinity = profile.affinity.clone();
     if let (Some(node), Locality::Workspace) = (node, profile.locality) {

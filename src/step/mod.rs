@@ -150,8 +150,9 @@ impl StepInputs {
 pub struct SealedFiles {
     pub sealed: PathBuf,
     pub cache: PathBuf,
-    /// CommR of the replica (CID).
-    pub comm_r: String,
+    /// CommR of the replica (CID); needed to upgrade it (snapup), not to unseal it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_r: Option<String>,
     /// CommD of the replica (CID); needed to unseal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm_d: Option<String>,

@@ -701,7 +701,10 @@ fn snap_encode(request: &StepRequest, files: &SectorFiles) -> StepOutcome {
 
 fn snap_prove(request: &StepRequest, files: &SectorFiles) -> StepOutcome {
     let cc = cc_sector(request)?;
-    let comm_r_old = parse_sealed_cid("inputs.ccSector.commR", &cc.comm_r)?;
+    let comm_r_old = parse_sealed_cid(
+        "inputs.ccSector.commR",
+        need(request, "ccSector.commR", &cc.comm_r)?,
+    )?;
     let (comm_r_new, comm_d_new) = (comm_r(request)?, comm_d(request)?);
     check_size(
         "updated replica",
@@ -751,7 +754,10 @@ fn verify_snap(request: &StepRequest) -> StepOutcome {
     let verified = update::verify_empty_sector_update_proof(
         update_proof(request.sector_size),
         &proof,
-        parse_sealed_cid("inputs.ccSector.commR", &cc.comm_r)?,
+        parse_sealed_cid(
+            "inputs.ccSector.commR",
+            need(request, "ccSector.commR", &cc.comm_r)?,
+        )?,
         comm_r(request)?,
         comm_d(request)?,
     );

@@ -713,7 +713,7 @@ async fn verify_snap(
         cc_sector: Some(SealedFiles {
             sealed: PathBuf::from("/unused"),
             cache: PathBuf::from("/unused"),
-            comm_r: sealed_cid(&precommit.info.comm_r),
+            comm_r: Some(sealed_cid(&precommit.info.comm_r)),
             comm_d: None,
             ticket: None,
         }),
