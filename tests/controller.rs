@@ -14,6 +14,7 @@ use std::time::Duration;
 use damocles_operator::api::{Phase, SealingTask, State};
 use dev_manager::DevManager;
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use support::{DevNode, cluster, namespace, unique, wait_for};
 
@@ -150,6 +151,14 @@ impl Farm {
 
     fn store(&self) -> PathBuf {
         self.root.join("persist")
+    }
+
+    /// Adds per-step profiles (YAML lines under `steps:`, indented two spaces).
+    fn set_steps(&self, steps: &str) {
+        let mut text = std::fs::read_to_string(&self.profiles).unwrap();
+        text.push_str("steps:\n");
+        text.push_str(steps);
+        std::fs::write(&self.profiles, text).unwrap();
     }
 
     fn manager(&self) -> DevManager {
@@ -337,6 +346,116 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified() {
         },
     )
     .await;
+}
+
+/// A farm of two nodes, one with GPUs, and a C2 profile that asks for a GPU with a concurrency cap
+/// of one: each task's workspace goes where its GPU step can run, and the second C2 waits its turn.
+#[tokio::test]
+async fn gpu_steps_land_on_the_gpu_node_and_concurrency_caps_hold() {
+    let client = support::client().await;
+    let ns = namespace(&client, "gpu").await;
+    let farm = Farm::new("farm-gpu");
+    let gpu_label = format!("damocles.io/gpu-{}", farm.label);
+    farm.set_steps(&format!(
+        "  c2:\n    nodeSelector: {{damocles-test: {label}, {gpu_label}: \"true\"}}\n    resources: {{limits: {{nvidia.com/gpu: \"1\"}}}}\n    concurrency: 1\n",
+        label = farm.label
+    ));
+    let cpu_node = unique("cpu");
+    let gpu_node = unique("gpu");
+    let _nodes = DevNode::start(
+        &client,
+        &[
+            format!("{cpu_node},label:damocles-test={}", farm.label),
+            format!(
+                "{gpu_node},nvidia.com/gpu=2,label:damocles-test={},label:{gpu_label}=true",
+                farm.label
+            ),
+        ],
+    )
+    .await;
+    let manager = farm.manager();
+    let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let _operator = Operator::start(&ns.name, &manager, &farm.profiles);
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/sealer-2kib.yaml"
+    ))
+    .unwrap();
+    create_task(&tasks, "one", &example).await;
+    create_task(&tasks, "two", &example).await;
+
+    // Watch every step pod and both tasks until both finish.
+    let mut nodes_used = std::collections::BTreeSet::new();
+    let mut c2_gpu_limits = Vec::new();
+    let (mut most_c2_at_once, mut waited_for_slot) = (0, false);
+    let started = std::time::Instant::now();
+    loop {
+        let pods = pods.list(&ListParams::default()).await.unwrap().items;
+        let tasks = tasks.list(&ListParams::default()).await.unwrap().items;
+        let c2: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| p.labels().get("damocles.io/step").map(String::as_str) == Some("c2"))
+            .collect();
+        let live = c2
+            .iter()
+            .filter(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                !matches!(phase, Some("Succeeded" | "Failed"))
+            })
+            .count();
+        most_c2_at_once = most_c2_at_once.max(live);
+        for pod in &c2 {
+            let limits = pod.spec.as_ref().unwrap().containers[0]
+                .resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref())
+                .and_then(|l| l.get("nvidia.com/gpu"))
+                .map(|q| q.0.clone());
+            c2_gpu_limits.push(limits);
+        }
+        nodes_used.extend(
+            pods.iter()
+                .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone())),
+        );
+        let phase = |t: &SealingTask| t.status.as_ref().and_then(|s| s.phase);
+        waited_for_slot |= tasks.iter().any(|t| {
+            phase(t) == Some(Phase::Waiting)
+                && t.status
+                    .as_ref()
+                    .and_then(|s| s.message.as_deref())
+                    .is_some_and(|m| m.contains("waiting for a c2 slot"))
+        });
+        if let Some(paused) = tasks.iter().find(|t| phase(t) == Some(Phase::Paused)) {
+            panic!("{} paused: {:?}", paused.name_any(), paused.status);
+        }
+        if tasks.len() == 2 && tasks.iter().all(|t| phase(t) == Some(Phase::Finished)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "timed out waiting for both tasks to finish"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(most_c2_at_once, 1, "the C2 cap of one held");
+    assert!(waited_for_slot, "one task waited for the C2 slot");
+    assert_eq!(
+        nodes_used,
+        std::collections::BTreeSet::from([gpu_node.clone()]),
+        "every step ran on the GPU node, where the tasks' workspaces were placed"
+    );
+    assert!(
+        !c2_gpu_limits.is_empty() && c2_gpu_limits.iter().all(|l| l.as_deref() == Some("1")),
+        "{c2_gpu_limits:?}"
+    );
+    for name in ["one", "two"] {
+        let task = tasks.get(name).await.unwrap();
+        assert_eq!(
+            task.status.unwrap().node.as_deref(),
+            Some(gpu_node.as_str())
+        );
+    }
 }
 
 /// A task from one of the examples, named `name`, with `spec` merged over the example's spec.

@@ -7,6 +7,7 @@ pub mod calls;
 pub mod metrics;
 pub mod pods;
 pub mod profiles;
+pub mod slots;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -46,6 +48,8 @@ const WORKSPACE_CLEANED: &str = "WorkspaceCleaned";
 pub const FINALIZER: &str = "damocles.io/cleanup";
 
 /// How long a deletion waits for the workspace cleanup before letting the task go anyway.
+/// How often a task waiting for a concurrency slot looks again.
+const SLOT_RECHECK: Duration = Duration::from_secs(5);
 const CLEANUP_PATIENCE: Duration = Duration::from_secs(600);
 
 /// The field manager of every status write.
@@ -80,6 +84,9 @@ pub enum TicketExpiry {
 
 struct Context {
     client: Client,
+    /// The controller's cache of every watched task: concurrency slots are counted in it.
+    cache: Store<SealingTask>,
+    slots: slots::Slots,
     metrics: Arc<metrics::Metrics>,
     manager: Arc<ManagerClient>,
     settings: Settings,
@@ -126,7 +133,10 @@ pub async fn run(
         instance: Some(settings.instance.clone()),
     };
     let metrics = Arc::new(metrics::Metrics::default());
+    let controller = Controller::new(tasks, watcher::Config::default());
     let context = Arc::new(Context {
+        cache: controller.store(),
+        slots: slots::Slots::default(),
         metrics: metrics.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         client,
@@ -139,7 +149,6 @@ pub async fn run(
         pods::MANAGED_BY.1
     ));
     info!(namespace = ?context.settings.namespace, "reconciling SealingTasks");
-    let controller = Controller::new(tasks, watcher::Config::default());
     let address = metrics::serve(
         context.settings.metrics_address,
         metrics,
@@ -196,6 +205,8 @@ struct TaskRun {
     resource_version: Option<String>,
     tasks: Api<SealingTask>,
     pods: Api<Pod>,
+    /// This reconcile found its step's concurrency cap full (its status says so already).
+    waiting_for_slot: bool,
 }
 
 impl TaskRun {
@@ -206,6 +217,7 @@ impl TaskRun {
             tasks: Api::namespaced(ctx.client.clone(), &namespace),
             pods: Api::namespaced(ctx.client.clone(), &namespace),
             written: status.clone(),
+            waiting_for_slot: false,
             resource_version: task.resource_version(),
             status,
             task,
@@ -379,7 +391,9 @@ impl TaskRun {
                     driver::current(plan, self.position(), self.facts())?
                 }
                 Next::Wait(delay) => {
-                    self.set_phase(Phase::Waiting, self.waiting_for());
+                    if !self.waiting_for_slot {
+                        self.set_phase(Phase::Waiting, self.waiting_for());
+                    }
                     self.save().await?;
                     return Ok(Requeue::requeue(delay));
                 }
@@ -572,6 +586,7 @@ impl TaskRun {
         if let Some(pod) = self.status.step_pod.take() {
             self.delete_pod(&pod).await;
         }
+        self.ctx.slots.release(&slots::key(&self.task));
         self.set_phase(
             Phase::Paused,
             format!("{state}: suspended (spec.suspend); files kept"),
@@ -774,6 +789,7 @@ impl TaskRun {
         if let Some(pod) = self.status.step_pod.take() {
             self.delete_pod(&pod).await;
         }
+        self.ctx.slots.release(&slots::key(&self.task));
         self.report_abort(reason).await;
         self.event(
             EventType::Warning,
@@ -976,6 +992,26 @@ impl TaskRun {
                     .await
                     .map(|_| None);
             }
+            if let Some(cap) = profile.concurrency
+                && let Err(full) = self.ctx.slots.take(
+                    &slots::key(&self.task),
+                    step,
+                    cap,
+                    self.ctx.cache.state().iter().map(|t| t.as_ref()),
+                )
+            {
+                let state = self.position().state;
+                self.set_phase(
+                    Phase::Waiting,
+                    format!(
+                        "{state}: waiting for a {step} slot ({} of {} in use; the {step} profile's concurrency)",
+                        full.holders, full.cap
+                    ),
+                );
+                self.save().await?;
+                self.waiting_for_slot = true;
+                return Ok(Some(Outcome::NotYet(SLOT_RECHECK)));
+            }
             return self.start_step(step, &name, &profile).await.map(|_| None);
         };
         if profile.locality == Locality::Workspace
@@ -1047,6 +1083,7 @@ impl TaskRun {
                 Ok(None)
             }
             PodReport::Succeeded(result) => {
+                self.ctx.slots.release(&slots::key(&self.task));
                 self.absorb(step, &result);
                 Ok(Some(Outcome::Done))
             }
@@ -1060,6 +1097,7 @@ impl TaskRun {
                 Ok(None)
             }
             PodReport::Failed { level, message, .. } => {
+                self.ctx.slots.release(&slots::key(&self.task));
                 Ok(Some(Outcome::Failed { level, message }))
             }
         }
@@ -1118,11 +1156,29 @@ impl TaskRun {
                 }
             };
         let node = self.status.node.clone();
+        let mut profile = profile.clone();
+        if node.is_none() && profile.locality == Locality::Workspace {
+            // This pod chooses the node every later workspace step is pinned to.
+            match self
+                .ctx
+                .settings
+                .profiles
+                .workspace_placement(self.task.spec.plan(), self.ctx.settings.retry_backoff)
+            {
+                Ok(placement) => {
+                    profile.node_selector = placement.node_selector;
+                    profile.tolerations = placement.tolerations;
+                }
+                Err(message) => {
+                    return self.fail(FailureLevel::Permanent, message).await.map(drop);
+                }
+            }
+        }
         let pod = pods::step_pod(
             &self.task,
             name,
             &request,
-            profile,
+            &profile,
             &self.ctx.settings.profiles,
             node.as_deref(),
         );

@@ -9,8 +9,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
 use serde::{Deserialize, Serialize};
 
-use crate::plan::StepKind;
 use crate::plan::driver::RetryPolicy;
+use crate::plan::{Action, Plan, StepKind};
 
 /// Where a step may run.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -104,6 +104,13 @@ pub struct Resolved {
     pub start_timeout: Duration,
 }
 
+/// Where a task's workspace node may be: what its first step pod asks of the scheduler.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placement {
+    pub node_selector: Option<BTreeMap<String, String>>,
+    pub tolerations: Option<Vec<Toleration>>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProfilesError {
     #[error("cannot read the step profiles {path}: {message}")]
@@ -172,6 +179,62 @@ impl Profiles {
             locality: pick!(locality).unwrap_or_default(),
             start_timeout: Duration::from_secs(pick!(start_timeout_seconds).unwrap_or(600)),
         }
+    }
+
+    /// Where a task's workspace may live: a node that every workspace step of its plan can run on.
+    /// The first step pod of a task (which chooses the node) carries the node selectors and
+    /// tolerations of all of them, so a plan with a GPU PC2 starts on a GPU node instead of being
+    /// stranded at PC2 on a node without one. A label two steps require with different values is
+    /// an error in the profiles.
+    pub fn workspace_placement(
+        &self,
+        plan: &Plan,
+        default_backoff: Duration,
+    ) -> Result<Placement, String> {
+        let mut selector: Option<BTreeMap<String, String>> = None;
+        let mut owner: BTreeMap<String, StepKind> = BTreeMap::new();
+        let mut tolerations: Option<Vec<Toleration>> = None;
+        let steps = plan
+            .states
+            .iter()
+            .flat_map(|s| s.actions)
+            .filter_map(|a| match a {
+                Action::Proof(step) | Action::File(step) => Some(*step),
+                Action::Manager(_) => None,
+            });
+        for step in steps {
+            let profile = self.resolve(step, default_backoff);
+            if profile.locality != Locality::Workspace {
+                continue;
+            }
+            for (label, value) in profile.node_selector.iter().flatten() {
+                let selector = selector.get_or_insert_with(BTreeMap::new);
+                match selector.get(label) {
+                    Some(existing) if existing != value => {
+                        return Err(format!(
+                            "the {} and {step} profiles need node label {label}={existing} and \
+                             {label}={value}; a task's workspace steps run on one node, so their \
+                             node selectors must agree",
+                            owner[label]
+                        ));
+                    }
+                    _ => {
+                        selector.insert(label.clone(), value.clone());
+                        owner.entry(label.clone()).or_insert(step);
+                    }
+                }
+            }
+            for toleration in profile.tolerations.iter().flatten() {
+                let all = tolerations.get_or_insert_with(Vec::new);
+                if !all.contains(toleration) {
+                    all.push(toleration.clone());
+                }
+            }
+        }
+        Ok(Placement {
+            node_selector: selector,
+            tolerations,
+        })
     }
 
     /// The default profile alone, for the operator's own pods (workspace cleanup).
@@ -244,5 +307,45 @@ steps:
         assert!(err.contains("imagee"), "{err}");
         let err = Profiles::parse("workspaceRoot: data").unwrap_err();
         assert!(err.contains("absolute"), "{err}");
+    }
+
+    #[test]
+    fn the_workspace_node_satisfies_every_workspace_step_of_the_plan() {
+        let profiles = Profiles::parse(
+            r#"
+defaults:
+  nodeSelector: {farm: a}
+steps:
+  pc2:
+    nodeSelector: {farm: a, gpu: "true"}
+    tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+  c2:
+    locality: any
+    nodeSelector: {farm: a, gpu: big}
+"#,
+        )
+        .unwrap();
+        let backoff = Duration::from_secs(60);
+        let Placement {
+            node_selector: selector,
+            tolerations,
+        } = profiles
+            .workspace_placement(crate::plan::PlanKind::Sealer.plan(), backoff)
+            .unwrap();
+        // c2 runs anywhere, so its conflicting gpu label does not constrain the workspace.
+        assert_eq!(
+            selector.unwrap(),
+            BTreeMap::from([("farm".into(), "a".into()), ("gpu".into(), "true".into())])
+        );
+        assert_eq!(tolerations.unwrap().len(), 1);
+
+        let conflicting = Profiles::parse(
+            "steps:\n  pc1: {nodeSelector: {gpu: a}}\n  pc2: {nodeSelector: {gpu: b}}\n",
+        )
+        .unwrap();
+        let err = conflicting
+            .workspace_placement(crate::plan::PlanKind::Sealer.plan(), backoff)
+            .unwrap_err();
+        assert!(err.contains("gpu=a and gpu=b"), "{err}");
     }
 }
