@@ -71,6 +71,28 @@ enum Command {
         /// What to do then: rewind to TreeDBuilt for a new ticket, or abort the task.
         #[arg(long, value_enum, default_value = "rewind")]
         ticket_expiry: damocles_operator::controller::TicketExpiry,
+        /// Act at once instead of first taking the leader-election Lease. Only for a single
+        /// replica: two replicas without leader election would both act on every task.
+        #[arg(long)]
+        no_leader_election: bool,
+        /// The namespace of the leader-election Lease (default: $POD_NAMESPACE, else --namespace,
+        /// else "default").
+        #[arg(long)]
+        leader_election_namespace: Option<String>,
+        /// The name of the leader-election Lease; replicas that share it elect one leader.
+        #[arg(long, default_value = "damocles-operator")]
+        leader_election_lease: String,
+        /// Requests per second to the Kubernetes API, on average (client-side limit; reads and
+        /// watches count too).
+        #[arg(long, default_value_t = 20.0)]
+        kube_api_qps: f64,
+        /// How many Kubernetes API requests may go at once before the --kube-api-qps pace applies.
+        #[arg(long, default_value_t = 30)]
+        kube_api_burst: u32,
+        /// How long a leader's claim lasts without renewal: the longest a standby waits to take
+        /// over from a leader that died (one that shuts down cleanly hands over at once).
+        #[arg(long, default_value = "15s", value_parser = parse_duration)]
+        leader_election_duration: std::time::Duration,
     },
     /// Print the SealingTask CustomResourceDefinition as YAML (what crds/sealingtask.yaml holds).
     ///
@@ -225,6 +247,12 @@ fn main() -> Result<ExitCode> {
             ticket_max_age,
             ticket_margin,
             ticket_expiry,
+            no_leader_election,
+            leader_election_namespace,
+            leader_election_lease,
+            leader_election_duration,
+            kube_api_qps,
+            kube_api_burst,
         } => {
             let profiles = match profiles {
                 Some(path) => damocles_operator::controller::profiles::Profiles::load(&path)?,
@@ -243,7 +271,23 @@ fn main() -> Result<ExitCode> {
                         .map(|h| h.trim().to_string())
                 })
                 .unwrap_or_else(|| "damocles-operator".into());
+            let duration_seconds = leader_election_duration.as_secs().max(2);
+            let leader_election = (!no_leader_election).then(|| {
+                damocles_operator::controller::leader::LeaderElection {
+                    namespace: leader_election_namespace
+                        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                        .or_else(|| namespace.clone())
+                        .unwrap_or_else(|| "default".into()),
+                    lease: leader_election_lease,
+                    duration_seconds,
+                    // Renew a third of the way before expiry, as client-go renews at 10 of 15 s.
+                    grace_seconds: (duration_seconds / 3).max(1),
+                }
+            });
             let settings = damocles_operator::controller::Settings {
+                leader_election,
+                api_qps: kube_api_qps,
+                api_burst: kube_api_burst,
                 namespace,
                 profiles,
                 calls: damocles_operator::controller::calls::CallSettings {
@@ -379,8 +423,14 @@ fn run_operator(
     manager: damocles_operator::manager::ManagerClient,
     settings: damocles_operator::controller::Settings,
 ) -> Result<()> {
-    with_cluster(|client| {
-        damocles_operator::controller::run(client, manager, settings, shutdown_signal())
+    init_logging();
+    damocles_operator::install_crypto_provider();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let config = kube::Config::infer()
+            .await
+            .context("cannot find the cluster (in-cluster config or KUBECONFIG)")?;
+        damocles_operator::controller::run(config, manager, settings, shutdown_signal()).await
     })
 }
 

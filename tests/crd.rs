@@ -31,6 +31,16 @@ fn committed_crd_matches_the_generated_one() {
 }
 
 #[test]
+fn the_helm_chart_ships_the_same_crd() {
+    assert!(
+        repo_file("charts/damocles-operator/crds/sealingtask.yaml")
+            == damocles_operator::crd_yaml(),
+        "charts/damocles-operator/crds/sealingtask.yaml is stale: run \
+         `cargo run -- crd > charts/damocles-operator/crds/sealingtask.yaml`"
+    );
+}
+
+#[test]
 fn committed_state_machine_doc_matches_the_plans() {
     assert!(
         repo_file("docs/state-machines.md") == render::markdown(Plan::all()),

@@ -97,6 +97,12 @@ pub struct SealingTaskSpec {
     /// to false reruns that step.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
+
+    /// Delete the task this many seconds after it ends (Finished or Aborted) and its workspace is
+    /// cleaned, as a Job's ttlSecondsAfterFinished does. Omitted: the task stays as the farm's
+    /// record of the sector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds_after_finished: Option<u32>,
 }
 
 /// Filecoin sector sizes the proofs support.

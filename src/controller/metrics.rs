@@ -43,6 +43,17 @@ pub struct WriteLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The HTTP method: GET, LIST and WATCH are all GET.
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub step: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn step_histogram() -> Histogram {
@@ -58,6 +69,11 @@ pub struct Metrics {
     pub retries: Counter,
     pub transitions: Counter,
     pub api_writes: Family<WriteLabels, Counter>,
+    /// 1 while this replica leads (acts on tasks), 0 while it stands by.
+    pub leader: Gauge,
+    /// Every request to the Kubernetes API, reads and watches included.
+    pub api_requests: Family<RequestLabels, Counter>,
+    step_queue: Family<QueueLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -100,7 +116,29 @@ impl Default for Metrics {
             "Writes to the Kubernetes API by kind",
             api_writes.clone(),
         );
+        let api_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests to the Kubernetes API by HTTP method (after the client-side rate limit)",
+            api_requests.clone(),
+        );
+        let step_queue = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "step_queue",
+            "Tasks whose next work is a step of this kind and that have no pod for it yet \
+             (waiting for a concurrency slot or a retry back-off)",
+            step_queue.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader-election Lease and acts on tasks, 0 on standby",
+            leader.clone(),
+        );
         Self {
+            api_requests,
+            step_queue,
+            leader,
             registry,
             tasks,
             step_seconds,
@@ -137,10 +175,36 @@ impl Metrics {
             };
             self.tasks.get_or_create(&labels).inc();
         }
+        self.step_queue.clear();
+        for task in tasks.state() {
+            if let Some(step) = queued_step(&task) {
+                self.step_queue
+                    .get_or_create(&QueueLabels {
+                        step: step.to_string(),
+                    })
+                    .inc();
+            }
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+}
+
+/// The step a task waits to start: its current work is a step, it has no pod, and it is not
+/// paused or done.
+fn queued_step(task: &SealingTask) -> Option<crate::plan::StepKind> {
+    use crate::api::Phase;
+    use crate::plan::Action;
+    let status = task.status.as_ref()?;
+    if status.step_pod.is_some() || status.phase != Some(Phase::Waiting) {
+        return None;
+    }
+    let state = task.spec.plan().state(status.state?)?;
+    match state.actions.get(status.action_index as usize)? {
+        Action::Proof(step) | Action::File(step) => Some(*step),
+        Action::Manager(_) => None,
     }
 }
 
@@ -174,6 +238,10 @@ pub async fn serve(
         .route(
             "/readyz",
             get(|Extract(served): Extract<Served>| async move {
+                // A standby replica is healthy and ready to take over; it has no cache to sync.
+                if served.metrics.leader.get() == 0 {
+                    return (StatusCode::OK, "ok: standby").into_response();
+                }
                 let synced = tokio::time::timeout(
                     std::time::Duration::from_millis(200),
                     served.tasks.wait_until_ready(),

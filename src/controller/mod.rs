@@ -4,15 +4,17 @@
 //! task's status written with server-side apply under one field manager.
 
 pub mod calls;
+pub mod leader;
 pub mod metrics;
 pub mod pods;
 pub mod profiles;
 pub mod slots;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -24,7 +26,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::{
     Artifact, FailureLevel, HISTORY_LIMIT, HistoryEntry, LastError, Phase, PlanKind, SealingTask,
@@ -48,6 +50,8 @@ const WORKSPACE_CLEANED: &str = "WorkspaceCleaned";
 pub const FINALIZER: &str = "damocles.io/cleanup";
 
 /// How long a deletion waits for the workspace cleanup before letting the task go anyway.
+/// A step pod not started after this long gets a status message saying why.
+const SLOW_START: Duration = Duration::from_secs(20);
 /// How often a task waiting for a concurrency slot looks again.
 const SLOT_RECHECK: Duration = Duration::from_secs(5);
 const CLEANUP_PATIENCE: Duration = Duration::from_secs(600);
@@ -71,6 +75,12 @@ pub struct Settings {
     pub tickets: driver::TicketRules,
     /// What to do with a task whose ticket is about to expire before PC1, PC2 or SubmitPreCommit.
     pub on_ticket_expiry: TicketExpiry,
+    /// Act only while holding this Lease (none: act at once, for a single replica).
+    pub leader_election: Option<leader::LeaderElection>,
+    /// Client-side limit on requests to the Kubernetes API: sustained rate, and how many may go
+    /// at once (kube-rs has none of its own; client-go's defaults are 5 and 10).
+    pub api_qps: f64,
+    pub api_burst: u32,
 }
 
 /// What the ticket expiry guard does.
@@ -87,6 +97,7 @@ struct Context {
     /// The controller's cache of every watched task: concurrency slots are counted in it.
     cache: Store<SealingTask>,
     slots: slots::Slots,
+    events: throttle::EventBudget,
     metrics: Arc<metrics::Metrics>,
     manager: Arc<ManagerClient>,
     settings: Settings,
@@ -105,13 +116,50 @@ pub enum ReconcileError {
     CleanupPending { task: String, message: String },
 }
 
+/// A client for `config` that counts its requests in `metrics` and sends at most `burst` of them
+/// in any window of `burst / qps` seconds (tower's fixed-window limit: `qps` on average).
+pub fn limited_client(
+    config: kube::Config,
+    qps: f64,
+    burst: u32,
+    metrics: Arc<metrics::Metrics>,
+) -> anyhow::Result<Client> {
+    anyhow::ensure!(
+        qps > 0.0 && burst > 0,
+        "the API rate limit needs a positive QPS and burst (got {qps} and {burst})"
+    );
+    let window = Duration::from_secs_f64(f64::from(burst) / qps);
+    let counted = tower::util::MapRequestLayer::new(
+        move |request: axum::http::Request<kube::client::Body>| {
+            metrics
+                .api_requests
+                .get_or_create(&metrics::RequestLabels {
+                    method: request.method().to_string(),
+                })
+                .inc();
+            request
+        },
+    );
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&counted)
+        .with_layer(&tower::limit::RateLimitLayer::new(u64::from(burst), window))
+        .build())
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
-    client: Client,
+    config: kube::Config,
     manager: ManagerClient,
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
+    let metrics = Arc::new(metrics::Metrics::default());
+    let client = limited_client(
+        config,
+        settings.api_qps,
+        settings.api_burst,
+        metrics.clone(),
+    )?;
     let (tasks, pods): (Api<SealingTask>, Api<Pod>) = match &settings.namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
@@ -132,11 +180,11 @@ pub async fn run(
         controller: FIELD_MANAGER.into(),
         instance: Some(settings.instance.clone()),
     };
-    let metrics = Arc::new(metrics::Metrics::default());
     let controller = Controller::new(tasks, watcher::Config::default());
     let context = Arc::new(Context {
         cache: controller.store(),
         slots: slots::Slots::default(),
+        events: throttle::EventBudget::default(),
         metrics: metrics.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         client,
@@ -148,15 +196,35 @@ pub async fn run(
         pods::MANAGED_BY.0,
         pods::MANAGED_BY.1
     ));
-    info!(namespace = ?context.settings.namespace, "reconciling SealingTasks");
+    let shutdown = shutdown.shared();
+    let leading = context.settings.leader_election.is_none();
+    metrics.leader.set(i64::from(leading));
     let address = metrics::serve(
         context.settings.metrics_address,
-        metrics,
+        metrics.clone(),
         controller.store(),
     )
     .await?;
     info!(%address, "serving /metrics, /healthz and /readyz");
-    controller
+    let mut leadership = None;
+    if let Some(election) = &context.settings.leader_election {
+        info!(
+            lease = %format!("{}/{}", election.namespace, election.lease),
+            identity = %context.settings.instance,
+            "standing by until this replica holds the leader-election Lease"
+        );
+        tokio::select! {
+            held = leader::acquire(context.client.clone(), election, &context.settings.instance) => {
+                leadership = Some(held?);
+            }
+            _ = shutdown.clone() => return Ok(()),
+        }
+        metrics.leader.set(1);
+        info!(identity = %context.settings.instance, "this replica now leads");
+    }
+    info!(namespace = ?context.settings.namespace, "reconciling SealingTasks");
+    let election = context.settings.leader_election.clone();
+    let reconciling = controller
         .owns(pods, pod_watch)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
@@ -164,9 +232,25 @@ pub async fn run(
             if let Err(err) = result {
                 warn!("reconcile failed: {err}");
             }
-        })
-        .await;
-    Ok(())
+        });
+    let (Some(mut leadership), Some(election)) = (leadership, election) else {
+        reconciling.await;
+        return Ok(());
+    };
+    tokio::select! {
+        _ = reconciling => {
+            leadership.release().await;
+            Ok(())
+        }
+        // Stop at once, mid-reconcile if need be: every step is safe to redo, and the new leader
+        // must not share the work with this replica even for a moment.
+        _ = leadership.lost() => Err(anyhow::anyhow!(
+            "lost the leader-election Lease {}/{} to another replica; stopping so that two \
+             replicas never act on the same tasks",
+            election.namespace,
+            election.lease
+        )),
+    }
 }
 
 fn error_policy(_task: Arc<SealingTask>, err: &ReconcileError, _ctx: Arc<Context>) -> Requeue {
@@ -183,8 +267,16 @@ async fn reconcile(task: Arc<SealingTask>, ctx: Arc<Context>) -> Result<Requeue,
     };
     finalizer(&tasks, FINALIZER, Arc::new(current), |event| async {
         match event {
-            FinalizerEvent::Apply(task) => TaskRun::new(task, ctx.clone()).drive().await,
-            FinalizerEvent::Cleanup(task) => TaskRun::new(task, ctx.clone()).deleted().await,
+            FinalizerEvent::Apply(task) => {
+                let mut run = TaskRun::new(task, ctx.clone());
+                let requeue = run.drive().await;
+                run.flush(requeue).await
+            }
+            FinalizerEvent::Cleanup(task) => {
+                let mut run = TaskRun::new(task, ctx.clone());
+                let requeue = run.deleted().await;
+                run.flush(requeue).await
+            }
         }
     })
     .await
@@ -205,8 +297,11 @@ struct TaskRun {
     resource_version: Option<String>,
     tasks: Api<SealingTask>,
     pods: Api<Pod>,
-    /// This reconcile found its step's concurrency cap full (its status says so already).
-    waiting_for_slot: bool,
+    /// The status already says why the task waits (a concurrency slot, a pod slow to start), or
+    /// that it runs: a wait must not overwrite it.
+    keep_phase: bool,
+    /// Transitions taken in this reconcile (from, event, to), for its one Event.
+    transitions: Vec<(Option<State>, Event, State)>,
 }
 
 impl TaskRun {
@@ -217,7 +312,8 @@ impl TaskRun {
             tasks: Api::namespaced(ctx.client.clone(), &namespace),
             pods: Api::namespaced(ctx.client.clone(), &namespace),
             written: status.clone(),
-            waiting_for_slot: false,
+            keep_phase: false,
+            transitions: Vec::new(),
             resource_version: task.resource_version(),
             status,
             task,
@@ -279,6 +375,14 @@ impl TaskRun {
     }
 
     async fn event(&self, type_: EventType, reason: &str, note: String) {
+        if !self
+            .ctx
+            .events
+            .allow(&slots::key(&self.task), std::time::Instant::now())
+        {
+            debug!(task = %self.name(), reason, "Event throttled: {note}");
+            return;
+        }
         self.ctx.metrics.write("event");
         let event = KubeEvent {
             type_,
@@ -317,7 +421,34 @@ impl TaskRun {
         set_condition(&mut self.status.conditions, "Paused", paused, &reason);
     }
 
-    async fn drive(mut self) -> Result<Requeue, ReconcileError> {
+    /// Ends a reconcile: writes what changed and not yet written (transitions are written together
+    /// with the work that follows them, not one by one) and publishes one Event for the
+    /// transitions taken.
+    async fn flush(
+        &mut self,
+        requeue: Result<Requeue, ReconcileError>,
+    ) -> Result<Requeue, ReconcileError> {
+        let saved = if requeue.is_ok() {
+            self.save().await
+        } else {
+            Ok(())
+        };
+        let transitions = std::mem::take(&mut self.transitions);
+        if let (Some((_, last_event, _)), Some((first_state, _, _))) =
+            (transitions.last(), transitions.first())
+            && self.status == self.written
+        {
+            let mut note = first_state.map(|s| s.to_string()).unwrap_or_default();
+            for (_, event, to) in &transitions {
+                note.push_str(&format!(" -[{event}]-> {to}"));
+            }
+            self.event(EventType::Normal, &last_event.to_string(), note)
+                .await;
+        }
+        saved.and(requeue)
+    }
+
+    async fn drive(&mut self) -> Result<Requeue, ReconcileError> {
         if let Some(request) = self.task.spec.resume_request() {
             let request = request.map(str::to_string);
             if let Some(requeue) = self.resume(request.as_deref()).await? {
@@ -327,7 +458,11 @@ impl TaskRun {
         let position = self.position();
         if position.state.is_terminal() {
             // Everything worth keeping is in the persist store by now (or the task was aborted).
-            return self.clean_workspace().await;
+            let requeue = self.clean_workspace().await?;
+            return match self.task.spec.ttl_seconds_after_finished {
+                Some(ttl) if self.workspace_cleaned() => self.expire(ttl).await,
+                _ => Ok(requeue),
+            };
         }
         if self.task.spec.suspend {
             return self.suspend().await;
@@ -391,7 +526,7 @@ impl TaskRun {
                     driver::current(plan, self.position(), self.facts())?
                 }
                 Next::Wait(delay) => {
-                    if !self.waiting_for_slot {
+                    if !self.keep_phase {
                         self.set_phase(Phase::Waiting, self.waiting_for());
                     }
                     self.save().await?;
@@ -404,7 +539,7 @@ impl TaskRun {
     }
 
     /// The task is being deleted: stop it, tell the manager, remove its workspace, then let it go.
-    async fn deleted(mut self) -> Result<Requeue, ReconcileError> {
+    async fn deleted(&mut self) -> Result<Requeue, ReconcileError> {
         if !self.position().state.is_terminal() {
             self.abort("the SealingTask was deleted").await?;
         }
@@ -511,6 +646,7 @@ impl TaskRun {
                 "NoWorkspace",
             );
             self.save().await?;
+            self.delete_task_pods().await;
             return Ok(Requeue::await_change());
         };
         let name = format!("{}-cleanup", self.name());
@@ -535,7 +671,7 @@ impl TaskRun {
                     "Removed",
                 );
                 self.save().await?;
-                self.delete_pod(&name).await;
+                self.delete_task_pods().await;
                 self.event(
                     EventType::Normal,
                     WORKSPACE_CLEANED,
@@ -566,6 +702,33 @@ impl TaskRun {
                 Ok(Requeue::requeue(Duration::from_secs(300)))
             }
             None => Ok(Requeue::await_change()),
+        }
+    }
+
+    /// Deletes an ended task once `ttl` seconds have passed since it ended.
+    async fn expire(&mut self, ttl: u32) -> Result<Requeue, ReconcileError> {
+        let ended = self
+            .status
+            .history
+            .last()
+            .map(|h| h.entered.0.as_second())
+            .unwrap_or_else(|| Timestamp::now().as_second());
+        let left = ended + i64::from(ttl) - Timestamp::now().as_second();
+        if left > 0 {
+            return Ok(Requeue::requeue(Duration::from_secs(left as u64)));
+        }
+        // Written first, so the flush after this reconcile has nothing left to write.
+        self.save().await?;
+        info!(task = %self.name(), ttl, "ttlSecondsAfterFinished passed: deleting the task");
+        self.ctx.metrics.write("task-delete");
+        match self
+            .tasks
+            .delete(&self.name(), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(Requeue::await_change()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(Requeue::await_change()),
+            Err(err) => Err(err.into()),
         }
     }
 
@@ -806,10 +969,10 @@ impl TaskRun {
         if decision.position.state == self.position().state {
             self.status.action_index = decision.position.action as u32;
         }
-        if !matches!(
-            decision.next,
-            Next::Enter { .. } | Next::Wait(_) | Next::Fail { .. }
-        ) {
+        // A sector the manager handed out is written at once: forgotten in a crash, it would be
+        // allocated again. Everything else a manager call establishes is safe to ask for again,
+        // so it is written with the work that follows.
+        if self.status.sector != self.written.sector {
             self.save().await?;
         }
         Ok(decision.clone())
@@ -860,7 +1023,8 @@ impl TaskRun {
             // An abort keeps the failure that caused it on record.
             self.status.last_error = None;
         }
-        let finished_pod = self.status.step_pod.take();
+        // A finished step's pod stays (its logs with it) until the task ends; see clean_workspace.
+        self.status.step_pod = None;
         let phase = if state == State::Finished {
             Phase::Finished
         } else if state == State::Aborted {
@@ -874,21 +1038,15 @@ impl TaskRun {
             None => state.to_string(),
         };
         self.set_phase(phase, message);
-        self.save().await?;
-        if let Some(pod) = finished_pod {
-            self.delete_pod(&pod).await;
-        }
         self.ctx.metrics.transitions.inc();
         if let Some(event) = event {
             let from = previous.map(|s| s.to_string()).unwrap_or_default();
             info!(task = %self.name(), %from, %event, to = %state, "transition");
-            self.event(
-                EventType::Normal,
-                &event.to_string(),
-                format!("{from} -> {state}"),
-            )
-            .await;
+            self.transitions.push((previous, event, state));
             self.report_state(&from, state, event, None);
+        } else if state.is_terminal() || previous.is_some() {
+            // Resumes, rewinds and aborts: written at once, they have Events of their own.
+            self.save().await?;
         }
         Ok(())
     }
@@ -1009,7 +1167,7 @@ impl TaskRun {
                     ),
                 );
                 self.save().await?;
-                self.waiting_for_slot = true;
+                self.keep_phase = true;
                 return Ok(Some(Outcome::NotYet(SLOT_RECHECK)));
             }
             return self.start_step(step, &name, &profile).await.map(|_| None);
@@ -1067,12 +1225,15 @@ impl TaskRun {
                     .await?;
                     return Ok(None);
                 }
-                self.set_phase(
-                    Phase::Waiting,
-                    format!("{state}: {step} pod {name} not started: {reason}"),
-                );
-                self.save().await?;
-                Ok(None)
+                // Most pods start within seconds: say so in status only when one is slow.
+                if age as u64 >= SLOW_START.as_secs() {
+                    self.set_phase(
+                        Phase::Waiting,
+                        format!("{state}: {step} pod {name} not started: {reason}"),
+                    );
+                }
+                self.keep_phase = true;
+                Ok(Some(Outcome::NotYet(SLOW_START)))
             }
             PodReport::Running => {
                 self.set_phase(
@@ -1198,6 +1359,26 @@ impl TaskRun {
             format!("{state}: running {step} in pod {name}"),
         );
         self.save().await
+    }
+
+    /// Deletes every pod of the task in one request: the finished step pods, kept until now for
+    /// their logs, and the cleanup pod. (Deleting the task also removes them, by owner reference.)
+    async fn delete_task_pods(&self) {
+        let Some(uid) = self.task.uid() else {
+            return;
+        };
+        self.ctx.metrics.write("pod-delete");
+        let selector = format!("{}={uid}", pods::TASK_UID_LABEL);
+        if let Err(err) = self
+            .pods
+            .delete_collection(
+                &DeleteParams::background(),
+                &kube::api::ListParams::default().labels(&selector),
+            )
+            .await
+        {
+            warn!(task = %self.name(), "cannot delete the task's finished pods: {err}");
+        }
     }
 
     async fn delete_pod(&self, name: &str) {

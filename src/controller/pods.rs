@@ -23,6 +23,9 @@ use crate::step::{
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "damocles-operator");
 pub const STEP_LABEL: &str = "damocles.io/step";
 pub const TASK_LABEL: &str = "damocles.io/task";
+/// The owning task's uid: always a valid label value (names may be too long), and what a task's
+/// pods are deleted together by when it ends.
+pub const TASK_UID_LABEL: &str = "damocles.io/task-uid";
 /// The environment variable that carries the step request into the pod.
 pub const REQUEST_ENV: &str = "DAMOCLES_STEP_REQUEST";
 const CONTAINER: &str = "step";
@@ -250,6 +253,9 @@ pub fn step_pod(
     let task_name = task.name_any();
     if task_name.len() <= 63 {
         labels.insert(TASK_LABEL.into(), task_name);
+    }
+    if let Some(uid) = task.uid() {
+        labels.insert(TASK_UID_LABEL.into(), uid);
     }
     Pod {
         metadata: ObjectMeta {
@@ -480,6 +486,7 @@ mod tests {
                 unseal: None,
                 resume_state: None,
                 suspend: false,
+                ttl_seconds_after_finished: None,
             },
         );
         task.metadata.namespace = Some("farm".into());
@@ -537,10 +544,9 @@ mod tests {
 
     #[test]
     fn pods_follow_the_profile_and_pin_workspace_steps() {
-        let profiles = Profiles::parse(
-            "steps: {c2: {locality: any, nodeSelector: {gpu: 'true'}, deadlineSeconds: 600}}",
-        )
-        .unwrap();
+        let profiles =
+            Profiles::parse("steps: {c2: {nodeSelector: {gpu: 'true'}, deadlineSeconds: 600}}")
+                .unwrap();
         let task = task();
         let name = pod_name(&task.name_any(), State::PC1Done, 2);
         assert_eq!(name, "seal-1-pc1done-2");
@@ -574,9 +580,9 @@ mod tests {
 
         let c2 = profiles.resolve(StepKind::C2, std::time::Duration::from_secs(60));
         let request = request_for(&task, StepKind::C2, &profiles).unwrap();
-        let pod = step_pod(&task, "x", &request, &c2, &profiles, Some("node-a"));
+        let pod = step_pod(&task, "x", &request, &c2, &profiles, None);
         let spec = pod.spec.unwrap();
-        assert_eq!(spec.affinity, None, "locality any: not pinned");
+        assert_eq!(spec.affinity, None, "no node chosen yet: not pinned");
         assert_eq!(spec.active_deadline_seconds, Some(600));
         assert_eq!(spec.node_selector.unwrap()["gpu"], "true");
     }

@@ -141,6 +141,17 @@ impl Profiles {
                 return Err(format!("{name} {path:?} must be an absolute path"));
             }
         }
+        let unpinned = std::iter::once(("defaults".to_string(), &profiles.defaults))
+            .chain(profiles.steps.iter().map(|(k, p)| (k.to_string(), p)))
+            .find(|(_, p)| p.locality == Some(Locality::Any));
+        if let Some((name, _)) = unpinned {
+            // Every step of the plans reads files from the task's workspace (C2 reads C1's
+            // output); a step on another node would find them missing.
+            return Err(format!(
+                "{name}: locality any is not supported by this operator version yet: every step \
+                 reads the task's workspace, so it runs on the task's node (leave locality out)"
+            ));
+        }
         Ok(profiles)
     }
 
@@ -273,14 +284,13 @@ steps:
     nodeSelector: {damocles.io/gpu: "true"}
     resources: {limits: {nvidia.com/gpu: "1"}}
     env: [{name: A, value: "2"}]
-    locality: any
     concurrency: 1
 "#,
         )
         .unwrap();
         let c2 = profiles.resolve(StepKind::C2, Duration::from_secs(60));
         assert_eq!(c2.image, "ghcr.io/example/damocles-step:1");
-        assert_eq!(c2.locality, Locality::Any);
+        assert_eq!(c2.locality, Locality::Workspace);
         assert_eq!(c2.concurrency, Some(1));
         assert_eq!(c2.retry.limit, 2);
         assert_eq!(
@@ -307,6 +317,8 @@ steps:
         assert!(err.contains("imagee"), "{err}");
         let err = Profiles::parse("workspaceRoot: data").unwrap_err();
         assert!(err.contains("absolute"), "{err}");
+        let err = Profiles::parse("steps: {c2: {locality: any}}").unwrap_err();
+        assert!(err.contains("c2: locality any is not supported"), "{err}");
     }
 
     #[test]
@@ -320,8 +332,7 @@ steps:
     nodeSelector: {farm: a, gpu: "true"}
     tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
   c2:
-    locality: any
-    nodeSelector: {farm: a, gpu: big}
+    nodeSelector: {farm: a, gpu: "true"}
 "#,
         )
         .unwrap();
@@ -332,7 +343,6 @@ steps:
         } = profiles
             .workspace_placement(crate::plan::PlanKind::Sealer.plan(), backoff)
             .unwrap();
-        // c2 runs anywhere, so its conflicting gpu label does not constrain the workspace.
         assert_eq!(
             selector.unwrap(),
             BTreeMap::from([("farm".into(), "a".into()), ("gpu".into(), "true".into())])
