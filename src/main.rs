@@ -408,21 +408,19 @@ where
     F: FnOnce(kube::Client) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
-    init_logging();
-    damocles_operator::install_crypto_provider();
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let client = kube::Client::try_default()
-            .await
+    with_cluster_config(|config| async move {
+        let client = kube::Client::try_from(config)
             .context("cannot connect to the cluster (in-cluster config or KUBECONFIG)")?;
         body(client).await
     })
 }
 
-fn run_operator(
-    manager: damocles_operator::manager::ManagerClient,
-    settings: damocles_operator::controller::Settings,
-) -> Result<()> {
+/// Runs `body` with the cluster's client configuration (in-cluster config or KUBECONFIG).
+fn with_cluster_config<F, Fut>(body: F) -> Result<()>
+where
+    F: FnOnce(kube::Config) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     init_logging();
     damocles_operator::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -430,7 +428,16 @@ fn run_operator(
         let config = kube::Config::infer()
             .await
             .context("cannot find the cluster (in-cluster config or KUBECONFIG)")?;
-        damocles_operator::controller::run(config, manager, settings, shutdown_signal()).await
+        body(config).await
+    })
+}
+
+fn run_operator(
+    manager: damocles_operator::manager::ManagerClient,
+    settings: damocles_operator::controller::Settings,
+) -> Result<()> {
+    with_cluster_config(|config| {
+        damocles_operator::controller::run(config, manager, settings, shutdown_signal())
     })
 }
 

@@ -243,17 +243,7 @@ pub async fn call(
             let Some(committed) = outputs.committed.as_mut() else {
                 return missing("committed sector to upgrade");
             };
-            if committed.path.is_some() {
-                return Outcome::Done;
-            }
-            match manager.store_basic_info(&committed.instance).await {
-                Ok(Some(store)) => {
-                    committed.path = Some(store.path);
-                    Outcome::Done
-                }
-                Ok(None) => unknown_store(&committed.instance),
-                Err(err) => manager_failed(err),
-            }
+            resolve_store(manager, committed).await
         }
         ManagerCall::SubmitSnapUpProof => {
             let (Some(comm_r), Some(comm_d), Some(store)) =
@@ -291,9 +281,7 @@ pub async fn call(
             let Some(unseal) = &spec.unseal else {
                 return missing("unseal request (spec.unseal)");
             };
-            let piece = CidJson {
-                cid: unseal.piece_cid.clone(),
-            };
+            let piece = unseal_piece(unseal);
             match manager.acquire_unseal_dest(id, &piece).await {
                 Ok(destinations) => {
                     if !destinations.is_empty() && !destinations.contains(&unseal.destination) {
@@ -313,9 +301,7 @@ pub async fn call(
             let Some(unseal) = &spec.unseal else {
                 return missing("unseal request (spec.unseal)");
             };
-            let piece = CidJson {
-                cid: unseal.piece_cid.clone(),
-            };
+            let piece = unseal_piece(unseal);
             match manager.achieve_unseal_sector(id, &piece, "").await {
                 Ok(()) => Outcome::Done,
                 Err(err) => manager_failed(err),
@@ -334,13 +320,32 @@ fn proof_bytes(outputs: &Outputs) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(data).ok()
 }
 
-fn unknown_store(instance: &str) -> Outcome {
-    failed(
-        FailureLevel::Permanent,
-        format!(
-            "the manager does not know store instance {instance:?} that holds the sector's files"
+/// Fills in the path of the store that holds the committed sector's files (StoreBasicInfo).
+async fn resolve_store(manager: &ManagerClient, committed: &mut CommittedSector) -> Outcome {
+    if committed.path.is_some() {
+        return Outcome::Done;
+    }
+    match manager.store_basic_info(&committed.instance).await {
+        Ok(Some(store)) => {
+            committed.path = Some(store.path);
+            Outcome::Done
+        }
+        Ok(None) => failed(
+            FailureLevel::Permanent,
+            format!(
+                "the manager does not know store instance {:?} that holds the sector's files",
+                committed.instance
+            ),
         ),
-    )
+        Err(err) => manager_failed(err),
+    }
+}
+
+/// The piece an unseal task asks for, as the manager names it.
+pub fn unseal_piece(unseal: &crate::api::UnsealRequest) -> CidJson {
+    CidJson {
+        cid: unseal.piece_cid.clone(),
+    }
 }
 
 /// Deal pieces from the manager: the operator cannot fetch deal data from the market yet, so it
@@ -487,17 +492,7 @@ async fn allocate_unseal(
     let outputs = status.outputs.get_or_insert_with(Default::default);
     if let Some(committed) = outputs.committed.as_mut() {
         // Allocated before a failure or restart: only the store path may be missing.
-        if committed.path.is_some() {
-            return Outcome::Done;
-        }
-        return match manager.store_basic_info(&committed.instance).await {
-            Ok(Some(store)) => {
-                committed.path = Some(store.path);
-                Outcome::Done
-            }
-            Ok(None) => unknown_store(&committed.instance),
-            Err(err) => manager_failed(err),
-        };
+        return resolve_store(manager, committed).await;
     }
     let info = match manager.allocate_unseal_sector(&allocation_spec(task)).await {
         Ok(Some(info)) => info,

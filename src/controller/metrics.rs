@@ -195,17 +195,11 @@ impl Metrics {
 /// The step a task waits to start: its current work is a step, it has no pod, and it is not
 /// paused or done.
 fn queued_step(task: &SealingTask) -> Option<crate::plan::StepKind> {
-    use crate::api::Phase;
-    use crate::plan::Action;
     let status = task.status.as_ref()?;
-    if status.step_pod.is_some() || status.phase != Some(Phase::Waiting) {
+    if status.step_pod.is_some() || status.phase != Some(crate::api::Phase::Waiting) {
         return None;
     }
-    let state = task.spec.plan().state(status.state?)?;
-    match state.actions.get(status.action_index as usize)? {
-        Action::Proof(step) | Action::File(step) => Some(*step),
-        Action::Manager(_) => None,
-    }
+    super::slots::current_step(task.spec.plan(), status)
 }
 
 #[derive(Clone)]

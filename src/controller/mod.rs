@@ -930,9 +930,7 @@ impl TaskRun {
                 if !allocated {
                     return;
                 }
-                let piece = crate::manager::wire::CidJson {
-                    cid: unseal.piece_cid.clone(),
-                };
+                let piece = calls::unseal_piece(unseal);
                 let error = format!("aborted: {reason}");
                 self.ctx
                     .manager
@@ -1432,17 +1430,7 @@ impl TaskRun {
             Some(last) if last.state == state => last.attempts + 1,
             _ => 1,
         };
-        let step = self
-            .task
-            .spec
-            .plan()
-            .state(state)
-            .and_then(|s| s.actions.get(self.status.action_index as usize))
-            .and_then(|a| match a {
-                Action::Proof(step) | Action::File(step) => Some(*step),
-                Action::Manager(_) => None,
-            });
-        let policy = match step {
+        let policy = match slots::current_step(self.task.spec.plan(), &self.status) {
             Some(step) => {
                 self.ctx
                     .settings

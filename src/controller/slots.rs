@@ -10,8 +10,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::api::{Phase, SealingTask};
-use crate::plan::{Action, StepKind};
+use crate::api::{Phase, SealingTask, SealingTaskStatus};
+use crate::plan::{Action, Plan, StepKind};
 
 /// A task, as namespace/name.
 pub type TaskKey = String;
@@ -28,17 +28,22 @@ pub fn key(task: &SealingTask) -> TaskKey {
     )
 }
 
+/// The step kind of the work `status` is at in `plan`; none when that work is a manager call.
+pub fn current_step(plan: &Plan, status: &SealingTaskStatus) -> Option<StepKind> {
+    let state = plan.state(status.state?)?;
+    match state.actions.get(status.action_index as usize)? {
+        Action::Proof(step) | Action::File(step) => Some(*step),
+        Action::Manager(_) => None,
+    }
+}
+
 /// The step kind whose slot `task` holds, per its status: a step pod exists for its current work.
 pub fn held_by(task: &SealingTask) -> Option<StepKind> {
     let status = task.status.as_ref()?;
     if status.phase != Some(Phase::Running) || status.step_pod.is_none() {
         return None;
     }
-    let state = task.spec.plan().state(status.state?)?;
-    match state.actions.get(status.action_index as usize)? {
-        Action::Proof(step) | Action::File(step) => Some(*step),
-        Action::Manager(_) => None,
-    }
+    current_step(task.spec.plan(), status)
 }
 
 /// Slots granted but perhaps not yet in the cache.
@@ -97,7 +102,7 @@ impl Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{SealingTaskSpec, SealingTaskStatus, State};
+    use crate::api::{SealingTaskSpec, State};
 
     fn task(name: &str, state: Option<State>, pod: bool) -> SealingTask {
         let spec: SealingTaskSpec =
