@@ -127,9 +127,10 @@ enum Command {
     /// to them, and the termination-message file. Pod deletion kills the process group after the
     /// grace period. Uses KUBECONFIG like kubectl. Stops on SIGINT/SIGTERM. Never use it in production.
     DevNode {
-        /// A node: NAME[,RESOURCE=QUANTITY...][,label:KEY=VALUE...], e.g.
+        /// A node: NAME[,RESOURCE=QUANTITY...][,label:KEY=VALUE...][,pull=fail], e.g.
         /// gpu-0,nvidia.com/gpu=1,hugepages-1Gi=4Gi,label:damocles.io/gpu=true (defaults: cpu=4,
-        /// memory=16Gi, pods=110). Repeat for several nodes.
+        /// memory=16Gi, pods=110). pull=fail: every image pull there fails, so its pods never
+        /// start (for tests). Repeat for several nodes.
         #[arg(long = "node", required = true, value_parser = parse_node)]
         nodes: Vec<damocles_operator::devnode::NodeSpec>,
         /// Directory for pod files: volumes, logs (<uid>/<container>.log), pid files.

@@ -272,6 +272,11 @@ pub struct SealingTaskStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
 
+    /// A node where a step pod of this task did not start (image pull, node trouble): the next
+    /// pod of a step that is not pinned to the workspace prefers another node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avoid_node: Option<String>,
+
     /// Name of the step pod currently running for this task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_pod: Option<String>,

@@ -47,11 +47,15 @@ enum Command {
         #[arg(long)]
         request_env: Option<String>,
     },
-    /// Remove a task's workspace directory (the operator's cleanup pod runs this after an abort or
-    /// a deletion). Refuses a relative path or the filesystem root; a missing directory is fine.
+    /// Remove a task's workspace directory (the operator's cleanup pod runs this when a task has
+    /// ended). Refuses a relative path or the filesystem root; a missing directory is fine.
     Clean {
         #[arg(long)]
         workspace: PathBuf,
+        /// Also remove this directory of the persist store: C1's output left there for a C2 on
+        /// another node (`locality: any`).
+        #[arg(long)]
+        transfer: Option<PathBuf>,
     },
     /// Check or generate Groth parameters and verifying keys.
     #[command(subcommand)]
@@ -131,7 +135,16 @@ fn main() -> ProcessExit {
             sector_size,
             porep_only,
         }) => params_generate(sector_size, &circuits(porep_only)),
-        Command::Clean { workspace } => clean(&workspace),
+        Command::Clean {
+            workspace,
+            transfer,
+        } => match std::iter::once(workspace)
+            .chain(transfer)
+            .try_for_each(|dir| clean(&dir))
+        {
+            Ok(()) => ProcessExit::SUCCESS,
+            Err(code) => ProcessExit::from(code as u8),
+        },
         Command::Bench {
             sector_size,
             rounds,
@@ -149,26 +162,26 @@ fn main() -> ProcessExit {
     }
 }
 
-fn clean(workspace: &std::path::Path) -> ProcessExit {
-    if !workspace.is_absolute() || workspace.parent().is_none() {
+fn clean(dir: &std::path::Path) -> Result<(), ExitCode> {
+    if !dir.is_absolute() || dir.parent().is_none() {
         eprintln!(
             "damocles-step clean: refusing to remove {}: not an absolute path below /",
-            workspace.display()
+            dir.display()
         );
-        return ProcessExit::from(ExitCode::Permanent as u8);
+        return Err(ExitCode::Permanent);
     }
-    match std::fs::remove_dir_all(workspace) {
+    match std::fs::remove_dir_all(dir) {
         Ok(()) => {
-            tracing::info!(workspace = %workspace.display(), "workspace removed");
-            ProcessExit::SUCCESS
+            tracing::info!(dir = %dir.display(), "removed");
+            Ok(())
         }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => ProcessExit::SUCCESS,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(err) => {
             eprintln!(
                 "damocles-step clean: cannot remove {}: {err}",
-                workspace.display()
+                dir.display()
             );
-            ProcessExit::from(ExitCode::Temporary as u8)
+            Err(ExitCode::Temporary)
         }
     }
 }

@@ -500,7 +500,7 @@ impl TaskRun {
         // Manager-only work chains through several states in one reconcile; steps end it.
         for _ in 0..64 {
             if let Next::Act(action) = decision.next
-                && self.ticket_expiring(action)
+                && self.ticket_expiring(action).await
             {
                 return self.ticket_expired().await;
             }
@@ -572,7 +572,7 @@ impl TaskRun {
     }
 
     /// Whether `action` is work that a too-old ticket would waste: PC1, PC2 or the PreCommit.
-    fn ticket_expiring(&self, action: Action) -> bool {
+    async fn ticket_expiring(&self, action: Action) -> bool {
         let uses_ticket = matches!(
             action,
             Action::Proof(StepKind::Pc1 | StepKind::Pc2)
@@ -580,6 +580,19 @@ impl TaskRun {
         );
         if !uses_ticket || self.task.spec.plan != PlanKind::Sealer {
             return false;
+        }
+        if let Action::Manager(call) = action
+            && self.status.submitting.as_deref() == Some(<&str>::from(call))
+            && let Some(id) = self.sector_id()
+        {
+            // The operator stopped mid-submission. If the PreCommit reached the manager, a new
+            // ticket would seal a different commR that it refuses as Mismatched: carry on (the
+            // call then finds the submission). An unanswered question also carries on: the
+            // call reports the manager's error.
+            match calls::already_submitted(&self.ctx.manager, id, call).await {
+                Ok(false) => {}
+                Ok(true) | Err(_) => return false,
+            }
         }
         let assigned = self
             .status
@@ -653,7 +666,7 @@ impl TaskRun {
         let Some(pod) = self.pods.get_opt(&name).await? else {
             let profiles = &self.ctx.settings.profiles;
             let profile = profiles.defaults_only(self.ctx.settings.retry_backoff);
-            let pod = pods::cleanup_pod(&self.task, &name, &profile, profiles, &node);
+            let pod = pods::cleanup_pod(&self.task, &self.status, &name, &profile, profiles, &node);
             self.ctx.metrics.write("pod-create");
             match self.pods.create(&PostParams::default(), &pod).await {
                 Ok(_) => info!(task = %self.name(), %node, "removing the workspace"),
@@ -1023,6 +1036,7 @@ impl TaskRun {
         }
         // A finished step's pod stays (its logs with it) until the task ends; see clean_workspace.
         self.status.step_pod = None;
+        self.status.avoid_node = None;
         let phase = if state == State::Finished {
             Phase::Finished
         } else if state == State::Aborted {
@@ -1144,7 +1158,7 @@ impl TaskRun {
                 )
                 .await;
                 return self
-                    .restart_step(&name, "its pod disappeared")
+                    .restart_step(&name, "its pod disappeared", None)
                     .await
                     .map(|_| None);
             }
@@ -1170,13 +1184,29 @@ impl TaskRun {
             }
             return self.start_step(step, &name, &profile).await.map(|_| None);
         };
-        if profile.locality == Locality::Workspace
+        let report = pods::report(&pod);
+        let bound_to = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let ran = !matches!(
+            report,
+            PodReport::Starting { .. }
+                | PodReport::Failed {
+                    never_ran: true,
+                    ..
+                }
+        );
+        // The workspace lives where the first workspace step ran; a pod that never started there
+        // wrote nothing, and its replacement may go elsewhere.
+        if ran
+            && profile.locality == Locality::Workspace
             && self.status.node.is_none()
-            && let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone())
+            && let Some(node) = bound_to.clone()
         {
             self.status.node = Some(node);
         }
-        let report = pods::report(&pod);
+        // Should this pod be replaced before it ran, its replacement prefers another node where
+        // nothing pins it (see pods::step_pod).
+        let avoid = bound_to
+            .filter(|_| !ran && (self.status.node.is_none() || profile.locality == Locality::Any));
         if pod.metadata.deletion_timestamp.is_some() && !matches!(report, PodReport::Succeeded(_)) {
             // Deleted by someone else (a person, an eviction, a drained node): the work was
             // interrupted, not failed, so no retry budget is spent.
@@ -1188,7 +1218,7 @@ impl TaskRun {
             )
             .await;
             return self
-                .restart_step(&name, "its pod was deleted")
+                .restart_step(&name, "its pod was deleted", avoid)
                 .await
                 .map(|_| None);
         }
@@ -1219,6 +1249,7 @@ impl TaskRun {
                             "it did not start within {}s: {reason}",
                             profile.start_timeout.as_secs()
                         ),
+                        avoid,
                     )
                     .await?;
                     return Ok(None);
@@ -1252,7 +1283,7 @@ impl TaskRun {
                 ..
             } => {
                 self.delete_pod(&name).await;
-                self.restart_step(&name, &message).await?;
+                self.restart_step(&name, &message, avoid).await?;
                 Ok(None)
             }
             PodReport::Failed { level, message, .. } => {
@@ -1288,7 +1319,16 @@ impl TaskRun {
     }
 
     /// Starts the step again under the next attempt's pod name without spending its retry budget.
-    async fn restart_step(&mut self, old: &str, why: &str) -> Result<(), ReconcileError> {
+    async fn restart_step(
+        &mut self,
+        old: &str,
+        why: &str,
+        avoid: Option<String>,
+    ) -> Result<(), ReconcileError> {
+        if let Some(node) = &avoid {
+            info!(task = %self.name(), pod = %old, %node, "the replacement prefers another node");
+        }
+        self.status.avoid_node = avoid;
         self.status.attempt += 1;
         self.status.step_pod = None;
         self.set_phase(Phase::Waiting, format!("step pod {old} replaced: {why}"));
@@ -1340,6 +1380,7 @@ impl TaskRun {
             &profile,
             &self.ctx.settings.profiles,
             node.as_deref(),
+            self.status.avoid_node.as_deref(),
         );
         self.ctx.metrics.write("pod-create");
         match self.pods.create(&PostParams::default(), &pod).await {

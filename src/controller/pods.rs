@@ -5,14 +5,17 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
     Affinity, Container, EnvVar, HostPathVolumeSource, NodeAffinity, NodeSelector,
-    NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Volume, VolumeMount,
+    NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, PreferredSchedulingTerm, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::ResourceExt;
 
 use super::profiles::{Locality, Profiles, Resolved};
-use crate::api::{Artifact, FailureLevel, PlanKind, SealingTask, SealingTaskStatus, State};
+use crate::api::{
+    Artifact, FailureLevel, PlanKind, SealingTask, SealingTaskStatus, SectorRef, State,
+};
 use crate::step::workspace::SectorFiles;
 use crate::step::{
     Bytes32, DEFAULT_TERMINATION_MESSAGE_PATH, ExitCode, FileDigest, PieceInput, REQUEST_VERSION,
@@ -38,6 +41,18 @@ pub fn pod_name(task: &str, state: State, attempt: u32) -> String {
     let room = 253 - suffix.len();
     let task = &task[..task.len().min(room)];
     format!("{task}{suffix}")
+}
+
+/// Where C1 leaves its output for a C2 on another node (`locality: any`): in the persist store,
+/// which every node mounts, one directory per sector, removed with the task's workspace.
+pub fn transfer_dir(persist: &Path, sector: SectorRef) -> PathBuf {
+    persist.join("transfer").join(sector.to_string())
+}
+
+/// The persist store the manager reserved for the task, as a path on the nodes.
+fn persist_root(status: &SealingTaskStatus, profiles: &Profiles) -> Option<PathBuf> {
+    let store = status.outputs.as_ref()?.store.as_ref()?;
+    Some(PathBuf::from(profiles.store_path(&store.name, &store.path)))
 }
 
 /// The task's workspace directory on its node.
@@ -149,11 +164,13 @@ pub fn step_request(
         .sector
         .or(task.spec.sector)
         .ok_or("the task has no sector yet")?;
-    let persist = status
-        .outputs
-        .as_ref()
-        .and_then(|o| o.store.as_ref())
-        .map(|store| PathBuf::from(profiles.store_path(&store.name, &store.path)));
+    let persist = persist_root(status, profiles);
+    // Without a persist store there is no shared place for C1's output, and C2 runs on the
+    // task's node (see step_pod).
+    let share = persist
+        .as_deref()
+        .filter(|_| step == StepKind::C1 && profiles.locality(StepKind::C2) == Locality::Any)
+        .map(|persist| transfer_dir(persist, sector));
     Ok(StepRequest {
         version: REQUEST_VERSION,
         step,
@@ -162,6 +179,7 @@ pub fn step_request(
         synthetic_po_rep: task.spec.synthetic_po_rep,
         workspace: workspace_dir(profiles, task),
         persist,
+        share,
         termination_message_path: Some(PathBuf::from(DEFAULT_TERMINATION_MESSAGE_PATH)),
         inputs: gathered_inputs(task, status, profiles)?.select(step),
     })
@@ -187,7 +205,21 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-/// The pod that runs `request`; pinned to `node` when the step needs the task's workspace.
+/// Whether a step of this profile leaves the task's node: it may, when its inputs travel through
+/// the persist store (C2 reading C1's output from the transfer directory).
+pub fn runs_anywhere(request: &StepRequest, profile: &Resolved) -> bool {
+    profile.locality == Locality::Any
+        && request.step == StepKind::C2
+        && request.inputs.c1_output.as_ref().is_some_and(|c1| {
+            request
+                .persist
+                .as_ref()
+                .is_some_and(|persist| c1.path.starts_with(persist))
+        })
+}
+
+/// The pod that runs `request`; pinned to `node` when the step needs the task's workspace, and
+/// otherwise steered away from `avoid` (where an earlier pod of the step did not start).
 pub fn step_pod(
     task: &SealingTask,
     name: &str,
@@ -195,6 +227,7 @@ pub fn step_pod(
     profile: &Resolved,
     profiles: &Profiles,
     node: Option<&str>,
+    avoid: Option<&str>,
 ) -> Pod {
     let request_json = serde_json::to_string(request).expect("requests serialize");
     let mut env = vec![
@@ -210,8 +243,19 @@ pub fn step_pod(
         },
     ];
     env.extend(profile.env.iter().cloned());
+    let anywhere = runs_anywhere(request, profile);
+    let workspace = if anywhere {
+        // Scratch for the step's own markers; it reads nothing from the task's workspace.
+        Volume {
+            name: "workspace".into(),
+            empty_dir: Some(Default::default()),
+            ..Default::default()
+        }
+    } else {
+        host_path_volume("workspace", &profiles.workspace_root, "DirectoryOrCreate")
+    };
     let mut volumes = vec![
-        host_path_volume("workspace", &profiles.workspace_root, "DirectoryOrCreate"),
+        workspace,
         host_path_volume("params", &profiles.params_path, "DirectoryOrCreate"),
     ];
     let mut mounts = vec![
@@ -228,7 +272,28 @@ pub fn step_pod(
         mounts.push(mount(&name, &path, false));
     }
     let mut affinity = profile.affinity.clone();
-    if let (Some(node), Locality::Workspace) = (node, profile.locality) {
+    let pinned_to = node.filter(|_| !anywhere);
+    if let (None, Some(avoid)) = (pinned_to, avoid) {
+        // Preferred, not required: a farm with one suitable node still gets its work done there.
+        let elsewhere = PreferredSchedulingTerm {
+            weight: 100,
+            preference: NodeSelectorTerm {
+                match_fields: Some(vec![NodeSelectorRequirement {
+                    key: "metadata.name".into(),
+                    operator: "NotIn".into(),
+                    values: Some(vec![avoid.into()]),
+                }]),
+                ..Default::default()
+            },
+        };
+        let affinity = affinity.get_or_insert_with(Affinity::default);
+        let node_affinity = affinity.node_affinity.get_or_insert_with(Default::default);
+        node_affinity
+            .preferred_during_scheduling_ignored_during_execution
+            .get_or_insert_with(Vec::new)
+            .push(elsewhere);
+    }
+    if let Some(node) = pinned_to {
         // As DaemonSets pin pods: through the scheduler, so resources are still accounted.
         let pin = NodeSelectorTerm {
             match_fields: Some(vec![NodeSelectorRequirement {
@@ -294,26 +359,35 @@ pub fn step_pod(
     }
 }
 
-/// The pod that removes a task's workspace on `node` (after an abort or a deletion).
+/// The pod that removes a task's workspace on `node` when it has ended, and the C1 output it may
+/// have left in the persist store's transfer directory.
 pub fn cleanup_pod(
     task: &SealingTask,
+    status: &SealingTaskStatus,
     name: &str,
     profile: &Resolved,
     profiles: &Profiles,
     node: &str,
 ) -> Pod {
     let workspace = workspace_dir(profiles, task).display().to_string();
+    let sector = status.sector.or(task.spec.sector);
+    let persist = persist_root(status, profiles).filter(|_| sector.is_some());
+    let transfer = persist
+        .as_deref()
+        .zip(sector)
+        .map(|(persist, sector)| transfer_dir(persist, sector));
     let request = StepRequest {
         version: REQUEST_VERSION,
         step: StepKind::Persist,
-        sector: crate::api::SectorRef {
+        sector: sector.unwrap_or(SectorRef {
             miner: 0,
             number: 0,
-        },
+        }),
         sector_size: task.spec.sector_size,
         synthetic_po_rep: false,
         workspace: PathBuf::from(&workspace),
-        persist: None,
+        persist,
+        share: None,
         termination_message_path: None,
         inputs: StepInputs::default(),
     };
@@ -321,21 +395,29 @@ pub fn cleanup_pod(
         locality: Locality::Workspace,
         ..profile.clone()
     };
-    let mut pod = step_pod(task, name, &request, &pinned, profiles, Some(node));
+    let mut pod = step_pod(task, name, &request, &pinned, profiles, Some(node), None);
     let spec = pod.spec.as_mut().expect("step pods have a spec");
     let container = &mut spec.containers[0];
-    container.args = Some(vec!["clean".into(), "--workspace".into(), workspace]);
+    let mut args = vec!["clean".into(), "--workspace".into(), workspace];
+    if let Some(transfer) = transfer {
+        args.extend(["--transfer".into(), transfer.display().to_string()]);
+    }
+    container.args = Some(args);
     container.env = None;
     container.resources = None;
     spec.node_selector = None;
     spec.tolerations = None;
-    // Only the workspace: the cleanup needs nothing else.
-    spec.volumes.as_mut().expect("volumes").truncate(1);
+    // The workspace and the persist store (for the transfer directory): nothing else.
+    let needed = |name: &str| name == "workspace" || name == "persist";
+    spec.volumes
+        .as_mut()
+        .expect("volumes")
+        .retain(|v| needed(&v.name));
     container
         .volume_mounts
         .as_mut()
         .expect("mounts")
-        .truncate(1);
+        .retain(|m| needed(&m.name));
     if let Some(labels) = pod.metadata.labels.as_mut() {
         labels.insert(STEP_LABEL.into(), "cleanup".into());
     }
@@ -552,7 +634,15 @@ mod tests {
         assert_eq!(name, "seal-1-pc1done-2");
         let request = request_for(&task, StepKind::Pc2, &profiles).unwrap();
         let pc2 = profiles.resolve(StepKind::Pc2, std::time::Duration::from_secs(60));
-        let pod = step_pod(&task, &name, &request, &pc2, &profiles, Some("node-a"));
+        let pod = step_pod(
+            &task,
+            &name,
+            &request,
+            &pc2,
+            &profiles,
+            Some("node-a"),
+            Some("b"),
+        );
         let spec = pod.spec.as_ref().unwrap();
         let term = &spec
             .affinity
@@ -569,6 +659,17 @@ mod tests {
             term.match_fields.as_ref().unwrap()[0].values,
             Some(vec!["node-a".into()])
         );
+        assert_eq!(
+            spec.affinity
+                .as_ref()
+                .unwrap()
+                .node_affinity
+                .as_ref()
+                .unwrap()
+                .preferred_during_scheduling_ignored_during_execution,
+            None,
+            "a pinned step has no other node to prefer"
+        );
         let env = spec.containers[0].env.as_ref().unwrap();
         let carried: StepRequest = serde_json::from_str(env[0].value.as_ref().unwrap()).unwrap();
         assert_eq!(carried, request);
@@ -580,11 +681,104 @@ mod tests {
 
         let c2 = profiles.resolve(StepKind::C2, std::time::Duration::from_secs(60));
         let request = request_for(&task, StepKind::C2, &profiles).unwrap();
-        let pod = step_pod(&task, "x", &request, &c2, &profiles, None);
+        let pod = step_pod(&task, "x", &request, &c2, &profiles, None, None);
         let spec = pod.spec.unwrap();
         assert_eq!(spec.affinity, None, "no node chosen yet: not pinned");
         assert_eq!(spec.active_deadline_seconds, Some(600));
         assert_eq!(spec.node_selector.unwrap()["gpu"], "true");
+    }
+
+    #[test]
+    fn c2_anywhere_reads_c1_output_from_the_persist_store_and_is_not_pinned() {
+        let profiles =
+            Profiles::parse("steps: {c2: {nodeSelector: {gpu: 'true'}, locality: any}}").unwrap();
+        let mut task = task();
+        let c1 = request_for(&task, StepKind::C1, &profiles).unwrap();
+        let transfer = PathBuf::from("/mnt/store-1/transfer/s-t01000-7");
+        assert_eq!(c1.share.as_ref(), Some(&transfer));
+        let pinned = Profiles::default();
+        assert_eq!(
+            request_for(&task, StepKind::C1, &pinned).unwrap().share,
+            None
+        );
+
+        // C1 reported its output in the transfer directory.
+        let outputs = task.status.as_mut().unwrap().outputs.as_mut().unwrap();
+        outputs.c1_output = Some(Artifact {
+            location: transfer.join("c1.json").display().to_string(),
+            sha256: "ab".repeat(32),
+            size: 10,
+            data: None,
+        });
+        let c2 = profiles.resolve(StepKind::C2, std::time::Duration::from_secs(60));
+        let request = request_for(&task, StepKind::C2, &profiles).unwrap();
+        let pod = step_pod(&task, "x", &request, &c2, &profiles, Some("node-a"), None);
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.affinity, None, "not pinned to the workspace node");
+        let elsewhere = step_pod(&task, "x", &request, &c2, &profiles, None, Some("gpu-1"));
+        let preferred = elsewhere
+            .spec
+            .unwrap()
+            .affinity
+            .unwrap()
+            .node_affinity
+            .unwrap();
+        assert_eq!(
+            preferred.required_during_scheduling_ignored_during_execution,
+            None
+        );
+        let term = &preferred
+            .preferred_during_scheduling_ignored_during_execution
+            .unwrap()[0];
+        let requirement = &term.preference.match_fields.as_ref().unwrap()[0];
+        assert_eq!(
+            (requirement.operator.as_str(), requirement.values.clone()),
+            ("NotIn", Some(vec!["gpu-1".to_string()])),
+            "a C2 pod that did not start on gpu-1 is replaced by one that prefers another node"
+        );
+        assert_eq!(spec.node_selector.unwrap()["gpu"], "true");
+        let volumes = spec.volumes.unwrap();
+        assert!(volumes[0].empty_dir.is_some(), "no hostPath workspace");
+        assert_eq!(
+            volumes
+                .iter()
+                .find(|v| v.name == "persist")
+                .unwrap()
+                .host_path
+                .as_ref()
+                .unwrap()
+                .path,
+            "/mnt/store-1"
+        );
+
+        // A C1 output still in the workspace (C1 ran before the profile said any): pinned.
+        let outputs = task.status.as_mut().unwrap().outputs.as_mut().unwrap();
+        outputs.c1_output.as_mut().unwrap().location = "/var/lib/damocles/workspace/x".into();
+        let request = request_for(&task, StepKind::C2, &profiles).unwrap();
+        let pod = step_pod(&task, "x", &request, &c2, &profiles, Some("node-a"), None);
+        assert!(pod.spec.unwrap().affinity.is_some());
+
+        let cleanup = cleanup_pod(
+            &task,
+            task.status.as_ref().unwrap(),
+            "seal-1-cleanup",
+            &profiles.defaults_only(std::time::Duration::from_secs(60)),
+            &profiles,
+            "node-a",
+        );
+        let spec = cleanup.spec.unwrap();
+        assert_eq!(
+            spec.containers[0].args.as_ref().unwrap(),
+            &[
+                "clean",
+                "--workspace",
+                "/var/lib/damocles/workspace/farm/seal-1",
+                "--transfer",
+                "/mnt/store-1/transfer/s-t01000-7"
+            ]
+        );
+        let names: Vec<_> = spec.volumes.unwrap().into_iter().map(|v| v.name).collect();
+        assert_eq!(names, ["workspace", "persist"]);
     }
 
     fn terminated_pod(exit_code: i32, message: &str) -> Pod {

@@ -143,16 +143,26 @@ impl Profiles {
         }
         let unpinned = std::iter::once(("defaults".to_string(), &profiles.defaults))
             .chain(profiles.steps.iter().map(|(k, p)| (k.to_string(), p)))
-            .find(|(_, p)| p.locality == Some(Locality::Any));
+            .find(|(name, p)| p.locality == Some(Locality::Any) && name != "c2");
         if let Some((name, _)) = unpinned {
-            // Every step of the plans reads files from the task's workspace (C2 reads C1's
-            // output); a step on another node would find them missing.
+            // C2 reads only C1's output, which C1 then writes to the persist store; every other
+            // step reads the task's workspace, and on another node would find it missing.
             return Err(format!(
-                "{name}: locality any is not supported by this operator version yet: every step \
-                 reads the task's workspace, so it runs on the task's node (leave locality out)"
+                "{name}: locality any is only for c2 (whose input, C1's output, travels through \
+                 the persist store); {name} reads the task's workspace, so it runs on the task's \
+                 node (leave locality out)"
             ));
         }
         Ok(profiles)
+    }
+
+    /// Where steps of this kind run (the step's own setting, else the defaults').
+    pub fn locality(&self, step: StepKind) -> Locality {
+        self.steps
+            .get(&step)
+            .and_then(|p| p.locality)
+            .or(self.defaults.locality)
+            .unwrap_or_default()
     }
 
     /// `default_backoff`: the operator's --retry-backoff, when neither profile sets one.
@@ -317,8 +327,16 @@ steps:
         assert!(err.contains("imagee"), "{err}");
         let err = Profiles::parse("workspaceRoot: data").unwrap_err();
         assert!(err.contains("absolute"), "{err}");
-        let err = Profiles::parse("steps: {c2: {locality: any}}").unwrap_err();
-        assert!(err.contains("c2: locality any is not supported"), "{err}");
+        let err = Profiles::parse("steps: {pc2: {locality: any}}").unwrap_err();
+        assert!(err.contains("pc2: locality any is only for c2"), "{err}");
+        let err = Profiles::parse("defaults: {locality: any}").unwrap_err();
+        assert!(
+            err.contains("defaults: locality any is only for c2"),
+            "{err}"
+        );
+        let c2_anywhere = Profiles::parse("steps: {c2: {locality: any}}").unwrap();
+        assert_eq!(c2_anywhere.locality(StepKind::C2), Locality::Any);
+        assert_eq!(c2_anywhere.locality(StepKind::C1), Locality::Workspace);
     }
 
     #[test]

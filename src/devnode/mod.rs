@@ -267,6 +267,15 @@ impl DevNode {
         if is_running {
             return;
         }
+        if self
+            .config
+            .nodes
+            .iter()
+            .any(|n| n.name == node_name && n.image_pulls_fail)
+        {
+            self.fail_image_pull(&pod, &node_name).await;
+            return;
+        }
         let phase = pod
             .status
             .as_ref()
@@ -350,6 +359,38 @@ impl DevNode {
                 "message": "the dev node lost this pod's processes (restart)",
                 "containerStatuses": statuses,
             }}),
+        )
+        .await;
+    }
+
+    /// A node made with `pull=fail`: the pod stays Pending, its containers waiting in
+    /// ErrImagePull, as kubelet reports an image it cannot pull.
+    async fn fail_image_pull(&self, pod: &Pod, node_name: &str) {
+        let reported = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|statuses| !statuses.is_empty());
+        if reported {
+            return;
+        }
+        let statuses: Vec<_> = containers(pod)
+            .iter()
+            .map(|c| {
+                let message = format!(
+                    "dev node {node_name} (pull=fail): cannot pull image {:?}",
+                    c.image.as_deref().unwrap_or_default()
+                );
+                container_status(
+                    c,
+                    json!({"waiting": {"reason": "ErrImagePull", "message": message}}),
+                )
+            })
+            .collect();
+        info!(pod = %pod.name_any(), node = node_name, "image pulls fail on this node: the pod stays Pending");
+        self.patch_status(
+            pod,
+            json!({"status": {"phase": "Pending", "containerStatuses": statuses}}),
         )
         .await;
     }

@@ -16,13 +16,16 @@ pub const CAPACITY_KEYS: [&str; 7] = [
     "hugepages-2Mi",
 ];
 
-/// One Node the dev node registers: `NAME[,RESOURCE=QUANTITY...][,label:KEY=VALUE...]`, e.g.
-/// `gpu-0,cpu=8,memory=32Gi,nvidia.com/gpu=1,label:damocles.io/gpu=true`.
+/// One Node the dev node registers: `NAME[,RESOURCE=QUANTITY...][,label:KEY=VALUE...][,pull=fail]`,
+/// e.g. `gpu-0,cpu=8,memory=32Gi,nvidia.com/gpu=1,label:damocles.io/gpu=true`. `pull=fail` makes
+/// every image pull on the node fail (its pods stay Pending in ErrImagePull), to test pods that
+/// never start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeSpec {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub capacity: BTreeMap<String, String>,
+    pub image_pulls_fail: bool,
 }
 
 impl FromStr for NodeSpec {
@@ -48,11 +51,19 @@ impl FromStr for NodeSpec {
                 .map(|(k, v)| (k.into(), v.into()))
                 .into();
         let mut labels = BTreeMap::new();
+        let mut image_pulls_fail = false;
         for part in parts.map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) = part.split_once('=').ok_or_else(|| {
                 format!("{part:?} in node {name} is not KEY=VALUE (resources) or label:KEY=VALUE")
             })?;
-            if let Some(label) = key.strip_prefix("label:") {
+            if key == "pull" {
+                if value != "fail" {
+                    return Err(format!(
+                        "pull={value:?} in node {name}: the only value is fail"
+                    ));
+                }
+                image_pulls_fail = true;
+            } else if let Some(label) = key.strip_prefix("label:") {
                 labels.insert(label.to_string(), value.to_string());
             } else if CAPACITY_KEYS.contains(&key) {
                 if value.is_empty() || !value.starts_with(|c: char| c.is_ascii_digit()) {
@@ -70,6 +81,7 @@ impl FromStr for NodeSpec {
             name,
             labels,
             capacity,
+            image_pulls_fail,
         })
     }
 }
@@ -168,6 +180,10 @@ mod tests {
         assert_eq!(spec.capacity["memory"], "16Gi", "defaults stay");
         assert_eq!(spec.capacity["nvidia.com/gpu"], "1");
         assert_eq!(spec.labels["damocles.io/gpu"], "true");
+        assert!(!spec.image_pulls_fail);
+        assert!("n1,pull=fail".parse::<NodeSpec>().unwrap().image_pulls_fail);
+        let err = "n1,pull=slow".parse::<NodeSpec>().unwrap_err();
+        assert!(err.contains("the only value is fail"), "{err}");
     }
 
     #[test]

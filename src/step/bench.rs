@@ -39,6 +39,7 @@ impl Chain {
             synthetic_po_rep: synthetic,
             workspace: workspace.to_path_buf(),
             persist: None,
+            share: None,
             termination_message_path: None,
             inputs: StepInputs::default(),
         };

@@ -58,6 +58,10 @@ pub struct StepRequest {
     /// Root of the persist store (damocles layout: sealed/, cache/, update/, update-cache/).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persist: Option<PathBuf>,
+    /// A directory on storage every node mounts (under the persist store), for outputs that a
+    /// step on another node reads: C1 writes its output here when C2 may run on any node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<PathBuf>,
     /// Where to write the result for the pod status; defaults to `/dev/termination-log`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_message_path: Option<PathBuf>,

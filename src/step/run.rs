@@ -578,7 +578,12 @@ fn c1(request: &StepRequest, files: &SectorFiles) -> StepOutcome {
         &pieces,
     )
     .map_err(proof_error("C1"))?;
-    let file = write_json(&files.output("c1.json"), &output, StepKind::C1)?;
+    // C2 on another node reads it from the shared directory; otherwise it stays in the workspace.
+    let path = match &request.share {
+        Some(share) => share.join("c1.json"),
+        None => files.output("c1.json"),
+    };
+    let file = write_json(&path, &output, StepKind::C1)?;
     Ok(StepOutputs {
         files: vec![named("c1-output", file)],
         ..Default::default()

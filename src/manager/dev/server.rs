@@ -770,6 +770,7 @@ async fn run_verifier(
         synthetic_po_rep: synthetic,
         workspace: dir.clone(),
         persist: None,
+        share: None,
         termination_message_path: Some(dir.join("result.json")),
         inputs,
     };
