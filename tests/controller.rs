@@ -1277,3 +1277,52 @@ async fn a_first_pod_that_never_starts_is_replaced_on_another_node() {
     .await;
     std::fs::remove_dir_all(&farm.root).ok();
 }
+
+/// The operator dies right after submitting the PreCommit and comes back when the ticket counts
+/// as too old: it asks the manager, finds the PreCommit there and carries on, instead of going
+/// back for a new ticket (which would seal a commR the manager refuses as Mismatched).
+#[tokio::test]
+async fn a_submitted_precommit_is_not_rewound_for_an_old_ticket() {
+    let scene = Scene::new("submitted").await;
+    let ns = &scene.ns;
+    let farm = &scene.farm;
+    let tasks = &scene.tasks;
+    scene.seal("t").await;
+    Operator::start_with(
+        &ns.name,
+        &scene.manager,
+        &farm.profiles,
+        Some("after-submit:SubmitPreCommit"),
+    )
+    .died()
+    .await;
+    let status = tasks.get("t").await.unwrap().status.unwrap();
+    assert_eq!(status.submitting.as_deref(), Some("SubmitPreCommit"));
+
+    // 20 ms blocks and a margin of 2870 epochs: a ticket older than 200 ms is too old to use.
+    let _operator = Operator::start_args(
+        &ns.name,
+        &scene.manager,
+        &farm.profiles,
+        None,
+        &["--block-time", "20ms", "--ticket-margin", "2870"],
+    );
+    let landed = wait_status(tasks, "t", "the PreCommit landed", |s| {
+        s.history.iter().any(|h| h.state == State::PCLanded)
+    })
+    .await;
+    let status = landed.status.unwrap();
+    let tickets = status
+        .history
+        .iter()
+        .filter(|h| h.state == State::TicketAssigned)
+        .count();
+    assert_eq!(tickets, 1, "no second ticket: {:?}", status.history);
+    let record = &scene.record(status.sector.unwrap().number).await;
+    assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
+    tasks.delete("t", &Default::default()).await.unwrap();
+    wait_for("the task gone", Duration::from_secs(60), || async {
+        tasks.get_opt("t").await.ok()?.is_none().then_some(())
+    })
+    .await;
+}

@@ -581,19 +581,6 @@ impl TaskRun {
         if !uses_ticket || self.task.spec.plan != PlanKind::Sealer {
             return false;
         }
-        if let Action::Manager(call) = action
-            && self.status.submitting.as_deref() == Some(<&str>::from(call))
-            && let Some(id) = self.sector_id()
-        {
-            // The operator stopped mid-submission. If the PreCommit reached the manager, a new
-            // ticket would seal a different commR that it refuses as Mismatched: carry on (the
-            // call then finds the submission). An unanswered question also carries on: the
-            // call reports the manager's error.
-            match calls::already_submitted(&self.ctx.manager, id, call).await {
-                Ok(false) => {}
-                Ok(true) | Err(_) => return false,
-            }
-        }
         let assigned = self
             .status
             .history
@@ -604,10 +591,28 @@ impl TaskRun {
             return false;
         };
         let elapsed = (Timestamp::now().as_second() - assigned.entered.0.as_second()).max(0);
-        self.ctx
+        if !self
+            .ctx
             .settings
             .tickets
             .too_old(Duration::from_secs(elapsed as u64))
+        {
+            return false;
+        }
+        if let Action::Manager(call) = action
+            && self.status.submitting.as_deref() == Some(<&str>::from(call))
+            && let Some(id) = self.sector_id()
+        {
+            // The operator stopped mid-submission. If the PreCommit reached the manager, a new
+            // ticket would seal a different commR that it refuses as Mismatched: carry on (the
+            // call then finds the submission). An unanswered question also carries on: the
+            // call reports the manager's error.
+            return matches!(
+                calls::already_submitted(&self.ctx.manager, id, call).await,
+                Ok(false)
+            );
+        }
+        true
     }
 
     async fn ticket_expired(&mut self) -> Result<Requeue, ReconcileError> {
