@@ -204,12 +204,7 @@ impl Scene {
 
     /// Creates a task from examples/sealer-2kib.yaml.
     async fn seal(&self, name: &str) -> SealingTask {
-        let example = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/examples/sealer-2kib.yaml"
-        ))
-        .unwrap();
-        create_task(&self.tasks, name, &example).await
+        create_sealer(&self.tasks, name).await
     }
 
     fn workspace(&self, task: &str) -> PathBuf {
@@ -233,6 +228,27 @@ impl Drop for Scene {
             std::fs::remove_dir_all(&self.farm.root).ok();
         }
     }
+}
+
+/// Creates a task from examples/sealer-2kib.yaml.
+async fn create_sealer(api: &Api<SealingTask>, name: &str) -> SealingTask {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/sealer-2kib.yaml"
+    ))
+    .unwrap();
+    create_task(api, name, &example).await
+}
+
+/// Deletes a task and waits until its finalizer has let it go.
+async fn delete_and_wait(api: &Api<SealingTask>, name: &str) {
+    api.delete(name, &Default::default()).await.unwrap();
+    wait_for(
+        &format!("task {name} gone"),
+        Duration::from_secs(60),
+        || async { api.get_opt(name).await.ok()?.is_none().then_some(()) },
+    )
+    .await;
 }
 
 async fn create_task(api: &Api<SealingTask>, name: &str, yaml: &str) -> SealingTask {
@@ -389,13 +405,8 @@ async fn c2_runs_on_the_gpu_node_away_from_the_workspace_and_concurrency_caps_ho
     let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let _operator = Operator::start(&ns.name, &manager, &farm.profiles);
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/sealer-2kib.yaml"
-    ))
-    .unwrap();
-    create_task(&tasks, "one", &example).await;
-    create_task(&tasks, "two", &example).await;
+    create_sealer(&tasks, "one").await;
+    create_sealer(&tasks, "two").await;
 
     // Watch every step pod and both tasks until both finish and their workspaces are gone.
     let mut nodes_by_step = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
@@ -1114,11 +1125,7 @@ async fn deleting_a_running_task_stops_it_and_cleans_up_first() {
     let workspace = scene.workspace("t");
     assert!(workspace.is_dir());
 
-    tasks.delete("t", &Default::default()).await.unwrap();
-    wait_for("the task gone", Duration::from_secs(60), || async {
-        tasks.get_opt("t").await.ok()?.is_none().then_some(())
-    })
-    .await;
+    delete_and_wait(tasks, "t").await;
     assert!(!workspace.exists(), "{} still exists", workspace.display());
     let record = &scene.record(status.sector.unwrap().number).await;
     assert!(
@@ -1200,12 +1207,7 @@ async fn a_first_pod_that_never_starts_is_replaced_on_another_node() {
     let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let _operator = Operator::start(&ns.name, &manager, &farm.profiles);
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/sealer-2kib.yaml"
-    ))
-    .unwrap();
-    create_task(&tasks, "t", &example).await;
+    create_sealer(&tasks, "t").await;
 
     let first = wait_for(
         "the first pod stuck pulling",
@@ -1270,11 +1272,7 @@ async fn a_first_pod_that_never_starts_is_replaced_on_another_node() {
         Some(vec![broken.clone()])
     );
 
-    tasks.delete("t", &Default::default()).await.unwrap();
-    wait_for("the task gone", Duration::from_secs(60), || async {
-        tasks.get_opt("t").await.ok()?.is_none().then_some(())
-    })
-    .await;
+    delete_and_wait(&tasks, "t").await;
     std::fs::remove_dir_all(&farm.root).ok();
 }
 
@@ -1320,9 +1318,5 @@ async fn a_submitted_precommit_is_not_rewound_for_an_old_ticket() {
     assert_eq!(tickets, 1, "no second ticket: {:?}", status.history);
     let record = &scene.record(status.sector.unwrap().number).await;
     assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
-    tasks.delete("t", &Default::default()).await.unwrap();
-    wait_for("the task gone", Duration::from_secs(60), || async {
-        tasks.get_opt("t").await.ok()?.is_none().then_some(())
-    })
-    .await;
+    delete_and_wait(tasks, "t").await;
 }

@@ -197,7 +197,7 @@ impl Profiles {
                 max_backoff: defaults.max_backoff,
             },
             concurrency: pick!(concurrency),
-            locality: pick!(locality).unwrap_or_default(),
+            locality: self.locality(step),
             start_timeout: Duration::from_secs(pick!(start_timeout_seconds).unwrap_or(600)),
         }
     }
