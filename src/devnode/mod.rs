@@ -11,7 +11,7 @@
 
 pub mod spec;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,6 +58,10 @@ struct DevNode {
     client: Client,
     config: Arc<DevNodeConfig>,
     running: Arc<Mutex<HashMap<String, KillSender>>>,
+    /// Every pod uid this process has started. The watch can deliver an older version of a pod
+    /// (still Running, or not yet started) after its process has finished; such an event must
+    /// neither start the pod again nor count as a process lost by a restart.
+    started_here: Arc<Mutex<HashSet<String>>>,
 }
 
 /// Runs until `shutdown` resolves: registers the nodes, keeps their leases, runs their pods.
@@ -76,6 +80,7 @@ pub async fn run(
         client,
         config: Arc::new(config),
         running: Arc::default(),
+        started_here: Arc::default(),
     };
     for spec in &node.config.nodes {
         node.register(spec).await?;
@@ -215,7 +220,12 @@ impl DevNode {
                 }
                 Ok(watcher::Event::Delete(pod)) => {
                     // Gone from the API (force-deleted): nothing to report to, just stop it.
-                    self.kill(&pod.uid().unwrap_or_default(), Duration::ZERO);
+                    let uid = pod.uid().unwrap_or_default();
+                    self.kill(&uid, Duration::ZERO);
+                    self.started_here
+                        .lock()
+                        .expect("started pods lock")
+                        .remove(&uid);
                 }
                 Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
                 Err(err) => warn!("pod watch: {err}"),
@@ -264,7 +274,13 @@ impl DevNode {
             }
             return;
         }
-        if is_running {
+        if is_running
+            || self
+                .started_here
+                .lock()
+                .expect("started pods lock")
+                .contains(&uid)
+        {
             return;
         }
         if self
@@ -295,6 +311,10 @@ impl DevNode {
             return;
         }
         let (sender, receiver) = oneshot::channel();
+        self.started_here
+            .lock()
+            .expect("started pods lock")
+            .insert(uid.clone());
         self.running
             .lock()
             .expect("running pods lock")
