@@ -70,6 +70,26 @@ fn the_crd_installs_and_kubectl_explains_it() {
     assert!(text.contains("FIELD: resumeState"), "{text}");
 }
 
+/// The apiserver (1.34+) warns on every format OpenAPI 3.0 lacks (schemars' `uint64`), and only
+/// when a CRD is created: a renamed copy is created in a server dry run to hear its warnings.
+#[test]
+fn the_apiserver_accepts_the_crd_without_warnings() {
+    let renamed = damocles_operator::crd_yaml().replace("damocles.io", "format-check.damocles.io");
+    let path = std::env::temp_dir().join(format!("{}.yaml", unique("crd-format-check")));
+    std::fs::write(&path, renamed).unwrap();
+    let output = support::kubectl_output(
+        cluster(),
+        &["create", "--dry-run=server", "-f", path.to_str().unwrap()],
+    );
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("Warning"),
+        "the apiserver warned: {stderr}"
+    );
+}
+
 #[tokio::test]
 async fn the_apiserver_enforces_the_crd_cel_rules() {
     let client = support::client().await;
