@@ -36,7 +36,8 @@ pub fn crd_yaml() -> String {
 }
 
 /// schemars marks unsigned fields `uint32`/`uint64`, formats OpenAPI 3.0 does not have: the
-/// apiserver (1.34+) then warns `unrecognized format "uint64"` on every `kubectl apply` of the CRD.
+/// apiserver (1.34+) then warns `unrecognized format "uint64"` when the CRD is created (kubectl
+/// apply, helm install).
 /// `int64` is what it stores them as; `minimum: 0` still keeps them unsigned.
 fn use_kubernetes_integer_formats(schema: &mut JSONSchemaProps) {
     if schema
