@@ -1,18 +1,23 @@
 //! damocles-operator: Filecoin sector sealing as Kubernetes `SealingTask` resources.
 //!
+//! From the ground up (docs/architecture.md):
+//! - [`sector`]: the domain's value types (sector, size, failure level, commitment CIDs);
+//! - [`plan`]: the four task plans (sealer, snapup, rebuild, unseal) as data, and a cursor over them;
 //! - [`api`]: the CRD types and their validation rules;
-//! - [`plan`]: the four task plans (sealer, snapup, rebuild, unseal) as pure state machines;
-//! - [`controller`]: `damocles-operator run`, which reconciles tasks into step pods and manager calls;
-//! - [`devnode`]: a kubelet stand-in that runs pods as local processes, for tests and the demo;
-//! - [`manager`]: damocles-manager's JSON-RPC wire format;
-//! - [`step`]: the step contract, and with the `proofs` feature the `damocles-step` steps themselves.
+//! - [`step`]: the step contract, and with the `proofs` feature the `damocles-step` steps themselves;
+//! - [`manager`]: damocles-manager's JSON-RPC API: wire format, calls and the client;
+//! - [`task`]: the task core, every state rule, pure: `decide(task, observed, now, rules)`;
+//! - [`controller`]: `damocles-operator run`, which observes, decides with [`task`], and applies;
+//! - [`dev`]: test stand-ins (a kubelet and a damocles-manager), with the `dev` feature.
 
 pub mod api;
 pub mod controller;
-pub mod devnode;
+pub mod dev;
 pub mod manager;
 pub mod plan;
+pub mod sector;
 pub mod step;
+pub mod task;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,

@@ -70,7 +70,7 @@ enum Command {
         ticket_margin: i64,
         /// What to do then: rewind to TreeDBuilt for a new ticket, or abort the task.
         #[arg(long, value_enum, default_value = "rewind")]
-        ticket_expiry: damocles_operator::controller::TicketExpiry,
+        ticket_expiry: damocles_operator::task::TicketExpiry,
         /// Act at once instead of first taking the leader-election Lease. Only for a single
         /// replica: two replicas without leader election would both act on every task.
         #[arg(long)]
@@ -126,13 +126,14 @@ enum Command {
     /// configMap / secret volumes as local directories, with container paths in args and env rewritten
     /// to them, and the termination-message file. Pod deletion kills the process group after the
     /// grace period. Uses KUBECONFIG like kubectl. Stops on SIGINT/SIGTERM. Never use it in production.
+    #[cfg(feature = "dev")]
     DevNode {
         /// A node: NAME[,RESOURCE=QUANTITY...][,label:KEY=VALUE...][,pull=fail], e.g.
         /// gpu-0,nvidia.com/gpu=1,hugepages-1Gi=4Gi,label:damocles.io/gpu=true (defaults: cpu=4,
         /// memory=16Gi, pods=110). pull=fail: every image pull there fails, so its pods never
         /// start (for tests). Repeat for several nodes.
         #[arg(long = "node", required = true, value_parser = parse_node)]
-        nodes: Vec<damocles_operator::devnode::NodeSpec>,
+        nodes: Vec<damocles_operator::dev::node::NodeSpec>,
         /// Directory for pod files: volumes, logs (<uid>/<container>.log), pid files.
         #[arg(long, default_value = "/tmp/damocles-dev-node")]
         root: PathBuf,
@@ -154,6 +155,7 @@ enum Command {
     /// {"SubmitProof": {"failNext": 2, "latencyMs": 500, "forceResult": 4}}, GET /admin/state,
     /// POST /admin/rebuild {"number": 1} (mark a sector's files lost), POST /admin/unseal
     /// {"number": 1, "pieceCid": "baga...", "offset": 0, "size": 2032, "dest": ["file:///out"]}.
+    #[cfg(feature = "dev")]
     DevManager {
         /// Address to listen on (port 0: any free port).
         #[arg(long, default_value = "127.0.0.1:1789")]
@@ -188,7 +190,7 @@ enum Command {
         step_bin: Option<PathBuf>,
         /// A persist store NAME=/PATH that StoreReserveSpace hands out (repeatable; the path as
         /// step pods see it). Default: one store "persist" at /var/lib/damocles/persist.
-        #[arg(long = "store", value_parser = damocles_operator::manager::dev::server::parse_store)]
+        #[arg(long = "store", value_parser = damocles_operator::dev::manager::server::parse_store)]
         stores: Vec<damocles_operator::manager::wire::StoreBasicInfo>,
         /// Check that persisted files exist (SubmitPersistedEx returns false and SubmitSnapUpProof
         /// FilesMissed otherwise), reading store paths under this directory (use / when the stores
@@ -214,7 +216,8 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     }
 }
 
-fn parse_node(text: &str) -> Result<damocles_operator::devnode::NodeSpec, String> {
+#[cfg(feature = "dev")]
+fn parse_node(text: &str) -> Result<damocles_operator::dev::node::NodeSpec, String> {
     text.parse()
 }
 
@@ -256,7 +259,7 @@ fn main() -> Result<ExitCode> {
             kube_api_burst,
         } => {
             let profiles = match profiles {
-                Some(path) => damocles_operator::controller::profiles::Profiles::load(&path)?,
+                Some(path) => damocles_operator::task::Profiles::load(&path)?,
                 None => Default::default(),
             };
             let token = manager_token_file
@@ -285,26 +288,27 @@ fn main() -> Result<ExitCode> {
                     grace_seconds: (duration_seconds / 3).max(1),
                 }
             });
-            let settings = damocles_operator::controller::Settings {
-                leader_election,
-                api_qps: kube_api_qps,
-                api_burst: kube_api_burst,
-                namespace,
+            let rules = damocles_operator::task::Rules {
                 profiles,
-                calls: damocles_operator::controller::calls::CallSettings {
-                    poll_interval,
-                    store_candidates: stores,
-                },
                 retry_backoff,
-                instance,
-                metrics_address,
-                tickets: damocles_operator::plan::driver::TicketRules {
+                tickets: damocles_operator::task::TicketRules {
                     lookback: ticket_lookback,
                     max_age: ticket_max_age,
                     margin: ticket_margin,
                     block_time,
                 },
                 on_ticket_expiry: ticket_expiry,
+                poll_interval,
+                store_candidates: stores,
+                instance,
+            };
+            let settings = damocles_operator::controller::Settings {
+                leader_election,
+                api_qps: kube_api_qps,
+                api_burst: kube_api_burst,
+                namespace,
+                rules,
+                metrics_address,
             };
             run_operator(manager, settings)?;
         }
@@ -321,6 +325,7 @@ fn main() -> Result<ExitCode> {
             print!("{text}");
         }
         Command::Validate { files } => return validate(&files),
+        #[cfg(feature = "dev")]
         Command::DevManager {
             listen,
             miner,
@@ -339,13 +344,13 @@ fn main() -> Result<ExitCode> {
         } => {
             if stores.is_empty() {
                 stores.push(
-                    damocles_operator::manager::dev::server::parse_store(
+                    damocles_operator::dev::manager::server::parse_store(
                         "persist=/var/lib/damocles/persist",
                     )
                     .expect("the default store parses"),
                 );
             }
-            let rules = damocles_operator::manager::dev::chain::ChainRules {
+            let rules = damocles_operator::dev::manager::chain::ChainRules {
                 miner,
                 proof_type,
                 ticket_lookback,
@@ -363,7 +368,7 @@ fn main() -> Result<ExitCode> {
                     .filter(|p| p.is_file())
                     .unwrap_or_else(|| PathBuf::from("damocles-step"))
             });
-            let config = damocles_operator::manager::dev::DevManagerConfig {
+            let config = damocles_operator::dev::manager::DevManagerConfig {
                 listen,
                 rules,
                 block_time,
@@ -375,13 +380,14 @@ fn main() -> Result<ExitCode> {
             };
             dev_manager(config)?;
         }
+        #[cfg(feature = "dev")]
         Command::DevNode {
             nodes,
             root,
             host_root,
             remove_nodes_on_exit,
         } => {
-            let config = damocles_operator::devnode::DevNodeConfig {
+            let config = damocles_operator::dev::node::DevNodeConfig {
                 nodes,
                 root,
                 host_root,
@@ -404,6 +410,7 @@ fn init_logging() {
 }
 
 /// Runs `body` with a client for the cluster (in-cluster config or KUBECONFIG) until it returns.
+#[cfg(feature = "dev")]
 fn with_cluster<F, Fut>(body: F) -> Result<()>
 where
     F: FnOnce(kube::Client) -> Fut,
@@ -442,15 +449,17 @@ fn run_operator(
     })
 }
 
-fn dev_node(config: damocles_operator::devnode::DevNodeConfig) -> Result<()> {
-    with_cluster(|client| damocles_operator::devnode::run(client, config, shutdown_signal()))
+#[cfg(feature = "dev")]
+fn dev_node(config: damocles_operator::dev::node::DevNodeConfig) -> Result<()> {
+    with_cluster(|client| damocles_operator::dev::node::run(client, config, shutdown_signal()))
 }
 
-fn dev_manager(config: damocles_operator::manager::dev::DevManagerConfig) -> Result<()> {
+#[cfg(feature = "dev")]
+fn dev_manager(config: damocles_operator::dev::manager::DevManagerConfig) -> Result<()> {
     init_logging();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let (address, server) = damocles_operator::manager::dev::start(config).await?;
+        let (address, server) = damocles_operator::dev::manager::start(config).await?;
         // First line on stdout, for scripts and tests that asked for port 0.
         println!("listening on {address}");
         tokio::select! {

@@ -900,15 +900,23 @@ async fn a_running_step_survives_pod_loss_and_obeys_suspend_refused_resume_and_a
     .await;
     let third = resumed.status.unwrap().step_pod.unwrap();
 
-    // A resume into the current state is refused: a condition, the spec kept, nothing else.
+    // A resume into the current state is refused: a condition, the value cleared, nothing else.
     patch_spec(tasks, "t", serde_json::json!({"resumeState": "C1Done"})).await;
-    let refused = wait_status(tasks, "t", "ResumeRejected", |s| {
+    wait_status(tasks, "t", "ResumeRejected", |s| {
         s.conditions
             .iter()
             .any(|c| c.type_ == "ResumeRejected" && c.status == "True")
     })
     .await;
-    assert_eq!(refused.spec.resume_state.as_deref(), Some("C1Done"));
+    let refused = wait_for(
+        "the refused value cleared",
+        Duration::from_secs(30),
+        || async {
+            let task = tasks.get("t").await.ok()?;
+            task.spec.resume_state.is_none().then_some(task)
+        },
+    )
+    .await;
     let status = refused.status.unwrap();
     assert_eq!(
         (status.state, status.step_pod.as_deref()),
@@ -997,6 +1005,9 @@ async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
     let farm = &scene.farm;
     let manager = &scene.manager;
     let tasks = &scene.tasks;
+    // A task the operator cannot read (the apiserver takes a TTL above u32) stops no other task,
+    // across every restart below; it gets a Warning Event that names the field.
+    let unreadable = unreadable_task(&ns.name, "bad").await;
     scene.seal("t").await;
     let start = |crash| Operator::start_with(&ns.name, manager, &farm.profiles, crash);
 
@@ -1011,6 +1022,27 @@ async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
     })
     .await;
     let pod = c2.status.unwrap().step_pod.unwrap();
+    // A resume refused while C2 runs is recorded once and cleared; the task carries on (below,
+    // to Finished).
+    patch_spec(tasks, "t", serde_json::json!({"resumeState": "Finished"})).await;
+    let refused = wait_for(
+        "the refused resume cleared",
+        Duration::from_secs(30),
+        || async {
+            let task = tasks.get("t").await.ok()?;
+            task.spec.resume_state.is_none().then_some(task)
+        },
+    )
+    .await;
+    let status = refused.status.unwrap();
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ResumeRejected" && c.status == "True")
+        .expect("a ResumeRejected condition");
+    assert!(condition.message.contains("Finished"), "{condition:?}");
+    assert_eq!(status.step_pod.as_deref(), Some(pod.as_str()));
+    assert_eq!(status.phase, Some(Phase::Running));
     drop(during_c2.child.kill());
     during_c2.died().await;
 
@@ -1040,6 +1072,47 @@ async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
     let record = &scene.record(sector.number).await;
     assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
     assert_eq!(record["submissions"]["SubmitProof"], 1, "{record}");
+
+    let warned = wait_for("the InvalidObject event", Duration::from_secs(30), || {
+        invalid_object_event(&ns.name, "bad")
+    })
+    .await;
+    assert!(warned.contains("ttlSecondsAfterFinished"), "{warned}");
+    // Left alone: the operator wrote nothing to it, not even a finalizer.
+    let resource = kube::api::ApiResource::erase::<SealingTask>(&());
+    let raw: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(support::client().await, &ns.name, &resource);
+    let bad = raw.get("bad").await.unwrap();
+    assert!(bad.data.get("status").is_none(), "{:?}", bad.data);
+    assert!(bad.metadata.finalizers.unwrap_or_default().is_empty());
+    assert_eq!(bad.metadata.uid, unreadable.metadata.uid);
+}
+
+/// Creates a SealingTask the CRD accepts but the operator's types cannot read.
+async fn unreadable_task(namespace: &str, name: &str) -> kube::api::DynamicObject {
+    let resource = kube::api::ApiResource::erase::<SealingTask>(&());
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(support::client().await, namespace, &resource);
+    let object: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "damocles.io/v1alpha1",
+        "kind": "SealingTask",
+        "metadata": {"name": name},
+        "spec": {"plan": "sealer", "sectorSize": "2KiB", "ttlSecondsAfterFinished": 4294967296u64},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &object).await.unwrap()
+}
+
+/// The note of the InvalidObject Warning Event on task `name`, once there is one.
+async fn invalid_object_event(namespace: &str, name: &str) -> Option<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(support::client().await, namespace);
+    let list = events.list(&ListParams::default()).await.ok()?;
+    list.items.into_iter().find_map(|event| {
+        let about = event.regarding.as_ref()?.name.as_deref()? == name;
+        (about && event.reason.as_deref() == Some("InvalidObject"))
+            .then(|| event.note.unwrap_or_default())
+    })
 }
 
 /// A PreCommit the manager rejects ends the task: Aborted, the manager told, and the workspace

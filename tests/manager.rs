@@ -16,8 +16,8 @@ use damocles_operator::manager::wire::{
     WorkerIdentifier,
 };
 use damocles_operator::manager::{ManagerClient, ManagerError, SubmitOutcome};
+use damocles_operator::sector::cid::{parse_data_cid, parse_sealed_cid};
 use damocles_operator::step::bench::Chain;
-use damocles_operator::step::commitments::{parse_data_cid, parse_sealed_cid};
 use damocles_operator::step::{Bytes32, StepKind, StepResult};
 use dev_manager::DevManager;
 use serde_json::json;
@@ -414,7 +414,7 @@ async fn a_real_sector_is_proven_unsealed_rebuilt_and_upgraded() {
     snap_chain.gathered.cc_sector = Some(damocles_operator::step::SealedFiles {
         sealed: store_files.sealed(),
         cache: store_files.cache(),
-        comm_r: Some(damocles_operator::step::commitments::sealed_cid(
+        comm_r: Some(damocles_operator::sector::cid::sealed_cid(
             &snap.public.comm_r,
         )),
         comm_d: None,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use damocles_operator::api::{FailureLevel, SectorRef, SectorSize};
-use damocles_operator::step::bench::{Chain, SEALER_STEPS};
+use damocles_operator::step::bench::{Chain, sealer_steps};
 use damocles_operator::step::workspace::{FAULT_ENV, SectorFiles, partial_path};
 use damocles_operator::step::{
     FileDigest, PieceInput, SealedFiles, StepKind, StepRequest, StepResult, UnsealRange,
@@ -95,7 +95,7 @@ fn failure(code: Option<i32>, result: &Option<StepResult>) -> (i32, FailureLevel
 fn sealer_chain_ends_in_a_verified_proof_and_a_tampered_one_fails() {
     let ws = temp_dir("sealer");
     let mut chain = Chain::new(&ws, sector(1), SectorSize::Size2KiB, false);
-    let results = run_chain(&mut chain, &SEALER_STEPS);
+    let results = run_chain(&mut chain, &sealer_steps());
     assert!(results.iter().all(|r| !r.reused));
     let c2 = results.last().unwrap();
     assert_eq!(c2.outputs.verified, Some(true));

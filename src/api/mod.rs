@@ -4,17 +4,14 @@
 mod cel;
 pub mod validate;
 
-use std::fmt;
-use std::str::FromStr;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use strum::{Display, EnumIter, EnumString, IntoEnumIterator, IntoStaticStr};
+use strum::Display;
 
-use crate::plan::UnknownName;
 pub use crate::plan::{PlanKind, State};
+pub use crate::sector::{FailureLevel, SectorRef, SectorSize};
 
 /// Upper bound of `status.history`: a task passes through at most ~20 states per attempt, and a farm
 /// holding thousands of tasks must not carry unbounded status (lotus sectors with 7,980 log entries).
@@ -86,8 +83,9 @@ pub struct SealingTaskSpec {
     /// of a state of this task's plan to continue from there (usually a rewind, e.g. TreeDBuilt for a
     /// new ticket), to Aborted to end the task at any time (its running step is stopped, the manager is
     /// told and the workspace wiped), or to "" to retry the current state's work. The operator applies
-    /// it once, records it in status.lastResume and an Event, and clears it; a refused value leaves a
-    /// Warning Event and a ResumeRejected condition and changes nothing else. See
+    /// it once, records it in status.lastResume and an Event, and clears it; a refused value is cleared
+    /// too, leaving a Warning Event and a ResumeRejected condition that says why, and the task
+    /// carries on as it was. See
     /// docs/state-machines.md for each plan's states.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
@@ -103,74 +101,6 @@ pub struct SealingTaskSpec {
     /// record of the sector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds_after_finished: Option<u32>,
-}
-
-/// Filecoin sector sizes the proofs support.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    Display,
-    EnumString,
-    EnumIter,
-    IntoStaticStr,
-)]
-pub enum SectorSize {
-    #[serde(rename = "2KiB")]
-    #[strum(serialize = "2KiB")]
-    Size2KiB,
-    #[serde(rename = "8MiB")]
-    #[strum(serialize = "8MiB")]
-    Size8MiB,
-    #[serde(rename = "512MiB")]
-    #[strum(serialize = "512MiB")]
-    Size512MiB,
-    #[serde(rename = "32GiB")]
-    #[strum(serialize = "32GiB")]
-    Size32GiB,
-    #[serde(rename = "64GiB")]
-    #[strum(serialize = "64GiB")]
-    Size64GiB,
-}
-
-impl SectorSize {
-    pub fn bytes(self) -> u64 {
-        match self {
-            SectorSize::Size2KiB => 2 << 10,
-            SectorSize::Size8MiB => 8 << 20,
-            SectorSize::Size512MiB => 512 << 20,
-            SectorSize::Size32GiB => 32 << 30,
-            SectorSize::Size64GiB => 64 << 30,
-        }
-    }
-
-    pub fn parse(name: &str) -> Result<Self, UnknownName> {
-        Self::from_str(name).map_err(|_| {
-            UnknownName::new("sector size", name, SectorSize::iter().map(<&str>::from))
-        })
-    }
-}
-
-/// A sector id as damocles-manager knows it.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-pub struct SectorRef {
-    /// Miner actor id (the number of t0<id>/f0<id>).
-    pub miner: u64,
-    /// Sector number within the miner.
-    pub number: u64,
-}
-
-impl fmt::Display for SectorRef {
-    /// damocles' sector file name, `s-t0<miner>-<number>`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "s-t0{}-{}", self.miner, self.number)
-    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
@@ -311,19 +241,6 @@ pub enum Phase {
     Finished,
     /// The task ended without completing.
     Aborted,
-}
-
-/// How bad a failure is, as damocles-worker grades it.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema, Display)]
-pub enum FailureLevel {
-    /// Retried after a back-off; becomes permanent after the retry limit.
-    Temporary,
-    /// Pauses the task for a person; files kept.
-    Permanent,
-    /// Pauses the task for a person; inputs are suspect (missing or corrupt files).
-    Critical,
-    /// Ends the task: the manager is told and the workspace wiped.
-    Abort,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

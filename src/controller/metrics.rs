@@ -9,7 +9,6 @@ use axum::extract::State as Extract;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use kube::runtime::reflector::Store;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -68,6 +67,8 @@ pub struct Metrics {
     pub failures: Family<FailureLabels, Counter>,
     pub retries: Counter,
     pub transitions: Counter,
+    /// Reconciles that ended in an error (other than a write conflict, which is retried at once).
+    pub reconcile_errors: Counter,
     pub api_writes: Family<WriteLabels, Counter>,
     /// 1 while this replica leads (acts on tasks), 0 while it stands by.
     pub leader: Gauge,
@@ -110,6 +111,12 @@ impl Default for Metrics {
             "State transitions taken",
             transitions.clone(),
         );
+        let reconcile_errors = Counter::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that ended in an error",
+            reconcile_errors.clone(),
+        );
         let api_writes = Family::<WriteLabels, Counter>::default();
         registry.register(
             "api_writes",
@@ -145,6 +152,7 @@ impl Default for Metrics {
             failures,
             retries,
             transitions,
+            reconcile_errors,
             api_writes,
         }
     }
@@ -158,9 +166,11 @@ impl Metrics {
     }
 
     /// The text exposition, with the task gauge counted afresh from the watch cache.
-    pub fn render(&self, tasks: &Store<SealingTask>) -> String {
+    pub fn render(&self, cache: &super::TaskCache) -> String {
+        let tasks: Vec<_> = cache.state();
+        let tasks: Vec<&SealingTask> = super::readable(&tasks).collect();
         self.tasks.clear();
-        for task in tasks.state() {
+        for task in &tasks {
             let status = task.status.clone().unwrap_or_default();
             let labels = TaskLabels {
                 plan: task.spec.plan.to_string(),
@@ -176,8 +186,8 @@ impl Metrics {
             self.tasks.get_or_create(&labels).inc();
         }
         self.step_queue.clear();
-        for task in tasks.state() {
-            if let Some(step) = queued_step(&task) {
+        for task in &tasks {
+            if let Some(step) = queued_step(task) {
                 self.step_queue
                     .get_or_create(&QueueLabels {
                         step: step.to_string(),
@@ -205,7 +215,7 @@ fn queued_step(task: &SealingTask) -> Option<crate::plan::StepKind> {
 #[derive(Clone)]
 struct Served {
     metrics: Arc<Metrics>,
-    tasks: Store<SealingTask>,
+    tasks: super::TaskCache,
 }
 
 /// Serves the endpoints on `address` until the process ends; `/readyz` is ok once the task
@@ -213,7 +223,7 @@ struct Served {
 pub async fn serve(
     address: SocketAddr,
     metrics: Arc<Metrics>,
-    tasks: Store<SealingTask>,
+    tasks: super::TaskCache,
 ) -> anyhow::Result<SocketAddr> {
     let app = Router::new()
         .route(

@@ -1,7 +1,8 @@
-//! Step pods, pure: the request a step gets from the task's status, the pod that runs it (from the
-//! step's profile), and what a pod's status says about the step. No API calls here.
+//! Step pods, pure: the pod that runs a step request (from the step's profile), and what a pod's
+//! status says about the step. No API calls here; the request itself comes from the task core
+//! ([`crate::task::steps`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{
     Affinity, Container, EnvVar, HostPathVolumeSource, NodeAffinity, NodeSelector,
@@ -12,15 +13,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::ResourceExt;
 
-use super::profiles::{Locality, Profiles, Resolved};
-use crate::api::{
-    Artifact, FailureLevel, PlanKind, SealingTask, SealingTaskStatus, SectorRef, State,
-};
-use crate::step::workspace::SectorFiles;
+use crate::api::{FailureLevel, SealingTask, SealingTaskStatus, SectorRef};
 use crate::step::{
-    Bytes32, DEFAULT_TERMINATION_MESSAGE_PATH, ExitCode, FileDigest, PieceInput, REQUEST_VERSION,
-    SealedFiles, StepInputs, StepKind, StepRequest, StepResult, UnsealRange,
+    DEFAULT_TERMINATION_MESSAGE_PATH, ExitCode, REQUEST_VERSION, StepInputs, StepKind, StepRequest,
+    StepResult,
 };
+use crate::task::PodReport;
+use crate::task::profiles::{Locality, Profiles, Resolved};
+use crate::task::steps::{persist_root, transfer_dir, workspace_dir};
 
 /// Label on every pod the operator creates; its pod watch selects on it.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "damocles-operator");
@@ -33,113 +33,6 @@ pub const TASK_UID_LABEL: &str = "damocles.io/task-uid";
 pub const REQUEST_ENV: &str = "DAMOCLES_STEP_REQUEST";
 const CONTAINER: &str = "step";
 
-/// A step pod's name: the task, the state and the attempt, so a restarted operator finds the pod it
-/// already created instead of starting a second one.
-pub fn pod_name(task: &str, state: State, attempt: u32) -> String {
-    let state = state.as_str().to_ascii_lowercase();
-    let suffix = format!("-{state}-{attempt}");
-    let room = 253 - suffix.len();
-    let task = &task[..task.len().min(room)];
-    format!("{task}{suffix}")
-}
-
-/// Where C1 leaves its output for a C2 on another node (`locality: any`): in the persist store,
-/// which every node mounts, one directory per sector, removed with the task's workspace.
-pub fn transfer_dir(persist: &Path, sector: SectorRef) -> PathBuf {
-    persist.join("transfer").join(sector.to_string())
-}
-
-/// The persist store the manager reserved for the task, as a path on the nodes.
-fn persist_root(status: &SealingTaskStatus, profiles: &Profiles) -> Option<PathBuf> {
-    let store = status.outputs.as_ref()?.store.as_ref()?;
-    Some(PathBuf::from(profiles.store_path(&store.name, &store.path)))
-}
-
-/// The task's workspace directory on its node.
-pub fn workspace_dir(profiles: &Profiles, task: &SealingTask) -> PathBuf {
-    Path::new(&profiles.workspace_root)
-        .join(task.namespace().unwrap_or_default())
-        .join(task.name_any())
-}
-
-fn digest(artifact: &Artifact) -> FileDigest {
-    FileDigest {
-        path: PathBuf::from(&artifact.location),
-        sha256: artifact.sha256.clone(),
-        size: artifact.size,
-    }
-}
-
-fn bytes32(hex_value: &str) -> Result<Bytes32, String> {
-    let bytes = hex::decode(hex_value).map_err(|e| format!("{hex_value:?}: {e}"))?;
-    bytes
-        .try_into()
-        .map(Bytes32)
-        .map_err(|_| format!("{hex_value:?} is not 32 bytes"))
-}
-
-/// Everything the task has gathered, as step inputs.
-pub fn gathered_inputs(
-    task: &SealingTask,
-    status: &SealingTaskStatus,
-    profiles: &Profiles,
-) -> Result<StepInputs, String> {
-    let outputs = status.outputs.clone().unwrap_or_default();
-    let ticket = outputs
-        .ticket
-        .as_ref()
-        .map(|t| bytes32(&t.value))
-        .transpose()?;
-    let committed = match (&outputs.committed, status.sector.or(task.spec.sector)) {
-        (Some(committed), Some(sector)) => committed.path.as_ref().map(|path| {
-            let store = SectorFiles::new(profiles.store_path(&committed.instance, path), sector);
-            SealedFiles {
-                sealed: store.sealed(),
-                cache: store.cache(),
-                comm_r: committed.comm_r.clone(),
-                comm_d: outputs.comm_d.clone(),
-                ticket,
-            }
-        }),
-        _ => None,
-    };
-    let plan = task.spec.plan;
-    Ok(StepInputs {
-        pieces: task
-            .spec
-            .pieces
-            .iter()
-            .flatten()
-            .map(|p| PieceInput {
-                cid: Some(p.cid.clone()),
-                size: p.size,
-                source: p.source.clone(),
-            })
-            .collect(),
-        ticket,
-        seed: match plan {
-            // A rebuild checks its replica with a C1 run seeded by the ticket: no chain seed exists.
-            PlanKind::Rebuild => ticket,
-            _ => outputs
-                .seed
-                .as_ref()
-                .map(|t| bytes32(&t.value))
-                .transpose()?,
-        },
-        comm_d: outputs.comm_d,
-        comm_r: outputs.comm_r,
-        c1_output: outputs.c1_output.as_ref().map(digest),
-        proof: outputs.proof.as_ref().map(digest),
-        cc_sector: committed.clone().filter(|_| plan == PlanKind::Snapup),
-        sealed: committed.filter(|_| plan == PlanKind::Unseal),
-        unseal: task.spec.unseal.as_ref().map(|u| UnsealRange {
-            offset: u.offset,
-            size: u.size,
-        }),
-        destination: task.spec.unseal.as_ref().map(|u| u.destination.clone()),
-    })
-}
-
 /// The persist stores a step reads or writes: the reserved one and the committed sector's.
 fn store_roots(request: &StepRequest) -> Vec<PathBuf> {
     let committed = [&request.inputs.cc_sector, &request.inputs.sealed]
@@ -151,38 +44,6 @@ fn store_roots(request: &StepRequest) -> Vec<PathBuf> {
     roots.sort();
     roots.dedup();
     roots
-}
-
-/// The request for `step` of this task, from its current status.
-pub fn step_request(
-    task: &SealingTask,
-    status: &SealingTaskStatus,
-    step: StepKind,
-    profiles: &Profiles,
-) -> Result<StepRequest, String> {
-    let sector = status
-        .sector
-        .or(task.spec.sector)
-        .ok_or("the task has no sector yet")?;
-    let persist = persist_root(status, profiles);
-    // Without a persist store there is no shared place for C1's output, and C2 runs on the
-    // task's node (see step_pod).
-    let share = persist
-        .as_deref()
-        .filter(|_| step == StepKind::C1 && profiles.locality(StepKind::C2) == Locality::Any)
-        .map(|persist| transfer_dir(persist, sector));
-    Ok(StepRequest {
-        version: REQUEST_VERSION,
-        step,
-        sector,
-        sector_size: task.spec.sector_size,
-        synthetic_po_rep: task.spec.synthetic_po_rep,
-        workspace: workspace_dir(profiles, task),
-        persist,
-        share,
-        termination_message_path: Some(PathBuf::from(DEFAULT_TERMINATION_MESSAGE_PATH)),
-        inputs: gathered_inputs(task, status, profiles)?.select(step),
-    })
 }
 
 fn host_path_volume(name: &str, path: &str, kind: &str) -> Volume {
@@ -369,7 +230,13 @@ pub fn cleanup_pod(
     profiles: &Profiles,
     node: &str,
 ) -> Pod {
-    let workspace = workspace_dir(profiles, task).display().to_string();
+    let workspace = workspace_dir(
+        profiles,
+        &task.namespace().unwrap_or_default(),
+        &task.name_any(),
+    )
+    .display()
+    .to_string();
     let sector = status.sector.or(task.spec.sector);
     let persist = persist_root(status, profiles).filter(|_| sector.is_some());
     let transfer = persist
@@ -422,24 +289,6 @@ pub fn cleanup_pod(
         labels.insert(STEP_LABEL.into(), "cleanup".into());
     }
     pod
-}
-
-/// What a step pod's status says.
-#[derive(Clone, Debug, PartialEq)]
-pub enum PodReport {
-    /// Not running yet (pending scheduling, pulling its image).
-    Starting {
-        reason: String,
-    },
-    Running,
-    Succeeded(Box<StepResult>),
-    Failed {
-        level: FailureLevel,
-        message: String,
-        /// Failed before the step ran at all (evicted, node lost): retried without spending the
-        /// step's retry budget.
-        never_ran: bool,
-    },
 }
 
 /// The exit code of a pod's finished container, if it finished.
@@ -552,8 +401,13 @@ fn shorten(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Outputs, Randomness, SealingTaskSpec, SectorRef, SectorSize, StoreRef};
+    use crate::api::{
+        Outputs, Randomness, SealingTaskSpec, SectorRef, SectorSize, State, StoreRef,
+    };
     use crate::plan::PlanKind;
+    use crate::step::Bytes32;
+    use crate::task::steps::pod_name;
+    use std::path::Path;
 
     fn task() -> SealingTask {
         let mut task = SealingTask::new(
@@ -600,8 +454,8 @@ mod tests {
         step: StepKind,
         profiles: &Profiles,
     ) -> Result<StepRequest, String> {
-        step_request(
-            task,
+        crate::task::steps::step_request(
+            crate::task::Task::of(task),
             &task.status.clone().unwrap_or_default(),
             step,
             profiles,
@@ -704,7 +558,7 @@ mod tests {
 
         // C1 reported its output in the transfer directory.
         let outputs = task.status.as_mut().unwrap().outputs.as_mut().unwrap();
-        outputs.c1_output = Some(Artifact {
+        outputs.c1_output = Some(crate::api::Artifact {
             location: transfer.join("c1.json").display().to_string(),
             sha256: "ab".repeat(32),
             size: 10,

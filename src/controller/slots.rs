@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::api::{Phase, SealingTask, SealingTaskStatus};
-use crate::plan::{Action, Plan, StepKind};
+use crate::plan::{Plan, StepKind};
 
 /// A task, as namespace/name.
 pub type TaskKey = String;
@@ -30,11 +30,10 @@ pub fn key(task: &SealingTask) -> TaskKey {
 
 /// The step kind of the work `status` is at in `plan`; none when that work is a manager call.
 pub fn current_step(plan: &Plan, status: &SealingTaskStatus) -> Option<StepKind> {
-    let state = plan.state(status.state?)?;
-    match state.actions.get(status.action_index as usize)? {
-        Action::Proof(step) | Action::File(step) => Some(*step),
-        Action::Manager(_) => None,
-    }
+    plan.step_at(crate::plan::cursor::Position {
+        state: status.state?,
+        action: status.action_index as usize,
+    })
 }
 
 /// The step kind whose slot `task` holds, per its status: a step pod exists for its current work.

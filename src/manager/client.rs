@@ -4,8 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::call::{Call, Manager, Method, Reply};
 use super::wire::{
     self, AcquireDealsSpec, AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector,
     AllocatedSnapUpSector, CidJson, ERR_INVALID_PARAMS, ERR_METHOD_NOT_FOUND,
@@ -14,7 +15,21 @@ use super::wire::{
     SectorStateResp, SectorUnsealInfo, SnapUpOnChainInfo, StoreBasicInfo, SubmitResp, SubmitResult,
     Ticket, WaitSeedResp,
 };
-use crate::api::FailureLevel;
+use crate::sector::FailureLevel;
+
+/// A typed method over [`ManagerClient::send`]: the reply of the variant the call answers with.
+macro_rules! expect {
+    ($client:expr, $call:expr, $variant:path) => {{
+        let call = $call;
+        match $client.send(&call).await? {
+            $variant(value) => Ok(value),
+            other => Err(ManagerError::Malformed {
+                method: wire::method(call.method().into()),
+                message: format!("unexpected answer {other:?}"),
+            }),
+        }
+    }};
+}
 
 /// Why a manager call failed, graded into the failure levels the plans use.
 #[derive(Debug, thiserror::Error)]
@@ -253,7 +268,7 @@ impl ManagerClient {
     }
 
     /// One JSON-RPC call; `T` is the result type (`Option<T>` where the manager may return null).
-    pub async fn call<T: DeserializeOwned>(
+    pub async fn call_raw<T: DeserializeOwned>(
         &self,
         name: &str,
         params: Vec<Value>,
@@ -337,11 +352,11 @@ impl ManagerClient {
         newest: Vec<Value>,
         older: Vec<Value>,
     ) -> Result<T, ManagerError> {
-        match self.call(name, newest).await {
+        match self.call_raw(name, newest).await {
             Err(ManagerError::Rpc {
                 code: ERR_INVALID_PARAMS,
                 ..
-            }) => self.call(name, older).await,
+            }) => self.call_raw(name, older).await,
             other => other,
         }
     }
@@ -350,16 +365,11 @@ impl ManagerClient {
         &self,
         spec: &AllocateSectorSpec,
     ) -> Result<Option<AllocatedSector>, ManagerError> {
-        self.call_versioned(
-            "AllocateSector",
-            vec![json!(spec), json!(false)],
-            vec![json!(spec)],
-        )
-        .await
+        expect!(self, Call::AllocateSector(spec.clone()), Reply::Sector)
     }
 
     pub async fn assign_ticket(&self, sector: SectorId) -> Result<Ticket, ManagerError> {
-        self.call("AssignTicket", vec![json!(sector)]).await
+        expect!(self, Call::AssignTicket(sector), Reply::Ticket)
     }
 
     pub async fn submit_pre_commit(
@@ -368,15 +378,16 @@ impl ManagerClient {
         info: &PreCommitOnChainInfo,
         reset: bool,
     ) -> Result<SubmitResp, ManagerError> {
-        self.call(
-            "SubmitPreCommit",
-            vec![json!(sector), json!(info), json!(reset)],
-        )
-        .await
+        let call = Call::SubmitPreCommit {
+            sector: sector.clone(),
+            info: info.clone(),
+            reset,
+        };
+        expect!(self, call, Reply::Submit)
     }
 
     pub async fn poll_pre_commit_state(&self, sector: SectorId) -> Result<PollResp, ManagerError> {
-        self.call("PollPreCommitState", vec![json!(sector)]).await
+        expect!(self, Call::PollPreCommitState(sector), Reply::Poll)
     }
 
     /// Tells the manager where the persisted files are; false means it could not find or check them.
@@ -386,11 +397,12 @@ impl ManagerClient {
         instance: &str,
         upgrade: bool,
     ) -> Result<bool, ManagerError> {
-        self.call(
-            "SubmitPersistedEx",
-            vec![json!(sector), json!(instance), json!(upgrade)],
-        )
-        .await
+        let call = Call::SubmitPersistedEx {
+            sector,
+            instance: instance.to_string(),
+            upgrade,
+        };
+        expect!(self, call, Reply::Persisted)
     }
 
     pub async fn wait_seed(
@@ -398,12 +410,7 @@ impl ManagerClient {
         sector: SectorId,
         proof_type: i64,
     ) -> Result<WaitSeedResp, ManagerError> {
-        self.call_versioned(
-            "WaitSeed",
-            vec![json!(sector), json!(proof_type)],
-            vec![json!(sector)],
-        )
-        .await
+        expect!(self, Call::WaitSeed { sector, proof_type }, Reply::Seed)
     }
 
     pub async fn submit_proof(
@@ -412,15 +419,16 @@ impl ManagerClient {
         proof: &ProofOnChainInfo,
         reset: bool,
     ) -> Result<SubmitResp, ManagerError> {
-        self.call(
-            "SubmitProof",
-            vec![json!(sector), json!(proof), json!(reset)],
-        )
-        .await
+        let call = Call::SubmitProof {
+            sector,
+            proof: proof.clone(),
+            reset,
+        };
+        expect!(self, call, Reply::Submit)
     }
 
     pub async fn poll_proof_state(&self, sector: SectorId) -> Result<PollResp, ManagerError> {
-        self.call("PollProofState", vec![json!(sector)]).await
+        expect!(self, Call::PollProofState(sector), Reply::Poll)
     }
 
     pub async fn report_state(
@@ -428,20 +436,23 @@ impl ManagerClient {
         sector: SectorId,
         report: &ReportStateReq,
     ) -> Result<Option<SectorStateResp>, ManagerError> {
-        self.call("ReportState", vec![json!(sector), json!(report)])
-            .await
+        let call = Call::ReportState {
+            sector,
+            report: report.clone(),
+        };
+        expect!(self, call, Reply::State)
     }
 
     pub async fn report_finalized(&self, sector: SectorId) -> Result<(), ManagerError> {
-        self.call::<Value>("ReportFinalized", vec![json!(sector)])
-            .await
-            .map(drop)
+        self.send(&Call::ReportFinalized(sector)).await.map(drop)
     }
 
     pub async fn report_aborted(&self, sector: SectorId, reason: &str) -> Result<(), ManagerError> {
-        self.call::<Value>("ReportAborted", vec![json!(sector), json!(reason)])
-            .await
-            .map(drop)
+        let call = Call::ReportAborted {
+            sector,
+            reason: reason.to_string(),
+        };
+        self.send(&call).await.map(drop)
     }
 
     /// Deals for a sector; empty for a pledge sector or when the manager has none.
@@ -450,10 +461,11 @@ impl ManagerClient {
         sector: SectorId,
         spec: &AcquireDealsSpec,
     ) -> Result<Vec<SectorPiece>, ManagerError> {
-        let value: Value = self
-            .call("AcquireDeals", vec![json!(sector), json!(spec)])
-            .await?;
-        pieces_of("Venus.AcquireDeals", value)
+        let call = Call::AcquireDeals {
+            sector,
+            spec: spec.clone(),
+        };
+        expect!(self, call, Reply::Deals)
     }
 
     /// Reserves `size` bytes in one of `candidates` (all stores when empty); none when no store has room.
@@ -463,11 +475,12 @@ impl ManagerClient {
         size: u64,
         candidates: &[String],
     ) -> Result<Option<StoreBasicInfo>, ManagerError> {
-        self.call(
-            "StoreReserveSpace",
-            vec![json!(sector), json!(size), json!(candidates)],
-        )
-        .await
+        let call = Call::StoreReserveSpace {
+            sector,
+            size,
+            candidates: candidates.to_vec(),
+        };
+        expect!(self, call, Reply::Store)
     }
 
     /// A store instance by name; none when the manager has no such store.
@@ -475,7 +488,10 @@ impl ManagerClient {
         &self,
         instance: &str,
     ) -> Result<Option<StoreBasicInfo>, ManagerError> {
-        self.call("StoreBasicInfo", vec![json!(instance)]).await
+        let call = Call::StoreBasicInfo {
+            instance: instance.to_string(),
+        };
+        expect!(self, call, Reply::Store)
     }
 
     /// A committed-capacity sector to upgrade; none when the manager has none for this spec.
@@ -483,8 +499,11 @@ impl ManagerClient {
         &self,
         spec: &AllocateSnapUpSpec,
     ) -> Result<Option<AllocatedSnapUpSector>, ManagerError> {
-        // Sic: the manager's method is spelt this way.
-        self.call("AllocateSanpUpSector", vec![json!(spec)]).await
+        expect!(
+            self,
+            Call::AllocateSanpUpSector(spec.clone()),
+            Reply::SnapUpSector
+        )
     }
 
     pub async fn submit_snapup_proof(
@@ -492,8 +511,11 @@ impl ManagerClient {
         sector: SectorId,
         info: &SnapUpOnChainInfo,
     ) -> Result<SubmitResp, ManagerError> {
-        self.call("SubmitSnapUpProof", vec![json!(sector), json!(info)])
-            .await
+        let call = Call::SubmitSnapUpProof {
+            sector,
+            info: info.clone(),
+        };
+        expect!(self, call, Reply::Submit)
     }
 
     /// A sector marked for rebuild, with its original ticket and pieces; none when nothing is marked.
@@ -501,7 +523,11 @@ impl ManagerClient {
         &self,
         spec: &AllocateSectorSpec,
     ) -> Result<Option<SectorRebuildInfo>, ManagerError> {
-        self.call("AllocateRebuildSector", vec![json!(spec)]).await
+        expect!(
+            self,
+            Call::AllocateRebuildSector(spec.clone()),
+            Reply::RebuildSector
+        )
     }
 
     /// A queued unseal request with the sector's sealing facts; none when nothing is queued.
@@ -509,7 +535,11 @@ impl ManagerClient {
         &self,
         spec: &AllocateSectorSpec,
     ) -> Result<Option<SectorUnsealInfo>, ManagerError> {
-        self.call("AllocateUnsealSector", vec![json!(spec)]).await
+        expect!(
+            self,
+            Call::AllocateUnsealSector(spec.clone()),
+            Reply::UnsealSector
+        )
     }
 
     /// Where the unsealed piece should go (file://, http(s)://, store:// URLs).
@@ -518,10 +548,11 @@ impl ManagerClient {
         sector: SectorId,
         piece_cid: &CidJson,
     ) -> Result<Vec<String>, ManagerError> {
-        let dest: Option<Vec<String>> = self
-            .call("AcquireUnsealDest", vec![json!(sector), json!(piece_cid)])
-            .await?;
-        Ok(dest.unwrap_or_default())
+        let call = Call::AcquireUnsealDest {
+            sector,
+            piece: piece_cid.clone(),
+        };
+        expect!(self, call, Reply::Destinations)
     }
 
     /// Reports an unseal done (`error` empty) or failed.
@@ -531,12 +562,35 @@ impl ManagerClient {
         piece_cid: &CidJson,
         error: &str,
     ) -> Result<(), ManagerError> {
-        self.call::<Value>(
-            "AchieveUnsealSector",
-            vec![json!(sector), json!(piece_cid), json!(error)],
-        )
-        .await
-        .map(drop)
+        let call = Call::AchieveUnsealSector {
+            sector,
+            piece: piece_cid.clone(),
+            error: error.to_string(),
+        };
+        self.send(&call).await.map(drop)
+    }
+
+    /// One call, by its [`Call`]: the newest API shape first, the older one when the manager
+    /// counts the params differently.
+    pub async fn send(&self, call: &Call) -> Result<Reply, ManagerError> {
+        let name: &'static str = call.method().into();
+        let result: Value = match call.older_params() {
+            Some(older) => self.call_versioned(name, call.params(), older).await?,
+            None => self.call_raw(name, call.params()).await?,
+        };
+        if call.method() == Method::AcquireDeals {
+            return pieces_of(&wire::method(name), result).map(Reply::Deals);
+        }
+        call.reply(result).map_err(|e| ManagerError::Malformed {
+            method: wire::method(name),
+            message: format!("at {}: {}", e.path(), e.inner()),
+        })
+    }
+}
+
+impl Manager for ManagerClient {
+    async fn call(&self, call: &Call) -> Result<Reply, ManagerError> {
+        self.send(call).await
     }
 }
 

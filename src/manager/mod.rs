@@ -2,10 +2,12 @@
 //!
 //! [`wire`] holds the exact wire format (method names, PascalCase fields, byte encodings, result
 //! codes) in one place, written from damocles-manager's Go types; see docs/manager-wire.md for the
-//! sources. The client and the embedded dev manager build on it.
+//! sources. [`call`] names each method once, with its params and its answer; the client (and the
+//! dev manager, [`crate::dev::manager`]) build on both.
 
+pub mod call;
 pub mod client;
-pub mod dev;
 pub mod wire;
 
+pub use call::{Call, Manager, Method, Reply};
 pub use client::{ManagerClient, ManagerError, PollOutcome, SubmitOutcome};

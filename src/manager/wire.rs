@@ -368,17 +368,17 @@ pub struct SectorUnsealInfo {
     pub error_info: String,
 }
 
-const SIZES: [crate::api::SectorSize; 5] = [
-    crate::api::SectorSize::Size2KiB,
-    crate::api::SectorSize::Size8MiB,
-    crate::api::SectorSize::Size512MiB,
-    crate::api::SectorSize::Size32GiB,
-    crate::api::SectorSize::Size64GiB,
+const SIZES: [crate::sector::SectorSize; 5] = [
+    crate::sector::SectorSize::Size2KiB,
+    crate::sector::SectorSize::Size8MiB,
+    crate::sector::SectorSize::Size512MiB,
+    crate::sector::SectorSize::Size32GiB,
+    crate::sector::SectorSize::Size64GiB,
 ];
 
 /// abi.RegisteredSealProof for a sector size: StackedDrg<size>V1_1 (5..=9), or its
 /// `_Feat_SyntheticPoRep` variant (10..=14).
-pub fn seal_proof_type(size: crate::api::SectorSize, synthetic: bool) -> i64 {
+pub fn seal_proof_type(size: crate::sector::SectorSize, synthetic: bool) -> i64 {
     let index = SIZES
         .iter()
         .position(|s| *s == size)
@@ -387,7 +387,7 @@ pub fn seal_proof_type(size: crate::api::SectorSize, synthetic: bool) -> i64 {
 }
 
 /// The sector size and synthetic flag of a V1_1 seal proof type; none for other types.
-pub fn sector_of_proof_type(proof_type: i64) -> Option<(crate::api::SectorSize, bool)> {
+pub fn sector_of_proof_type(proof_type: i64) -> Option<(crate::sector::SectorSize, bool)> {
     match proof_type {
         5..=9 => Some((SIZES[(proof_type - 5) as usize], false)),
         10..=14 => Some((SIZES[(proof_type - 10) as usize], true)),

@@ -7,7 +7,7 @@
 //! Every state can also go to `Aborted` (an abort-level failure or a user's `resumeState: Aborted`);
 //! those implicit edges are not listed as transitions.
 
-pub mod driver;
+pub mod cursor;
 mod rebuild;
 pub mod render;
 mod resume;
@@ -21,6 +21,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use strum::{Display, EnumIter, EnumString, IntoEnumIterator, IntoStaticStr};
 
+pub use crate::sector::UnknownName;
 pub use resume::{ResumeAction, ResumeError, validate_resume};
 
 /// Which state machine a task follows. A task keeps the plan it started with.
@@ -392,6 +393,30 @@ impl Plan {
         self.state_names().filter(|s| *s != State::Aborted.as_str())
     }
 
+    /// The first state whose work runs a step: everything from it on lives in the task's
+    /// workspace, on one node.
+    pub fn first_workspace_state(&self) -> State {
+        self.states
+            .iter()
+            .find(|s| s.actions.iter().any(|a| !matches!(a, Action::Manager(_))))
+            .map(|s| s.state)
+            .unwrap_or(State::Empty)
+    }
+
+    /// Whether `state` comes at or before `other` in the plan's order.
+    pub fn at_or_before(&self, state: State, other: State) -> bool {
+        let index = |s: State| self.states.iter().position(|spec| spec.state == s);
+        index(state) <= index(other)
+    }
+
+    /// The step that runs at `position`; none when the work there is a manager call.
+    pub fn step_at(&self, position: cursor::Position) -> Option<StepKind> {
+        match self.state(position.state)?.actions.get(position.action)? {
+            Action::Proof(step) | Action::File(step) => Some(*step),
+            Action::Manager(_) => None,
+        }
+    }
+
     /// Transitions out of `state`, in the plan's order.
     pub fn transitions_from(&self, state: State) -> impl Iterator<Item = &Transition> {
         self.transitions.iter().filter(move |t| t.from == state)
@@ -464,25 +489,6 @@ pub enum PlanError {
         event: Event,
         allowed: Vec<Event>,
     },
-}
-
-/// A name that is not one of the valid values, with the valid values listed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {what} {given:?}; valid values: {}", valid.join(", "))]
-pub struct UnknownName {
-    pub what: String,
-    pub given: String,
-    pub valid: Vec<String>,
-}
-
-impl UnknownName {
-    pub fn new<'a>(what: &str, given: &str, valid: impl Iterator<Item = &'a str>) -> Self {
-        Self {
-            what: what.to_string(),
-            given: given.to_string(),
-            valid: valid.map(str::to_string).collect(),
-        }
-    }
 }
 
 #[cfg(test)]

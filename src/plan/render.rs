@@ -124,10 +124,13 @@ Event, and clears the field. The rules are damocles-worker's:
 - `Aborted` is always allowed on a live task: the running step is stopped, the manager is told
   (ReportAborted) and the workspace is wiped;
 - a rewind target whose inputs the task no longer has is refused, with a message that names the missing
-  output and the state that produces it; the task stays paused and nothing else changes;
+  output and the state that produces it, and nothing else changes;
 - a finished or aborted task cannot be resumed.
 
-A refused value leaves a Warning Event and a `ResumeRejected` condition and changes nothing else.
+A refused value leaves a Warning Event and a `ResumeRejected` condition (its message says why) and is
+cleared like an applied one, so the same value can be asked for again later; a task that was running
+keeps running, a paused one stays paused. A paused task's message lists the resume targets valid at
+that moment.
 
 ### Abort a task whose ticket expired
 

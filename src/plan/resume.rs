@@ -1,5 +1,6 @@
 //! Resume rules, as damocles-worker's `worker resume --state X` applies them, with one change: a rewind
-//! target whose inputs are gone is refused (the task stays paused) instead of aborting the task.
+//! target whose inputs are gone is refused (the task carries on as it was) instead of aborting the
+//! task.
 
 use std::collections::BTreeSet;
 
@@ -43,7 +44,7 @@ pub enum ResumeError {
     SameAsCurrent { current: State },
     #[error(
         "cannot resume into {target}: its work needs {missing}, which this task no longer has \
-         (it is produced in {producer}); the task stays paused. Resume into {producer} or earlier instead"
+         (it is produced in {producer}); nothing was changed. Resume into {producer} or earlier instead"
     )]
     MissingInput {
         target: State,

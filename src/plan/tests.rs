@@ -389,7 +389,7 @@ fn resume_refuses_a_target_whose_inputs_are_gone_and_names_the_output() {
     );
     let text = err.to_string();
     assert!(text.contains("needs PC1Layers"), "{text}");
-    assert!(text.contains("stays paused"), "{text}");
+    assert!(text.contains("nothing was changed"), "{text}");
     assert!(
         text.contains("Resume into TicketAssigned or earlier"),
         "{text}"

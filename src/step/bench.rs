@@ -10,17 +10,21 @@ use anyhow::{Context, bail};
 
 use super::run::{execute, randomness};
 use super::{REQUEST_VERSION, StepInputs, StepKind, StepRequest, StepResult};
-use crate::api::{SectorRef, SectorSize};
+use crate::sector::{SectorRef, SectorSize};
 
-/// The steps of a sealer task that run as damocles-step, in plan order.
-pub const SEALER_STEPS: [StepKind; 6] = [
-    StepKind::AddPiece,
-    StepKind::TreeD,
-    StepKind::Pc1,
-    StepKind::Pc2,
-    StepKind::C1,
-    StepKind::C2,
-];
+/// The proof steps of a sealer task without synthetic PoRep, in plan order, read from the plan.
+pub fn sealer_steps() -> Vec<StepKind> {
+    crate::plan::PlanKind::Sealer
+        .plan()
+        .states
+        .iter()
+        .flat_map(|s| s.actions)
+        .filter_map(|action| match action {
+            crate::plan::Action::Proof(step) if *step != StepKind::SyntheticProofs => Some(*step),
+            _ => None,
+        })
+        .collect()
+}
 
 /// Builds each step's request from what the earlier steps returned, as the controller does.
 #[derive(Clone, Debug)]
@@ -62,19 +66,7 @@ impl Chain {
 
     /// Takes what a successful step produced into the inputs of the next ones.
     pub fn absorb(&mut self, result: &StepResult) {
-        let outputs = &result.outputs;
-        if let Some(comm_d) = &outputs.comm_d {
-            self.gathered.comm_d = Some(comm_d.clone());
-        }
-        if let Some(comm_r) = &outputs.comm_r {
-            self.gathered.comm_r = Some(comm_r.clone());
-        }
-        if let Some(file) = outputs.file("c1-output") {
-            self.gathered.c1_output = Some(file.clone());
-        }
-        if let Some(file) = outputs.file("proof") {
-            self.gathered.proof = Some(file.clone());
-        }
+        self.gathered.absorb(&result.outputs);
     }
 }
 
@@ -116,7 +108,7 @@ fn peak_kib() -> u64 {
 
 fn in_process(chain: &mut Chain) -> anyhow::Result<Vec<Sample>> {
     let mut samples = vec![];
-    for step in SEALER_STEPS {
+    for step in sealer_steps() {
         let request = chain.request(step);
         reset_peak();
         let started = Instant::now();
@@ -154,7 +146,7 @@ fn run_child(command: &mut Command) -> anyhow::Result<(i32, u64)> {
 fn as_processes(chain: &mut Chain, scratch: &Path) -> anyhow::Result<Vec<Sample>> {
     let exe = std::env::current_exe().context("cannot find the damocles-step binary")?;
     let mut samples = vec![];
-    for step in SEALER_STEPS {
+    for step in sealer_steps() {
         let mut request = chain.request(step);
         let result_path = scratch.join(format!("{step}.result.json"));
         request.termination_message_path = Some(result_path.clone());
@@ -227,7 +219,7 @@ pub fn run(size: SectorSize, rounds: usize, dir: Option<PathBuf>) -> anyhow::Res
     )?;
     writeln!(report, "|---|---:|---:|---:|---:|---:|")?;
     let (mut total_in, mut total_proc) = (0.0, 0.0);
-    for (index, step) in SEALER_STEPS.iter().enumerate() {
+    for (index, step) in sealer_steps().iter().enumerate() {
         let column = |runs: &Vec<Vec<Sample>>| {
             let ms = median(runs.iter().map(|r| r[index].millis).collect());
             let mib = median(

@@ -11,7 +11,6 @@
 //! Exit codes are the failure levels of damocles-worker (see [`ExitCode`]). These types compile without
 //! the proofs stack: the operator builds requests and reads results with them.
 
-pub mod commitments;
 pub mod workspace;
 
 #[cfg(feature = "proofs")]
@@ -28,8 +27,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{FailureLevel, SectorRef, SectorSize};
 pub use crate::plan::StepKind;
+use crate::sector::{FailureLevel, SectorRef, SectorSize};
 
 /// The request schema this build writes and understands. A request with a higher version is refused
 /// (permanent failure) rather than half-understood.
@@ -109,7 +108,29 @@ pub struct StepInputs {
     pub destination: Option<String>,
 }
 
+/// The file role of C1's output (read by C2).
+pub const C1_OUTPUT_ROLE: &str = "c1-output";
+/// The file role of a proof (C2's, snap-prove's; read by the verifiers and submitted).
+pub const PROOF_ROLE: &str = "proof";
+
 impl StepInputs {
+    /// Takes what a successful step produced into the inputs of the steps after it: the one
+    /// mapping from step outputs to step inputs (the task core, the bench and the tests use it).
+    pub fn absorb(&mut self, produced: &StepOutputs) {
+        if let Some(comm_d) = &produced.comm_d {
+            self.comm_d = Some(comm_d.clone());
+        }
+        if let Some(comm_r) = &produced.comm_r {
+            self.comm_r = Some(comm_r.clone());
+        }
+        if let Some(file) = produced.file(C1_OUTPUT_ROLE) {
+            self.c1_output = Some(file.clone());
+        }
+        if let Some(file) = produced.file(PROOF_ROLE) {
+            self.proof = Some(file.clone());
+        }
+    }
+
     /// The inputs `step` reads, out of everything gathered. Steps record a digest of their inputs in
     /// their completion marker, so handing a step more than it reads would make a rerun recompute
     /// for nothing.
@@ -390,6 +411,12 @@ impl ExitCode {
 pub struct StepError {
     pub level: FailureLevel,
     pub message: String,
+}
+
+impl From<crate::sector::cid::CidError> for StepError {
+    fn from(err: crate::sector::cid::CidError) -> Self {
+        Self::permanent(err.message)
+    }
 }
 
 impl StepError {

@@ -28,7 +28,7 @@ use storage_proofs_update::{
 use tracing::warn;
 
 use super::proofs::seal_proof;
-use crate::api::SectorSize;
+use crate::sector::SectorSize;
 
 /// The environment variable filecoin-proofs reads the parameter directory from.
 pub const PARAMETER_CACHE_ENV: &str = "FIL_PROOFS_PARAMETER_CACHE";

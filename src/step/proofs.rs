@@ -3,8 +3,8 @@
 use filecoin_proofs_api::{RegisteredSealProof, RegisteredUpdateProof};
 
 use super::StepRequest;
-pub use super::commitments::{data_cid, parse_data_cid, parse_sealed_cid, sealed_cid};
-use crate::api::{SectorRef, SectorSize};
+pub use crate::sector::cid::{data_cid, parse_data_cid, parse_sealed_cid, sealed_cid};
+use crate::sector::{SectorRef, SectorSize};
 
 /// The PoRep proof type (API version 1.1) of a request: its sector size, synthetic or interactive.
 pub fn seal_proof(size: SectorSize, synthetic: bool) -> RegisteredSealProof {

@@ -72,7 +72,7 @@ pub fn execute(request: &StepRequest) -> StepResult {
         Ok(outputs) if outputs.verified == Some(false) => {
             let mut result = finish(Ok(outputs), false);
             result.failure = Some(StepFailure {
-                level: crate::api::FailureLevel::Permanent,
+                level: crate::sector::FailureLevel::Permanent,
                 message: format!("{step}: the proof does not verify"),
             });
             return result;
@@ -219,17 +219,17 @@ fn ticket(request: &StepRequest) -> Result<[u8; 32], StepError> {
 }
 
 fn comm_d(request: &StepRequest) -> Result<Commitment, StepError> {
-    parse_data_cid(
+    Ok(parse_data_cid(
         "inputs.commD",
         need(request, "commD", &request.inputs.comm_d)?,
-    )
+    )?)
 }
 
 fn comm_r(request: &StepRequest) -> Result<Commitment, StepError> {
-    parse_sealed_cid(
+    Ok(parse_sealed_cid(
         "inputs.commR",
         need(request, "commR", &request.inputs.comm_r)?,
-    )
+    )?)
 }
 
 fn unpadded(padded: u64) -> u64 {
@@ -585,7 +585,7 @@ fn c1(request: &StepRequest, files: &SectorFiles) -> StepOutcome {
     };
     let file = write_json(&path, &output, StepKind::C1)?;
     Ok(StepOutputs {
-        files: vec![named("c1-output", file)],
+        files: vec![named(super::C1_OUTPUT_ROLE, file)],
         ..Default::default()
     })
 }
@@ -619,7 +619,7 @@ fn c2(request: &StepRequest, files: &SectorFiles) -> StepOutcome {
     }
     let file = write_atomic(&files.output("proof.bin"), &output.proof, StepKind::C2)?;
     Ok(StepOutputs {
-        files: vec![named("proof", file)],
+        files: vec![named(super::PROOF_ROLE, file)],
         proof: Some(base64::engine::general_purpose::STANDARD.encode(&output.proof)),
         verified: Some(true),
         ..Default::default()
@@ -745,7 +745,7 @@ fn snap_prove(request: &StepRequest, files: &SectorFiles) -> StepOutcome {
         StepKind::SnapProve,
     )?;
     Ok(StepOutputs {
-        files: vec![named("proof", file)],
+        files: vec![named(super::PROOF_ROLE, file)],
         proof: Some(base64::engine::general_purpose::STANDARD.encode(&proof.0)),
         verified: Some(true),
         ..Default::default()

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{FileDigest, StepError, StepKind, StepResult};
-use crate::api::SectorRef;
+use crate::sector::SectorRef;
 
 /// Environment variable that makes a step kill itself at a named point: `<step>:<point>`, e.g.
 /// `pc2:before-rename`. For crash tests only.
@@ -397,7 +397,7 @@ mod tests {
         let digest = write_atomic(&path, b"{\"c1\": 1}", StepKind::C1).unwrap();
         fs::write(&path, b"{\"c1\"").unwrap();
         let err = check_input("C1 output", &digest).unwrap_err();
-        assert_eq!(err.level, crate::api::FailureLevel::Critical);
+        assert_eq!(err.level, crate::sector::FailureLevel::Critical);
         assert!(
             err.message.contains("c1.json") && err.message.contains("truncated"),
             "{err}"

@@ -21,13 +21,14 @@ use tracing::{info, warn};
 use super::chain::UnsealJob;
 use super::chain::{ChainError, ChainRules, ChainState};
 use super::lifecycle::{SnapUpChecks, reserve_space};
-use crate::api::SectorRef;
+use crate::manager::Method;
 use crate::manager::wire::{
     AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector, CidJson, ERR_INVALID_PARAMS,
     ERR_METHOD_NOT_FOUND, ERR_SECTOR_STATE_NOT_FOUND, PreCommitOnChainInfo, ProofOnChainInfo,
     ReportStateReq, Request, SectorId, SectorStateResp, SnapUpOnChainInfo, StoreBasicInfo,
 };
-use crate::step::commitments::{data_cid, sealed_cid};
+use crate::sector::SectorRef;
+use crate::sector::cid::{data_cid, sealed_cid};
 use crate::step::workspace::SectorFiles;
 use crate::step::{
     Bytes32, FileDigest, REQUEST_VERSION, SealedFiles, StepInputs, StepKind, StepRequest,
@@ -471,8 +472,9 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
     let rules = &shared.config.rules;
     let head = shared.head();
     let p = &params;
-    let value = match name {
-        "AllocateSector" => {
+    let method: Option<Method> = name.parse().ok();
+    let value = match method {
+        Some(Method::AllocateSector) => {
             // Both API shapes: [spec] and [spec, niporep].
             if p.len() != 1 && p.len() != 2 {
                 expect_params(p, 2, name)?;
@@ -480,7 +482,7 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
             let spec: AllocateSectorSpec = param(p, 0, name)?;
             json!(shared.chain().allocate(rules, &spec))
         }
-        "AssignTicket" => {
+        Some(Method::AssignTicket) => {
             expect_params(p, 1, name)?;
             json!(
                 shared
@@ -488,7 +490,7 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
                     .assign_ticket(rules, param(p, 0, name)?, head)?
             )
         }
-        "SubmitPreCommit" => {
+        Some(Method::SubmitPreCommit) => {
             expect_params(p, 3, name)?;
             let sector: AllocatedSector = param(p, 0, name)?;
             let info: PreCommitOnChainInfo = param(p, 1, name)?;
@@ -498,7 +500,7 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
                     .submit_pre_commit(rules, &sector, &info, head)?
             )
         }
-        "PollPreCommitState" => {
+        Some(Method::PollPreCommitState) => {
             expect_params(p, 1, name)?;
             json!(
                 shared
@@ -506,7 +508,7 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
                     .poll_pre_commit(rules, param(p, 0, name)?, head)?
             )
         }
-        "SubmitPersistedEx" | "SubmitPersisted" => {
+        Some(Method::SubmitPersistedEx | Method::SubmitPersisted) => {
             let extended = name == "SubmitPersistedEx";
             expect_params(p, if extended { 3 } else { 2 }, name)?;
             let sector: SectorId = param(p, 0, name)?;
@@ -519,12 +521,12 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
                     .submit_persisted(rules, sector, &instance, present)?
             )
         }
-        "AcquireDeals" => {
+        Some(Method::AcquireDeals) => {
             expect_params(p, 2, name)?;
             shared.chain().acquire_deals(rules, param(p, 0, name)?)?;
             Value::Null
         }
-        "StoreReserveSpace" => {
+        Some(Method::StoreReserveSpace) => {
             expect_params(p, 3, name)?;
             let _: SectorId = param(p, 0, name)?;
             let candidates: Option<Vec<String>> = param(p, 2, name)?;
@@ -533,17 +535,17 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
                 &candidates.unwrap_or_default()
             ))
         }
-        "StoreBasicInfo" => {
+        Some(Method::StoreBasicInfo) => {
             expect_params(p, 1, name)?;
             let instance: String = param(p, 0, name)?;
             json!(shared.store(&instance))
         }
-        "AllocateSanpUpSector" => {
+        Some(Method::AllocateSanpUpSector) => {
             expect_params(p, 1, name)?;
             let spec: AllocateSnapUpSpec = param(p, 0, name)?;
             json!(shared.chain().allocate_snapup(rules, &spec, head))
         }
-        "SubmitSnapUpProof" => {
+        Some(Method::SubmitSnapUpProof) => {
             expect_params(p, 2, name)?;
             let sector: SectorId = param(p, 0, name)?;
             let info: SnapUpOnChainInfo = param(p, 1, name)?;
@@ -558,17 +560,17 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
                     .submit_snapup(rules, sector, &info, &checks, head)?
             )
         }
-        "AllocateRebuildSector" => {
+        Some(Method::AllocateRebuildSector) => {
             expect_params(p, 1, name)?;
             let spec: AllocateSectorSpec = param(p, 0, name)?;
             json!(shared.chain().allocate_rebuild(rules, &spec))
         }
-        "AllocateUnsealSector" => {
+        Some(Method::AllocateUnsealSector) => {
             expect_params(p, 1, name)?;
             let spec: AllocateSectorSpec = param(p, 0, name)?;
             json!(shared.chain().allocate_unseal(rules, &spec))
         }
-        "AcquireUnsealDest" => {
+        Some(Method::AcquireUnsealDest) => {
             expect_params(p, 2, name)?;
             let cid: CidJson = param(p, 1, name)?;
             json!(
@@ -577,7 +579,7 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
                     .unseal_dest(rules, param(p, 0, name)?, &cid.cid)?
             )
         }
-        "AchieveUnsealSector" => {
+        Some(Method::AchieveUnsealSector) => {
             expect_params(p, 3, name)?;
             let cid: CidJson = param(p, 1, name)?;
             let error: String = param(p, 2, name)?;
@@ -586,13 +588,13 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
                 .achieve_unseal(rules, param(p, 0, name)?, &cid.cid, &error)?;
             Value::Null
         }
-        "WaitSeed" => {
+        Some(Method::WaitSeed) => {
             if p.len() != 1 && p.len() != 2 {
                 expect_params(p, 2, name)?;
             }
             json!(shared.chain().wait_seed(rules, param(p, 0, name)?, head)?)
         }
-        "SubmitProof" => {
+        Some(Method::SubmitProof) => {
             expect_params(p, 3, name)?;
             let sector: SectorId = param(p, 0, name)?;
             let proof: ProofOnChainInfo = param(p, 1, name)?;
@@ -604,11 +606,11 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
                     .submit_proof(rules, sector, &sha256, verified, head)?
             )
         }
-        "PollProofState" => {
+        Some(Method::PollProofState) => {
             expect_params(p, 1, name)?;
             json!(shared.chain().poll_proof(rules, param(p, 0, name)?, head)?)
         }
-        "ReportState" => {
+        Some(Method::ReportState) => {
             expect_params(p, 2, name)?;
             let sector: SectorId = param(p, 0, name)?;
             let report: ReportStateReq = param(p, 1, name)?;
@@ -627,39 +629,41 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
                 abort_reason: record.aborted.clone()
             })
         }
-        "ReportFinalized" => {
+        Some(Method::ReportFinalized) => {
             expect_params(p, 1, name)?;
             shared.chain().finalize(rules, param(p, 0, name)?)?;
             Value::Null
         }
-        "ReportAborted" => {
+        Some(Method::ReportAborted) => {
             expect_params(p, 2, name)?;
             let reason: String = param(p, 1, name)?;
             shared.chain().abort(rules, param(p, 0, name)?, &reason)?;
             Value::Null
         }
-        "Version" => json!(concat!(
+        None if name == "Version" => json!(concat!(
             "damocles-operator dev-manager ",
             env!("CARGO_PKG_VERSION")
         )),
-        other => {
+        _ => {
             return Err(RpcFailure {
                 code: ERR_METHOD_NOT_FOUND,
                 message: format!(
-                    "method 'Venus.{other}' not found (the dev manager serves the sealer API only)"
+                    "method 'Venus.{name}' not found (the dev manager serves the sealer API only)"
                 ),
             });
         }
     };
-    if ![
-        "Version",
-        "StoreBasicInfo",
-        "StoreReserveSpace",
-        "AcquireUnsealDest",
-    ]
-    .contains(&name)
-        && !name.starts_with("Poll")
-    {
+    let read_only = matches!(
+        method,
+        None | Some(
+            Method::StoreBasicInfo
+                | Method::StoreReserveSpace
+                | Method::AcquireUnsealDest
+                | Method::PollPreCommitState
+                | Method::PollProofState
+        )
+    );
+    if !read_only {
         shared.save().await.map_err(|e| RpcFailure {
             code: 1,
             message: format!("cannot save state: {e:#}"),

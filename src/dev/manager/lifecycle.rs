@@ -11,7 +11,7 @@ use crate::manager::wire::{
     SectorId, SectorPrivateInfo, SectorPublicInfo, SectorRebuildInfo, SectorUnsealInfo,
     SnapUpOnChainInfo, StoreBasicInfo, SubmitResp, SubmitResult,
 };
-use crate::step::commitments::sealed_cid;
+use crate::sector::cid::sealed_cid;
 
 /// Sector lifetime handed out as the expiration of a committed sector (540 days of 30 s epochs).
 const SECTOR_LIFETIME_EPOCHS: i64 = 540 * 2880;
@@ -445,7 +445,7 @@ mod tests {
         assert_eq!(
             unseal.ticket,
             Ticket {
-                ticket: crate::manager::dev::chain::randomness("ticket", id, 9_100),
+                ticket: crate::dev::manager::chain::randomness("ticket", id, 9_100),
                 epoch: 9_100
             }
         );

@@ -1,10 +1,15 @@
-//! Commitment CIDs (CommD/CommP, CommR) as Filecoin writes them. Always compiled: the operator and
-//! the dev manager convert between the manager's raw 32-byte commitments and the CIDs steps use.
+//! Commitment CIDs (CommD/CommP, CommR) as Filecoin writes them. The operator and the dev manager
+//! convert between the manager's raw 32-byte commitments and the CIDs steps and status use.
 
 use cid::Cid;
 use cid::multihash::Multihash;
 
-use super::StepError;
+/// A commitment CID that does not parse, or is of the wrong kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CidError {
+    pub message: String,
+}
 
 /// A 32-byte commitment (filecoin-proofs' `Commitment`).
 pub type Commitment = [u8; 32];
@@ -35,13 +40,10 @@ pub fn sealed_cid(commitment: &Commitment) -> String {
     commitment_cid(FIL_COMMITMENT_SEALED, POSEIDON_BLS12_381_A2_FC1, commitment)
 }
 
-fn parse_commitment(
-    what: &str,
-    text: &str,
-    codec: u64,
-    hash: u64,
-) -> Result<Commitment, StepError> {
-    let bad = |why: String| StepError::permanent(format!("{what} {text:?} is not valid: {why}"));
+fn parse_commitment(what: &str, text: &str, codec: u64, hash: u64) -> Result<Commitment, CidError> {
+    let bad = |why: String| CidError {
+        message: format!("{what} {text:?} is not valid: {why}"),
+    };
     let cid = Cid::try_from(text).map_err(|e| bad(e.to_string()))?;
     if cid.codec() != codec || cid.hash().code() != hash {
         return Err(bad(format!(
@@ -57,7 +59,7 @@ fn parse_commitment(
 }
 
 /// CommD or CommP from its CID.
-pub fn parse_data_cid(what: &str, text: &str) -> Result<Commitment, StepError> {
+pub fn parse_data_cid(what: &str, text: &str) -> Result<Commitment, CidError> {
     parse_commitment(
         what,
         text,
@@ -67,7 +69,7 @@ pub fn parse_data_cid(what: &str, text: &str) -> Result<Commitment, StepError> {
 }
 
 /// CommR from its CID.
-pub fn parse_sealed_cid(what: &str, text: &str) -> Result<Commitment, StepError> {
+pub fn parse_sealed_cid(what: &str, text: &str) -> Result<Commitment, CidError> {
     parse_commitment(what, text, FIL_COMMITMENT_SEALED, POSEIDON_BLS12_381_A2_FC1)
 }
 

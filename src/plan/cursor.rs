@@ -1,11 +1,11 @@
-//! The plan driver: given where a task stands in its plan and what its last action came to, what
-//! happens next. Every executor (the controller, the local mode) uses this; none has state logic of
-//! its own. Pure: outcomes come in as values, time as durations.
+//! The plan cursor: given where a task stands in its plan and what its last action came to, which
+//! action or transition comes next. Pure. The rest of the task's rules (failures, resume, manager
+//! answers, step results) are in [`crate::task`], which walks the plan with this cursor.
 
 use std::time::Duration;
 
 use super::{Action, Event, Plan, State};
-use crate::api::FailureLevel;
+use crate::sector::FailureLevel;
 
 /// Where a task is: its state and the index of the next action of that state's work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub enum Next {
     Enter { event: Event, state: State },
     /// Ask the same action again after this long; nothing failed.
     Wait(Duration),
-    /// The action failed; [`on_failure`] says whether to retry, pause or abort.
+    /// The action failed; the task core decides whether to retry, pause or abort.
     Fail {
         level: FailureLevel,
         message: String,
@@ -196,92 +196,6 @@ fn forward(plan: &Plan, state: State, facts: Facts) -> Result<Next, DriverError>
             plan: plan.kind,
             state,
         })
-}
-
-/// When a PreCommit ticket is too old to use: the chain rejects a PreCommit whose ticket epoch is
-/// more than `max_age` epochs below the head (2880 + 900 on mainnet).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TicketRules {
-    /// Epochs below the head a ticket is drawn at (SealRandomnessLookback, 900).
-    pub lookback: i64,
-    pub max_age: i64,
-    /// Give up on a ticket this many epochs before it expires, so the work done with it can still
-    /// be submitted in time.
-    pub margin: i64,
-    pub block_time: Duration,
-}
-
-impl Default for TicketRules {
-    fn default() -> Self {
-        Self {
-            lookback: 900,
-            max_age: 2880 + 900,
-            margin: 300,
-            block_time: Duration::from_secs(30),
-        }
-    }
-}
-
-impl TicketRules {
-    /// Whether a ticket assigned `elapsed` ago is too old for the work still to come. The head
-    /// is estimated from wall time: the operator has no chain of its own.
-    pub fn too_old(&self, elapsed: Duration) -> bool {
-        let epochs = (elapsed.as_millis() / self.block_time.as_millis().max(1)) as i64;
-        self.lookback + epochs > self.max_age - self.margin
-    }
-}
-
-/// How temporary failures are retried.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Failed attempts of one state's work before a temporary failure counts as permanent.
-    pub limit: u32,
-    /// Delay before the first retry; doubled for each further one.
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            limit: 5,
-            initial_backoff: Duration::from_secs(60),
-            max_backoff: Duration::from_secs(3600),
-        }
-    }
-}
-
-/// What a failure does to the task.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FailureDecision {
-    /// Try the same work again after this long.
-    Retry(Duration),
-    /// Stop for a person (permanent and critical failures, temporary ones past the limit); the
-    /// level says which, after the limit a temporary failure is reported as permanent.
-    Pause(FailureLevel),
-    /// End the task: tell the manager, wipe the workspace.
-    Abort,
-}
-
-/// `failed_attempts` counts this failure too.
-pub fn on_failure(
-    level: FailureLevel,
-    failed_attempts: u32,
-    policy: &RetryPolicy,
-) -> FailureDecision {
-    match level {
-        FailureLevel::Temporary if failed_attempts < policy.limit => {
-            let doublings = failed_attempts.saturating_sub(1).min(20);
-            let delay = policy
-                .initial_backoff
-                .saturating_mul(1 << doublings)
-                .min(policy.max_backoff);
-            FailureDecision::Retry(delay)
-        }
-        FailureLevel::Temporary => FailureDecision::Pause(FailureLevel::Permanent),
-        FailureLevel::Permanent | FailureLevel::Critical => FailureDecision::Pause(level),
-        FailureLevel::Abort => FailureDecision::Abort,
-    }
 }
 
 #[cfg(test)]
@@ -450,44 +364,5 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn tickets_expire_by_wall_time_with_a_margin() {
-        let rules = TicketRules::default();
-        // (3780 - 300 - 900) epochs of 30 s: 21.5 hours.
-        assert!(!rules.too_old(Duration::from_secs(2580 * 30)));
-        assert!(rules.too_old(Duration::from_secs(2581 * 30)));
-    }
-
-    #[test]
-    fn temporary_failures_back_off_then_pause() {
-        let policy = RetryPolicy {
-            limit: 3,
-            initial_backoff: Duration::from_secs(60),
-            max_backoff: Duration::from_secs(100),
-        };
-        let t = FailureLevel::Temporary;
-        assert_eq!(
-            on_failure(t, 1, &policy),
-            FailureDecision::Retry(Duration::from_secs(60))
-        );
-        assert_eq!(
-            on_failure(t, 2, &policy),
-            FailureDecision::Retry(Duration::from_secs(100)),
-            "capped"
-        );
-        assert_eq!(
-            on_failure(t, 3, &policy),
-            FailureDecision::Pause(FailureLevel::Permanent)
-        );
-        assert_eq!(
-            on_failure(FailureLevel::Critical, 1, &policy),
-            FailureDecision::Pause(FailureLevel::Critical)
-        );
-        assert_eq!(
-            on_failure(FailureLevel::Abort, 1, &policy),
-            FailureDecision::Abort
-        );
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
 use serde::{Deserialize, Serialize};
 
-use crate::plan::driver::RetryPolicy;
+use super::failure::RetryPolicy;
 use crate::plan::{Action, Plan, StepKind};
 
 /// Where a step may run.

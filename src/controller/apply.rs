@@ -1,0 +1,357 @@
+//! One reconcile of one task: decide, carry the effects out, answer the core's questions, decide
+//! again, until the core waits; then write the status (once, and only if it changed) and publish
+//! one Event for the transitions taken.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use super::{Context, Error, FIELD_MANAGER, metrics, pods};
+use crate::api::{SealingTask, SealingTaskStatus, State};
+use crate::manager::Manager;
+use crate::plan::Event;
+use crate::task::{self, Effect, Observed, Task, Wake};
+
+/// How often a deleted task whose workspace cleanup is still running looks again.
+const CLEANUP_RECHECK: Duration = Duration::from_secs(5);
+/// The most decisions one reconcile makes; a plan chains far fewer manager calls in a row.
+const DECISION_LIMIT: usize = 128;
+
+/// How a reconcile ended.
+pub enum Outcome {
+    Requeue(Requeue),
+    /// A deleted task is stopped and cleaned up: its finalizer may go.
+    Released,
+}
+
+pub struct TaskRun {
+    /// The task as last read; its spec loses resumeState once that is cleared.
+    task: SealingTask,
+    pub(super) ctx: Arc<Context>,
+    /// namespace/name.
+    pub(super) key: String,
+    status: SealingTaskStatus,
+    written: SealingTaskStatus,
+    resource_version: Option<String>,
+    tasks: Api<SealingTask>,
+    pub(super) pods: Api<Pod>,
+    /// Transitions taken in this reconcile (from, event, to), for its one Event.
+    transitions: Vec<(Option<State>, Event, State)>,
+}
+
+impl TaskRun {
+    pub fn new(task: SealingTask, ctx: Arc<Context>) -> Self {
+        let namespace = task.namespace().unwrap_or_default();
+        let status = task.status.clone().unwrap_or_default();
+        Self {
+            key: format!("{namespace}/{}", task.name_any()),
+            tasks: Api::namespaced(ctx.client.clone(), &namespace),
+            pods: Api::namespaced(ctx.client.clone(), &namespace),
+            written: status.clone(),
+            transitions: Vec::new(),
+            resource_version: task.resource_version(),
+            status,
+            task,
+            ctx,
+        }
+    }
+
+    /// Runs the task until the core waits, then writes what is left to write.
+    pub async fn run(mut self) -> Result<Outcome, Error> {
+        let outcome = self.decide_until_wait().await;
+        let saved = match outcome {
+            Ok(_) => self.write_status().await,
+            Err(_) => Ok(()),
+        };
+        let transitions = std::mem::take(&mut self.transitions);
+        if let (Some((_, last_event, _)), Some((first_state, _, _))) =
+            (transitions.last(), transitions.first())
+            && self.status == self.written
+        {
+            let mut note = first_state.map(|s| s.to_string()).unwrap_or_default();
+            for (_, event, to) in &transitions {
+                note.push_str(&format!(" -[{event}]-> {to}"));
+            }
+            self.event(false, &last_event.to_string(), note).await;
+        }
+        saved.and(outcome)
+    }
+
+    async fn decide_until_wait(&mut self) -> Result<Outcome, Error> {
+        let mut observed = Observed::default();
+        for _ in 0..DECISION_LIMIT {
+            let now = Timestamp::now().as_second();
+            let rules = &self.ctx.settings.rules;
+            let decision = task::decide(Task::of(&self.task), &self.status, &observed, now, rules);
+            self.status = decision.status;
+            // A manager answer is read by the decision that asked for it, never by a later one.
+            observed.reply = None;
+            for effect in decision.effects {
+                self.apply(effect, &mut observed).await?;
+            }
+            match decision.wake {
+                Wake::Ask(question) => self.answer(question, &mut observed).await?,
+                Wake::Now => {}
+                Wake::After(delay) => return Ok(Outcome::Requeue(Requeue::requeue(delay))),
+                Wake::OnChange => return Ok(Outcome::Requeue(Requeue::await_change())),
+                Wake::Release => return Ok(Outcome::Released),
+                Wake::CleanupPending => {
+                    debug!(task = %self.key, "waiting for the workspace cleanup pod");
+                    return Ok(Outcome::Requeue(Requeue::requeue(CLEANUP_RECHECK)));
+                }
+            }
+        }
+        Ok(Outcome::Requeue(Requeue::requeue(Duration::from_secs(1))))
+    }
+
+    async fn apply(&mut self, effect: Effect, observed: &mut Observed) -> Result<(), Error> {
+        match effect {
+            Effect::WriteStatus => self.write_status().await?,
+            Effect::CreateStepPod(create) => {
+                let profiles = &self.ctx.settings.rules.profiles;
+                let pod = pods::step_pod(
+                    &self.task,
+                    &create.name,
+                    &create.request,
+                    &create.profile,
+                    profiles,
+                    create.node.as_deref(),
+                    create.avoid.as_deref(),
+                );
+                self.create_pod(&pod, "creating a step pod").await?;
+                info!(task = %self.key, pod = %create.name, step = %create.request.step, node = ?create.node, "step pod created");
+                observed.pods.remove(&create.name);
+            }
+            Effect::CreateCleanupPod { name, node } => {
+                let rules = &self.ctx.settings.rules;
+                let profile = rules.profiles.defaults_only(rules.retry_backoff);
+                let pod = pods::cleanup_pod(
+                    &self.task,
+                    &self.status,
+                    &name,
+                    &profile,
+                    &rules.profiles,
+                    &node,
+                );
+                self.create_pod(&pod, "creating the cleanup pod").await?;
+                observed.cleanup_pod = None;
+            }
+            Effect::DeletePod(name) => {
+                self.delete_pod(&name).await;
+                observed.pods.remove(&name);
+            }
+            Effect::DeleteTaskPods => self.delete_task_pods().await,
+            Effect::DeleteTask => {
+                self.ctx.metrics.write("task-delete");
+                match self
+                    .tasks
+                    .delete(&self.task.name_any(), &DeleteParams::background())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(source) => return Err(self.apply_error("deleting the task", source)),
+                }
+            }
+            Effect::ClearResumeRequest => self.clear_resume_request().await?,
+            Effect::ReleaseSlot => self.ctx.slots.release(&self.key),
+            Effect::Tell(call) => {
+                if let Err(err) = self.ctx.manager.call(&call).await {
+                    warn!(task = %self.key, "{}: {err}", call.method());
+                }
+            }
+            Effect::ReportState(call) => {
+                let manager = self.ctx.manager.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = manager.call(&call).await {
+                        warn!("ReportState: {err}");
+                    }
+                });
+            }
+            Effect::Event {
+                warning,
+                reason,
+                note,
+            } => self.event(warning, &reason, note).await,
+            Effect::Transition { from, event, to } => {
+                self.ctx.metrics.transitions.inc();
+                if let Some(event) = event {
+                    let from_name = from.map(|s| s.to_string()).unwrap_or_default();
+                    info!(task = %self.key, from = %from_name, %event, %to, "transition");
+                    self.transitions.push((from, event, to));
+                }
+            }
+            Effect::StepFinished {
+                step,
+                seconds,
+                reused,
+            } => {
+                self.ctx
+                    .metrics
+                    .step_seconds
+                    .get_or_create(&metrics::StepLabels {
+                        step: step.to_string(),
+                    })
+                    .observe(seconds);
+                info!(task = %self.key, %step, reused, seconds, "step done");
+            }
+            Effect::Failure { level, retry } => {
+                self.ctx
+                    .metrics
+                    .failures
+                    .get_or_create(&metrics::FailureLabels {
+                        plan: self.task.spec.plan.to_string(),
+                        level: level.to_string(),
+                    })
+                    .inc();
+                if retry {
+                    self.ctx.metrics.retries.inc();
+                }
+            }
+            Effect::Log { warning, message } => {
+                if warning {
+                    warn!(task = %self.key, "{message}");
+                } else {
+                    info!(task = %self.key, "{message}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_error(&self, action: &'static str, source: kube::Error) -> Error {
+        Error::Apply {
+            task: self.key.clone(),
+            action,
+            source,
+        }
+    }
+
+    /// Writes the status when it changed, guarded by the resourceVersion we read: a concurrent
+    /// change makes this fail and the reconcile start over from the current object, never
+    /// overwrite it.
+    async fn write_status(&mut self) -> Result<(), Error> {
+        if self.status == self.written {
+            return Ok(());
+        }
+        self.status.observed_generation = self.task.metadata.generation;
+        let patch = json!({
+            "apiVersion": "damocles.io/v1alpha1",
+            "kind": "SealingTask",
+            "metadata": {"resourceVersion": self.resource_version},
+            "status": self.status,
+        });
+        let updated = self
+            .tasks
+            .patch_status(
+                &self.task.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|source| Error::WriteStatus {
+                task: self.key.clone(),
+                source,
+            })?;
+        self.ctx.metrics.write("status");
+        self.resource_version = updated.resource_version();
+        self.written = self.status.clone();
+        Ok(())
+    }
+
+    /// Removes spec.resumeState, guarded by the resourceVersion we know: a newer edit by the user
+    /// fails this patch (and is then seen by the next reconcile) instead of being overwritten.
+    async fn clear_resume_request(&mut self) -> Result<(), Error> {
+        let patch = json!({
+            "metadata": {"resourceVersion": self.resource_version},
+            "spec": {"resumeState": null},
+        });
+        let updated = self
+            .tasks
+            .patch(
+                &self.task.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|source| self.apply_error("clearing spec.resumeState", source))?;
+        self.ctx.metrics.write("spec");
+        self.resource_version = updated.resource_version();
+        self.task.spec.resume_state = None;
+        Ok(())
+    }
+
+    async fn create_pod(&self, pod: &Pod, action: &'static str) -> Result<(), Error> {
+        self.ctx.metrics.write("pod-create");
+        match self.pods.create(&PostParams::default(), pod).await {
+            Ok(_) => Ok(()),
+            // A restarted operator adopts the pod it created before.
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(source) => Err(self.apply_error(action, source)),
+        }
+    }
+
+    async fn delete_pod(&self, name: &str) {
+        self.ctx.metrics.write("pod-delete");
+        match self.pods.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => warn!(task = %self.key, pod = name, "cannot delete a step pod: {err}"),
+        }
+    }
+
+    /// Deletes every pod of the task in one request: the finished step pods, kept until now for
+    /// their logs, and the cleanup pod. (Deleting the task also removes them, by owner reference.)
+    async fn delete_task_pods(&self) {
+        let Some(uid) = self.task.uid() else {
+            return;
+        };
+        self.ctx.metrics.write("pod-delete");
+        let selector = format!("{}={uid}", pods::TASK_UID_LABEL);
+        if let Err(err) = self
+            .pods
+            .delete_collection(
+                &DeleteParams::background(),
+                &kube::api::ListParams::default().labels(&selector),
+            )
+            .await
+        {
+            warn!(task = %self.key, "cannot delete the task's finished pods: {err}");
+        }
+    }
+
+    async fn event(&self, warning: bool, reason: &str, note: String) {
+        if !self.ctx.events.allow(&self.key, std::time::Instant::now()) {
+            debug!(task = %self.key, reason, "Event throttled: {note}");
+            return;
+        }
+        self.ctx.metrics.write("event");
+        let event = KubeEvent {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(err) = self
+            .ctx
+            .recorder
+            .publish(&event, &self.task.object_ref(&()))
+            .await
+        {
+            warn!(task = %self.key, "cannot record event {reason}: {err}");
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Finding out what the task core asked: a step pod, a Node, a concurrency slot, the manager's
+//! answer, the cleanup pod; and reporting a task that cannot be read at all.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Resource;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::core::DeserializeGuard;
+use kube::core::error_boundary::InvalidObject;
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use tracing::warn;
+
+use super::apply::TaskRun;
+use super::{Context, Error, pods, readable};
+use crate::api::SealingTask;
+use crate::manager::{Call, Manager};
+use crate::task::{CallFailure, CleanupPod, Observed, Question, SlotsFull, StepPod};
+
+/// A step pod as the task core reads it.
+pub fn step_pod(pod: &Pod) -> StepPod {
+    StepPod {
+        report: pods::report(pod),
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        created: pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second()),
+        deleting: pod.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+impl TaskRun {
+    /// Answers `question` into `observed`.
+    pub(super) async fn answer(
+        &mut self,
+        question: Question,
+        observed: &mut Observed,
+    ) -> Result<(), Error> {
+        match question {
+            Question::StepPod(name) => {
+                let pod = self.get_pod(&name).await?;
+                observed.pods.insert(name, pod.as_ref().map(step_pod));
+            }
+            Question::NodeExists(node) => {
+                let nodes: Api<Node> = Api::all(self.ctx.client.clone());
+                let found = nodes
+                    .get_opt(&node)
+                    .await
+                    .map_err(|source| self.observe_error(source))?;
+                observed.nodes.insert(node, found.is_some());
+            }
+            Question::Slot { step, cap } => {
+                let cached = self.ctx.cache.state();
+                let taken = self
+                    .ctx
+                    .slots
+                    .take(&self.key, step, cap, readable(&cached))
+                    .map_err(|full| SlotsFull {
+                        holders: full.holders,
+                        cap: full.cap,
+                    });
+                observed.slot = Some((step, taken));
+            }
+            Question::Manager(call) => {
+                let reply = self.call_manager(&call).await;
+                observed.reply = Some((call, reply));
+            }
+            Question::CleanupPod(name) => {
+                let pod = self.get_pod(&name).await?;
+                observed.cleanup_pod = Some(match pod.as_ref() {
+                    None => CleanupPod::Absent,
+                    Some(pod) => match pods::exit_code(pod) {
+                        Some(code) => CleanupPod::Exited(code),
+                        None => CleanupPod::Running,
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_pod(&self, name: &str) -> Result<Option<Pod>, Error> {
+        self.pods
+            .get_opt(name)
+            .await
+            .map_err(|source| self.observe_error(source))
+    }
+
+    fn observe_error(&self, source: kube::Error) -> Error {
+        Error::Observe {
+            task: self.key.clone(),
+            source,
+        }
+    }
+
+    async fn call_manager(&self, call: &Call) -> Result<crate::manager::Reply, CallFailure> {
+        let submission = crate::task::work::is_submission(call.method());
+        if submission {
+            crate::dev::crash_point("before-submit", call.method());
+        }
+        let reply = self.ctx.manager.call(call).await;
+        if submission {
+            crate::dev::crash_point("after-submit", call.method());
+        }
+        reply.map_err(|err| CallFailure {
+            level: err.level(),
+            message: err.to_string(),
+        })
+    }
+}
+
+/// A SealingTask the CRD types cannot read: a Warning Event on it that names the field, and an
+/// error that leaves it alone until it changes. The other tasks go on.
+pub async fn invalid_object(
+    ctx: &Arc<Context>,
+    guard: &DeserializeGuard<SealingTask>,
+    namespace: &str,
+    name: &str,
+    invalid: &InvalidObject,
+) -> Error {
+    let task = format!("{namespace}/{name}");
+    // The guard's message names no field; reading the object again with a path-tracking
+    // deserializer does.
+    let resource = ApiResource::erase::<SealingTask>(&());
+    let raw: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+    let message = match raw.get_opt(name).await {
+        Ok(Some(object)) => serde_json::to_value(&object)
+            .ok()
+            .and_then(|value| {
+                serde_path_to_error::deserialize::<_, SealingTask>(value)
+                    .err()
+                    .map(|e| format!("{}: {}", e.path(), e.inner()))
+            })
+            .unwrap_or_else(|| invalid.error.clone()),
+        _ => invalid.error.clone(),
+    };
+    if ctx.events.allow(&task, std::time::Instant::now()) {
+        ctx.metrics.write("event");
+        let event = KubeEvent {
+            type_: EventType::Warning,
+            reason: "InvalidObject".into(),
+            note: Some(format!(
+                "the operator cannot read this SealingTask and leaves it alone until it is \
+                 fixed: {message}"
+            )),
+            action: "Read".into(),
+            secondary: None,
+        };
+        if let Err(err) = ctx.recorder.publish(&event, &guard.object_ref(&())).await {
+            warn!(%task, "cannot record the InvalidObject event: {err}");
+        }
+    }
+    Error::InvalidObject { task, message }
+}

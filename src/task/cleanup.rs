@@ -1,0 +1,140 @@
+//! The end of a task: its workspace removed by a pod on its node, the task deleted after
+//! ttlSecondsAfterFinished, and a deleted task let go once it is stopped and cleaned up.
+
+use std::time::Duration;
+
+use super::condition::WORKSPACE_CLEANED;
+use super::enter::{condition_true, set_condition};
+use super::{CLEANUP_PATIENCE, CLEANUP_RETRY, CleanupPod, Effect, Question, Turn, Wake};
+
+/// The name of a task's workspace cleanup pod.
+pub fn cleanup_pod_name(task: &str) -> String {
+    format!("{task}-cleanup")
+}
+
+impl Turn<'_> {
+    fn workspace_cleaned(&self) -> bool {
+        condition_true(&self.status, WORKSPACE_CLEANED)
+    }
+
+    /// The task is Finished or Aborted: everything worth keeping is in the persist store by now
+    /// (or the task was aborted), so its workspace goes; then the TTL, if any, runs.
+    pub(super) fn ended(&mut self) -> Wake {
+        let wake = self.clean_workspace();
+        match self.task.spec.ttl_seconds_after_finished {
+            Some(ttl) if self.workspace_cleaned() => self.expire(ttl),
+            _ => wake,
+        }
+    }
+
+    /// Removes the workspace with a pod on its node; the result is the WorkspaceCleaned
+    /// condition (False with the reason while it cannot be done).
+    fn clean_workspace(&mut self) -> Wake {
+        if self.workspace_cleaned() {
+            return Wake::OnChange;
+        }
+        let Some(node) = self.status.node.clone() else {
+            set_condition(
+                &mut self.status,
+                WORKSPACE_CLEANED,
+                "True",
+                "NoWorkspace",
+                "no step ran, so there was no workspace",
+                self.now,
+            );
+            self.write();
+            self.effects.push(Effect::DeleteTaskPods);
+            return Wake::OnChange;
+        };
+        let name = cleanup_pod_name(self.task.name);
+        match self.observed.cleanup_pod {
+            None => Wake::Ask(Question::CleanupPod(name)),
+            Some(CleanupPod::Absent) => {
+                self.log(false, format!("removing the workspace on node {node}"));
+                self.effects.push(Effect::CreateCleanupPod { name, node });
+                Wake::OnChange
+            }
+            Some(CleanupPod::Running) => Wake::OnChange,
+            Some(CleanupPod::Exited(0)) => {
+                let message = format!("workspace removed from node {node}");
+                set_condition(
+                    &mut self.status,
+                    WORKSPACE_CLEANED,
+                    "True",
+                    "Removed",
+                    &message,
+                    self.now,
+                );
+                self.write();
+                self.effects.push(Effect::DeleteTaskPods);
+                self.event(false, WORKSPACE_CLEANED, message);
+                Wake::OnChange
+            }
+            Some(CleanupPod::Exited(code)) => {
+                let message = format!(
+                    "the cleanup pod {name} on {node} exited {code}; retrying in {} minutes",
+                    CLEANUP_RETRY.as_secs() / 60
+                );
+                set_condition(
+                    &mut self.status,
+                    WORKSPACE_CLEANED,
+                    "False",
+                    "CleanupFailed",
+                    &message,
+                    self.now,
+                );
+                self.write();
+                self.effects.push(Effect::DeletePod(name));
+                Wake::After(CLEANUP_RETRY)
+            }
+        }
+    }
+
+    /// Deletes an ended task once `ttl` seconds have passed since it ended.
+    fn expire(&mut self, ttl: u32) -> Wake {
+        let ended = self
+            .status
+            .history
+            .last()
+            .map(|h| h.entered.0.as_second())
+            .unwrap_or(self.now);
+        let left = ended + i64::from(ttl) - self.now;
+        if left > 0 {
+            return Wake::After(Duration::from_secs(left as u64));
+        }
+        // Written first, so nothing is left to write after the deletion.
+        self.write();
+        self.log(
+            false,
+            format!("ttlSecondsAfterFinished ({ttl}) passed: deleting the task"),
+        );
+        self.effects.push(Effect::DeleteTask);
+        Wake::OnChange
+    }
+
+    /// The task is being deleted: stop it, tell the manager, remove its workspace, then let it go.
+    pub(super) fn deleted(&mut self) -> Wake {
+        if !self.position().state.is_terminal() {
+            self.abort("the SealingTask was deleted");
+        }
+        let wake = self.clean_workspace();
+        if self.workspace_cleaned() {
+            return Wake::Release;
+        }
+        if matches!(wake, Wake::Ask(_)) {
+            return wake;
+        }
+        let waited = self.task.deleted_at.map(|t| self.now - t).unwrap_or(0);
+        if waited.max(0) as u64 > CLEANUP_PATIENCE.as_secs() {
+            let message = format!(
+                "the workspace cleanup did not finish within {}s; its files are left on node {}",
+                CLEANUP_PATIENCE.as_secs(),
+                self.status.node.as_deref().unwrap_or("?")
+            );
+            self.log(true, message.clone());
+            self.event(true, "WorkspaceLeft", message);
+            return Wake::Release;
+        }
+        Wake::CleanupPending
+    }
+}

@@ -1,0 +1,173 @@
+//! Failures: how many attempts a state's work has had, whether a failure is retried after a
+//! back-off, pauses the task for a person, or ends it; and what ending a task tells the manager.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::condition::FAILED;
+use super::enter::{set_condition, set_phase};
+use super::{Effect, Turn, Wake};
+use crate::api::{LastError, Phase, State};
+use crate::sector::FailureLevel;
+
+/// How temporary failures are retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Failed attempts of one state's work before a temporary failure counts as permanent.
+    pub limit: u32,
+    /// Delay before the first retry; doubled for each further one.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            limit: 5,
+            initial_backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What a failure does to the task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailureDecision {
+    /// Try the same work again after this long.
+    Retry(Duration),
+    /// Stop for a person (permanent and critical failures, temporary ones past the limit); the
+    /// level says which, after the limit a temporary failure is reported as permanent.
+    Pause(FailureLevel),
+    /// End the task: tell the manager, wipe the workspace.
+    Abort,
+}
+
+/// `failed_attempts` counts this failure too.
+pub fn on_failure(
+    level: FailureLevel,
+    failed_attempts: u32,
+    policy: &RetryPolicy,
+) -> FailureDecision {
+    match level {
+        FailureLevel::Temporary if failed_attempts < policy.limit => {
+            let doublings = failed_attempts.saturating_sub(1).min(20);
+            let delay = policy
+                .initial_backoff
+                .saturating_mul(1 << doublings)
+                .min(policy.max_backoff);
+            FailureDecision::Retry(delay)
+        }
+        FailureLevel::Temporary => FailureDecision::Pause(FailureLevel::Permanent),
+        FailureLevel::Permanent | FailureLevel::Critical => FailureDecision::Pause(level),
+        FailureLevel::Abort => FailureDecision::Abort,
+    }
+}
+
+impl Turn<'_> {
+    /// The retry policy of the work the task is at: its step's profile, or the operator's
+    /// default back-off for manager calls.
+    fn retry_policy(&self) -> RetryPolicy {
+        match self.task.spec.plan().step_at(self.position()) {
+            Some(step) => {
+                self.rules
+                    .profiles
+                    .resolve(step, self.rules.retry_backoff)
+                    .retry
+            }
+            None => RetryPolicy {
+                initial_backoff: self.rules.retry_backoff,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The work of the current state failed.
+    pub fn fail(&mut self, level: FailureLevel, message: String) -> Wake {
+        let state = self.position().state;
+        let attempts = match &self.status.last_error {
+            Some(last) if last.state == state => last.attempts + 1,
+            _ => 1,
+        };
+        let decision = on_failure(level, attempts, &self.retry_policy());
+        self.effects.push(Effect::Failure {
+            level,
+            retry: matches!(decision, FailureDecision::Retry(_)),
+        });
+        self.status.last_error = Some(LastError {
+            level,
+            state,
+            message: message.clone(),
+            attempts,
+            time: self.time(),
+        });
+        self.log(
+            true,
+            format!("{state}: {level} failure (attempt {attempts}, {decision:?}): {message}"),
+        );
+        match decision {
+            FailureDecision::Retry(delay) => {
+                self.delete_step_pod();
+                self.status.attempt += 1;
+                let at = self.now + delay.as_secs() as i64;
+                self.status.not_before =
+                    Some(Time(Timestamp::from_second(at).expect("a valid time")));
+                let phase = format!(
+                    "{state}: {level} failure, retry {attempts} in {}s: {message}",
+                    delay.as_secs()
+                );
+                set_phase(&mut self.status, Phase::Waiting, phase, self.now);
+                self.write();
+                self.event(
+                    true,
+                    "Retrying",
+                    format!("{level} failure in {state} (attempt {attempts}): {message}"),
+                );
+                Wake::After(delay)
+            }
+            FailureDecision::Pause(level) => {
+                if let Some(last) = self.status.last_error.as_mut() {
+                    last.level = level;
+                }
+                let paused = format!(
+                    "{state}: paused by a {level} failure: {message}; fix the cause and set \
+                     spec.resumeState ({})",
+                    self.resume_targets()
+                );
+                set_condition(
+                    &mut self.status,
+                    FAILED,
+                    "True",
+                    &level.to_string(),
+                    &message,
+                    self.now,
+                );
+                set_phase(&mut self.status, Phase::Paused, paused, self.now);
+                self.write();
+                self.event(
+                    true,
+                    "Paused",
+                    format!("{level} failure in {state}: {message}"),
+                );
+                Wake::OnChange
+            }
+            FailureDecision::Abort => {
+                self.abort(&message);
+                Wake::OnChange
+            }
+        }
+    }
+
+    /// Ends the task: stops its step, tells the manager, records Aborted.
+    pub fn abort(&mut self, reason: &str) {
+        let state = self.position().state;
+        self.delete_step_pod();
+        self.effects.push(Effect::ReleaseSlot);
+        if let Some(call) = super::work::unseal::abort_report(self, reason) {
+            self.effects.push(Effect::Tell(call));
+        }
+        self.event(true, "Aborted", format!("abort in {state}: {reason}"));
+        self.enter(None, State::Aborted);
+    }
+}

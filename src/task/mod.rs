@@ -1,0 +1,515 @@
+//! The task core: every rule of how a task moves through its plan, pure.
+//!
+//! [`decide`] takes a task (its spec and the status it had when this decision began), what the
+//! executor has looked up for it so far in this reconcile ([`Observed`]), the time and the
+//! operator's [`Rules`], and returns a [`Decision`]: the new status, the effects to carry out in
+//! order (pods to create or delete, manager calls, Events, a status write that must happen before
+//! what follows) and when to decide again. No kube client, no clock, no I/O.
+//!
+//! Where the decision needs something only the executor can find out (a step pod, a Node, a
+//! concurrency slot, a manager answer) it ends with [`Wake::Ask`]: the executor carries out the
+//! effects, answers the question into [`Observed`] and calls [`decide`] again with the status the
+//! decision returned. Manager-only work chains through several states in one reconcile that way;
+//! a running step ends it.
+//!
+//! Where a state's behaviour lives: its actions are in its plan file ([`crate::plan`]); what each
+//! manager call sends, expects and records is in one file of [`work`] per sealing phase; step
+//! requests and step-pod rules are in [`steps`], and what a step's result adds to status in
+//! [`outputs`]; entering a state in [`enter`], failures in [`failure`], resume and suspend in
+//! [`resume`], the end of a task (workspace cleanup, TTL, deletion) in [`cleanup`].
+
+pub mod cleanup;
+pub mod enter;
+pub mod failure;
+pub mod outputs;
+pub mod profiles;
+pub mod resume;
+pub mod steps;
+pub mod work;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::{Phase, SealingTask, SealingTaskSpec, SealingTaskStatus, SectorRef, State};
+use crate::manager::wire::SectorId;
+use crate::manager::{Call, Reply};
+use crate::plan::cursor::{self, Facts, Next, Outcome, Position};
+use crate::plan::{Action, Event, StepKind};
+use crate::sector::FailureLevel;
+use crate::step::{StepRequest, StepResult};
+
+pub use failure::{FailureDecision, RetryPolicy};
+pub use profiles::{Locality, Profiles, Resolved};
+pub use work::precommit::{TicketExpiry, TicketRules};
+
+/// Status condition types and reasons the core writes.
+pub mod condition {
+    pub const READY: &str = "Ready";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const PAUSED: &str = "Paused";
+    pub const FAILED: &str = "Failed";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const RESUME_REJECTED: &str = "ResumeRejected";
+    pub const WORKSPACE_CLEANED: &str = "WorkspaceCleaned";
+}
+
+/// A step pod not started after this long gets a status message saying why.
+pub const SLOW_START: Duration = Duration::from_secs(20);
+/// How often a task waiting for a concurrency slot looks again.
+pub const SLOT_RECHECK: Duration = Duration::from_secs(5);
+/// How long a deletion waits for the workspace cleanup before letting the task go anyway.
+pub const CLEANUP_PATIENCE: Duration = Duration::from_secs(600);
+/// How long a failed workspace cleanup waits before the next try.
+pub const CLEANUP_RETRY: Duration = Duration::from_secs(300);
+
+/// The task as the core sees it: what the user asked for and where it stands in its life.
+#[derive(Clone, Copy, Debug)]
+pub struct Task<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub spec: &'a SealingTaskSpec,
+    /// metadata.generation: a resume request is applied (or refused) once per generation.
+    pub generation: Option<i64>,
+    /// When the task was deleted (seconds since the epoch), if it is being deleted.
+    pub deleted_at: Option<i64>,
+}
+
+impl<'a> Task<'a> {
+    pub fn of(task: &'a SealingTask) -> Self {
+        Self {
+            namespace: task.metadata.namespace.as_deref().unwrap_or_default(),
+            name: task.metadata.name.as_deref().unwrap_or_default(),
+            spec: &task.spec,
+            generation: task.metadata.generation,
+            deleted_at: task
+                .metadata
+                .deletion_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second()),
+        }
+    }
+}
+
+/// The operator's settings that shape decisions.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    pub profiles: Profiles,
+    /// Initial back-off of temporary failures where no profile sets one.
+    pub retry_backoff: Duration,
+    pub tickets: TicketRules,
+    /// What to do with a task whose ticket is about to expire before PC1, PC2 or SubmitPreCommit.
+    pub on_ticket_expiry: TicketExpiry,
+    /// How long to wait between polls of the chain (PreCommit and proof landing).
+    pub poll_interval: Duration,
+    /// Store instances to reserve space in (empty: any).
+    pub store_candidates: Vec<String>,
+    /// This replica's name, in ReportState.
+    pub instance: String,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            profiles: Profiles::default(),
+            retry_backoff: Duration::from_secs(60),
+            tickets: TicketRules::default(),
+            on_ticket_expiry: TicketExpiry::Rewind,
+            poll_interval: Duration::from_secs(30),
+            store_candidates: Vec::new(),
+            instance: "damocles-operator".into(),
+        }
+    }
+}
+
+/// A step pod as the executor found it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepPod {
+    pub report: PodReport,
+    /// The node it was bound to, if any.
+    pub node: Option<String>,
+    /// When it was created (seconds since the epoch).
+    pub created: Option<i64>,
+    /// Someone is deleting it (a person, an eviction, a drained node).
+    pub deleting: bool,
+}
+
+/// What a step pod's status says.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PodReport {
+    /// Not running yet (pending scheduling, pulling its image).
+    Starting {
+        reason: String,
+    },
+    Running,
+    Succeeded(Box<StepResult>),
+    Failed {
+        level: FailureLevel,
+        message: String,
+        /// Failed before the step ran at all (evicted, node lost): retried without spending the
+        /// step's retry budget.
+        never_ran: bool,
+    },
+}
+
+/// A manager call that got no usable answer, as data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallFailure {
+    pub level: FailureLevel,
+    pub message: String,
+}
+
+/// Why a task must wait for a concurrency slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotsFull {
+    pub holders: usize,
+    pub cap: u32,
+}
+
+/// What the executor has found out for this task during the current reconcile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// Step pods looked up, by name (`None`: no such pod).
+    pub pods: BTreeMap<String, Option<StepPod>>,
+    /// Nodes looked up: whether each exists.
+    pub nodes: BTreeMap<String, bool>,
+    /// The concurrency slot asked for, and the answer.
+    pub slot: Option<(StepKind, Result<(), SlotsFull>)>,
+    /// The answer to the last manager call asked for; the executor clears it after each decision.
+    pub reply: Option<(Call, Result<Reply, CallFailure>)>,
+    /// The workspace cleanup pod, once looked up.
+    pub cleanup_pod: Option<CleanupPod>,
+}
+
+/// The pod that removes an ended task's workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CleanupPod {
+    Absent,
+    Running,
+    Exited(i32),
+}
+
+/// Something the executor must find out before the core can go on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Question {
+    StepPod(String),
+    NodeExists(String),
+    /// May the task start a step of this kind? (at most `cap` tasks at once)
+    Slot {
+        step: StepKind,
+        cap: u32,
+    },
+    /// Call the manager and report its answer.
+    Manager(Call),
+    /// The task's workspace cleanup pod.
+    CleanupPod(String),
+}
+
+/// When to decide again.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Wake {
+    /// Answer this question, then decide again at once.
+    Ask(Question),
+    /// Decide again at once (a status write had to happen first).
+    Now,
+    /// After this long, unless something changes first.
+    After(Duration),
+    /// When the task or one of its pods changes.
+    OnChange,
+    /// A deleted task is done with: its finalizer may go.
+    Release,
+    /// A deleted task is waiting for its workspace cleanup: look again shortly.
+    CleanupPending,
+}
+
+/// One thing the executor does, in the order given.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Write the decision's status now, before the effects and question that follow (intent
+    /// before a submission, an allocated sector, a pod's name once the pod exists).
+    WriteStatus,
+    CreateStepPod(Box<PodToCreate>),
+    /// The pod that removes the task's workspace from `node`.
+    CreateCleanupPod {
+        name: String,
+        node: String,
+    },
+    DeletePod(String),
+    /// Every pod of the task, in one request (finished step pods kept for their logs, cleanup).
+    DeleteTaskPods,
+    /// Delete the SealingTask itself (ttlSecondsAfterFinished).
+    DeleteTask,
+    /// Remove spec.resumeState (applied or refused: either way it is done with).
+    ClearResumeRequest,
+    /// The task no longer holds its concurrency slot.
+    ReleaseSlot,
+    /// A manager call whose answer changes nothing (ReportFinalized, ReportAborted, an unseal
+    /// handed back): made before the next effect, its failure only logged.
+    Tell(Call),
+    /// Tell the manager of a state change, as damocles-worker does: best effort, in the background.
+    ReportState(Call),
+    Event {
+        warning: bool,
+        reason: String,
+        note: String,
+    },
+    /// A state entered: counted; one of the plan's transitions (with its event) is also logged
+    /// and listed in the reconcile's one Event.
+    Transition {
+        from: Option<State>,
+        event: Option<Event>,
+        to: State,
+    },
+    /// A step finished: its duration goes to the step metrics.
+    StepFinished {
+        step: StepKind,
+        seconds: f64,
+        reused: bool,
+    },
+    /// A failure was recorded (counted by plan and level); `retry` when it will be retried.
+    Failure {
+        level: FailureLevel,
+        retry: bool,
+    },
+    /// A line for the operator's log.
+    Log {
+        warning: bool,
+        message: String,
+    },
+}
+
+/// A step pod to create.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodToCreate {
+    pub name: String,
+    pub request: StepRequest,
+    /// The step's profile, with the workspace placement already merged in where it applies.
+    pub profile: Resolved,
+    /// The workspace node the pod is pinned to.
+    pub node: Option<String>,
+    /// A node the pod should avoid (an earlier pod did not start there).
+    pub avoid: Option<String>,
+}
+
+/// What [`decide`] returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub status: SealingTaskStatus,
+    pub effects: Vec<Effect>,
+    pub wake: Wake,
+}
+
+/// Decides what `task` does next; see the module documentation.
+pub fn decide(
+    task: Task<'_>,
+    status: &SealingTaskStatus,
+    observed: &Observed,
+    now: i64,
+    rules: &Rules,
+) -> Decision {
+    let mut turn = Turn {
+        task,
+        rules,
+        observed,
+        now,
+        status: status.clone(),
+        effects: Vec::new(),
+        reply_taken: false,
+    };
+    let wake = if task.deleted_at.is_some() {
+        turn.deleted()
+    } else {
+        turn.drive()
+    };
+    Decision {
+        status: turn.status,
+        effects: turn.effects,
+        wake,
+    }
+}
+
+/// One decision in the making: the working status and the effects gathered so far.
+pub(crate) struct Turn<'a> {
+    pub task: Task<'a>,
+    pub rules: &'a Rules,
+    pub observed: &'a Observed,
+    pub now: i64,
+    pub status: SealingTaskStatus,
+    pub effects: Vec<Effect>,
+    /// The manager's answer in `observed` has been read: it answers one call, once.
+    pub reply_taken: bool,
+}
+
+/// The most work one decision chains through; a plan has far fewer manager-only actions in a row.
+const CHAIN_LIMIT: usize = 64;
+
+impl Turn<'_> {
+    pub fn time(&self) -> Time {
+        Time(Timestamp::from_second(self.now).expect("now is a valid time"))
+    }
+
+    pub fn position(&self) -> Position {
+        Position {
+            state: self.status.state.unwrap_or(State::Empty),
+            action: self.status.action_index as usize,
+        }
+    }
+
+    pub fn facts(&self) -> Facts {
+        Facts {
+            synthetic: self.task.spec.synthetic_po_rep,
+            // Rebuilds of snap-upgraded sectors are refused at allocation (see work::allocate):
+            // their deal data cannot be fetched yet.
+            upgraded: false,
+        }
+    }
+
+    /// The task's sector: allocated, or given in the spec.
+    pub fn sector(&self) -> Option<SectorRef> {
+        self.status.sector.or(self.task.spec.sector)
+    }
+
+    pub fn sector_id(&self) -> Option<SectorId> {
+        self.sector().map(work::sector_id)
+    }
+
+    pub fn event(&mut self, warning: bool, reason: &str, note: impl Into<String>) {
+        self.effects.push(Effect::Event {
+            warning,
+            reason: reason.into(),
+            note: note.into(),
+        });
+    }
+
+    pub fn log(&mut self, warning: bool, message: impl Into<String>) {
+        self.effects.push(Effect::Log {
+            warning,
+            message: message.into(),
+        });
+    }
+
+    pub fn write(&mut self) {
+        self.effects.push(Effect::WriteStatus);
+    }
+
+    pub fn delete_step_pod(&mut self) {
+        if let Some(pod) = self.status.step_pod.take() {
+            self.effects.push(Effect::DeletePod(pod));
+        }
+    }
+
+    fn drive(&mut self) -> Wake {
+        if let Some(request) = self.task.spec.resume_request() {
+            if let Some(wake) = self.resume(request) {
+                return wake;
+            }
+        }
+        let position = self.position();
+        if position.state.is_terminal() {
+            return self.ended();
+        }
+        if self.task.spec.suspend {
+            return self.suspend();
+        }
+        self.unsuspend_if_suspended();
+        if let Some(not_before) = &self.status.not_before {
+            let wait = not_before.0.as_second() - self.now;
+            if wait > 0 {
+                return Wake::After(Duration::from_secs(wait as u64));
+            }
+        }
+        if self.status.phase == Some(Phase::Paused) {
+            return Wake::OnChange;
+        }
+        if self.status.state.is_none() {
+            self.enter(None, State::Empty);
+        }
+        self.run_plan()
+    }
+
+    /// Works through the plan from the current position until something must wait.
+    fn run_plan(&mut self) -> Wake {
+        let plan = self.task.spec.plan();
+        for _ in 0..CHAIN_LIMIT {
+            let decision = match cursor::current(plan, self.position(), self.facts()) {
+                Ok(decision) => decision,
+                Err(err) => return self.fail(FailureLevel::Critical, err.to_string()),
+            };
+            let outcome = match decision.next {
+                Next::Terminal => return self.finish(),
+                Next::Enter { event, state } => {
+                    self.enter(Some(event), state);
+                    continue;
+                }
+                Next::Act(action) => {
+                    if let Some(wake) = self.ticket_guard(action) {
+                        return wake;
+                    }
+                    let done = match action {
+                        Action::Manager(call) => self.manager_action(call),
+                        Action::Proof(step) | Action::File(step) => self.step(step),
+                    };
+                    match done {
+                        Step::Outcome(outcome) => outcome,
+                        Step::Wake(wake) => return wake,
+                    }
+                }
+                Next::Wait(_) | Next::Fail { .. } => {
+                    unreachable!("current() only answers Act, Enter or Terminal")
+                }
+            };
+            let after = match cursor::after(plan, decision.position, self.facts(), outcome) {
+                Ok(after) => after,
+                Err(err) => return self.fail(FailureLevel::Critical, err.to_string()),
+            };
+            match after.next {
+                Next::Wait(delay) => {
+                    let message = self.waiting_for();
+                    enter::set_phase(&mut self.status, Phase::Waiting, message, self.now);
+                    self.write();
+                    return Wake::After(delay);
+                }
+                Next::Fail { level, message } => return self.fail(level, message),
+                Next::Enter { event, state } => self.enter(Some(event), state),
+                Next::Act(_) | Next::Terminal => {
+                    if after.position.state == self.position().state {
+                        self.status.action_index = after.position.action as u32;
+                    }
+                }
+            }
+        }
+        Wake::After(Duration::from_secs(1))
+    }
+
+    fn waiting_for(&self) -> String {
+        let state = self.position().state;
+        let action = self
+            .task
+            .spec
+            .plan()
+            .state(state)
+            .and_then(|s| s.actions.get(self.status.action_index as usize))
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        format!("{state}: waiting on {action}")
+    }
+
+    /// The plan is done: the sealing plans tell the manager the sector is finalized.
+    fn finish(&mut self) -> Wake {
+        if let Some(call) = work::prove::finalized_report(self) {
+            self.effects.push(Effect::Tell(call));
+        }
+        Wake::OnChange
+    }
+}
+
+/// What doing an action came to: an outcome for the plan cursor, or a reason to stop deciding.
+pub(crate) enum Step {
+    Outcome(Outcome),
+    Wake(Wake),
+}

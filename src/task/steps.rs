@@ -1,0 +1,353 @@
+//! Proof and file steps: the request a step gets from the task's status, and the rules of its pod's
+//! life (start it when a concurrency slot is free, pin it to the workspace node, replace a pod that
+//! never ran without spending the retry budget, give up on a workspace whose node is gone).
+
+use std::path::{Path, PathBuf};
+
+use super::enter::set_phase;
+use super::profiles::{Locality, Profiles, Resolved};
+use super::{Effect, PodReport, PodToCreate, Question, SLOT_RECHECK, SLOW_START, Step, Turn, Wake};
+use crate::api::{Artifact, Phase, PlanKind, SealingTaskStatus, State};
+use crate::plan::cursor::Outcome;
+use crate::sector::{FailureLevel, SectorRef};
+use crate::step::workspace::SectorFiles;
+use crate::step::{
+    Bytes32, DEFAULT_TERMINATION_MESSAGE_PATH, FileDigest, PieceInput, REQUEST_VERSION,
+    SealedFiles, StepInputs, StepKind, StepRequest, UnsealRange,
+};
+
+/// A step pod's name: the task, the state and the attempt, so a restarted operator finds the pod it
+/// already created instead of starting a second one.
+pub fn pod_name(task: &str, state: State, attempt: u32) -> String {
+    let state = state.as_str().to_ascii_lowercase();
+    let suffix = format!("-{state}-{attempt}");
+    let room = 253 - suffix.len();
+    let task = &task[..task.len().min(room)];
+    format!("{task}{suffix}")
+}
+
+/// Where C1 leaves its output for a C2 on another node (`locality: any`): in the persist store,
+/// which every node mounts, one directory per sector, removed with the task's workspace.
+pub fn transfer_dir(persist: &Path, sector: SectorRef) -> PathBuf {
+    persist.join("transfer").join(sector.to_string())
+}
+
+/// The persist store the manager reserved for the task, as a path on the nodes.
+pub fn persist_root(status: &SealingTaskStatus, profiles: &Profiles) -> Option<PathBuf> {
+    let store = status.outputs.as_ref()?.store.as_ref()?;
+    Some(PathBuf::from(profiles.store_path(&store.name, &store.path)))
+}
+
+/// The task's workspace directory on its node.
+pub fn workspace_dir(profiles: &Profiles, namespace: &str, name: &str) -> PathBuf {
+    Path::new(&profiles.workspace_root)
+        .join(namespace)
+        .join(name)
+}
+
+fn digest(artifact: &Artifact) -> FileDigest {
+    FileDigest {
+        path: PathBuf::from(&artifact.location),
+        sha256: artifact.sha256.clone(),
+        size: artifact.size,
+    }
+}
+
+fn bytes32(hex_value: &str) -> Result<Bytes32, String> {
+    let bytes = hex::decode(hex_value).map_err(|e| format!("{hex_value:?}: {e}"))?;
+    bytes
+        .try_into()
+        .map(Bytes32)
+        .map_err(|_| format!("{hex_value:?} is not 32 bytes"))
+}
+
+/// Everything the task has gathered, as step inputs.
+pub fn gathered_inputs(
+    task: super::Task<'_>,
+    status: &SealingTaskStatus,
+    profiles: &Profiles,
+) -> Result<StepInputs, String> {
+    let spec = task.spec;
+    let outputs = status.outputs.clone().unwrap_or_default();
+    let ticket = outputs
+        .ticket
+        .as_ref()
+        .map(|t| bytes32(&t.value))
+        .transpose()?;
+    let committed = match (&outputs.committed, status.sector.or(spec.sector)) {
+        (Some(committed), Some(sector)) => committed.path.as_ref().map(|path| {
+            let store = SectorFiles::new(profiles.store_path(&committed.instance, path), sector);
+            SealedFiles {
+                sealed: store.sealed(),
+                cache: store.cache(),
+                comm_r: committed.comm_r.clone(),
+                comm_d: outputs.comm_d.clone(),
+                ticket,
+            }
+        }),
+        _ => None,
+    };
+    let plan = spec.plan;
+    Ok(StepInputs {
+        pieces: spec
+            .pieces
+            .iter()
+            .flatten()
+            .map(|p| PieceInput {
+                cid: Some(p.cid.clone()),
+                size: p.size,
+                source: p.source.clone(),
+            })
+            .collect(),
+        ticket,
+        seed: match plan {
+            // A rebuild checks its replica with a C1 run seeded by the ticket: no chain seed exists.
+            PlanKind::Rebuild => ticket,
+            _ => outputs
+                .seed
+                .as_ref()
+                .map(|t| bytes32(&t.value))
+                .transpose()?,
+        },
+        comm_d: outputs.comm_d,
+        comm_r: outputs.comm_r,
+        c1_output: outputs.c1_output.as_ref().map(digest),
+        proof: outputs.proof.as_ref().map(digest),
+        cc_sector: committed.clone().filter(|_| plan == PlanKind::Snapup),
+        sealed: committed.filter(|_| plan == PlanKind::Unseal),
+        unseal: spec.unseal.as_ref().map(|u| UnsealRange {
+            offset: u.offset,
+            size: u.size,
+        }),
+        destination: spec.unseal.as_ref().map(|u| u.destination.clone()),
+    })
+}
+
+/// The request for `step` of this task, from its current status.
+pub fn step_request(
+    task: super::Task<'_>,
+    status: &SealingTaskStatus,
+    step: StepKind,
+    profiles: &Profiles,
+) -> Result<StepRequest, String> {
+    let sector = status
+        .sector
+        .or(task.spec.sector)
+        .ok_or("the task has no sector yet")?;
+    let persist = persist_root(status, profiles);
+    // Without a persist store there is no shared place for C1's output, and C2 runs on the
+    // task's node (see the pod builder).
+    let share = persist
+        .as_deref()
+        .filter(|_| step == StepKind::C1 && profiles.locality(StepKind::C2) == Locality::Any)
+        .map(|persist| transfer_dir(persist, sector));
+    Ok(StepRequest {
+        version: REQUEST_VERSION,
+        step,
+        sector,
+        sector_size: task.spec.sector_size,
+        synthetic_po_rep: task.spec.synthetic_po_rep,
+        workspace: workspace_dir(profiles, task.namespace, task.name),
+        persist,
+        share,
+        termination_message_path: Some(PathBuf::from(DEFAULT_TERMINATION_MESSAGE_PATH)),
+        inputs: gathered_inputs(task, status, profiles)?.select(step),
+    })
+}
+
+impl Turn<'_> {
+    /// Runs `step` as a pod: an outcome once the pod has ended, otherwise what to wait for.
+    pub(super) fn step(&mut self, step: StepKind) -> Step {
+        let state = self.position().state;
+        let profile = self.rules.profiles.resolve(step, self.rules.retry_backoff);
+        let name = pod_name(self.task.name, state, self.status.attempt);
+        let Some(pod) = self.observed.pods.get(&name) else {
+            return Step::Wake(Wake::Ask(Question::StepPod(name)));
+        };
+        let Some(pod) = pod.clone() else {
+            if self.status.step_pod.as_deref() == Some(name.as_str())
+                && self.status.phase == Some(Phase::Running)
+            {
+                self.event(
+                    true,
+                    "StepPodLost",
+                    format!("step pod {name} disappeared; starting {step} again"),
+                );
+                return Step::Wake(self.restart_step(&name, "its pod disappeared", None));
+            }
+            if let Some(cap) = profile.concurrency {
+                match self.observed.slot {
+                    Some((asked, Ok(()))) if asked == step => {}
+                    Some((asked, Err(full))) if asked == step => {
+                        let message = format!(
+                            "{state}: waiting for a {step} slot ({} of {} in use; the {step} \
+                             profile's concurrency)",
+                            full.holders, full.cap
+                        );
+                        set_phase(&mut self.status, Phase::Waiting, message, self.now);
+                        self.write();
+                        return Step::Wake(Wake::After(SLOT_RECHECK));
+                    }
+                    _ => return Step::Wake(Wake::Ask(Question::Slot { step, cap })),
+                }
+            }
+            return self.start_step(step, name, profile);
+        };
+        let ran = !matches!(
+            pod.report,
+            PodReport::Starting { .. }
+                | PodReport::Failed {
+                    never_ran: true,
+                    ..
+                }
+        );
+        // The workspace lives where the first workspace step ran; a pod that never started there
+        // wrote nothing, and its replacement may go elsewhere.
+        if ran
+            && profile.locality == Locality::Workspace
+            && self.status.node.is_none()
+            && let Some(node) = pod.node.clone()
+        {
+            self.status.node = Some(node);
+        }
+        // Should this pod be replaced before it ran, its replacement prefers another node where
+        // nothing pins it (see the pod builder).
+        let avoid = pod
+            .node
+            .clone()
+            .filter(|_| !ran && (self.status.node.is_none() || profile.locality == Locality::Any));
+        if pod.deleting && !matches!(pod.report, PodReport::Succeeded(_)) {
+            // Deleted by someone else (a person, an eviction, a drained node): the work was
+            // interrupted, not failed, so no retry budget is spent.
+            self.event(
+                true,
+                "StepPodLost",
+                format!("step pod {name} was deleted; starting {step} again"),
+            );
+            return Step::Wake(self.restart_step(&name, "its pod was deleted", avoid));
+        }
+        match pod.report {
+            PodReport::Starting { reason } => {
+                if let Some(node) = self.status.node.clone()
+                    && profile.locality == Locality::Workspace
+                {
+                    match self.observed.nodes.get(&node) {
+                        None => return Step::Wake(Wake::Ask(Question::NodeExists(node))),
+                        Some(false) => {
+                            self.effects.push(Effect::DeletePod(name));
+                            return Step::Outcome(Outcome::Failed {
+                                level: FailureLevel::Critical,
+                                message: format!(
+                                    "node {node}, which holds this task's workspace, no longer \
+                                     exists; its files are gone with it: resume at {} to start \
+                                     over on another node",
+                                    self.task.spec.plan().first_workspace_state()
+                                ),
+                            });
+                        }
+                        Some(true) => {}
+                    }
+                }
+                let age = pod.created.map(|t| self.now - t).unwrap_or(0).max(0) as u64;
+                if age > profile.start_timeout.as_secs() {
+                    self.effects.push(Effect::DeletePod(name.clone()));
+                    let why = format!(
+                        "it did not start within {}s: {reason}",
+                        profile.start_timeout.as_secs()
+                    );
+                    return Step::Wake(self.restart_step(&name, &why, avoid));
+                }
+                // Most pods start within seconds: say so in status only when one is slow.
+                if age >= SLOW_START.as_secs() {
+                    let message = format!("{state}: {step} pod {name} not started: {reason}");
+                    set_phase(&mut self.status, Phase::Waiting, message, self.now);
+                }
+                self.write();
+                Step::Wake(Wake::After(SLOW_START))
+            }
+            PodReport::Running => {
+                let message = format!("{state}: running {step} in pod {name}");
+                set_phase(&mut self.status, Phase::Running, message, self.now);
+                self.write();
+                Step::Wake(Wake::OnChange)
+            }
+            PodReport::Succeeded(result) => {
+                self.effects.push(Effect::ReleaseSlot);
+                self.absorb(step, &result);
+                Step::Outcome(Outcome::Done)
+            }
+            PodReport::Failed {
+                never_ran: true,
+                message,
+                ..
+            } => {
+                self.effects.push(Effect::DeletePod(name.clone()));
+                Step::Wake(self.restart_step(&name, &message, avoid))
+            }
+            PodReport::Failed { level, message, .. } => {
+                self.effects.push(Effect::ReleaseSlot);
+                Step::Outcome(Outcome::Failed { level, message })
+            }
+        }
+    }
+
+    /// Starts the step again under the next attempt's pod name without spending its retry budget.
+    fn restart_step(&mut self, old: &str, why: &str, avoid: Option<String>) -> Wake {
+        if let Some(node) = &avoid {
+            self.log(
+                false,
+                format!(
+                    "step pod {old} did not start on {node}; the replacement prefers another node"
+                ),
+            );
+        } else {
+            self.log(true, format!("step pod {old} replaced: {why}"));
+        }
+        self.status.avoid_node = avoid;
+        self.status.attempt += 1;
+        self.status.step_pod = None;
+        let message = format!("step pod {old} replaced: {why}");
+        set_phase(&mut self.status, Phase::Waiting, message, self.now);
+        self.write();
+        Wake::OnChange
+    }
+
+    fn start_step(&mut self, step: StepKind, name: String, profile: Resolved) -> Step {
+        let profiles = &self.rules.profiles;
+        let request = match step_request(self.task, &self.status, step, profiles) {
+            Ok(request) => request,
+            Err(message) => {
+                let message = format!("cannot build the {step} request: {message}");
+                return Step::Wake(self.fail(FailureLevel::Permanent, message));
+            }
+        };
+        let node = self.status.node.clone();
+        let mut profile = profile;
+        if node.is_none() && profile.locality == Locality::Workspace {
+            // This pod chooses the node every later workspace step is pinned to.
+            match profiles.workspace_placement(self.task.spec.plan(), self.rules.retry_backoff) {
+                Ok(placement) => {
+                    profile.node_selector = placement.node_selector;
+                    profile.tolerations = placement.tolerations;
+                }
+                Err(message) => {
+                    return Step::Wake(self.fail(FailureLevel::Permanent, message));
+                }
+            }
+        }
+        self.effects
+            .push(Effect::CreateStepPod(Box::new(PodToCreate {
+                name: name.clone(),
+                request,
+                profile,
+                node,
+                avoid: self.status.avoid_node.clone(),
+            })));
+        let state = self.position().state;
+        self.status.step_pod = Some(name.clone());
+        let message = format!("{state}: running {step} in pod {name}");
+        set_phase(&mut self.status, Phase::Running, message, self.now);
+        self.write();
+        Step::Wake(Wake::OnChange)
+    }
+}

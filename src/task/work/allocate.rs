@@ -1,0 +1,290 @@
+//! Empty and Allocated: the manager hands the task its sector (a new one, a CC sector to upgrade,
+//! one to rebuild, an unseal job) and, for the sealer, its deals.
+
+use super::{call_failed, failed, missing, randomness, sector_id, unexpected};
+use crate::api::{CommittedSector, SealingTaskSpec, SectorRef};
+use crate::manager::wire::{
+    AcquireDealsSpec, AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector, CidJson,
+    seal_proof_type,
+};
+use crate::manager::{Call, Method, Reply};
+use crate::plan::ManagerCall;
+use crate::plan::cursor::Outcome;
+use crate::sector::FailureLevel;
+use crate::sector::cid::{data_cid, sealed_cid};
+use crate::task::{Effect, Step, Turn};
+
+/// What the task may be allocated: the miner of spec.sector, the task's proof type.
+pub fn allocation_spec(spec: &SealingTaskSpec) -> AllocateSectorSpec {
+    AllocateSectorSpec {
+        allowed_miners: spec.sector.map(|s| vec![s.miner]),
+        allowed_proof_types: Some(vec![seal_proof_type(
+            spec.sector_size,
+            spec.synthetic_po_rep,
+        )]),
+    }
+}
+
+/// Deal pieces from the manager: the operator cannot fetch deal data from the market yet, so it
+/// only takes sectors without them.
+fn no_deal_pieces(what: &str, count: usize) -> Result<(), Outcome> {
+    if count == 0 {
+        return Ok(());
+    }
+    Err(failed(
+        FailureLevel::Permanent,
+        format!(
+            "the manager handed out {what} with {count} deal pieces; fetching deal data from the \
+             manager's market is not supported yet"
+        ),
+    ))
+}
+
+/// The piece an unseal task asks for, as the manager names it.
+pub fn unseal_piece(unseal: &crate::api::UnsealRequest) -> CidJson {
+    CidJson {
+        cid: unseal.piece_cid.clone(),
+    }
+}
+
+impl Turn<'_> {
+    pub(super) fn allocate(&mut self, call: ManagerCall) -> Step {
+        match call {
+            ManagerCall::AllocateSector => self.allocate_sector(),
+            ManagerCall::AllocateSanpUpSector => self.allocate_snapup(),
+            ManagerCall::AllocateRebuildSector => self.allocate_rebuild(),
+            ManagerCall::AllocateUnsealSector => self.allocate_unseal(),
+            _ => self.acquire_deals(),
+        }
+    }
+
+    /// Answers `call` with `take` once the manager answered; None from the manager means nothing
+    /// to hand out now.
+    fn allocation<T>(
+        &mut self,
+        call: Call,
+        pick: fn(Reply) -> Result<Option<T>, Reply>,
+        take: impl FnOnce(&mut Self, T) -> Outcome,
+    ) -> Step {
+        let method = call.method();
+        let reply = match self.answer(&call) {
+            Ok(reply) => reply,
+            Err(ask) => return ask,
+        };
+        Step::Outcome(match reply.map(pick) {
+            Ok(Ok(Some(allocated))) => take(self, allocated),
+            Ok(Ok(None)) => Outcome::NotYet(self.rules.poll_interval),
+            Ok(Err(other)) => unexpected(method, &other),
+            Err(failure) => call_failed(failure),
+        })
+    }
+
+    fn allocate_sector(&mut self) -> Step {
+        if self.status.sector.is_some() {
+            return Step::Outcome(Outcome::Done);
+        }
+        let call = Call::AllocateSector(allocation_spec(self.task.spec));
+        self.allocation(
+            call,
+            |reply| match reply {
+                Reply::Sector(sector) => Ok(sector),
+                other => Err(other),
+            },
+            |turn, allocated| match turn.take_sector(&allocated) {
+                Ok(()) => Outcome::Done,
+                Err(outcome) => outcome,
+            },
+        )
+    }
+
+    /// Records the sector the manager handed out; one other than spec.sector names is refused.
+    fn take_sector(&mut self, sector: &AllocatedSector) -> Result<(), Outcome> {
+        let given = SectorRef {
+            miner: sector.id.miner,
+            number: sector.id.number,
+        };
+        if let Some(wanted) = self.task.spec.sector
+            && wanted != given
+        {
+            return Err(failed(
+                FailureLevel::Permanent,
+                format!(
+                    "the manager handed out sector {given} but spec.sector asks for {wanted}; ask \
+                     the manager to release {given}"
+                ),
+            ));
+        }
+        self.status.sector = Some(given);
+        Ok(())
+    }
+
+    /// A CC sector to upgrade. Allocated once: after a restart the recorded one is kept.
+    fn allocate_snapup(&mut self) -> Step {
+        if self.status.sector.is_some() && self.committed().is_some() {
+            return Step::Outcome(Outcome::Done);
+        }
+        let call = Call::AllocateSanpUpSector(AllocateSnapUpSpec {
+            sector: allocation_spec(self.task.spec),
+            deals: AcquireDealsSpec::default(),
+        });
+        self.allocation(
+            call,
+            |reply| match reply {
+                Reply::SnapUpSector(sector) => Ok(sector),
+                other => Err(other),
+            },
+            |turn, allocated| {
+                if let Err(outcome) = turn.take_sector(&allocated.sector) {
+                    return outcome;
+                }
+                turn.status
+                    .outputs
+                    .get_or_insert_with(Default::default)
+                    .committed = Some(CommittedSector {
+                    comm_r: Some(sealed_cid(&allocated.public.comm_r)),
+                    instance: allocated.private.access_instance,
+                    path: None,
+                });
+                let pieces = allocated.pieces.as_ref().map_or(0, Vec::len);
+                no_deal_pieces("the sector to upgrade", pieces)
+                    .err()
+                    .unwrap_or(Outcome::Done)
+            },
+        )
+    }
+
+    /// A sector marked for rebuild, with its original ticket.
+    fn allocate_rebuild(&mut self) -> Step {
+        let has_ticket = self
+            .status
+            .outputs
+            .as_ref()
+            .is_some_and(|o| o.ticket.is_some());
+        if self.status.sector.is_some() && has_ticket {
+            return Step::Outcome(Outcome::Done);
+        }
+        let call = Call::AllocateRebuildSector(allocation_spec(self.task.spec));
+        self.allocation(
+            call,
+            |reply| match reply {
+                Reply::RebuildSector(info) => Ok(info),
+                other => Err(other),
+            },
+            |turn, info| {
+                if let Err(outcome) = turn.take_sector(&info.sector) {
+                    return outcome;
+                }
+                turn.status
+                    .outputs
+                    .get_or_insert_with(Default::default)
+                    .ticket = Some(randomness(&info.ticket.ticket.0, info.ticket.epoch));
+                let pieces = info.pieces_v2.as_ref().map_or(0, Vec::len);
+                if let Err(outcome) = no_deal_pieces("the sector to rebuild", pieces) {
+                    return outcome;
+                }
+                if info.is_snap_up {
+                    return failed(
+                        FailureLevel::Permanent,
+                        "the sector to rebuild was snap-upgraded; rebuilding upgraded sectors \
+                         needs their deal data, which this operator version cannot fetch yet",
+                    );
+                }
+                Outcome::Done
+            },
+        )
+    }
+
+    /// The unseal the manager has queued for this task's piece, with the sector's sealing facts;
+    /// then the path of the store that holds the sector.
+    fn allocate_unseal(&mut self) -> Step {
+        let Some(wanted) = self.task.spec.unseal.clone() else {
+            return Step::Outcome(missing("unseal request (spec.unseal)"));
+        };
+        if self.committed().is_some() {
+            // Allocated before a failure or restart: only the store path may be missing.
+            return self.resolve_store();
+        }
+        let call = Call::AllocateUnsealSector(allocation_spec(self.task.spec));
+        let taken = self.allocation(
+            call,
+            |reply| match reply {
+                Reply::UnsealSector(info) => Ok(info),
+                other => Err(other),
+            },
+            |turn, info| {
+                let asked = turn.task.spec.sector.map(sector_id);
+                if info.piece_cid.cid != wanted.piece_cid
+                    || asked.is_some_and(|id| id != info.sector.id)
+                    || (info.offset, info.size) != (wanted.offset, wanted.size)
+                {
+                    let message = format!(
+                        "the manager handed out the unseal of piece {} ({}+{}) in sector {}, but \
+                         this task asks for piece {} ({}+{}); it was handed back to the manager \
+                         as failed",
+                        info.piece_cid.cid,
+                        info.offset,
+                        info.size,
+                        info.sector.id.number,
+                        wanted.piece_cid,
+                        wanted.offset,
+                        wanted.size
+                    );
+                    turn.effects.push(Effect::Tell(Call::AchieveUnsealSector {
+                        sector: info.sector.id,
+                        piece: info.piece_cid.clone(),
+                        error: message.clone(),
+                    }));
+                    return failed(FailureLevel::Permanent, message);
+                }
+                if let Err(outcome) = turn.take_sector(&info.sector) {
+                    return outcome;
+                }
+                let outputs = turn.status.outputs.get_or_insert_with(Default::default);
+                outputs.ticket = Some(randomness(&info.ticket.ticket.0, info.ticket.epoch));
+                outputs.comm_d = Some(data_cid(&info.comm_d));
+                outputs.committed = Some(CommittedSector {
+                    comm_r: None,
+                    instance: info.private_info.access_instance,
+                    path: None,
+                });
+                Outcome::Done
+            },
+        );
+        match taken {
+            // The store path comes from a second call; a failure there keeps the allocation.
+            Step::Outcome(Outcome::Done) => self.resolve_store(),
+            other => other,
+        }
+    }
+
+    fn acquire_deals(&mut self) -> Step {
+        if !self.task.spec.deals.as_ref().is_some_and(|d| d.enabled) {
+            return Step::Outcome(Outcome::Done);
+        }
+        let sector = match self.need_sector() {
+            Ok(sector) => sector,
+            Err(missing) => return missing,
+        };
+        let call = Call::AcquireDeals {
+            sector,
+            spec: AcquireDealsSpec::default(),
+        };
+        let reply = match self.answer(&call) {
+            Ok(reply) => reply,
+            Err(ask) => return ask,
+        };
+        Step::Outcome(match reply {
+            Ok(Reply::Deals(pieces)) if pieces.is_empty() => Outcome::Done,
+            Ok(Reply::Deals(pieces)) => failed(
+                FailureLevel::Permanent,
+                format!(
+                    "the manager offered {} deal pieces; fetching deal data from the manager's \
+                     market is not supported yet: give the pieces in spec.pieces",
+                    pieces.len()
+                ),
+            ),
+            Ok(other) => unexpected(Method::AcquireDeals, &other),
+            Err(failure) => call_failed(failure),
+        })
+    }
+}

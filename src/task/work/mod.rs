@@ -1,0 +1,251 @@
+//! Manager calls, one file per sealing phase: the request each call builds from status, the answer
+//! it expects, what it writes back, its guards and its idempotence check. A call's work may span
+//! several decisions (ask, then read the answer); what it establishes stays only when it is done.
+
+pub mod allocate;
+pub mod persist;
+pub mod precommit;
+pub mod prove;
+pub mod snap;
+pub mod unseal;
+
+use std::time::Duration;
+
+use super::{CallFailure, Question, Step, Turn, Wake};
+use crate::api::{CommittedSector, Randomness};
+use crate::manager::wire::{OnChainState, SectorId};
+use crate::manager::{Call, Method, PollOutcome, Reply, SubmitOutcome};
+use crate::plan::ManagerCall;
+use crate::plan::cursor::Outcome;
+use crate::sector::{FailureLevel, SectorRef};
+
+/// A sector in the manager's wire form.
+pub fn sector_id(sector: SectorRef) -> SectorId {
+    SectorId {
+        miner: sector.miner,
+        number: sector.number,
+    }
+}
+
+/// Calls whose repetition the manager may count as a second submission: the intent is recorded in
+/// status before they are made, and a restart asks the manager before making them again.
+pub fn is_submission(method: Method) -> bool {
+    matches!(
+        method,
+        Method::SubmitPreCommit | Method::SubmitProof | Method::SubmitSnapUpProof
+    )
+}
+
+pub(crate) fn failed(level: FailureLevel, message: impl Into<String>) -> Outcome {
+    Outcome::Failed {
+        level,
+        message: message.into(),
+    }
+}
+
+fn call_failed(failure: CallFailure) -> Outcome {
+    failed(failure.level, failure.message)
+}
+
+fn unexpected(method: Method, reply: &Reply) -> Outcome {
+    failed(
+        FailureLevel::Permanent,
+        format!("{method}: the manager's answer does not fit the call: {reply:?}"),
+    )
+}
+
+fn missing(what: &str) -> Outcome {
+    failed(
+        FailureLevel::Permanent,
+        format!("the task has no {what} yet; resume at the state that produces it"),
+    )
+}
+
+pub(crate) fn randomness(value: &[u8; 32], epoch: i64) -> Randomness {
+    Randomness {
+        value: hex::encode(value),
+        epoch,
+    }
+}
+
+fn submitted(outcome: SubmitOutcome, desc: Option<String>) -> Outcome {
+    let desc = desc.unwrap_or_default();
+    match outcome {
+        SubmitOutcome::Accepted => Outcome::Done,
+        SubmitOutcome::FilesMissed => Outcome::FilesMissed,
+        SubmitOutcome::Failed(level) => failed(level, format!("the manager refused: {desc}")),
+    }
+}
+
+fn polled(outcome: PollOutcome, poll_interval: Duration, desc: Option<String>) -> Outcome {
+    match outcome {
+        PollOutcome::Landed => Outcome::Done,
+        PollOutcome::Wait => Outcome::NotYet(poll_interval),
+        PollOutcome::Resubmit => Outcome::Resubmit,
+        PollOutcome::Failed(level) => failed(
+            level,
+            format!("on chain: {}", desc.unwrap_or_else(|| "failed".into())),
+        ),
+    }
+}
+
+/// The poll that tells whether a submission reached the manager; none for upgrades, which have
+/// no poll (a repeated upgrade is answered DuplicateSubmit, counted as accepted).
+fn submission_poll(method: Method, sector: SectorId) -> Option<Call> {
+    match method {
+        Method::SubmitPreCommit => Some(Call::PollPreCommitState(sector)),
+        Method::SubmitProof => Some(Call::PollProofState(sector)),
+        _ => None,
+    }
+}
+
+/// What a submission poll answered: whether the manager has the submission.
+fn has_submission(reply: &Result<Reply, CallFailure>) -> Result<bool, Outcome> {
+    match reply {
+        Ok(Reply::Poll(poll)) => Ok(poll.state != OnChainState::NotFound),
+        Ok(other) => Err(unexpected(Method::PollPreCommitState, other)),
+        Err(failure) => Err(call_failed(failure.clone())),
+    }
+}
+
+impl Turn<'_> {
+    /// The executor's answer to `call`, if it just made it (taken: it answers this call only);
+    /// otherwise the question to ask.
+    fn answer(&mut self, call: &Call) -> Result<Result<Reply, CallFailure>, Step> {
+        match &self.observed.reply {
+            Some((asked, reply)) if asked == call && !self.reply_taken => {
+                self.reply_taken = true;
+                Ok(reply.clone())
+            }
+            _ => Err(Step::Wake(Wake::Ask(Question::Manager(call.clone())))),
+        }
+    }
+
+    /// The answer to the last call, if it was a call of `method` and is not yet taken; `take`
+    /// takes it.
+    fn answered(&mut self, method: Method, take: bool) -> Option<Result<Reply, CallFailure>> {
+        match &self.observed.reply {
+            Some((asked, reply)) if asked.method() == method && !self.reply_taken => {
+                self.reply_taken |= take;
+                Some(reply.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Does the manager-call action `call` of the current state.
+    pub(super) fn manager_action(&mut self, call: ManagerCall) -> Step {
+        let before = self.status.clone();
+        let step = match call {
+            ManagerCall::AllocateSector
+            | ManagerCall::AllocateSanpUpSector
+            | ManagerCall::AllocateRebuildSector
+            | ManagerCall::AllocateUnsealSector
+            | ManagerCall::AcquireDeals => self.allocate(call),
+            ManagerCall::AssignTicket
+            | ManagerCall::SubmitPreCommit
+            | ManagerCall::PollPreCommitState => self.precommit(call),
+            ManagerCall::StoreReserveSpace | ManagerCall::SubmitPersistedEx => self.persist(call),
+            ManagerCall::WaitSeed | ManagerCall::SubmitProof | ManagerCall::PollProofState => {
+                self.prove(call)
+            }
+            ManagerCall::StoreBasicInfo | ManagerCall::SubmitSnapUpProof => self.snap(call),
+            ManagerCall::AcquireUnsealDest | ManagerCall::AchieveUnsealSector => self.unseal(call),
+        };
+        if let Step::Outcome(outcome) = &step
+            && *outcome != Outcome::Done
+        {
+            // What an unfinished call established is asked for again with the next try.
+            self.status = before.clone();
+        }
+        // A sector the manager handed out is written at once: forgotten in a crash, it would be
+        // allocated again. Everything else a call establishes is safe to ask for again, so it is
+        // written with the work that follows.
+        if self.status.sector != before.sector {
+            self.write();
+        }
+        step
+    }
+
+    /// The task's sector, or the outcome that says it has none yet.
+    fn need_sector(&self) -> Result<SectorId, Step> {
+        self.sector_id()
+            .ok_or_else(|| Step::Outcome(missing("sector")))
+    }
+
+    /// A non-idempotent call: the intent is written first; after a restart with the intent
+    /// recorded, the manager is asked whether it already has the submission.
+    fn submission(&mut self, call: ManagerCall, request: Call) -> Step {
+        let method = request.method();
+        if let Some(reply) = self.answered(method, true) {
+            return Step::Outcome(match reply {
+                Ok(Reply::Submit(resp)) => submitted(resp.res.into(), resp.desc),
+                Ok(other) => unexpected(method, &other),
+                Err(failure) => call_failed(failure),
+            });
+        }
+        if self.status.submitting.as_deref() == Some(<&str>::from(call)) {
+            // Started before a restart: ask the manager before submitting again.
+            if let Some(poll) = request.sector().and_then(|s| submission_poll(method, s)) {
+                let reply = match self.answer(&poll) {
+                    Ok(reply) => reply,
+                    Err(ask) => return ask,
+                };
+                match has_submission(&reply) {
+                    Ok(true) => {
+                        self.log(false, format!("the manager already has this {call}"));
+                        return Step::Outcome(Outcome::Done);
+                    }
+                    Ok(false) => {}
+                    Err(outcome) => return Step::Outcome(outcome),
+                }
+            }
+        } else {
+            self.status.submitting = Some(call.to_string());
+            self.write();
+        }
+        Step::Wake(Wake::Ask(Question::Manager(request)))
+    }
+
+    /// Fills in the path of the store that holds the committed sector's files (StoreBasicInfo).
+    fn resolve_store(&mut self) -> Step {
+        let Some(committed) = self.committed().cloned() else {
+            return Step::Outcome(missing("committed sector"));
+        };
+        if committed.path.is_some() {
+            return Step::Outcome(Outcome::Done);
+        }
+        let call = Call::StoreBasicInfo {
+            instance: committed.instance.clone(),
+        };
+        let reply = match self.answer(&call) {
+            Ok(reply) => reply,
+            Err(ask) => return ask,
+        };
+        Step::Outcome(match reply {
+            Ok(Reply::Store(Some(store))) => {
+                if let Some(committed) = self.committed_mut() {
+                    committed.path = Some(store.path);
+                }
+                Outcome::Done
+            }
+            Ok(Reply::Store(None)) => failed(
+                FailureLevel::Permanent,
+                format!(
+                    "the manager does not know store instance {:?} that holds the sector's files",
+                    committed.instance
+                ),
+            ),
+            Ok(other) => unexpected(Method::StoreBasicInfo, &other),
+            Err(failure) => call_failed(failure),
+        })
+    }
+
+    fn committed(&self) -> Option<&CommittedSector> {
+        self.status.outputs.as_ref()?.committed.as_ref()
+    }
+
+    fn committed_mut(&mut self) -> Option<&mut CommittedSector> {
+        self.status.outputs.as_mut()?.committed.as_mut()
+    }
+}

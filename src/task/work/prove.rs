@@ -1,0 +1,98 @@
+//! PersistanceSubmitted to ProofSubmitted: the interactive seed, the proof and its landing; and
+//! which plans tell the manager the sector is finalized when they finish.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use super::{call_failed, failed, missing, polled, unexpected};
+use crate::api::{Outputs, PlanKind};
+use crate::manager::wire::{Bytes, ProofOnChainInfo, seal_proof_type};
+use crate::manager::{Call, Method, Reply};
+use crate::plan::ManagerCall;
+use crate::plan::cursor::Outcome;
+use crate::sector::FailureLevel;
+use crate::task::{Step, Turn};
+
+/// The proof in status, decoded; none when absent or not base64 (a hand-edited status).
+pub fn proof_bytes(outputs: &Outputs) -> Option<Vec<u8>> {
+    let data = outputs.proof.as_ref()?.data.as_ref()?;
+    base64::engine::general_purpose::STANDARD.decode(data).ok()
+}
+
+/// What a finished task tells the manager: the sealing plans report the sector finalized;
+/// rebuilds and unseals leave the sector's sealing state as it was.
+pub(crate) fn finalized_report(turn: &Turn<'_>) -> Option<Call> {
+    let sealing = matches!(turn.task.spec.plan, PlanKind::Sealer | PlanKind::Snapup);
+    turn.sector_id()
+        .filter(|_| sealing)
+        .map(Call::ReportFinalized)
+}
+
+impl Turn<'_> {
+    pub(super) fn prove(&mut self, call: ManagerCall) -> Step {
+        let sector = match self.need_sector() {
+            Ok(sector) => sector,
+            Err(missing) => return missing,
+        };
+        let spec = self.task.spec;
+        match call {
+            ManagerCall::WaitSeed => {
+                let call = Call::WaitSeed {
+                    sector,
+                    proof_type: seal_proof_type(spec.sector_size, spec.synthetic_po_rep),
+                };
+                let reply = match self.answer(&call) {
+                    Ok(reply) => reply,
+                    Err(ask) => return ask,
+                };
+                Step::Outcome(match reply {
+                    Ok(Reply::Seed(resp)) => match resp.seed {
+                        Some(seed) => {
+                            let outputs = self.status.outputs.get_or_insert_with(Default::default);
+                            outputs.seed = Some(super::randomness(&seed.seed.0, seed.epoch));
+                            Outcome::Done
+                        }
+                        None if resp.should_wait => {
+                            Outcome::NotYet(Duration::from_secs(resp.delay.clamp(1, 3600) as u64))
+                        }
+                        None => failed(
+                            FailureLevel::Temporary,
+                            "the manager gave no seed and no reason to wait",
+                        ),
+                    },
+                    Ok(other) => unexpected(Method::WaitSeed, &other),
+                    Err(failure) => call_failed(failure),
+                })
+            }
+            ManagerCall::SubmitProof => {
+                let outputs = self.status.outputs.clone().unwrap_or_default();
+                let Some(bytes) = proof_bytes(&outputs) else {
+                    return Step::Outcome(missing("proof"));
+                };
+                let request = Call::SubmitProof {
+                    sector,
+                    proof: ProofOnChainInfo {
+                        proof: Bytes(bytes),
+                    },
+                    reset: false,
+                };
+                self.submission(call, request)
+            }
+            _ => {
+                let call = Call::PollProofState(sector);
+                let reply = match self.answer(&call) {
+                    Ok(reply) => reply,
+                    Err(ask) => return ask,
+                };
+                Step::Outcome(match reply {
+                    Ok(Reply::Poll(poll)) => {
+                        polled(poll.state.into(), self.rules.poll_interval, poll.desc)
+                    }
+                    Ok(other) => unexpected(Method::PollProofState, &other),
+                    Err(failure) => call_failed(failure),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Snap-up's manager calls: where the CC sector's files are, and the upgrade proof.
+
+use super::{failed, missing};
+use crate::manager::Call;
+use crate::manager::wire::{Bytes, CidJson, SnapUpOnChainInfo};
+use crate::plan::ManagerCall;
+use crate::sector::FailureLevel;
+use crate::sector::cid::{parse_data_cid, parse_sealed_cid};
+use crate::task::{Step, Turn};
+
+impl Turn<'_> {
+    pub(super) fn snap(&mut self, call: ManagerCall) -> Step {
+        if call == ManagerCall::StoreBasicInfo {
+            if self.committed().is_none() {
+                return Step::Outcome(missing("committed sector to upgrade"));
+            }
+            return self.resolve_store();
+        }
+        let sector = match self.need_sector() {
+            Ok(sector) => sector,
+            Err(missing) => return missing,
+        };
+        let outputs = self.status.outputs.clone().unwrap_or_default();
+        let (Some(comm_r), Some(comm_d), Some(store)) =
+            (&outputs.comm_r, &outputs.comm_d, &outputs.store)
+        else {
+            return Step::Outcome(missing("new CommR, CommD and persist store"));
+        };
+        let Some(proof) = super::prove::proof_bytes(&outputs) else {
+            return Step::Outcome(missing("upgrade proof"));
+        };
+        let info = match (
+            parse_sealed_cid("commR", comm_r),
+            parse_data_cid("commD", comm_d),
+        ) {
+            (Ok(comm_r), Ok(comm_d)) => SnapUpOnChainInfo {
+                comm_r,
+                comm_d,
+                access_instance: store.name.clone(),
+                pieces: self
+                    .task
+                    .spec
+                    .pieces
+                    .iter()
+                    .flatten()
+                    .map(|p| CidJson { cid: p.cid.clone() })
+                    .collect(),
+                proof: Bytes(proof),
+            },
+            (Err(e), _) | (_, Err(e)) => {
+                return Step::Outcome(failed(FailureLevel::Permanent, e.message));
+            }
+        };
+        self.submission(call, Call::SubmitSnapUpProof { sector, info })
+    }
+}
