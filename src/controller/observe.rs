@@ -65,7 +65,7 @@ impl TaskRun {
             }
             Question::Manager(call) => {
                 let reply = self.call_manager(&call).await;
-                observed.reply = Some((call, reply));
+                observed.reply = Some((*call, reply));
             }
             Question::CleanupPod(name) => {
                 let pod = self.get_pod(&name).await?;

@@ -21,6 +21,8 @@ pub mod params;
 pub mod proofs;
 #[cfg(feature = "proofs")]
 pub mod run;
+#[cfg(feature = "proofs")]
+mod steps;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -205,7 +205,7 @@ pub enum Question {
         cap: u32,
     },
     /// Call the manager and report its answer.
-    Manager(Call),
+    Manager(Box<Call>),
     /// The task's workspace cleanup pod.
     CleanupPod(String),
 }
@@ -404,10 +404,10 @@ impl Turn<'_> {
     }
 
     fn drive(&mut self) -> Wake {
-        if let Some(request) = self.task.spec.resume_request() {
-            if let Some(wake) = self.resume(request) {
-                return wake;
-            }
+        if let Some(request) = self.task.spec.resume_request()
+            && let Some(wake) = self.resume(request)
+        {
+            return wake;
         }
         let position = self.position();
         if position.state.is_terminal() {

@@ -63,7 +63,7 @@ impl Turn<'_> {
     fn allocation<T>(
         &mut self,
         call: Call,
-        pick: fn(Reply) -> Result<Option<T>, Reply>,
+        pick: fn(Reply) -> Result<Option<T>, Box<Reply>>,
         take: impl FnOnce(&mut Self, T) -> Outcome,
     ) -> Step {
         let method = call.method();
@@ -88,7 +88,7 @@ impl Turn<'_> {
             call,
             |reply| match reply {
                 Reply::Sector(sector) => Ok(sector),
-                other => Err(other),
+                other => Err(Box::new(other)),
             },
             |turn, allocated| match turn.take_sector(&allocated) {
                 Ok(()) => Outcome::Done,
@@ -131,7 +131,7 @@ impl Turn<'_> {
             call,
             |reply| match reply {
                 Reply::SnapUpSector(sector) => Ok(sector),
-                other => Err(other),
+                other => Err(Box::new(other)),
             },
             |turn, allocated| {
                 if let Err(outcome) = turn.take_sector(&allocated.sector) {
@@ -168,7 +168,7 @@ impl Turn<'_> {
             call,
             |reply| match reply {
                 Reply::RebuildSector(info) => Ok(info),
-                other => Err(other),
+                other => Err(Box::new(other)),
             },
             |turn, info| {
                 if let Err(outcome) = turn.take_sector(&info.sector) {
@@ -209,7 +209,7 @@ impl Turn<'_> {
             call,
             |reply| match reply {
                 Reply::UnsealSector(info) => Ok(info),
-                other => Err(other),
+                other => Err(Box::new(other)),
             },
             |turn, info| {
                 let asked = turn.task.spec.sector.map(sector_id);

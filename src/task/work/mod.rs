@@ -117,7 +117,9 @@ impl Turn<'_> {
                 self.reply_taken = true;
                 Ok(reply.clone())
             }
-            _ => Err(Step::Wake(Wake::Ask(Question::Manager(call.clone())))),
+            _ => Err(Step::Wake(Wake::Ask(Question::Manager(Box::new(
+                call.clone(),
+            ))))),
         }
     }
 
@@ -204,7 +206,7 @@ impl Turn<'_> {
             self.status.submitting = Some(call.to_string());
             self.write();
         }
-        Step::Wake(Wake::Ask(Question::Manager(request)))
+        Step::Wake(Wake::Ask(Question::Manager(Box::new(request))))
     }
 
     /// Fills in the path of the store that holds the committed sector's files (StoreBasicInfo).

@@ -184,7 +184,7 @@ impl Turn<'_> {
             let poll = Call::PollPreCommitState(sector_id(sector));
             // Only a look: the submission reads the same answer next.
             match self.answered(Method::PollPreCommitState, false) {
-                None => return Some(Wake::Ask(Question::Manager(poll))),
+                None => return Some(Wake::Ask(Question::Manager(Box::new(poll)))),
                 Some(Ok(Reply::Poll(resp))) if resp.state == OnChainState::NotFound => {}
                 Some(_) => return None,
             }

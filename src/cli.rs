@@ -1,0 +1,363 @@
+//! The command line: every subcommand's arguments, and how they become the library's settings.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use damocles_operator::controller::{Settings, leader::LeaderElection};
+use damocles_operator::manager::ManagerClient;
+use damocles_operator::plan::PlanKind;
+use damocles_operator::task::{Profiles, Rules, TicketExpiry, TicketRules};
+
+/// Kubernetes operator that runs Filecoin sector sealing (sealer, snapup, rebuild and unseal plans)
+/// as SealingTask custom resources.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the operator: reconcile SealingTasks into step pods and manager calls.
+    ///
+    /// Uses the in-cluster config or KUBECONFIG. Each task follows its plan (see
+    /// docs/state-machines.md): manager-only states are done inline, proof and file steps run as
+    /// pods shaped by the step profiles (--profiles), and status.state, phase, conditions, history
+    /// and outputs show where every task is. Logs go to stderr (RUST_LOG, default info).
+    Run(Box<RunArgs>),
+    /// Print the SealingTask CustomResourceDefinition as YAML (what crds/sealingtask.yaml holds).
+    ///
+    /// Install it with: damocles-operator crd | kubectl apply -f -
+    Crd,
+    /// Print the task plans (states, transitions, the work of each state).
+    Plans {
+        /// json: machine-readable states and transitions; markdown: docs/state-machines.md;
+        /// dot: a Graphviz graph (render with `dot -Tsvg`).
+        #[arg(long, short, value_enum, default_value_t = Format::Markdown)]
+        output: Format,
+        /// Only this plan (sealer, snapup, rebuild or unseal); all plans when omitted.
+        #[arg(long, value_parser = parse_plan)]
+        plan: Option<PlanKind>,
+    },
+    /// Check SealingTask manifests offline: field types, plan and sector size names, and the CRD's
+    /// cross-field rules (resumeState against the task's plan, plan-specific inputs, piece sizes).
+    /// String formats (CIDs, URLs) are left to the apiserver's schema.
+    ///
+    /// Exits 0 when every SealingTask is valid, 1 otherwise; other kinds in the files are skipped.
+    Validate {
+        /// Manifest files (YAML, several documents allowed).
+        #[arg(long = "filename", short = 'f', num_args = 1.., required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// TEST ONLY: stand in for kubelet on a test control plane (scripts/test-cluster).
+    ///
+    /// Registers the given Nodes (labels, capacity incl. nvidia.com/gpu and hugepages-1Gi), keeps
+    /// their Leases fresh, and runs every pod the scheduler binds to them as local processes: the
+    /// container's command and args (images are not run, only recorded), env, hostPath / emptyDir /
+    /// configMap / secret volumes as local directories, with container paths in args and env rewritten
+    /// to them, and the termination-message file. Pod deletion kills the process group after the
+    /// grace period. Uses KUBECONFIG like kubectl. Stops on SIGINT/SIGTERM. Never use it in production.
+    #[cfg(feature = "dev")]
+    DevNode(DevNodeArgs),
+    /// Serve damocles-manager's sealer API over a simulated chain, for tests, the demo and small
+    /// setups.
+    ///
+    /// A chain head advances with wall time (--block-time); AllocateSector hands out increasing
+    /// numbers; tickets come from head - lookback; SubmitPreCommit rejects duplicates, mismatches and
+    /// expired tickets; PreCommits and proofs land after a delay; WaitSeed waits the challenge delay;
+    /// SubmitProof checks the proof with filecoin-proofs (through damocles-step). State survives
+    /// restarts in --state. Prints "listening on ADDRESS" first. Admin API: POST /admin/faults
+    /// {"SubmitProof": {"failNext": 2, "latencyMs": 500, "forceResult": 4}}, GET /admin/state,
+    /// POST /admin/rebuild {"number": 1} (mark a sector's files lost), POST /admin/unseal
+    /// {"number": 1, "pieceCid": "baga...", "offset": 0, "size": 2032, "dest": ["file:///out"]}.
+    #[cfg(feature = "dev")]
+    DevManager(Box<DevManagerArgs>),
+}
+
+/// `damocles-operator run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// The step profiles YAML (image, node selectors, resources, retries per step kind; see
+    /// docs/controller.md). Default: every step runs `damocles-step` with no placement rules.
+    #[arg(long)]
+    pub profiles: Option<PathBuf>,
+    /// damocles-manager's address: http://HOST:PORT, HOST:PORT or /ip4/ADDR/tcp/PORT.
+    #[arg(long)]
+    pub manager: String,
+    /// A file holding a bearer token for the manager (e.g. a mounted Secret key), for managers
+    /// behind an auth proxy.
+    #[arg(long)]
+    pub manager_token_file: Option<PathBuf>,
+    /// Timeout of one manager call.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub manager_timeout: std::time::Duration,
+    /// How often to ask the manager whether a PreCommit or proof landed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub poll_interval: std::time::Duration,
+    /// First back-off after a temporary failure (doubled per retry) where a profile sets none.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub retry_backoff: std::time::Duration,
+    /// A persist store instance to reserve space in (repeatable; default: any the manager has).
+    #[arg(long = "store")]
+    pub stores: Vec<String>,
+    /// This replica's name in Events and manager reports (default: $POD_NAME or the host name).
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// Where to serve /metrics (Prometheus), /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_address: std::net::SocketAddr,
+    /// The chain's block time, to tell a ticket's age from wall time.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub block_time: std::time::Duration,
+    /// Epochs below the head a ticket is drawn at (SealRandomnessLookback).
+    #[arg(long, default_value_t = 900)]
+    pub ticket_lookback: i64,
+    /// A PreCommit whose ticket is older than this many epochs is rejected by the chain.
+    #[arg(long, default_value_t = 2880 + 900)]
+    pub ticket_max_age: i64,
+    /// Treat a ticket as expired this many epochs early, before PC1, PC2 and SubmitPreCommit.
+    #[arg(long, default_value_t = 300)]
+    pub ticket_margin: i64,
+    /// What to do then: rewind to TreeDBuilt for a new ticket, or abort the task.
+    #[arg(long, value_enum, default_value = "rewind")]
+    pub ticket_expiry: TicketExpiry,
+    /// Act at once instead of first taking the leader-election Lease. Only for a single
+    /// replica: two replicas without leader election would both act on every task.
+    #[arg(long)]
+    pub no_leader_election: bool,
+    /// The namespace of the leader-election Lease (default: $POD_NAMESPACE, else --namespace,
+    /// else "default").
+    #[arg(long)]
+    pub leader_election_namespace: Option<String>,
+    /// The name of the leader-election Lease; replicas that share it elect one leader.
+    #[arg(long, default_value = "damocles-operator")]
+    pub leader_election_lease: String,
+    /// Requests per second to the Kubernetes API, on average (client-side limit; reads and
+    /// watches count too).
+    #[arg(long, default_value_t = 20.0)]
+    pub kube_api_qps: f64,
+    /// How many Kubernetes API requests may go at once before the --kube-api-qps pace applies.
+    #[arg(long, default_value_t = 30)]
+    pub kube_api_burst: u32,
+    /// How long a leader's claim lasts without renewal: the longest a standby waits to take
+    /// over from a leader that died (one that shuts down cleanly hands over at once).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub leader_election_duration: std::time::Duration,
+}
+
+/// `damocles-operator dev-node`.
+#[cfg(feature = "dev")]
+#[derive(Args)]
+pub struct DevNodeArgs {
+    /// A node: NAME[,RESOURCE=QUANTITY...][,label:KEY=VALUE...][,pull=fail], e.g.
+    /// gpu-0,nvidia.com/gpu=1,hugepages-1Gi=4Gi,label:damocles.io/gpu=true (defaults: cpu=4,
+    /// memory=16Gi, pods=110). pull=fail: every image pull there fails, so its pods never
+    /// start (for tests). Repeat for several nodes.
+    #[arg(long = "node", required = true, value_parser = parse_node)]
+    pub nodes: Vec<damocles_operator::dev::node::NodeSpec>,
+    /// Directory for pod files: volumes, logs (<uid>/<container>.log), pid files.
+    #[arg(long, default_value = "/tmp/damocles-dev-node")]
+    pub root: PathBuf,
+    /// Put hostPath volumes under this directory instead of at their real paths.
+    #[arg(long)]
+    pub host_root: Option<PathBuf>,
+    /// Delete the Node objects when stopping (otherwise they go NotReady, as with kubelet).
+    #[arg(long)]
+    pub remove_nodes_on_exit: bool,
+}
+
+/// `damocles-operator dev-manager`.
+#[cfg(feature = "dev")]
+#[derive(Args)]
+pub struct DevManagerArgs {
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:1789")]
+    pub listen: std::net::SocketAddr,
+    #[arg(long, default_value_t = 1000)]
+    pub miner: u64,
+    /// Seal proof type handed out (5: StackedDrg*V1_1 for 2KiB; 10: synthetic).
+    #[arg(long, default_value_t = 5)]
+    pub proof_type: i64,
+    /// State file (created if missing; kept across restarts).
+    #[arg(long, default_value = "dev-manager-state.json")]
+    pub state: PathBuf,
+    /// Wall time per epoch, e.g. 100ms, 30s.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub block_time: std::time::Duration,
+    #[arg(long, default_value_t = 10_000)]
+    pub start_epoch: i64,
+    #[arg(long, default_value_t = 900)]
+    pub ticket_lookback: i64,
+    /// A PreCommit with a ticket older than head minus this is rejected.
+    #[arg(long, default_value_t = 2880 + 900)]
+    pub ticket_max_age: i64,
+    #[arg(long, default_value_t = 3)]
+    pub precommit_landing: i64,
+    /// Epochs from PreCommit landing to the seed (PreCommitChallengeDelay).
+    #[arg(long, default_value_t = 150)]
+    pub seed_delay: i64,
+    #[arg(long, default_value_t = 3)]
+    pub proof_landing: i64,
+    /// damocles-step, to verify proofs (default: next to this binary, else on PATH).
+    #[arg(long)]
+    pub step_bin: Option<PathBuf>,
+    /// A persist store NAME=/PATH that StoreReserveSpace hands out (repeatable; the path as
+    /// step pods see it). Default: one store "persist" at /var/lib/damocles/persist.
+    #[arg(long = "store", value_parser = damocles_operator::dev::manager::server::parse_store)]
+    pub stores: Vec<damocles_operator::manager::wire::StoreBasicInfo>,
+    /// Check that persisted files exist (SubmitPersistedEx returns false and SubmitSnapUpProof
+    /// FilesMissed otherwise), reading store paths under this directory (use / when the stores
+    /// are local, the dev node's --host-root in tests). Without it nothing is checked.
+    #[arg(long)]
+    pub check_files_under: Option<PathBuf>,
+}
+
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| text.split_at(i))
+        .unwrap_or((text, "s"));
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 100ms or 30s"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(value)),
+        "s" => Ok(std::time::Duration::from_secs(value)),
+        "m" => Ok(std::time::Duration::from_secs(value * 60)),
+        _ => Err(format!("{text:?}: unit must be ms, s or m")),
+    }
+}
+
+#[cfg(feature = "dev")]
+pub fn parse_node(text: &str) -> Result<damocles_operator::dev::node::NodeSpec, String> {
+    text.parse()
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Json,
+    Markdown,
+    Dot,
+}
+
+pub fn parse_plan(name: &str) -> Result<PlanKind, String> {
+    PlanKind::parse(name).map_err(|e| e.to_string())
+}
+
+impl RunArgs {
+    /// The manager client and the controller's settings these arguments ask for.
+    pub fn into_parts(self) -> Result<(ManagerClient, Settings)> {
+        let profiles = match &self.profiles {
+            Some(path) => Profiles::load(path)?,
+            None => Profiles::default(),
+        };
+        let token = self
+            .manager_token_file
+            .as_deref()
+            .map(damocles_operator::manager::client::read_token)
+            .transpose()?;
+        let manager = ManagerClient::new(&self.manager, token, self.manager_timeout)?;
+        let instance = self
+            .instance
+            .or_else(|| std::env::var("POD_NAME").ok())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+            })
+            .unwrap_or_else(|| "damocles-operator".into());
+        let duration_seconds = self.leader_election_duration.as_secs().max(2);
+        let leader_election = (!self.no_leader_election).then(|| LeaderElection {
+            namespace: self
+                .leader_election_namespace
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .or_else(|| self.namespace.clone())
+                .unwrap_or_else(|| "default".into()),
+            lease: self.leader_election_lease,
+            duration_seconds,
+            // Renew a third of the way before expiry, as client-go renews at 10 of 15 s.
+            grace_seconds: (duration_seconds / 3).max(1),
+        });
+        let rules = Rules {
+            profiles,
+            retry_backoff: self.retry_backoff,
+            tickets: TicketRules {
+                lookback: self.ticket_lookback,
+                max_age: self.ticket_max_age,
+                margin: self.ticket_margin,
+                block_time: self.block_time,
+            },
+            on_ticket_expiry: self.ticket_expiry,
+            poll_interval: self.poll_interval,
+            store_candidates: self.stores,
+            instance,
+        };
+        let settings = Settings {
+            namespace: self.namespace,
+            rules,
+            metrics_address: self.metrics_address,
+            leader_election,
+            api_qps: self.kube_api_qps,
+            api_burst: self.kube_api_burst,
+        };
+        Ok((manager, settings))
+    }
+}
+
+#[cfg(feature = "dev")]
+impl DevNodeArgs {
+    pub fn into_config(self) -> damocles_operator::dev::node::DevNodeConfig {
+        damocles_operator::dev::node::DevNodeConfig {
+            nodes: self.nodes,
+            root: self.root,
+            host_root: self.host_root,
+            remove_nodes_on_exit: self.remove_nodes_on_exit,
+        }
+    }
+}
+
+#[cfg(feature = "dev")]
+impl DevManagerArgs {
+    pub fn into_config(mut self) -> damocles_operator::dev::manager::DevManagerConfig {
+        use damocles_operator::dev::manager::{DevManagerConfig, chain::ChainRules, server};
+        if self.stores.is_empty() {
+            self.stores.push(
+                server::parse_store("persist=/var/lib/damocles/persist")
+                    .expect("the default store parses"),
+            );
+        }
+        let rules = ChainRules {
+            miner: self.miner,
+            proof_type: self.proof_type,
+            ticket_lookback: self.ticket_lookback,
+            ticket_max_age: self.ticket_max_age,
+            precommit_landing: self.precommit_landing,
+            seed_delay: self.seed_delay,
+            proof_landing: self.proof_landing,
+            block_seconds: self.block_time.as_secs_f64(),
+        };
+        let step_bin = self.step_bin.unwrap_or_else(|| {
+            let sibling = std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.join("damocles-step")));
+            sibling
+                .filter(|p| p.is_file())
+                .unwrap_or_else(|| PathBuf::from("damocles-step"))
+        });
+        DevManagerConfig {
+            listen: self.listen,
+            rules,
+            block_time: self.block_time,
+            start_epoch: self.start_epoch,
+            state_file: self.state,
+            step_bin,
+            stores: self.stores,
+            store_check_root: self.check_files_under,
+        }
+    }
+}

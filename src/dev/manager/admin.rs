@@ -1,0 +1,135 @@
+//! The dev manager's admin API under `/admin/`: fault injection, a view of the whole state, and
+//! marking sectors to rebuild or pieces to unseal.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::chain::{ChainError, ChainRules, ChainState, UnsealJob};
+use super::server::Shared;
+use crate::manager::wire::SectorId;
+
+/// Faults to inject into one method (admin API or flags).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fault {
+    /// Fail this many next calls with a JSON-RPC error.
+    #[serde(default)]
+    pub fail_next: u32,
+    /// Answer after this delay.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Answer with this raw result code: a submission (`Res`) is then not recorded, as if the
+    /// manager refused it; a poll's `State` is replaced.
+    #[serde(default)]
+    pub force_result: Option<u64>,
+}
+
+pub(super) async fn set_faults(
+    State(shared): State<Arc<Shared>>,
+    Json(faults): Json<HashMap<String, Fault>>,
+) -> Json<Value> {
+    let mut current = shared.faults.lock().expect("faults lock");
+    for (method, fault) in faults {
+        let method = method.trim_start_matches("Venus.").to_string();
+        if fault == Fault::default() {
+            current.remove(&method);
+        } else {
+            current.insert(method, fault);
+        }
+    }
+    Json(json!(*current))
+}
+
+pub(super) async fn get_faults(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!(*shared.faults.lock().expect("faults lock")))
+}
+
+pub(super) async fn get_state(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let chain = shared.chain().clone();
+    Json(json!({"head": shared.head(), "rules": shared.config.rules, "chain": chain}))
+}
+
+type AdminReply = (StatusCode, Json<Value>);
+
+async fn admin_change(
+    shared: &Shared,
+    change: impl FnOnce(&mut ChainState, &ChainRules, i64) -> Result<(), ChainError>,
+) -> AdminReply {
+    let head = shared.head();
+    let changed = change(&mut shared.chain(), &shared.config.rules, head);
+    if let Err(err) = changed {
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({"error": err.to_string()})),
+        );
+    }
+    match shared.save().await {
+        Ok(()) => (StatusCode::OK, Json(json!({"ok": true}))),
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": format!("{err:#}")})),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct RebuildRequest {
+    number: u64,
+}
+
+/// Marks a committed sector's files as lost, so AllocateRebuildSector hands it out.
+pub(super) async fn mark_rebuild(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<RebuildRequest>,
+) -> AdminReply {
+    let miner = shared.config.rules.miner;
+    admin_change(&shared, |chain, rules, head| {
+        chain.mark_rebuild(
+            rules,
+            SectorId {
+                miner,
+                number: request.number,
+            },
+            head,
+        )
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct UnsealQueueRequest {
+    number: u64,
+    piece_cid: String,
+    #[serde(default)]
+    offset: u64,
+    size: u64,
+    dest: Vec<String>,
+}
+
+/// Queues a piece to recover, so AllocateUnsealSector hands it out.
+pub(super) async fn queue_unseal(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<UnsealQueueRequest>,
+) -> AdminReply {
+    let job = UnsealJob {
+        sector: request.number,
+        piece_cid: request.piece_cid,
+        offset: request.offset,
+        size: request.size,
+        dest: request.dest,
+        allocated: false,
+        achieved: None,
+    };
+    admin_change(&shared, |chain, rules, head| {
+        chain.queue_unseal(rules, job, head)
+    })
+    .await
+}

@@ -1,0 +1,351 @@
+//! The dev manager's JSON-RPC endpoint: faults injected from the admin API, then each sealer
+//! method dispatched to the simulated chain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::chain::ChainError;
+use super::lifecycle::{SnapUpChecks, reserve_space};
+use super::server::Shared;
+use super::verify::{verify, verify_snap};
+use crate::manager::Method;
+use crate::manager::wire::{
+    AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector, CidJson, ERR_INVALID_PARAMS,
+    ERR_METHOD_NOT_FOUND, ERR_SECTOR_STATE_NOT_FOUND, PreCommitOnChainInfo, ProofOnChainInfo,
+    ReportStateReq, Request, SectorId, SectorStateResp, SnapUpOnChainInfo,
+};
+
+fn rpc_error(id: &Value, code: i64, message: String) -> (StatusCode, Json<Value>) {
+    // Like go-jsonrpc: protocol errors are HTTP 500, method errors HTTP 200.
+    let status = if code < 0 {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})),
+    )
+}
+
+pub(super) async fn rpc(
+    State(shared): State<Arc<Shared>>,
+    body: String,
+) -> (StatusCode, Json<Value>) {
+    let request: Request = match serde_json::from_str(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            return rpc_error(
+                &Value::Null,
+                -32700,
+                format!("cannot parse the request: {err}"),
+            );
+        }
+    };
+    let id = json!(request.id);
+    let name = request
+        .method
+        .strip_prefix("Venus.")
+        .unwrap_or(&request.method)
+        .to_string();
+    let fault = shared
+        .faults
+        .lock()
+        .expect("faults lock")
+        .get(&name)
+        .cloned();
+    if let Some(fault) = &fault {
+        if fault.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await;
+        }
+        if fault.fail_next > 0 {
+            if let Some(f) = shared.faults.lock().expect("faults lock").get_mut(&name) {
+                f.fail_next -= 1;
+            }
+            return rpc_error(
+                &id,
+                1,
+                format!("injected failure of {name} (dev manager fault injection)"),
+            );
+        }
+    }
+    // A forced answer to a submission stands for a manager that refused it: nothing is recorded.
+    if let Some(code) = fault.as_ref().and_then(|f| f.force_result)
+        && name.starts_with("Submit")
+        && name != "SubmitPersistedEx"
+    {
+        let desc = format!("result {code} forced by dev manager fault injection");
+        return (
+            StatusCode::OK,
+            Json(json!({"jsonrpc": "2.0", "id": id, "result": {"Res": code, "Desc": desc}})),
+        );
+    }
+    match dispatch(&shared, &name, request.params).await {
+        Ok(mut result) => {
+            if let Some(code) = fault.and_then(|f| f.force_result) {
+                for key in ["Res", "State"] {
+                    if let Some(slot) = result.get_mut(key) {
+                        *slot = json!(code);
+                    }
+                }
+            }
+            (
+                StatusCode::OK,
+                Json(json!({"jsonrpc": "2.0", "id": id, "result": result})),
+            )
+        }
+        Err(RpcFailure { code, message }) => rpc_error(&id, code, message),
+    }
+}
+
+pub(super) struct RpcFailure {
+    pub(super) code: i64,
+    pub(super) message: String,
+}
+
+impl From<ChainError> for RpcFailure {
+    fn from(err: ChainError) -> Self {
+        let code = match err {
+            ChainError::UnknownSector(_) => ERR_SECTOR_STATE_NOT_FOUND,
+            ChainError::NotReady(_) => 1,
+        };
+        RpcFailure {
+            code,
+            message: err.to_string(),
+        }
+    }
+}
+
+fn param<T: serde::de::DeserializeOwned>(
+    params: &[Value],
+    index: usize,
+    method: &str,
+) -> Result<T, RpcFailure> {
+    serde_json::from_value(params[index].clone()).map_err(|e| RpcFailure {
+        code: ERR_INVALID_PARAMS,
+        message: format!("{method}: param {index}: {e}"),
+    })
+}
+
+fn expect_params(params: &[Value], count: usize, method: &str) -> Result<(), RpcFailure> {
+    if params.len() != count {
+        return Err(RpcFailure {
+            code: ERR_INVALID_PARAMS,
+            message: format!(
+                "wrong param count (method 'Venus.{method}'): {} != {count}",
+                params.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Value, RpcFailure> {
+    let rules = &shared.config.rules;
+    let head = shared.head();
+    let p = &params;
+    let method: Option<Method> = name.parse().ok();
+    let value = match method {
+        Some(Method::AllocateSector) => {
+            // Both API shapes: [spec] and [spec, niporep].
+            if p.len() != 1 && p.len() != 2 {
+                expect_params(p, 2, name)?;
+            }
+            let spec: AllocateSectorSpec = param(p, 0, name)?;
+            json!(shared.chain().allocate(rules, &spec))
+        }
+        Some(Method::AssignTicket) => {
+            expect_params(p, 1, name)?;
+            json!(
+                shared
+                    .chain()
+                    .assign_ticket(rules, param(p, 0, name)?, head)?
+            )
+        }
+        Some(Method::SubmitPreCommit) => {
+            expect_params(p, 3, name)?;
+            let sector: AllocatedSector = param(p, 0, name)?;
+            let info: PreCommitOnChainInfo = param(p, 1, name)?;
+            json!(
+                shared
+                    .chain()
+                    .submit_pre_commit(rules, &sector, &info, head)?
+            )
+        }
+        Some(Method::PollPreCommitState) => {
+            expect_params(p, 1, name)?;
+            json!(
+                shared
+                    .chain()
+                    .poll_pre_commit(rules, param(p, 0, name)?, head)?
+            )
+        }
+        Some(Method::SubmitPersistedEx | Method::SubmitPersisted) => {
+            let extended = name == "SubmitPersistedEx";
+            expect_params(p, if extended { 3 } else { 2 }, name)?;
+            let sector: SectorId = param(p, 0, name)?;
+            let instance: String = param(p, 1, name)?;
+            let upgrade: bool = if extended { param(p, 2, name)? } else { false };
+            let present = shared.files_present(sector, &instance, upgrade);
+            json!(
+                shared
+                    .chain()
+                    .submit_persisted(rules, sector, &instance, present)?
+            )
+        }
+        Some(Method::AcquireDeals) => {
+            expect_params(p, 2, name)?;
+            shared.chain().acquire_deals(rules, param(p, 0, name)?)?;
+            Value::Null
+        }
+        Some(Method::StoreReserveSpace) => {
+            expect_params(p, 3, name)?;
+            let _: SectorId = param(p, 0, name)?;
+            let candidates: Option<Vec<String>> = param(p, 2, name)?;
+            json!(reserve_space(
+                &shared.config.stores,
+                &candidates.unwrap_or_default()
+            ))
+        }
+        Some(Method::StoreBasicInfo) => {
+            expect_params(p, 1, name)?;
+            let instance: String = param(p, 0, name)?;
+            json!(shared.store(&instance))
+        }
+        Some(Method::AllocateSanpUpSector) => {
+            expect_params(p, 1, name)?;
+            let spec: AllocateSnapUpSpec = param(p, 0, name)?;
+            json!(shared.chain().allocate_snapup(rules, &spec, head))
+        }
+        Some(Method::SubmitSnapUpProof) => {
+            expect_params(p, 2, name)?;
+            let sector: SectorId = param(p, 0, name)?;
+            let info: SnapUpOnChainInfo = param(p, 1, name)?;
+            let checks = SnapUpChecks {
+                proof_sha256: hex::encode(Sha256::digest(&info.proof.0)),
+                files_present: shared.files_present(sector, &info.access_instance, true),
+                verified: verify_snap(shared, sector, &info).await?,
+            };
+            json!(
+                shared
+                    .chain()
+                    .submit_snapup(rules, sector, &info, &checks, head)?
+            )
+        }
+        Some(Method::AllocateRebuildSector) => {
+            expect_params(p, 1, name)?;
+            let spec: AllocateSectorSpec = param(p, 0, name)?;
+            json!(shared.chain().allocate_rebuild(rules, &spec))
+        }
+        Some(Method::AllocateUnsealSector) => {
+            expect_params(p, 1, name)?;
+            let spec: AllocateSectorSpec = param(p, 0, name)?;
+            json!(shared.chain().allocate_unseal(rules, &spec))
+        }
+        Some(Method::AcquireUnsealDest) => {
+            expect_params(p, 2, name)?;
+            let cid: CidJson = param(p, 1, name)?;
+            json!(
+                shared
+                    .chain()
+                    .unseal_dest(rules, param(p, 0, name)?, &cid.cid)?
+            )
+        }
+        Some(Method::AchieveUnsealSector) => {
+            expect_params(p, 3, name)?;
+            let cid: CidJson = param(p, 1, name)?;
+            let error: String = param(p, 2, name)?;
+            shared
+                .chain()
+                .achieve_unseal(rules, param(p, 0, name)?, &cid.cid, &error)?;
+            Value::Null
+        }
+        Some(Method::WaitSeed) => {
+            if p.len() != 1 && p.len() != 2 {
+                expect_params(p, 2, name)?;
+            }
+            json!(shared.chain().wait_seed(rules, param(p, 0, name)?, head)?)
+        }
+        Some(Method::SubmitProof) => {
+            expect_params(p, 3, name)?;
+            let sector: SectorId = param(p, 0, name)?;
+            let proof: ProofOnChainInfo = param(p, 1, name)?;
+            let sha256 = hex::encode(Sha256::digest(&proof.proof.0));
+            let verified = verify(shared, sector, &proof.proof.0).await?;
+            json!(
+                shared
+                    .chain()
+                    .submit_proof(rules, sector, &sha256, verified, head)?
+            )
+        }
+        Some(Method::PollProofState) => {
+            expect_params(p, 1, name)?;
+            json!(shared.chain().poll_proof(rules, param(p, 0, name)?, head)?)
+        }
+        Some(Method::ReportState) => {
+            expect_params(p, 2, name)?;
+            let sector: SectorId = param(p, 0, name)?;
+            let report: ReportStateReq = param(p, 1, name)?;
+            let mut text = format!(
+                "{} -> {} ({})",
+                report.state_change.prev, report.state_change.next, report.state_change.event
+            );
+            if let Some(failure) = &report.failure {
+                text.push_str(&format!(" failure {}: {}", failure.level, failure.desc));
+            }
+            let mut chain = shared.chain();
+            let record = chain.report(rules, sector, text)?;
+            json!(SectorStateResp {
+                id: sector,
+                finalized: record.finalized,
+                abort_reason: record.aborted.clone()
+            })
+        }
+        Some(Method::ReportFinalized) => {
+            expect_params(p, 1, name)?;
+            shared.chain().finalize(rules, param(p, 0, name)?)?;
+            Value::Null
+        }
+        Some(Method::ReportAborted) => {
+            expect_params(p, 2, name)?;
+            let reason: String = param(p, 1, name)?;
+            shared.chain().abort(rules, param(p, 0, name)?, &reason)?;
+            Value::Null
+        }
+        None if name == "Version" => json!(concat!(
+            "damocles-operator dev-manager ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        _ => {
+            return Err(RpcFailure {
+                code: ERR_METHOD_NOT_FOUND,
+                message: format!(
+                    "method 'Venus.{name}' not found (the dev manager serves the sealer API only)"
+                ),
+            });
+        }
+    };
+    let read_only = matches!(
+        method,
+        None | Some(
+            Method::StoreBasicInfo
+                | Method::StoreReserveSpace
+                | Method::AcquireUnsealDest
+                | Method::PollPreCommitState
+                | Method::PollProofState
+        )
+    );
+    if !read_only {
+        shared.save().await.map_err(|e| RpcFailure {
+            code: 1,
+            message: format!("cannot save state: {e:#}"),
+        })?;
+    }
+    Ok(value)
+}

@@ -1,0 +1,165 @@
+//! Proof verification for the dev manager: submitted PoRep and snap-up proofs are checked with
+//! filecoin-proofs by running `damocles-step verify-seal` / `verify-snap`.
+
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use super::dispatch::RpcFailure;
+use super::server::{Shared, unix_ms};
+use crate::manager::wire::{SectorId, SnapUpOnChainInfo};
+use crate::sector::SectorRef;
+use crate::sector::cid::{data_cid, sealed_cid};
+use crate::step::{
+    Bytes32, FileDigest, REQUEST_VERSION, SealedFiles, StepInputs, StepKind, StepRequest,
+    StepResult,
+};
+
+/// Verifies a PoRep proof with filecoin-proofs, through `damocles-step verify-seal`.
+pub(super) async fn verify(
+    shared: &Shared,
+    sector: SectorId,
+    proof: &[u8],
+) -> Result<bool, RpcFailure> {
+    let record = shared.record(sector)?;
+    let (Some(precommit), Some(seed)) = (record.precommit, record.seed) else {
+        return Err(not_ready(format!(
+            "{sector:?} has no PreCommit and seed to check a proof against"
+        )));
+    };
+    let inputs = StepInputs {
+        ticket: Some(Bytes32(precommit.info.ticket.ticket.0)),
+        seed: Some(Bytes32(seed.seed.0)),
+        comm_r: Some(sealed_cid(&precommit.info.comm_r)),
+        comm_d: Some(data_cid(&precommit.info.comm_d)),
+        ..Default::default()
+    };
+    run_verifier(
+        shared,
+        sector,
+        record.proof_type,
+        StepKind::VerifySeal,
+        inputs,
+        proof,
+    )
+    .await
+}
+
+/// Verifies an empty-sector-update proof against the sector's old CommR, through `verify-snap`.
+pub(super) async fn verify_snap(
+    shared: &Shared,
+    sector: SectorId,
+    info: &SnapUpOnChainInfo,
+) -> Result<bool, RpcFailure> {
+    let record = shared.record(sector)?;
+    let Some(precommit) = record.precommit else {
+        return Err(not_ready(format!(
+            "{sector:?} has no PreCommit: not a committed sector"
+        )));
+    };
+    let inputs = StepInputs {
+        comm_r: Some(sealed_cid(&info.comm_r)),
+        comm_d: Some(data_cid(&info.comm_d)),
+        // verify-snap reads only the old CommR; the paths are not opened.
+        cc_sector: Some(SealedFiles {
+            sealed: PathBuf::from("/unused"),
+            cache: PathBuf::from("/unused"),
+            comm_r: Some(sealed_cid(&precommit.info.comm_r)),
+            comm_d: None,
+            ticket: None,
+        }),
+        ..Default::default()
+    };
+    run_verifier(
+        shared,
+        sector,
+        record.proof_type,
+        StepKind::VerifySnap,
+        inputs,
+        &info.proof.0,
+    )
+    .await
+}
+
+fn not_ready(message: String) -> RpcFailure {
+    RpcFailure { code: 1, message }
+}
+
+async fn run_verifier(
+    shared: &Shared,
+    sector: SectorId,
+    proof_type: i64,
+    step: StepKind,
+    mut inputs: StepInputs,
+    proof: &[u8],
+) -> Result<bool, RpcFailure> {
+    let (sector_size, synthetic) = crate::manager::wire::sector_of_proof_type(proof_type)
+        .ok_or_else(|| not_ready(format!("unsupported proof type {proof_type}")))?;
+    let dir = shared
+        .config
+        .state_file
+        .with_extension("verify")
+        .join(format!("{}-{}", sector.number, unix_ms()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| not_ready(format!("cannot create {}: {e}", dir.display())))?;
+    let proof_path = dir.join("proof.bin");
+    std::fs::write(&proof_path, proof)
+        .map_err(|e| not_ready(format!("cannot write the proof: {e}")))?;
+    inputs.proof = Some(FileDigest {
+        path: proof_path,
+        sha256: hex::encode(Sha256::digest(proof)),
+        size: proof.len() as u64,
+    });
+    let request = StepRequest {
+        version: REQUEST_VERSION,
+        step,
+        sector: SectorRef {
+            miner: sector.miner,
+            number: sector.number,
+        },
+        sector_size,
+        synthetic_po_rep: synthetic,
+        workspace: dir.clone(),
+        persist: None,
+        share: None,
+        termination_message_path: Some(dir.join("result.json")),
+        inputs,
+    };
+    let request_path = dir.join("request.json");
+    std::fs::write(
+        &request_path,
+        serde_json::to_vec(&request).expect("requests serialize"),
+    )
+    .map_err(|e| not_ready(format!("cannot write the verify request: {e}")))?;
+    let output = tokio::process::Command::new(&shared.config.step_bin)
+        .args(["run", "--request"])
+        .arg(&request_path)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .map_err(|e| {
+            not_ready(format!(
+                "cannot run {}: {e}",
+                shared.config.step_bin.display()
+            ))
+        })?;
+    let result: Option<StepResult> = std::fs::read(dir.join("result.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let _ = std::fs::remove_dir_all(&dir);
+    match result.and_then(|r| r.outputs.verified) {
+        Some(verified) => {
+            info!(?sector, %step, verified, "checked a submitted proof with filecoin-proofs");
+            Ok(verified)
+        }
+        None => {
+            warn!(?sector, stderr = %String::from_utf8_lossy(&output.stderr), "proof verification did not run");
+            Err(not_ready(format!(
+                "the proof could not be checked ({} exited {:?}); try again",
+                shared.config.step_bin.display(),
+                output.status.code()
+            )))
+        }
+    }
+}

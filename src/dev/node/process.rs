@@ -1,0 +1,401 @@
+//! Running a pod as local processes: its volumes as directories, its containers' environment,
+//! spawning each container's command in its own process group, and killing those groups.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::ResourceExt;
+use kube::api::Api;
+use serde_json::json;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::pods::{conditions, container_status, containers};
+use super::spec::{PathMap, exit_code, host_path};
+use super::{DevNode, now};
+
+const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+
+impl DevNode {
+    pub(super) fn kill(&self, uid: &str, grace: Duration) -> bool {
+        let sender = self.running.lock().expect("running pods lock").remove(uid);
+        match sender {
+            Some(sender) => {
+                let _ = sender.send(grace);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(super) fn pod_dir(&self, pod: &Pod) -> PathBuf {
+        self.config
+            .root
+            .join("pods")
+            .join(pod.uid().unwrap_or_default())
+    }
+
+    pub(super) async fn run_pod_inner(
+        &self,
+        pod: &Pod,
+        node_name: &str,
+        mut kill: oneshot::Receiver<Duration>,
+    ) -> anyhow::Result<()> {
+        let name = pod.name_any();
+        let namespace = pod.namespace().unwrap_or_default();
+        let dir = self.pod_dir(pod);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let volumes = self.prepare_volumes(pod, &dir).await?;
+        let mut children = vec![];
+        let mut metas = vec![];
+        let started = now();
+        for container in containers(pod) {
+            let (child, message_file, log) = self
+                .start_container(pod, container, node_name, &dir, &volumes)
+                .await?;
+            info!(pod = %name, %namespace, container = %container.name, image = ?container.image, node = node_name,
+                  pid = child.id(), "started container as a local process");
+            children.push(child);
+            metas.push((container.clone(), message_file, log));
+        }
+        let running: Vec<_> = metas
+            .iter()
+            .map(|(c, ..)| container_status(c, json!({"running": {"startedAt": started}})))
+            .collect();
+        self.patch_status(pod, json!({"status": {
+            "phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}], "hostIPs": [{"ip": "127.0.0.1"}], "startTime": started,
+            "conditions": conditions("True"),
+            "containerStatuses": running,
+        }}))
+        .await;
+
+        let pgids: Vec<i32> = children
+            .iter()
+            .filter_map(|child| child.id().map(|p| p as i32))
+            .collect();
+        let waits = futures::future::join_all(children.iter_mut().map(|child| child.wait()));
+        tokio::pin!(waits);
+        let mut killed = false;
+        let results = tokio::select! {
+            results = &mut waits => results,
+            grace = &mut kill => {
+                killed = true;
+                let grace = grace.unwrap_or(Duration::ZERO);
+                signal_groups(&pgids, libc::SIGTERM);
+                match tokio::time::timeout(grace, &mut waits).await {
+                    Ok(results) => results,
+                    Err(_) => {
+                        signal_groups(&pgids, libc::SIGKILL);
+                        waits.await
+                    }
+                }
+            }
+        };
+        // Whatever a container started in its group goes with it.
+        signal_groups(&pgids, libc::SIGKILL);
+
+        let finished = now();
+        let mut all_ok = true;
+        let mut statuses = vec![];
+        for ((container, message_file, log), result) in metas.iter().zip(results) {
+            let code = match result {
+                Ok(status) => exit_code(status),
+                Err(err) => {
+                    warn!(pod = %name, container = %container.name, "cannot wait for the process: {err}");
+                    128 + libc::SIGKILL
+                }
+            };
+            all_ok &= code == 0;
+            let message = termination_message(container, message_file, log, code);
+            let reason = if code == 0 { "Completed" } else { "Error" };
+            info!(pod = %name, container = %container.name, exit_code = code, killed, "container finished");
+            statuses.push(container_status(
+                container,
+                json!({"terminated": {
+                    "exitCode": code, "reason": reason, "message": message,
+                    "startedAt": started, "finishedAt": finished,
+                }}),
+            ));
+        }
+        let phase = if all_ok && !killed {
+            "Succeeded"
+        } else {
+            "Failed"
+        };
+        self.patch_status(
+            pod,
+            json!({"status": {
+                "phase": phase, "conditions": conditions("False"), "containerStatuses": statuses,
+            }}),
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn prepare_volumes(
+        &self,
+        pod: &Pod,
+        dir: &Path,
+    ) -> anyhow::Result<HashMap<String, PathBuf>> {
+        let namespace = pod.namespace().unwrap_or_default();
+        let mut volumes = HashMap::new();
+        for volume in pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default()
+        {
+            let local = if let Some(host) = &volume.host_path {
+                host_path(self.config.host_root.as_deref(), &host.path)
+            } else {
+                dir.join("volumes").join(&volume.name)
+            };
+            let files: Vec<(String, Vec<u8>)> = if let Some(source) = &volume.config_map {
+                let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &namespace);
+                let map = maps.get(&source.name).await.with_context(|| {
+                    format!("configMap {} for volume {}", source.name, volume.name)
+                })?;
+                let mut files: Vec<_> = map
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect();
+                files.extend(
+                    map.binary_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0)),
+                );
+                select_items(files, source.items.as_deref())
+            } else if let Some(source) = &volume.secret {
+                let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+                let secret_name = source.secret_name.clone().unwrap_or_default();
+                let secret = secrets
+                    .get(&secret_name)
+                    .await
+                    .with_context(|| format!("secret {secret_name} for volume {}", volume.name))?;
+                let files = secret
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect();
+                select_items(files, source.items.as_deref())
+            } else {
+                if volume.host_path.is_none()
+                    && volume.empty_dir.is_none()
+                    && volume.projected.is_none()
+                {
+                    warn!(pod = %pod.name_any(), volume = %volume.name, "unsupported volume type: an empty directory stands in");
+                }
+                vec![]
+            };
+            std::fs::create_dir_all(&local).with_context(|| {
+                format!(
+                    "cannot create volume {} at {}",
+                    volume.name,
+                    local.display()
+                )
+            })?;
+            for (path, bytes) in files {
+                let file = local.join(path);
+                if let Some(parent) = file.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&file, bytes)
+                    .with_context(|| format!("cannot write {}", file.display()))?;
+            }
+            volumes.insert(volume.name.clone(), local);
+        }
+        Ok(volumes)
+    }
+
+    async fn start_container(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        node_name: &str,
+        dir: &Path,
+        volumes: &HashMap<String, PathBuf>,
+    ) -> anyhow::Result<(tokio::process::Child, PathBuf, PathBuf)> {
+        let mut paths = PathMap::default();
+        for mount in container.volume_mounts.as_deref().unwrap_or_default() {
+            let local = volumes.get(&mount.name).with_context(|| {
+                format!(
+                    "container {} mounts unknown volume {}",
+                    container.name, mount.name
+                )
+            })?;
+            let local = match mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                Some(sub) => local.join(sub),
+                None => local.clone(),
+            };
+            paths.insert(&mount.mount_path, local);
+        }
+        let message_file = dir.join(format!("{}.termination-log", container.name));
+        std::fs::write(&message_file, b"")?;
+        let message_path = container
+            .termination_message_path
+            .as_deref()
+            .unwrap_or("/dev/termination-log");
+        paths.insert(message_path, message_file.clone());
+
+        let mut argv: Vec<String> = container.command.clone().unwrap_or_default();
+        argv.extend(container.args.clone().unwrap_or_default());
+        if container.command.as_ref().is_none_or(|c| c.is_empty()) {
+            anyhow::bail!(
+                "container {} has no command: the dev node runs commands, not images ({})",
+                container.name,
+                container.image.as_deref().unwrap_or("no image")
+            );
+        }
+        let argv: Vec<String> = argv.iter().map(|a| paths.rewrite(a)).collect();
+        let mut command = tokio::process::Command::new(&argv[0]);
+        command.args(&argv[1..]);
+        for env in container.env.as_deref().unwrap_or_default() {
+            let value = match (&env.value, &env.value_from) {
+                (Some(value), _) => paths.rewrite(value),
+                (None, Some(source)) => self.env_from_source(pod, node_name, source).await?,
+                (None, None) => String::new(),
+            };
+            command.env(&env.name, value);
+        }
+        let workdir = match container.working_dir.as_deref() {
+            Some(path) => paths.local(path).unwrap_or_else(|| PathBuf::from(path)),
+            None => dir.to_path_buf(),
+        };
+        let log = dir.join(format!("{}.log", container.name));
+        let out = std::fs::File::create(&log)?;
+        command
+            .current_dir(&workdir)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            // Its own process group, so deletion stops everything it started.
+            .process_group(0)
+            .kill_on_drop(true);
+        let child = command.spawn().with_context(|| {
+            format!(
+                "cannot start {:?} for container {} (working dir {})",
+                argv[0],
+                container.name,
+                workdir.display()
+            )
+        })?;
+        if let Some(pid) = child.id() {
+            std::fs::write(dir.join(format!("{}.pid", container.name)), pid.to_string())?;
+        }
+        Ok((child, message_file, log))
+    }
+
+    async fn env_from_source(
+        &self,
+        pod: &Pod,
+        node_name: &str,
+        source: &k8s_openapi::api::core::v1::EnvVarSource,
+    ) -> anyhow::Result<String> {
+        let namespace = pod.namespace().unwrap_or_default();
+        if let Some(field) = &source.field_ref {
+            return Ok(match field.field_path.as_str() {
+                "metadata.name" => pod.name_any(),
+                "metadata.namespace" => namespace,
+                "metadata.uid" => pod.uid().unwrap_or_default(),
+                "spec.nodeName" => node_name.to_string(),
+                "spec.serviceAccountName" => pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.service_account_name.clone())
+                    .unwrap_or_default(),
+                "status.podIP" | "status.hostIP" => "127.0.0.1".to_string(),
+                other => anyhow::bail!("the dev node does not support fieldRef {other}"),
+            });
+        }
+        if let Some(key) = &source.config_map_key_ref {
+            let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &namespace);
+            let map = maps.get(&key.name).await?;
+            return map
+                .data
+                .and_then(|d| d.get(&key.key).cloned())
+                .with_context(|| format!("configMap {} has no key {}", key.name, key.key));
+        }
+        if let Some(key) = &source.secret_key_ref {
+            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+            let secret = secrets.get(&key.name).await?;
+            let bytes = secret
+                .data
+                .and_then(|d| d.get(&key.key).cloned())
+                .with_context(|| format!("secret {} has no key {}", key.name, key.key))?;
+            return Ok(String::from_utf8_lossy(&bytes.0).into_owned());
+        }
+        anyhow::bail!(
+            "the dev node supports env from fieldRef, configMapKeyRef and secretKeyRef only"
+        )
+    }
+
+    pub(super) async fn stop_all(&self) {
+        let senders: Vec<_> = self
+            .running
+            .lock()
+            .expect("running pods lock")
+            .drain()
+            .collect();
+        let count = senders.len();
+        for (_, sender) in senders {
+            let _ = sender.send(Duration::from_secs(5));
+        }
+        if count > 0 {
+            // Give the pod tasks time to signal, reap and report.
+            tokio::time::sleep(Duration::from_secs(6)).await;
+        }
+    }
+}
+
+/// A configMap or secret volume's files: every key, or only the listed keys under their paths.
+fn select_items(
+    files: Vec<(String, Vec<u8>)>,
+    items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>,
+) -> Vec<(String, Vec<u8>)> {
+    match items {
+        None => files,
+        Some(items) => items
+            .iter()
+            .filter_map(|item| {
+                files
+                    .iter()
+                    .find(|(key, _)| *key == item.key)
+                    .map(|(_, bytes)| (item.path.clone(), bytes.clone()))
+            })
+            .collect(),
+    }
+}
+
+fn signal_groups(pgids: &[i32], signal: i32) {
+    for pgid in pgids {
+        // SAFETY: plain syscall on process groups this dev node created.
+        unsafe { libc::killpg(*pgid, signal) };
+    }
+}
+
+/// What Kubernetes would report: the message file (at most 4096 bytes), or with
+/// `FallbackToLogsOnError` the log tail of a failed container.
+fn termination_message(
+    container: &Container,
+    message_file: &Path,
+    log: &Path,
+    code: i32,
+) -> String {
+    let mut message = std::fs::read(message_file).unwrap_or_default();
+    let fallback = container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+    if message.is_empty() && fallback && code != 0 {
+        let logs = std::fs::read(log).unwrap_or_default();
+        message = logs[logs.len().saturating_sub(2048)..].to_vec();
+    }
+    message.truncate(TERMINATION_MESSAGE_LIMIT);
+    String::from_utf8_lossy(&message).into_owned()
+}

@@ -1,0 +1,6 @@
+//! The steps, by what they work on. [`super::run`] dispatches to them.
+
+pub(super) mod files;
+pub(super) mod piece;
+pub(super) mod porep;
+pub(super) mod snap;

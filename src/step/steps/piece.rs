@@ -1,0 +1,212 @@
+//! add-piece and tree-d: the sector's data and its CommD.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read};
+use std::path::PathBuf;
+
+use filecoin_proofs_api::seal::{self};
+use filecoin_proofs_api::{PieceInfo, UnpaddedBytesAmount};
+
+use crate::step::proofs::{data_cid, parse_data_cid};
+use crate::step::workspace::{
+    SectorFiles, check_size, commit, create_dir, digest_file, partial_path,
+};
+use crate::step::{PieceOutput, StepError, StepKind, StepOutputs, StepRequest};
+
+#[allow(unused_imports)]
+use super::{files::*, porep::*, snap::*};
+use crate::step::run::*;
+
+pub(in crate::step) fn open_source(
+    request: &StepRequest,
+    source: &str,
+) -> Result<Box<dyn Read>, StepError> {
+    let open_file = |path: PathBuf| -> Result<Box<dyn Read>, StepError> {
+        let file = File::open(&path).map_err(|e| {
+            StepError::critical(format!(
+                "piece source {} cannot be read: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(Box::new(BufReader::new(file)))
+    };
+    if let Some(path) = source.strip_prefix("file://") {
+        open_file(PathBuf::from(path))
+    } else if let Some(path) = source.strip_prefix("store://") {
+        let root = need(
+            request,
+            "persist (the persist store root)",
+            &request.persist,
+        )?;
+        open_file(root.join(path.trim_start_matches('/')))
+    } else if source.starts_with("http://") || source.starts_with("https://") {
+        let response = ureq::get(source)
+            .call()
+            .map_err(|e| StepError::temporary(format!("cannot fetch piece {source}: {e}")))?;
+        Ok(Box::new(response.into_body().into_reader()))
+    } else {
+        Err(StepError::permanent(format!(
+            "piece source {source:?} is not store://, file:// or http(s)://"
+        )))
+    }
+}
+
+/// Zero pieces that fill `remaining` padded bytes after `used`, smallest first, so each starts
+/// aligned to its own size (as lotus and damocles fill a sector).
+pub(in crate::step) fn filler_sizes(used: u64, sector: u64) -> Vec<u64> {
+    let mut remaining = sector - used;
+    let mut sizes = vec![];
+    while remaining > 0 {
+        let size = 1u64 << remaining.trailing_zeros();
+        sizes.push(size);
+        remaining -= size;
+    }
+    sizes
+}
+
+/// Pieces as recorded in `outputs/pieces.json`.
+pub(in crate::step) fn read_pieces(files: &SectorFiles) -> Result<Vec<PieceOutput>, StepError> {
+    read_json("piece list", &files.output("pieces.json"))
+}
+
+pub(in crate::step) fn piece_infos(pieces: &[PieceOutput]) -> Result<Vec<PieceInfo>, StepError> {
+    pieces
+        .iter()
+        .map(|p| {
+            Ok(PieceInfo {
+                commitment: parse_data_cid("piece cid", &p.cid)?,
+                size: UnpaddedBytesAmount(unpadded(p.size)),
+            })
+        })
+        .collect()
+}
+
+pub(in crate::step) fn add_piece(request: &StepRequest, files: &SectorFiles) -> StepOutcome {
+    let proof = request.seal_proof();
+    let sector = request.sector_size.bytes();
+    let mut plan: Vec<(u64, Option<&str>, Option<&str>)> = vec![];
+    let mut used = 0u64;
+    for (index, piece) in request.inputs.pieces.iter().enumerate() {
+        if !piece.size.is_power_of_two() || piece.size < 128 {
+            return Err(StepError::permanent(format!(
+                "inputs.pieces[{index}].size {} is not a power of two of at least 128 bytes",
+                piece.size
+            )));
+        }
+        used = used.next_multiple_of(piece.size) + piece.size;
+        plan.push((piece.size, piece.source.as_deref(), piece.cid.as_deref()));
+    }
+    if used > sector {
+        return Err(StepError::permanent(format!(
+            "the pieces need {used} padded bytes with alignment; a {} sector holds {sector}",
+            request.sector_size
+        )));
+    }
+    let staged = files.staged();
+    create_dir(staged.parent().expect("staged file has a directory"))?;
+    let partial = partial_path(&staged);
+    // add-piece reads back what it wrote for alignment, so the target is the plain file.
+    let mut target = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&partial)
+        .map_err(|e| StepError::permanent(format!("cannot create {}: {e}", partial.display())))?;
+    let mut added: Vec<UnpaddedBytesAmount> = vec![];
+    let mut outputs = vec![];
+    let mut add = |size: u64,
+                   mut source: Box<dyn Read>,
+                   expected: Option<&str>|
+     -> Result<(), StepError> {
+        let unpadded_size = unpadded(size);
+        // Streamed: a piece file shorter than its slot is zero-filled; a longer one is refused below.
+        let body = (&mut source)
+            .take(unpadded_size)
+            .chain(io::repeat(0))
+            .take(unpadded_size);
+        let (info, _) = seal::add_piece(
+            proof,
+            body,
+            &mut target,
+            UnpaddedBytesAmount(unpadded_size),
+            &added,
+        )
+        .map_err(proof_error("add piece"))?;
+        let mut extra = [0u8; 1];
+        if source
+            .read(&mut extra)
+            .map_err(|e| StepError::temporary(format!("cannot read piece: {e}")))?
+            > 0
+        {
+            return Err(StepError::permanent(format!(
+                "a piece source holds more than the {unpadded_size} unpadded bytes of its {size}-byte piece"
+            )));
+        }
+        let cid = data_cid(&info.commitment);
+        if let Some(expected) = expected
+            && expected != cid
+        {
+            return Err(StepError::permanent(format!(
+                "piece {expected} does not match its bytes: they have piece CID {cid}"
+            )));
+        }
+        added.push(info.size);
+        outputs.push(PieceOutput { cid, size });
+        Ok(())
+    };
+    for (size, source, cid) in plan {
+        let reader: Box<dyn Read> = match source {
+            Some(source) => open_source(request, source)?,
+            None => Box::new(io::repeat(0).take(unpadded(size))),
+        };
+        add(size, reader, cid)?;
+    }
+    for size in filler_sizes(used, sector) {
+        add(size, Box::new(io::repeat(0).take(unpadded(size))), None)?;
+    }
+    drop(target);
+    check_size("staged sector data", &partial, sector)?;
+    commit(&partial, &staged, StepKind::AddPiece)?;
+    let list = write_json(&files.output("pieces.json"), &outputs, StepKind::AddPiece)?;
+    Ok(StepOutputs {
+        pieces: outputs,
+        files: vec![
+            named("staged", digest_file(&staged)?),
+            named("pieces", list),
+        ],
+        ..Default::default()
+    })
+}
+
+pub(in crate::step) fn tree_d(request: &StepRequest, files: &SectorFiles) -> StepOutcome {
+    let pieces = read_pieces(files)?;
+    check_size(
+        "staged sector data",
+        &files.staged(),
+        request.sector_size.bytes(),
+    )?;
+    let comm_d = seal::compute_comm_d(request.seal_proof(), &piece_infos(&pieces)?)
+        .map_err(proof_error("computing CommD"))?;
+    Ok(StepOutputs {
+        comm_d: Some(data_cid(&comm_d)),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fillers_are_powers_of_two_aligned_to_their_offset() {
+        assert_eq!(filler_sizes(0, 2048), vec![2048]);
+        assert_eq!(filler_sizes(128, 2048), vec![128, 256, 512, 1024]);
+        let mut offset = 512;
+        for size in filler_sizes(512, 2048) {
+            assert_eq!(offset % size, 0);
+            offset += size;
+        }
+        assert_eq!(offset, 2048);
+    }
+}

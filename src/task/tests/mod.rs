@@ -1,0 +1,145 @@
+//! Table tests of the task core: given a status, what was observed and the time, the decision.
+//! Every rule the controller once held is here; the end-to-end tests prove only the wiring.
+
+mod end;
+mod plan;
+mod resume;
+mod steps;
+mod submit;
+
+pub(super) use std::time::Duration;
+
+pub(super) use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+pub(super) use k8s_openapi::jiff::Timestamp;
+pub(super) use serde_json::json;
+
+pub(super) use super::*;
+pub(super) use crate::api::{HistoryEntry, Outputs, Randomness, SealingTaskSpec, StoreRef};
+pub(super) use crate::manager::wire::{
+    AllocatedSector, OnChainState, PollResp, StoreBasicInfo, SubmitResp, SubmitResult,
+};
+pub(super) use crate::manager::{Call, Method, Reply};
+pub(super) use crate::step::{NamedFile, StepOutputs, StepResult};
+
+pub(super) const NOW: i64 = 1_800_000_000;
+pub(super) const SECTOR: SectorRef = SectorRef {
+    miner: 1000,
+    number: 7,
+};
+
+pub(super) fn spec(value: serde_json::Value) -> SealingTaskSpec {
+    serde_json::from_value(value).unwrap()
+}
+
+pub(super) fn sealer() -> SealingTaskSpec {
+    spec(json!({"plan": "sealer", "sectorSize": "2KiB"}))
+}
+
+pub(super) fn task(spec: &SealingTaskSpec) -> Task<'_> {
+    Task {
+        namespace: "farm",
+        name: "t1",
+        spec,
+        generation: Some(1),
+        deleted_at: None,
+    }
+}
+
+pub(super) fn time(at: i64) -> Time {
+    Time(Timestamp::from_second(at).unwrap())
+}
+
+/// A task in `state` since 10 s ago, with its sector and a ticket drawn then.
+pub(super) fn at(state: State) -> SealingTaskStatus {
+    SealingTaskStatus {
+        state: Some(state),
+        phase: Some(Phase::Running),
+        sector: Some(SECTOR),
+        history: vec![HistoryEntry {
+            state,
+            entered: time(NOW - 10),
+            duration_seconds: None,
+        }],
+        outputs: Some(Outputs {
+            ticket: Some(Randomness {
+                value: "01".repeat(32),
+                epoch: 9100,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(super) fn decide_now(
+    task: Task<'_>,
+    status: &SealingTaskStatus,
+    observed: &Observed,
+) -> Decision {
+    decide(task, status, observed, NOW, &Rules::default())
+}
+
+pub(super) fn asked(decision: &Decision) -> &Question {
+    match &decision.wake {
+        Wake::Ask(question) => question,
+        other => panic!("expected a question, got {other:?}"),
+    }
+}
+
+pub(super) fn asked_call(decision: &Decision) -> &Call {
+    match asked(decision) {
+        Question::Manager(call) => call,
+        other => panic!("expected a manager call, got {other:?}"),
+    }
+}
+
+pub(super) fn answered(call: &Call, reply: Result<Reply, CallFailure>) -> Observed {
+    Observed {
+        reply: Some((call.clone(), reply)),
+        ..Default::default()
+    }
+}
+
+pub(super) fn temporary(message: &str) -> CallFailure {
+    CallFailure {
+        level: FailureLevel::Temporary,
+        message: message.into(),
+    }
+}
+
+pub(super) fn has(decision: &Decision, wanted: impl Fn(&Effect) -> bool) -> bool {
+    decision.effects.iter().any(wanted)
+}
+
+pub(super) fn event(decision: &Decision, reason: &str) -> bool {
+    has(
+        decision,
+        |e| matches!(e, Effect::Event { reason: r, .. } if r == reason),
+    )
+}
+
+pub(super) fn pod(report: PodReport, node: Option<&str>, created: i64) -> Observed {
+    let mut observed = Observed::default();
+    observed.pods.insert(
+        "t1-pc1done-0".into(),
+        Some(StepPod {
+            report,
+            node: node.map(str::to_string),
+            created: Some(created),
+            deleting: false,
+        }),
+    );
+    observed
+}
+
+pub(super) fn succeeded(outputs: StepOutputs) -> PodReport {
+    PodReport::Succeeded(Box::new(StepResult {
+        version: 1,
+        step: StepKind::Pc2,
+        sector: SECTOR,
+        failure: None,
+        outputs,
+        reused: false,
+        duration_ms: 1500,
+    }))
+}

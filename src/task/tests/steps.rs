@@ -1,0 +1,148 @@
+//! Step pods: slots, start, results, pods that never ran, a lost workspace node.
+
+use super::*;
+
+#[test]
+fn a_step_starts_when_a_slot_is_free_and_waits_when_none_is() {
+    let rules = Rules {
+        profiles: Profiles::parse("steps: {pc2: {concurrency: 1}}").unwrap(),
+        ..Rules::default()
+    };
+    let spec = sealer();
+    let status = at(State::PC1Done);
+    let mut observed = Observed::default();
+    observed.pods.insert("t1-pc1done-0".into(), None);
+    let first = decide(task(&spec), &status, &observed, NOW, &rules);
+    assert_eq!(
+        asked(&first),
+        &Question::Slot {
+            step: StepKind::Pc2,
+            cap: 1
+        }
+    );
+    observed.slot = Some((StepKind::Pc2, Err(SlotsFull { holders: 1, cap: 1 })));
+    let full = decide(task(&spec), &status, &observed, NOW, &rules);
+    assert_eq!(full.wake, Wake::After(SLOT_RECHECK));
+    assert!(
+        full.status
+            .message
+            .unwrap()
+            .contains("waiting for a pc2 slot (1 of 1")
+    );
+    observed.slot = Some((StepKind::Pc2, Ok(())));
+    let started = decide(task(&spec), &status, &observed, NOW, &rules);
+    let Some(Effect::CreateStepPod(pod)) = started.effects.first() else {
+        panic!("{:?}", started.effects);
+    };
+    assert_eq!(pod.name, "t1-pc1done-0");
+    assert_eq!(pod.request.step, StepKind::Pc2);
+    assert_eq!(started.status.step_pod.as_deref(), Some("t1-pc1done-0"));
+    assert_eq!(started.status.phase, Some(Phase::Running));
+    assert_eq!(started.wake, Wake::OnChange);
+}
+
+#[test]
+fn a_finished_step_adds_its_outputs_and_the_plan_goes_on() {
+    let spec = sealer();
+    let mut status = at(State::PC1Done);
+    status.step_pod = Some("t1-pc1done-0".into());
+    let comm_r = crate::sector::cid::sealed_cid(&[9; 32]);
+    let outputs = StepOutputs {
+        comm_r: Some(comm_r.clone()),
+        files: vec![NamedFile {
+            role: "sealed".into(),
+            file: crate::step::FileDigest {
+                path: "/w/sealed".into(),
+                sha256: "00".into(),
+                size: 2048,
+            },
+        }],
+        ..Default::default()
+    };
+    let observed = pod(succeeded(outputs), Some("node-a"), NOW - 100);
+    let decision = decide_now(task(&spec), &status, &observed);
+    assert_eq!(
+        decision.status.outputs.clone().unwrap().comm_r,
+        Some(comm_r)
+    );
+    assert_eq!(decision.status.node.as_deref(), Some("node-a"));
+    assert_eq!(decision.status.state, Some(State::PC2Done));
+    assert!(has(&decision, |e| *e == Effect::ReleaseSlot));
+    assert!(has(&decision, |e| matches!(
+        e,
+        Effect::StepFinished {
+            step: StepKind::Pc2,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn pods_that_never_ran_are_replaced_without_spending_retries() {
+    let spec = sealer();
+    let status = at(State::PC1Done);
+    let never = PodReport::Failed {
+        level: FailureLevel::Temporary,
+        message: "evicted".into(),
+        never_ran: true,
+    };
+    let decision = decide_now(task(&spec), &status, &pod(never, Some("node-b"), NOW - 5));
+    assert_eq!(decision.status.attempt, 1);
+    assert_eq!(decision.status.avoid_node.as_deref(), Some("node-b"));
+    assert_eq!(decision.status.last_error, None);
+    assert!(has(&decision, |e| *e
+        == Effect::DeletePod("t1-pc1done-0".into())));
+
+    // A pod not started within its profile's start timeout is replaced the same way.
+    let starting = PodReport::Starting {
+        reason: "ErrImagePull: no such image".into(),
+    };
+    let slow = decide_now(task(&spec), &status, &pod(starting.clone(), None, NOW - 30));
+    assert_eq!(slow.wake, Wake::After(SLOW_START));
+    assert!(slow.status.message.unwrap().contains("ErrImagePull"));
+    let stuck = decide_now(task(&spec), &status, &pod(starting, None, NOW - 601));
+    assert_eq!(stuck.status.attempt, 1);
+    assert!(
+        stuck
+            .status
+            .message
+            .unwrap()
+            .contains("did not start within 600s")
+    );
+}
+
+#[test]
+fn a_workspace_whose_node_is_gone_pauses_as_critical() {
+    let spec = sealer();
+    let mut status = at(State::PC1Done);
+    status.node = Some("node-a".into());
+    let starting = PodReport::Starting {
+        reason: "Pending".into(),
+    };
+    let mut observed = pod(starting, None, NOW - 5);
+    let first = decide_now(task(&spec), &status, &observed);
+    assert_eq!(asked(&first), &Question::NodeExists("node-a".into()));
+    observed.nodes.insert("node-a".into(), false);
+    let decision = decide_now(task(&spec), &status, &observed);
+    assert_eq!(decision.status.phase, Some(Phase::Paused));
+    let last = decision.status.last_error.unwrap();
+    assert_eq!(last.level, FailureLevel::Critical);
+    assert!(
+        last.message.contains("resume at DealsAcquired"),
+        "{}",
+        last.message
+    );
+}
+
+#[test]
+fn a_lost_running_pod_is_started_again() {
+    let spec = sealer();
+    let mut status = at(State::PC1Done);
+    status.step_pod = Some("t1-pc1done-0".into());
+    let mut observed = Observed::default();
+    observed.pods.insert("t1-pc1done-0".into(), None);
+    let decision = decide_now(task(&spec), &status, &observed);
+    assert!(event(&decision, "StepPodLost"));
+    assert_eq!(decision.status.attempt, 1);
+    assert_eq!(decision.status.step_pod, None);
+}
