@@ -2,8 +2,7 @@
 //! proofs checked by filecoin-proofs. Needs the proofs feature (damocles-step verifies).
 #![cfg(feature = "proofs")]
 
-#[path = "support/dev_manager.rs"]
-mod dev_manager;
+mod support;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -19,8 +18,8 @@ use damocles_operator::manager::{ManagerClient, ManagerError, SubmitOutcome};
 use damocles_operator::sector::cid::{parse_data_cid, parse_sealed_cid};
 use damocles_operator::step::bench::Chain;
 use damocles_operator::step::{Bytes32, StepKind, StepResult};
-use dev_manager::DevManager;
 use serde_json::json;
+use support::dev_manager::DevManager;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(

@@ -1,0 +1,144 @@
+//! Failures: a rejected PreCommit, a deleted task, an expiring ticket.
+
+use super::*;
+
+/// A PreCommit the manager rejects ends the task: Aborted, the manager told, and the workspace
+/// removed from the node by a cleanup pod.
+#[tokio::test]
+async fn a_rejected_precommit_aborts_the_task_and_wipes_its_workspace() {
+    let scene = Scene::new("reject").await;
+    let manager = &scene.manager;
+    let tasks = &scene.tasks;
+    manager
+        .admin(
+            "/admin/faults",
+            Some(serde_json::json!({"SubmitPreCommit": {"forceResult": 4, "latencyMs": 3000}})),
+        )
+        .await;
+    let _operator = scene.operator();
+    scene.seal("t").await;
+    // Deleted 8 s after it ends (as a Job's ttlSecondsAfterFinished).
+    patch_spec(
+        tasks,
+        "t",
+        serde_json::json!({"ttlSecondsAfterFinished": 8}),
+    )
+    .await;
+    let workspace = scene.workspace("t");
+    wait_status(tasks, "t", "PC2 done", |s| s.state == Some(State::PC2Done)).await;
+    assert!(
+        workspace.join("sealed").is_dir(),
+        "the workspace holds the sealed file"
+    );
+
+    let aborted = wait_status(tasks, "t", "workspace cleaned", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "WorkspaceCleaned" && c.status == "True")
+    })
+    .await;
+    let status = aborted.status.unwrap();
+    assert_eq!(
+        (status.state, status.phase),
+        (Some(State::Aborted), Some(Phase::Aborted))
+    );
+    assert_eq!(
+        status.last_error.unwrap().level,
+        damocles_operator::api::FailureLevel::Abort
+    );
+    assert!(!workspace.exists(), "{} still exists", workspace.display());
+    let record = &scene.record(status.sector.unwrap().number).await;
+    assert!(
+        record["aborted"].as_str().unwrap().contains("refused"),
+        "{record}"
+    );
+    wait_for(
+        "the ended task deleted after its TTL",
+        Duration::from_secs(60),
+        || async { tasks.get_opt("t").await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+}
+
+/// Deleting a running task stops its step, tells the manager and removes the workspace before the
+/// task goes away (a finalizer).
+#[tokio::test]
+async fn deleting_a_running_task_stops_it_and_cleans_up_first() {
+    let scene = Scene::new("delete").await;
+    let tasks = &scene.tasks;
+    let pods = &scene.pods;
+    let _operator = scene.operator();
+    scene.seal("t").await;
+    let running = wait_status(tasks, "t", "C2 running", |s| {
+        s.state == Some(State::C1Done) && s.step_pod.is_some()
+    })
+    .await;
+    assert!(
+        running
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"damocles.io/cleanup".to_string())
+    );
+    let status = running.status.unwrap();
+    running_pod(pods, status.step_pod.as_ref().unwrap()).await;
+    let workspace = scene.workspace("t");
+    assert!(workspace.is_dir());
+
+    delete_and_wait(tasks, "t").await;
+    assert!(!workspace.exists(), "{} still exists", workspace.display());
+    let record = &scene.record(status.sector.unwrap().number).await;
+    assert!(
+        record["aborted"].as_str().unwrap().contains("deleted"),
+        "{record}"
+    );
+    wait_for("its pods gone", Duration::from_secs(30), || async {
+        let list = pods.list(&ListParams::default()).await.ok()?;
+        list.items.is_empty().then_some(())
+    })
+    .await;
+}
+
+/// The dev manager's epochs are 20 ms, so a ticket lives 3780 epochs = 75 s. With the operator's
+/// margin at 2800 epochs, a ticket older than (3780 - 2800 - 900) x 20 ms = 1.6 s is too old for
+/// PC2 or the PreCommit; the first PC2 is slowed by 3 s, so the task must go back for a new ticket,
+/// and its second PreCommit (the first never sent) is accepted.
+#[tokio::test]
+async fn a_ticket_about_to_expire_sends_the_task_back_for_a_new_one() {
+    let scene = Scene::new("ticket").await;
+    let ns = &scene.ns;
+    let farm = &scene.farm;
+    let manager = &scene.manager;
+    let tasks = &scene.tasks;
+    let once = farm.root.join("pc2-slowed");
+    let mut profiles = std::fs::read_to_string(&farm.profiles).unwrap();
+    profiles.push_str(&format!(
+        "steps:\n  pc2:\n    command: [sh, -c, 'if [ ! -e {once} ]; then touch {once}; sleep 3; fi; exec {step} \"$@\"', pc2]\n",
+        once = once.display(),
+        step = env!("CARGO_BIN_EXE_damocles-step"),
+    ));
+    std::fs::write(&farm.profiles, profiles).unwrap();
+    let _operator = Operator::start_args(
+        &ns.name,
+        manager,
+        &farm.profiles,
+        None,
+        &["--block-time", "20ms", "--ticket-margin", "2800"],
+    );
+    scene.seal("t").await;
+    let landed = wait_status(tasks, "t", "the PreCommit landed", |s| {
+        s.history.iter().any(|h| h.state == State::PCLanded)
+    })
+    .await;
+    let status = landed.status.unwrap();
+    let tickets = status
+        .history
+        .iter()
+        .filter(|h| h.state == State::TicketAssigned)
+        .count();
+    assert_eq!(tickets, 2, "{:?}", status.history);
+    assert!(once.exists(), "the first PC2 was slowed");
+    let record = &scene.record(status.sector.unwrap().number).await;
+    assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
+    tasks.delete("t", &Default::default()).await.unwrap();
+}

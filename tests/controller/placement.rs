@@ -1,0 +1,245 @@
+//! Where step pods run: C2 on the GPU node, concurrency caps, a first pod that never starts.
+
+use super::*;
+
+/// A farm of a PC1 box (hugepages, no GPU) and a GPU box, with C2 on `locality: any`, a GPU
+/// request and a concurrency cap of one: each task's workspace goes to the PC1 box (what its
+/// workspace steps need), C1 leaves its output in the persist store, C2 runs on the GPU box only,
+/// the second C2 waits its turn, and the transfer files go when the tasks end.
+#[tokio::test]
+async fn c2_runs_on_the_gpu_node_away_from_the_workspace_and_concurrency_caps_hold() {
+    let client = support::client().await;
+    let ns = namespace(&client, "gpu").await;
+    let farm = Farm::new("farm-gpu");
+    let gpu_label = format!("damocles.io/gpu-{}", farm.label);
+    let hugepages_label = format!("damocles.io/hugepages-{}", farm.label);
+    farm.set_steps(&format!(
+        "  pc1:\n    nodeSelector: {{damocles-test: {label}, {hugepages_label}: \"true\"}}\n  c2:\n    nodeSelector: {{damocles-test: {label}, {gpu_label}: \"true\"}}\n    resources: {{limits: {{nvidia.com/gpu: \"1\"}}}}\n    concurrency: 1\n    locality: any\n",
+        label = farm.label
+    ));
+    let pc1_node = unique("pc1");
+    let gpu_node = unique("gpu");
+    let _nodes = DevNode::start(
+        &client,
+        &[
+            format!(
+                "{pc1_node},label:damocles-test={},label:{hugepages_label}=true",
+                farm.label
+            ),
+            format!(
+                "{gpu_node},nvidia.com/gpu=2,label:damocles-test={},label:{gpu_label}=true",
+                farm.label
+            ),
+        ],
+    )
+    .await;
+    let manager = farm.manager();
+    let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let _operator = Operator::start(&ns.name, &manager, &farm.profiles);
+    create_sealer(&tasks, "one").await;
+    create_sealer(&tasks, "two").await;
+
+    // Watch every step pod and both tasks until both finish and their workspaces are gone.
+    let mut nodes_by_step = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+    let mut c2_pods = std::collections::BTreeMap::new();
+    let (mut most_c2_at_once, mut waited_for_slot) = (0, false);
+    let started = std::time::Instant::now();
+    loop {
+        let pods = pods.list(&ListParams::default()).await.unwrap().items;
+        let tasks = tasks.list(&ListParams::default()).await.unwrap().items;
+        let step_of = |p: &Pod| {
+            p.labels()
+                .get("damocles.io/step")
+                .cloned()
+                .unwrap_or_default()
+        };
+        let c2: Vec<&Pod> = pods.iter().filter(|p| step_of(p) == "c2").collect();
+        let live = c2
+            .iter()
+            .filter(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                !matches!(phase, Some("Succeeded" | "Failed"))
+            })
+            .count();
+        most_c2_at_once = most_c2_at_once.max(live);
+        for pod in &c2 {
+            c2_pods.insert(pod.name_any(), pod.spec.clone().unwrap());
+        }
+        for pod in &pods {
+            if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                nodes_by_step.entry(step_of(pod)).or_default().insert(node);
+            }
+        }
+        let phase = |t: &SealingTask| t.status.as_ref().and_then(|s| s.phase);
+        waited_for_slot |= tasks.iter().any(|t| {
+            phase(t) == Some(Phase::Waiting)
+                && t.status
+                    .as_ref()
+                    .and_then(|s| s.message.as_deref())
+                    .is_some_and(|m| m.contains("waiting for a c2 slot"))
+        });
+        if let Some(paused) = tasks.iter().find(|t| phase(t) == Some(Phase::Paused)) {
+            panic!("{} paused: {:?}", paused.name_any(), paused.status);
+        }
+        let cleaned = |t: &SealingTask| {
+            t.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "WorkspaceCleaned" && c.status == "True")
+            })
+        };
+        if tasks.len() == 2
+            && tasks
+                .iter()
+                .all(|t| phase(t) == Some(Phase::Finished) && cleaned(t))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "timed out waiting for both tasks to finish"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(most_c2_at_once, 1, "the C2 cap of one held");
+    assert!(waited_for_slot, "one task waited for the C2 slot");
+    for (step, nodes) in &nodes_by_step {
+        let expected = if step == "c2" { &gpu_node } else { &pc1_node };
+        assert_eq!(
+            nodes,
+            &BTreeSet::from([expected.clone()]),
+            "where the {step} pods ran"
+        );
+    }
+    assert!(!c2_pods.is_empty());
+    for (name, spec) in &c2_pods {
+        let limits = spec.containers[0]
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("nvidia.com/gpu"))
+            .map(|q| q.0.as_str());
+        assert_eq!(limits, Some("1"), "{name}");
+        let volumes = spec.volumes.as_deref().unwrap_or_default();
+        let workspace = volumes.iter().find(|v| v.name == "workspace").unwrap();
+        assert!(
+            workspace.empty_dir.is_some() && workspace.host_path.is_none(),
+            "{name}: scratch, not the task's workspace"
+        );
+    }
+    let transfer = farm.store().join("transfer");
+    for name in ["one", "two"] {
+        let status = tasks.get(name).await.unwrap().status.unwrap();
+        assert_eq!(status.node.as_deref(), Some(pc1_node.as_str()));
+        let c1 = status.outputs.unwrap().c1_output.unwrap();
+        assert!(
+            Path::new(&c1.location).starts_with(&transfer),
+            "C1 wrote {} for the C2 on the GPU node",
+            c1.location
+        );
+        assert!(
+            !Path::new(&c1.location).exists(),
+            "removed when the task ended"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(&transfer).unwrap().count(),
+        0,
+        "nothing left in {}",
+        transfer.display()
+    );
+}
+
+/// A first step pod bound to a node where it cannot start (every image pull there fails) is
+/// replaced after the profile's start timeout, without spending the retry budget, by one that
+/// prefers another node; the workspace is then that node's.
+#[tokio::test]
+async fn a_first_pod_that_never_starts_is_replaced_on_another_node() {
+    let client = support::client().await;
+    let ns = namespace(&client, "nostart").await;
+    let farm = Farm::new("farm-nostart");
+    farm.set_steps("  add-piece:\n    startTimeoutSeconds: 3\n");
+    let broken = unique("broken");
+    let healthy = unique("healthy");
+    // Only the broken node at first, so the scheduler has nowhere else to put the first pod.
+    let _broken_node = DevNode::start(
+        &client,
+        &[format!(
+            "{broken},pull=fail,label:damocles-test={}",
+            farm.label
+        )],
+    )
+    .await;
+    let manager = farm.manager();
+    let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let _operator = Operator::start(&ns.name, &manager, &farm.profiles);
+    create_sealer(&tasks, "t").await;
+
+    let first = wait_for(
+        "the first pod stuck pulling",
+        Duration::from_secs(120),
+        || async {
+            let pod = pods.list(&ListParams::default()).await.ok()?.items.pop()?;
+            let waiting = pod.status.as_ref()?.container_statuses.as_ref()?[0]
+                .state
+                .as_ref()?
+                .waiting
+                .clone()?;
+            (waiting.reason.as_deref() == Some("ErrImagePull")).then_some(pod)
+        },
+    )
+    .await;
+    assert_eq!(
+        first.spec.as_ref().unwrap().node_name.as_deref(),
+        Some(broken.as_str())
+    );
+    let stuck = tasks.get("t").await.unwrap().status.unwrap();
+    assert_eq!(stuck.node, None, "no workspace yet: nothing ran");
+    let _healthy_node = DevNode::start(
+        &client,
+        &[format!("{healthy},label:damocles-test={}", farm.label)],
+    )
+    .await;
+
+    let moved = wait_status(&tasks, "t", "a workspace node chosen", |s| s.node.is_some()).await;
+    let status = moved.status.unwrap();
+    assert_eq!(status.node.as_deref(), Some(healthy.as_str()));
+    assert_eq!(status.last_error, None, "no retry budget spent: {status:?}");
+    let replacement = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|p| {
+            let (step, _attempt) = first
+                .name_any()
+                .rsplit_once('-')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .unwrap();
+            p.name_any() != first.name_any() && p.name_any().starts_with(&format!("{step}-"))
+        })
+        .expect("a replacement pod for the same step");
+    assert_eq!(
+        replacement.spec.as_ref().unwrap().node_name.as_deref(),
+        Some(healthy.as_str())
+    );
+    let preferred = replacement
+        .spec
+        .unwrap()
+        .affinity
+        .unwrap()
+        .node_affinity
+        .unwrap()
+        .preferred_during_scheduling_ignored_during_execution
+        .unwrap();
+    assert_eq!(
+        preferred[0].preference.match_fields.as_ref().unwrap()[0].values,
+        Some(vec![broken.clone()])
+    );
+
+    delete_and_wait(&tasks, "t").await;
+    std::fs::remove_dir_all(&farm.root).ok();
+}

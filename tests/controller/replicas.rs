@@ -1,0 +1,54 @@
+//! Two replicas: only the leader acts; the standby takes over.
+
+use super::*;
+
+/// Two replicas share a leader-election Lease: the standby writes nothing while the leader works,
+/// and when the leader dies mid-task (no clean hand-over) the standby takes over and finishes it
+/// without a second submission.
+#[tokio::test]
+async fn of_two_replicas_only_the_leader_acts_and_the_standby_takes_over() {
+    let scene = Scene::new("leader").await;
+    let start = |instance: &str| {
+        Operator::start_args(
+            &scene.ns.name,
+            &scene.manager,
+            &scene.farm.profiles,
+            None,
+            &["--instance", instance, "--leader-election-duration", "6s"],
+        )
+    };
+    let leader = start("replica-a");
+    wait_for("replica-a leads", Duration::from_secs(60), || async {
+        (metric(&leader, "damocles_leader").await? == 1.0).then_some(())
+    })
+    .await;
+    let standby = start("replica-b");
+    wait_for("replica-b stands by", Duration::from_secs(60), || async {
+        let ready = reqwest::get(format!("http://{}/readyz", standby.metrics))
+            .await
+            .ok()?;
+        (ready.status().is_success() && ready.text().await.ok()?.contains("standby")).then_some(())
+    })
+    .await;
+    scene.seal("t").await;
+    wait_status(&scene.tasks, "t", "the task past PC2", |s| {
+        s.history.iter().any(|h| h.state == State::PC2Done)
+    })
+    .await;
+    assert_eq!(metric(&standby, "damocles_leader").await, Some(0.0));
+    assert_eq!(
+        metric(&standby, "damocles_api_writes_total").await,
+        Some(0.0),
+        "the standby wrote nothing"
+    );
+    assert!(metric(&leader, "damocles_api_writes_total").await.unwrap() > 0.0);
+
+    drop(leader);
+    let task = wait_phase(&scene.tasks, "t", Phase::Finished, Duration::from_secs(600)).await;
+    assert_eq!(metric(&standby, "damocles_leader").await, Some(1.0));
+    assert!(metric(&standby, "damocles_api_writes_total").await.unwrap() > 0.0);
+    let sector = task.status.unwrap().sector.unwrap();
+    let record = scene.record(sector.number).await;
+    assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
+    assert_eq!(record["submissions"]["SubmitProof"], 1, "{record}");
+}

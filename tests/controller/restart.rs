@@ -1,0 +1,169 @@
+//! Crashes and restarts: no submission lost or repeated; an unreadable task stops no other.
+
+use super::*;
+
+/// The operator dies right after submitting the PreCommit (before recording it), right before
+/// submitting the proof (intent recorded), right after submitting the proof, and is SIGKILLed while
+/// C2 runs: each time a new operator picks the task up, adopts the running pod, and the dev
+/// manager counts exactly one submission of each kind.
+#[tokio::test]
+async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
+    let scene = Scene::new("restart").await;
+    let ns = &scene.ns;
+    let farm = &scene.farm;
+    let manager = &scene.manager;
+    let tasks = &scene.tasks;
+    // A task the operator cannot read (the apiserver takes a TTL above u32) stops no other task,
+    // across every restart below; it gets a Warning Event that names the field.
+    let unreadable = unreadable_task(&ns.name, "bad").await;
+    scene.seal("t").await;
+    let start = |crash| Operator::start_with(&ns.name, manager, &farm.profiles, crash);
+
+    start(Some("after-submit:SubmitPreCommit")).died().await;
+    let status = tasks.get("t").await.unwrap().status.unwrap();
+    assert_eq!(status.state, Some(State::PC2Done));
+    assert_eq!(status.submitting.as_deref(), Some("SubmitPreCommit"));
+
+    let mut during_c2 = start(None);
+    let c2 = wait_status(tasks, "t", "C2 running", |s| {
+        s.state == Some(State::C1Done) && s.phase == Some(Phase::Running) && s.step_pod.is_some()
+    })
+    .await;
+    let pod = c2.status.unwrap().step_pod.unwrap();
+    // A resume refused while C2 runs is recorded once and cleared; the task carries on (below,
+    // to Finished).
+    patch_spec(tasks, "t", serde_json::json!({"resumeState": "Finished"})).await;
+    let refused = wait_for(
+        "the refused resume cleared",
+        Duration::from_secs(30),
+        || async {
+            let task = tasks.get("t").await.ok()?;
+            task.spec.resume_state.is_none().then_some(task)
+        },
+    )
+    .await;
+    let status = refused.status.unwrap();
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ResumeRejected" && c.status == "True")
+        .expect("a ResumeRejected condition");
+    assert!(condition.message.contains("Finished"), "{condition:?}");
+    assert_eq!(status.step_pod.as_deref(), Some(pod.as_str()));
+    assert_eq!(status.phase, Some(Phase::Running));
+    drop(during_c2.child.kill());
+    during_c2.died().await;
+
+    start(Some("before-submit:SubmitProof")).died().await;
+    let status = tasks.get("t").await.unwrap().status.unwrap();
+    assert_eq!(
+        (status.state, status.submitting.as_deref()),
+        (Some(State::C2Done), Some("SubmitProof"))
+    );
+    assert_eq!(
+        status.attempt, 0,
+        "the C2 pod {pod} was adopted, not replaced"
+    );
+
+    start(Some("after-submit:SubmitProof")).died().await;
+    let _operator = start(None);
+    wait_phase(tasks, "t", Phase::Finished, Duration::from_secs(600)).await;
+
+    let sector = tasks
+        .get("t")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .sector
+        .unwrap();
+    let record = &scene.record(sector.number).await;
+    assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
+    assert_eq!(record["submissions"]["SubmitProof"], 1, "{record}");
+
+    let warned = wait_for("the InvalidObject event", Duration::from_secs(30), || {
+        invalid_object_event(&ns.name, "bad")
+    })
+    .await;
+    assert!(warned.contains("ttlSecondsAfterFinished"), "{warned}");
+    // Left alone: the operator wrote nothing to it, not even a finalizer.
+    let resource = kube::api::ApiResource::erase::<SealingTask>(&());
+    let raw: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(support::client().await, &ns.name, &resource);
+    let bad = raw.get("bad").await.unwrap();
+    assert!(bad.data.get("status").is_none(), "{:?}", bad.data);
+    assert!(bad.metadata.finalizers.unwrap_or_default().is_empty());
+    assert_eq!(bad.metadata.uid, unreadable.metadata.uid);
+}
+
+/// Creates a SealingTask the CRD accepts but the operator's types cannot read.
+async fn unreadable_task(namespace: &str, name: &str) -> kube::api::DynamicObject {
+    let resource = kube::api::ApiResource::erase::<SealingTask>(&());
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(support::client().await, namespace, &resource);
+    let object: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "damocles.io/v1alpha1",
+        "kind": "SealingTask",
+        "metadata": {"name": name},
+        "spec": {"plan": "sealer", "sectorSize": "2KiB", "ttlSecondsAfterFinished": 4294967296u64},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &object).await.unwrap()
+}
+
+/// The note of the InvalidObject Warning Event on task `name`, once there is one.
+async fn invalid_object_event(namespace: &str, name: &str) -> Option<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(support::client().await, namespace);
+    let list = events.list(&ListParams::default()).await.ok()?;
+    list.items.into_iter().find_map(|event| {
+        let about = event.regarding.as_ref()?.name.as_deref()? == name;
+        (about && event.reason.as_deref() == Some("InvalidObject"))
+            .then(|| event.note.unwrap_or_default())
+    })
+}
+
+/// The operator dies right after submitting the PreCommit and comes back when the ticket counts
+/// as too old: it asks the manager, finds the PreCommit there and carries on, instead of going
+/// back for a new ticket (which would seal a commR the manager refuses as Mismatched).
+#[tokio::test]
+async fn a_submitted_precommit_is_not_rewound_for_an_old_ticket() {
+    let scene = Scene::new("submitted").await;
+    let ns = &scene.ns;
+    let farm = &scene.farm;
+    let tasks = &scene.tasks;
+    scene.seal("t").await;
+    Operator::start_with(
+        &ns.name,
+        &scene.manager,
+        &farm.profiles,
+        Some("after-submit:SubmitPreCommit"),
+    )
+    .died()
+    .await;
+    let status = tasks.get("t").await.unwrap().status.unwrap();
+    assert_eq!(status.submitting.as_deref(), Some("SubmitPreCommit"));
+
+    // 20 ms blocks and a margin of 2870 epochs: a ticket older than 200 ms is too old to use.
+    let _operator = Operator::start_args(
+        &ns.name,
+        &scene.manager,
+        &farm.profiles,
+        None,
+        &["--block-time", "20ms", "--ticket-margin", "2870"],
+    );
+    let landed = wait_status(tasks, "t", "the PreCommit landed", |s| {
+        s.history.iter().any(|h| h.state == State::PCLanded)
+    })
+    .await;
+    let status = landed.status.unwrap();
+    let tickets = status
+        .history
+        .iter()
+        .filter(|h| h.state == State::TicketAssigned)
+        .count();
+    assert_eq!(tickets, 1, "no second ticket: {:?}", status.history);
+    let record = &scene.record(status.sector.unwrap().number).await;
+    assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
+    delete_and_wait(tasks, "t").await;
+}

@@ -1,0 +1,221 @@
+//! The plans end to end: a sealer to Finished with its proof verified, then rebuild, unseal and snap-up of that sector.
+
+use super::*;
+
+#[tokio::test]
+async fn a_sealer_task_reaches_finished_with_its_proof_verified() {
+    let scene = Scene::new("seal").await;
+    let farm = &scene.farm;
+    let tasks = &scene.tasks;
+    let pods = &scene.pods;
+    let operator = scene.operator();
+    let timeline = PodTimeline::watch(pods.clone());
+    scene.seal("sealer").await;
+
+    let task = wait_phase(tasks, "sealer", Phase::Finished, Duration::from_secs(600)).await;
+    let status = task.status.unwrap();
+    assert_eq!(status.state, Some(State::Finished));
+    let sector = status.sector.expect("allocated");
+    let visited: Vec<State> = status.history.iter().map(|h| h.state).collect();
+    assert!(
+        visited.contains(&State::PCLanded) && visited.contains(&State::ProofSubmitted),
+        "{visited:?}"
+    );
+    assert!(status.node.is_some(), "pinned to the node of its workspace");
+
+    let record = &scene.record(sector.number).await;
+    assert!(
+        record["proof"].is_object(),
+        "the dev manager accepted a verified proof: {record}"
+    );
+    assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
+    assert_eq!(record["submissions"]["SubmitProof"], 1, "{record}");
+    assert_eq!(record["finalized"], true, "{record}");
+    assert!(farm.store().join(format!("sealed/{sector}")).is_file());
+    let workspace = scene.workspace("sealer");
+    wait_for(
+        "the finished task's workspace removed",
+        Duration::from_secs(30),
+        || async { (!workspace.exists()).then_some(()) },
+    )
+    .await;
+
+    // The operator's own view: the task counted as finished, each step's duration, its API writes.
+    let metrics = reqwest::get(format!("http://{}/metrics", operator.metrics))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert_eq!(
+        value(r#"damocles_tasks{plan="sealer",phase="Finished",state="Finished"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"damocles_step_duration_seconds_count{step="c2"}"#),
+        1.0
+    );
+    let transitions = value("damocles_transitions_total");
+    let writes: f64 = ["status", "spec", "pod-create", "pod-delete", "event"]
+        .iter()
+        .map(|kind| {
+            metrics
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!(r#"damocles_api_writes_total{{kind="{kind}"}}"#))?
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+                .unwrap_or(0.0)
+        })
+        .sum();
+    eprintln!("API writes: {writes} for {transitions} transitions\n{metrics}");
+    timeline.report();
+    // The write budget of docs/benchmarks.md: 4 per proof-step transition, 1 per manager-only one
+    // (7 and 10 for a pledge sealer), plus the workspace cleanup at the end.
+    assert!(writes <= 38.0, "{writes} API writes for one sealer task");
+    let ready = reqwest::get(format!("http://{}/readyz", operator.metrics))
+        .await
+        .unwrap();
+    assert!(ready.status().is_success());
+
+    // Finished step pods are deleted as the task moves on (the dev node then removes them).
+    wait_for(
+        "finished step pods deleted",
+        Duration::from_secs(30),
+        || async {
+            let list = pods.list(&ListParams::default()).await.ok()?;
+            list.items.is_empty().then_some(())
+        },
+    )
+    .await;
+}
+
+/// After sealing, the three other plans on the same sector, each driven by the manager's queue:
+/// its lost files rebuilt bit for bit, a piece unsealed to a file, then a snap upgrade with deal
+/// data that the dev manager verifies.
+#[tokio::test]
+async fn a_sealed_sector_is_rebuilt_unsealed_and_snap_upgraded() {
+    let scene = Scene::new("lifecycle").await;
+    let tasks = &scene.tasks;
+    let manager = &scene.manager;
+    let _operator = scene.operator();
+    scene.seal("cc").await;
+    let sealed = wait_phase(tasks, "cc", Phase::Finished, Duration::from_secs(600)).await;
+    let sealed = sealed.status.unwrap();
+    let sector = sealed.sector.unwrap();
+    let committed_comm_r = sealed.outputs.unwrap().comm_r.unwrap();
+
+    // The sector's files are lost; the manager marks it for rebuild.
+    let store = scene.farm.store();
+    let replica = store.join(format!("sealed/{sector}"));
+    let original = std::fs::read(&replica).unwrap();
+    std::fs::remove_file(&replica).unwrap();
+    std::fs::remove_dir_all(store.join(format!("cache/{sector}"))).unwrap();
+    manager
+        .admin(
+            "/admin/rebuild",
+            Some(serde_json::json!({"number": sector.number})),
+        )
+        .await;
+    let spec_sector = serde_json::json!({"miner": sector.miner, "number": sector.number});
+    create_example(
+        tasks,
+        "rebuild-2kib.yaml",
+        "rebuild",
+        serde_json::json!({"sector": spec_sector}),
+    )
+    .await;
+    let rebuilt = wait_phase(tasks, "rebuild", Phase::Finished, Duration::from_secs(600)).await;
+    let visited: Vec<State> = rebuilt
+        .status
+        .unwrap()
+        .history
+        .iter()
+        .map(|h| h.state)
+        .collect();
+    assert!(visited.contains(&State::SealedChecked), "{visited:?}");
+    assert_eq!(
+        std::fs::read(&replica).unwrap(),
+        original,
+        "the rebuilt replica is the original, bit for bit"
+    );
+    assert!(store.join(format!("cache/{sector}/p_aux")).is_file());
+    let record = scene.record(sector.number).await;
+    assert_eq!(record["rebuilds"], 1, "{record}");
+
+    // A retrieval asks for the (pledge) piece; the task delivers it where its spec says.
+    let zero_piece = "baga6ea4seaqpy7usqklokfx2vxuynmupslkeutzexe2uqurdg5vhtebhxqmpqmy";
+    manager
+        .admin(
+            "/admin/unseal",
+            Some(serde_json::json!({
+                "number": sector.number, "pieceCid": zero_piece, "offset": 0, "size": 2032,
+                "dest": ["file:///nowhere"],
+            })),
+        )
+        .await;
+    let delivered = scene.farm.root.join("retrieved/piece.bin");
+    create_example(
+        tasks,
+        "unseal-2kib.yaml",
+        "unseal",
+        serde_json::json!({
+            "sector": spec_sector,
+            "unseal": {"pieceCid": zero_piece, "offset": 0, "size": 2032,
+                       "destination": format!("file://{}", delivered.display())},
+        }),
+    )
+    .await;
+
+    // Meanwhile the CC sector is upgraded with a deal piece.
+    let piece = scene.farm.root.join("deal.bin");
+    std::fs::write(
+        &piece,
+        (0..2032u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let cid = piece_cid(&piece, &scene.farm.root.join("commp"));
+    create_example(
+        tasks,
+        "snapup-2kib.yaml",
+        "snapup",
+        serde_json::json!({"pieces": [
+            {"cid": cid, "size": 2048, "source": format!("file://{}", piece.display())}
+        ]}),
+    )
+    .await;
+
+    wait_phase(tasks, "unseal", Phase::Finished, Duration::from_secs(600)).await;
+    assert_eq!(
+        std::fs::read(&delivered).unwrap(),
+        vec![0u8; 2032],
+        "unsealing a pledge sector gives back its zeros"
+    );
+    let chain = manager.admin("/admin/state", None).await;
+    assert_eq!(
+        chain["chain"]["unseals"][0]["achieved"], "",
+        "the manager heard the unseal succeed: {chain}"
+    );
+
+    let upgraded = wait_phase(tasks, "snapup", Phase::Finished, Duration::from_secs(600)).await;
+    let status = upgraded.status.unwrap();
+    assert_eq!(status.sector, Some(sector));
+    let outputs = status.outputs.unwrap();
+    assert_eq!(outputs.comm_d.as_deref(), Some(cid.as_str()));
+    assert_ne!(outputs.comm_r.unwrap(), committed_comm_r, "a new CommR");
+    let record = scene.record(sector.number).await;
+    assert!(
+        record["upgrade"].is_object(),
+        "the dev manager accepted a verified upgrade proof: {record}"
+    );
+    assert_eq!(record["submissions"]["SubmitSnapUpProof"], 1, "{record}");
+    assert!(store.join(format!("update/{sector}")).is_file());
+}

@@ -1,0 +1,76 @@
+//! A `damocles-operator dev-node` process for the tests.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::Client;
+use kube::api::Api;
+
+use super::{cluster, unique, wait_for};
+
+/// A `damocles-operator dev-node` process; stopped (SIGTERM, nodes removed) when dropped.
+pub struct DevNode {
+    child: Child,
+    pub root: PathBuf,
+}
+
+impl DevNode {
+    pub async fn start(client: &Client, nodes: &[String]) -> DevNode {
+        let root = std::env::temp_dir().join(unique("damocles-dev-node"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_damocles-operator"));
+        command
+            .arg("dev-node")
+            .arg("--root")
+            .arg(&root)
+            .arg("--remove-nodes-on-exit");
+        for node in nodes {
+            command.arg("--node").arg(node);
+        }
+        let child = command
+            .env("KUBECONFIG", &cluster().kubeconfig)
+            .spawn()
+            .expect("dev-node starts");
+        let api: Api<Node> = Api::all(client.clone());
+        for spec in nodes {
+            let name = spec.split(',').next().unwrap().to_string();
+            wait_for(
+                &format!("node {name} Ready"),
+                Duration::from_secs(30),
+                || async {
+                    let node = api.get_opt(&name).await.ok().flatten()?;
+                    let ready = node
+                        .status?
+                        .conditions?
+                        .into_iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True");
+                    ready.then_some(())
+                },
+            )
+            .await;
+        }
+        DevNode { child, root }
+    }
+}
+
+impl Drop for DevNode {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.root.join("dev-node.log")).unwrap_or_default();
+            eprintln!("--- dev-node log ({}) ---\n{log}", self.root.display());
+        }
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_dir_all(&self.root);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

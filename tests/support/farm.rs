@@ -1,0 +1,240 @@
+//! What an operator test starts from: the operator as a process, a farm (workspaces, the
+//! persist store, step profiles, its own dev node) and the scene that puts them together.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use damocles_operator::api::SealingTask;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+
+use super::dev_manager::DevManager;
+use super::{DevNode, TestNamespace, cluster, namespace, unique, wait_for};
+
+/// A running `damocles-operator run`; killed when dropped (its log printed if the test failed).
+pub struct Operator {
+    pub child: Child,
+    pub log: PathBuf,
+    /// Where its /metrics, /healthz and /readyz are.
+    pub metrics: String,
+}
+
+impl Operator {
+    pub fn start(namespace: &str, manager: &DevManager, profiles: &std::path::Path) -> Operator {
+        Self::start_with(namespace, manager, profiles, None)
+    }
+
+    /// `crash`: a DAMOCLES_OPERATOR_CRASH point at which this operator dies.
+    pub fn start_with(
+        namespace: &str,
+        manager: &DevManager,
+        profiles: &std::path::Path,
+        crash: Option<&str>,
+    ) -> Operator {
+        Self::start_args(namespace, manager, profiles, crash, &[])
+    }
+
+    pub fn start_args(
+        namespace: &str,
+        manager: &DevManager,
+        profiles: &std::path::Path,
+        crash: Option<&str>,
+        extra: &[&str],
+    ) -> Operator {
+        let log = profiles.with_file_name(format!("{}.operator.log", unique("op")));
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let child = Command::new(env!("CARGO_BIN_EXE_damocles-operator"))
+            .env("DAMOCLES_OPERATOR_CRASH", crash.unwrap_or_default())
+            .args([
+                "run",
+                "--namespace",
+                namespace,
+                "--manager",
+                &manager.address,
+            ])
+            .args(["--poll-interval", "1s", "--retry-backoff", "1s"])
+            .args(["--metrics-address", &metrics])
+            .arg("--profiles")
+            .arg(profiles)
+            .args(extra)
+            .env("KUBECONFIG", &cluster().kubeconfig)
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("the operator starts");
+        Operator {
+            child,
+            log,
+            metrics,
+        }
+    }
+}
+
+impl Operator {
+    /// Waits for this operator to die at its crash point.
+    pub async fn died(&mut self) {
+        wait_for(
+            "the operator to die at its crash point",
+            Duration::from_secs(240),
+            || {
+                let exited = self.child.try_wait().unwrap().is_some();
+                async move { exited.then_some(()) }
+            },
+        )
+        .await;
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("--- operator log ---\n{log}");
+        }
+    }
+}
+
+/// One test's farm: workspaces, the persist store, the profiles file, and a node label that keeps
+/// its step pods on its own dev node (the tests of a binary share one control plane).
+pub struct Farm {
+    pub root: PathBuf,
+    pub profiles: PathBuf,
+    pub label: String,
+}
+
+impl Farm {
+    pub fn new(name: &str) -> Farm {
+        let label = unique(name);
+        let root = std::env::temp_dir().join(&label);
+        std::fs::create_dir_all(&root).unwrap();
+        let params = std::env::var("FIL_PROOFS_PARAMETER_CACHE").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/damocles-operator/params",
+                std::env::var("HOME").unwrap()
+            )
+        });
+        let profiles = root.join("profiles.yaml");
+        std::fs::write(
+            &profiles,
+            format!(
+                "workspaceRoot: {root}/workspace\nparamsPath: {params}\ndefaults:\n  image: damocles-step:test\n  command: [{step}]\n  env: [{{name: RUST_LOG, value: info}}]\n  nodeSelector: {{damocles-test: {label}}}\n",
+                root = root.display(),
+                step = env!("CARGO_BIN_EXE_damocles-step"),
+            ),
+        )
+        .unwrap();
+        Farm {
+            root,
+            profiles,
+            label,
+        }
+    }
+
+    /// This farm's dev node.
+    pub async fn node(&self, client: &kube::Client) -> DevNode {
+        let spec = format!("{},label:damocles-test={}", unique("worker"), self.label);
+        DevNode::start(client, &[spec]).await
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.root.join("persist")
+    }
+
+    /// Adds per-step profiles (YAML lines under `steps:`, indented two spaces).
+    pub fn set_steps(&self, steps: &str) {
+        let mut text = std::fs::read_to_string(&self.profiles).unwrap();
+        text.push_str("steps:\n");
+        text.push_str(steps);
+        std::fs::write(&self.profiles, text).unwrap();
+    }
+
+    pub fn manager(&self) -> DevManager {
+        let store = format!("persist={}", self.store().display());
+        DevManager::start(
+            &self.root.join("manager.json"),
+            &["--store", &store, "--check-files-under", "/"],
+        )
+    }
+}
+
+/// What every test here starts from: a namespace, its farm, dev node and dev manager.
+pub struct Scene {
+    pub ns: TestNamespace,
+    pub farm: Farm,
+    _node: DevNode,
+    pub manager: DevManager,
+    pub tasks: Api<SealingTask>,
+    pub pods: Api<Pod>,
+}
+
+impl Scene {
+    pub async fn new(name: &str) -> Scene {
+        let client = super::client().await;
+        let ns = namespace(&client, name).await;
+        let farm = Farm::new(&format!("farm-{name}"));
+        let _node = farm.node(&client).await;
+        let manager = farm.manager();
+        Scene {
+            tasks: Api::namespaced(client.clone(), &ns.name),
+            pods: Api::namespaced(client.clone(), &ns.name),
+            ns,
+            farm,
+            _node,
+            manager,
+        }
+    }
+
+    pub fn operator(&self) -> Operator {
+        Operator::start(&self.ns.name, &self.manager, &self.farm.profiles)
+    }
+    /// Creates a task from examples/sealer-2kib.yaml.
+    pub async fn seal(&self, name: &str) -> SealingTask {
+        create_sealer(&self.tasks, name).await
+    }
+
+    pub fn workspace(&self, task: &str) -> PathBuf {
+        self.farm
+            .root
+            .join("workspace")
+            .join(&self.ns.name)
+            .join(task)
+    }
+
+    /// The dev manager's record of a sector.
+    pub async fn record(&self, number: u64) -> serde_json::Value {
+        let chain = self.manager.admin("/admin/state", None).await;
+        chain["chain"]["sectors"][number.to_string()].clone()
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            std::fs::remove_dir_all(&self.farm.root).ok();
+        }
+    }
+}
+
+/// Creates a task from examples/sealer-2kib.yaml.
+pub async fn create_sealer(api: &Api<SealingTask>, name: &str) -> SealingTask {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/sealer-2kib.yaml"
+    ))
+    .unwrap();
+    create_task(api, name, &example).await
+}
+
+/// Creates a task from a manifest, named `name`.
+pub async fn create_task(api: &Api<SealingTask>, name: &str, yaml: &str) -> SealingTask {
+    let mut task: SealingTask = serde_saphyr::from_str(yaml).unwrap();
+    task.metadata.name = Some(name.into());
+    api.create(&PostParams::default(), &task).await.unwrap()
+}
