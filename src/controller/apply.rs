@@ -99,7 +99,6 @@ impl TaskRun {
             }
             match decision.wake {
                 Wake::Ask(question) => self.answer(question, &mut observed).await?,
-                Wake::Now => {}
                 Wake::After(delay) => return Ok(Outcome::Requeue(Requeue::requeue(delay))),
                 Wake::OnChange => return Ok(Outcome::Requeue(Requeue::await_change())),
                 Wake::Release => return Ok(Outcome::Released),

@@ -215,8 +215,6 @@ pub enum Question {
 pub enum Wake {
     /// Answer this question, then decide again at once.
     Ask(Question),
-    /// Decide again at once (a status write had to happen first).
-    Now,
     /// After this long, unless something changes first.
     After(Duration),
     /// When the task or one of its pods changes.
