@@ -276,7 +276,6 @@ async fn reconcile(
             Outcome::Released => {}
         }
     }
-    let ctx = ctx.clone();
     finalizer(&tasks, FINALIZER, Arc::new(current), |event| async move {
         match event {
             FinalizerEvent::Apply(task) => match TaskRun::new((*task).clone(), ctx).run().await? {

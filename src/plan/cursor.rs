@@ -64,7 +64,7 @@ pub enum Next {
     Terminal,
 }
 
-/// The driver's answer with the position it leaves the task at.
+/// The cursor's answer with the position it leaves the task at.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     pub position: Position,
