@@ -15,33 +15,38 @@ fn time(now: i64) -> Time {
     Time(Timestamp::from_second(now).expect("now is a valid time"))
 }
 
-/// Sets a condition; its transition time moves only when its status changes.
-pub fn set_condition(
-    status: &mut SealingTaskStatus,
+/// Sets a condition and returns it; its transition time moves only when its status changes.
+pub fn set_condition<'a>(
+    status: &'a mut SealingTaskStatus,
     type_: &str,
     value: &str,
     reason: &str,
     message: &str,
     now: i64,
-) {
+) -> &'a mut Condition {
     let conditions = &mut status.conditions;
-    if let Some(existing) = conditions.iter_mut().find(|c| c.type_ == type_) {
-        if existing.status != value {
-            existing.status = value.into();
-            existing.last_transition_time = time(now);
+    let index = match conditions.iter().position(|c| c.type_ == type_) {
+        Some(index) => index,
+        None => {
+            conditions.push(Condition {
+                type_: type_.into(),
+                status: value.into(),
+                reason: reason.into(),
+                message: message.into(),
+                last_transition_time: time(now),
+                observed_generation: None,
+            });
+            return conditions.last_mut().expect("just pushed");
         }
-        existing.reason = reason.into();
-        existing.message = message.into();
-        return;
+    };
+    let existing = &mut conditions[index];
+    if existing.status != value {
+        existing.status = value.into();
+        existing.last_transition_time = time(now);
     }
-    conditions.push(Condition {
-        type_: type_.into(),
-        status: value.into(),
-        reason: reason.into(),
-        message: message.into(),
-        last_transition_time: time(now),
-        observed_generation: None,
-    });
+    existing.reason = reason.into();
+    existing.message = message.into();
+    existing
 }
 
 /// Whether a condition of this type is True.

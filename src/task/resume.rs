@@ -91,15 +91,8 @@ impl Turn<'_> {
                     "InvalidResumeState",
                     &message,
                     self.now,
-                );
-                if let Some(c) = self
-                    .status
-                    .conditions
-                    .iter_mut()
-                    .find(|c| c.type_ == RESUME_REJECTED)
-                {
-                    c.observed_generation = generation;
-                }
+                )
+                .observed_generation = generation;
                 self.write();
                 self.event(true, RESUME_REJECTED, message.clone());
                 self.log(true, format!("resume refused: {message}"));

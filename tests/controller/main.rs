@@ -212,3 +212,16 @@ async fn running_pod(pods: &Api<Pod>, name: &str) -> Pod {
     )
     .await
 }
+
+/// Waits until the operator has cleared spec.resumeState (applied or refused) and returns the task.
+async fn resume_cleared(api: &Api<SealingTask>, name: &str) -> SealingTask {
+    wait_for(
+        &format!("task {name}'s resumeState cleared"),
+        Duration::from_secs(30),
+        || async {
+            let task = api.get(name).await.ok()?;
+            task.spec.resume_state.is_none().then_some(task)
+        },
+    )
+    .await
+}

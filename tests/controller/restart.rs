@@ -33,15 +33,7 @@ async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
     // A resume refused while C2 runs is recorded once and cleared; the task carries on (below,
     // to Finished).
     patch_spec(tasks, "t", serde_json::json!({"resumeState": "Finished"})).await;
-    let refused = wait_for(
-        "the refused resume cleared",
-        Duration::from_secs(30),
-        || async {
-            let task = tasks.get("t").await.ok()?;
-            task.spec.resume_state.is_none().then_some(task)
-        },
-    )
-    .await;
+    let refused = resume_cleared(tasks, "t").await;
     let status = refused.status.unwrap();
     let condition = status
         .conditions

@@ -58,15 +58,7 @@ async fn a_running_step_survives_pod_loss_and_obeys_suspend_refused_resume_and_a
             .any(|c| c.type_ == "ResumeRejected" && c.status == "True")
     })
     .await;
-    let refused = wait_for(
-        "the refused value cleared",
-        Duration::from_secs(30),
-        || async {
-            let task = tasks.get("t").await.ok()?;
-            task.spec.resume_state.is_none().then_some(task)
-        },
-    )
-    .await;
+    let refused = resume_cleared(tasks, "t").await;
     let status = refused.status.unwrap();
     assert_eq!(
         (status.state, status.step_pod.as_deref()),
@@ -77,11 +69,7 @@ async fn a_running_step_survives_pod_loss_and_obeys_suspend_refused_resume_and_a
     patch_spec(tasks, "t", serde_json::json!({"resumeState": "Aborted"})).await;
     wait_phase(tasks, "t", Phase::Aborted, Duration::from_secs(60)).await;
     // Applied once (recorded in status first, so a crash cannot lose it), then cleared.
-    let aborted = wait_for("resumeState cleared", Duration::from_secs(30), || async {
-        let task = tasks.get("t").await.ok()?;
-        task.spec.resume_state.is_none().then_some(task)
-    })
-    .await;
+    let aborted = resume_cleared(tasks, "t").await;
     let status = aborted.status.unwrap();
     assert_eq!(status.last_resume.unwrap().to, State::Aborted);
     wait_for(

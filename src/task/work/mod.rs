@@ -100,10 +100,10 @@ fn submission_poll(method: Method, sector: SectorId) -> Option<Call> {
 }
 
 /// What a submission poll answered: whether the manager has the submission.
-fn has_submission(reply: &Result<Reply, CallFailure>) -> Result<bool, Outcome> {
+fn has_submission(poll: Method, reply: &Result<Reply, CallFailure>) -> Result<bool, Outcome> {
     match reply {
-        Ok(Reply::Poll(poll)) => Ok(poll.state != OnChainState::NotFound),
-        Ok(other) => Err(unexpected(Method::PollPreCommitState, other)),
+        Ok(Reply::Poll(answer)) => Ok(answer.state != OnChainState::NotFound),
+        Ok(other) => Err(unexpected(poll, other)),
         Err(failure) => Err(call_failed(failure.clone())),
     }
 }
@@ -193,7 +193,7 @@ impl Turn<'_> {
                     Ok(reply) => reply,
                     Err(ask) => return ask,
                 };
-                match has_submission(&reply) {
+                match has_submission(poll.method(), &reply) {
                     Ok(true) => {
                         self.log(false, format!("the manager already has this {call}"));
                         return Step::Outcome(Outcome::Done);
@@ -207,6 +207,19 @@ impl Turn<'_> {
             self.write();
         }
         Step::Wake(Wake::Ask(Question::Manager(Box::new(request))))
+    }
+
+    /// Polls the chain (PollPreCommitState, PollProofState): landed, not yet, resubmit, failed.
+    fn poll(&mut self, call: Call) -> Step {
+        let reply = match self.answer(&call) {
+            Ok(reply) => reply,
+            Err(ask) => return ask,
+        };
+        Step::Outcome(match reply {
+            Ok(Reply::Poll(poll)) => polled(poll.state.into(), self.rules.poll_interval, poll.desc),
+            Ok(other) => unexpected(call.method(), &other),
+            Err(failure) => call_failed(failure),
+        })
     }
 
     /// Fills in the path of the store that holds the committed sector's files (StoreBasicInfo).

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{call_failed, failed, missing, polled, sector_id, unexpected};
+use super::{call_failed, failed, missing, sector_id, unexpected};
 use crate::api::{PlanKind, Randomness, State};
 use crate::manager::wire::{
     AllocatedSector, OnChainState, PreCommitOnChainInfo, Ticket, seal_proof_type,
@@ -132,20 +132,7 @@ impl Turn<'_> {
                 };
                 self.submission(call, request)
             }
-            _ => {
-                let call = Call::PollPreCommitState(sector);
-                let reply = match self.answer(&call) {
-                    Ok(reply) => reply,
-                    Err(ask) => return ask,
-                };
-                Step::Outcome(match reply {
-                    Ok(Reply::Poll(poll)) => {
-                        polled(poll.state.into(), self.rules.poll_interval, poll.desc)
-                    }
-                    Ok(other) => unexpected(Method::PollPreCommitState, &other),
-                    Err(failure) => call_failed(failure),
-                })
-            }
+            _ => self.poll(Call::PollPreCommitState(sector)),
         }
     }
 

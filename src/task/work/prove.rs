@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use super::{call_failed, failed, missing, polled, unexpected};
+use super::{call_failed, failed, missing, unexpected};
 use crate::api::{Outputs, PlanKind};
 use crate::manager::wire::{Bytes, ProofOnChainInfo, seal_proof_type};
 use crate::manager::{Call, Method, Reply};
@@ -79,20 +79,7 @@ impl Turn<'_> {
                 };
                 self.submission(call, request)
             }
-            _ => {
-                let call = Call::PollProofState(sector);
-                let reply = match self.answer(&call) {
-                    Ok(reply) => reply,
-                    Err(ask) => return ask,
-                };
-                Step::Outcome(match reply {
-                    Ok(Reply::Poll(poll)) => {
-                        polled(poll.state.into(), self.rules.poll_interval, poll.desc)
-                    }
-                    Ok(other) => unexpected(Method::PollProofState, &other),
-                    Err(failure) => call_failed(failure),
-                })
-            }
+            _ => self.poll(Call::PollProofState(sector)),
         }
     }
 }
