@@ -15,7 +15,7 @@ use damocles_operator::manager::wire::{
     WorkerIdentifier,
 };
 use damocles_operator::manager::{ManagerClient, ManagerError, SubmitOutcome};
-use damocles_operator::sector::cid::{parse_data_cid, parse_sealed_cid};
+use damocles_operator::sector::CommR;
 use damocles_operator::step::bench::Chain;
 use damocles_operator::step::{Bytes32, StepKind, StepResult};
 use serde_json::json;
@@ -259,8 +259,8 @@ async fn a_real_sector_is_proven_unsealed_rebuilt_and_upgraded() {
         run_step(&mut chain, step);
     }
     let info = PreCommitOnChainInfo {
-        comm_r: parse_sealed_cid("commR", chain.gathered.comm_r.as_ref().unwrap()).unwrap(),
-        comm_d: parse_data_cid("commD", chain.gathered.comm_d.as_ref().unwrap()).unwrap(),
+        comm_r: chain.gathered.comm_r.unwrap().bytes(),
+        comm_d: chain.gathered.comm_d.unwrap().bytes(),
         ticket: ticket.clone(),
         deals: vec![],
     };
@@ -324,7 +324,7 @@ async fn a_real_sector_is_proven_unsealed_rebuilt_and_upgraded() {
     until_landed(&client, sector.id, true).await;
 
     // Unseal: queued at the manager, handed out with the sector's sealing facts.
-    let piece_cid = chain.gathered.comm_d.clone().unwrap();
+    let piece_cid = chain.gathered.comm_d.unwrap().to_string();
     manager
         .admin(
             "/admin/unseal",
@@ -413,9 +413,7 @@ async fn a_real_sector_is_proven_unsealed_rebuilt_and_upgraded() {
     snap_chain.gathered.cc_sector = Some(damocles_operator::step::SealedFiles {
         sealed: store_files.sealed(),
         cache: store_files.cache(),
-        comm_r: Some(damocles_operator::sector::cid::sealed_cid(
-            &snap.public.comm_r,
-        )),
+        comm_r: Some(CommR::from_bytes(snap.public.comm_r)),
         comm_d: None,
         ticket: None,
     });
@@ -427,9 +425,8 @@ async fn a_real_sector_is_proven_unsealed_rebuilt_and_upgraded() {
         run_step(&mut snap_chain, step);
     }
     let snap_proof = std::fs::read(&snap_chain.gathered.proof.as_ref().unwrap().path).unwrap();
-    let new_comm_r =
-        parse_sealed_cid("commR", snap_chain.gathered.comm_r.as_ref().unwrap()).unwrap();
-    let new_comm_d = parse_data_cid("commD", snap_chain.gathered.comm_d.as_ref().unwrap()).unwrap();
+    let new_comm_r = snap_chain.gathered.comm_r.unwrap().bytes();
+    let new_comm_d = snap_chain.gathered.comm_d.unwrap().bytes();
     let snap_info = |proof: Vec<u8>| damocles_operator::manager::wire::SnapUpOnChainInfo {
         comm_r: new_comm_r,
         comm_d: new_comm_d,

@@ -194,8 +194,8 @@ fn sealed_and_persisted(
     let sealed = SealedFiles {
         sealed: store.sealed(),
         cache: store.cache(),
-        comm_r: chain.gathered.comm_r.clone(),
-        comm_d: chain.gathered.comm_d.clone(),
+        comm_r: chain.gathered.comm_r,
+        comm_d: chain.gathered.comm_d,
         ticket: chain.gathered.ticket,
     };
     assert_eq!(
@@ -235,14 +235,14 @@ fn snapup_encodes_proves_and_verifies_on_a_cc_sector() {
         &mut chain,
         &[AddPiece, SnapEncode, SnapProve, VerifySnap, Persist],
     );
-    let new_comm_r = results[1].outputs.comm_r.clone().unwrap();
+    let new_comm_r = results[1].outputs.comm_r.unwrap();
     assert_ne!(
         Some(new_comm_r),
         cc.comm_r,
         "the upgraded replica has a new CommR"
     );
     assert_eq!(
-        results[1].outputs.comm_d.as_ref(),
+        results[1].outputs.comm_d.map(|c| c.to_string()).as_ref(),
         Some(&results[0].outputs.pieces[0].cid)
     );
     assert_eq!(results[2].outputs.verified, Some(true));
@@ -251,7 +251,7 @@ fn snapup_encodes_proves_and_verifies_on_a_cc_sector() {
 
     // The same proof does not prove the upgrade of a different CC sector.
     let mut request = chain.request(VerifySnap);
-    request.inputs.comm_r = cc.comm_r.clone();
+    request.inputs.comm_r = cc.comm_r;
     let (code, result) = run_with(&request, &[]);
     assert_eq!(
         (code, result.unwrap().outputs.verified),
@@ -285,7 +285,7 @@ fn rebuild_with_the_original_ticket_gives_the_same_comm_r_and_replica() {
     );
     rebuild.gathered.ticket = original.gathered.ticket;
     let mut pieces = pieces;
-    pieces[0].cid = Some(original.gathered.comm_d.clone().unwrap());
+    pieces[0].cid = Some(original.gathered.comm_d.unwrap().to_string());
     rebuild.gathered.pieces = pieces;
     use StepKind::*;
     run_chain(&mut rebuild, &[AddPiece, TreeD, Pc1, Pc2]);

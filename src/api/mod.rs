@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use strum::Display;
 
 pub use crate::plan::{PlanKind, State};
-pub use crate::sector::{FailureLevel, SectorRef, SectorSize};
+pub use crate::sector::{CommD, CommR, FailureLevel, SectorRef, SectorSize};
 
 /// Upper bound of `status.history`: a task passes through at most ~20 states per attempt, and a farm
 /// holding thousands of tasks must not carry unbounded status (lotus sectors with 7,980 log entries).
@@ -263,10 +263,10 @@ pub struct LastError {
 pub struct Outputs {
     /// Unsealed sector commitment as a CID (baga6ea4sea...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comm_d: Option<String>,
+    pub comm_d: Option<CommD>,
     /// Sealed sector commitment as a CID (bagboea4b5abc...); for snapup, the new replica's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comm_r: Option<String>,
+    pub comm_r: Option<CommR>,
     /// PC1 ticket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<Randomness>,
@@ -294,7 +294,7 @@ pub struct Outputs {
 pub struct CommittedSector {
     /// Its sealed commitment as a CID, when the manager gave it (snapup).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comm_r: Option<String>,
+    pub comm_r: Option<CommR>,
     /// The store instance that holds its files.
     pub instance: String,
     /// That instance's path on the nodes, once the manager told it (StoreBasicInfo).

@@ -437,7 +437,7 @@ mod tests {
                     value: "01".repeat(32),
                     epoch: 9100,
                 }),
-                comm_d: Some("baga6ea4seaq".into()),
+                comm_d: Some(crate::sector::CommD::from_bytes([5; 32])),
                 store: Some(StoreRef {
                     name: "store-1".into(),
                     path: "/mnt/store-1".into(),

@@ -2,7 +2,9 @@
 //! failure is, commitments, a name that is not valid). Nothing here imports another module of this
 //! crate: the plans, the CRD, the step contract and the manager wire format all build on it.
 
-pub mod cid;
+pub mod commitment;
+
+pub use commitment::{CommD, CommR};
 
 use std::fmt;
 use std::str::FromStr;

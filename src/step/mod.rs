@@ -30,7 +30,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use crate::plan::StepKind;
-use crate::sector::{FailureLevel, SectorRef, SectorSize};
+use crate::sector::commitment::CidError;
+use crate::sector::{CommD, CommR, FailureLevel, SectorRef, SectorSize};
 
 /// The request schema this build writes and understands. A request with a higher version is refused
 /// (permanent failure) rather than half-understood.
@@ -86,10 +87,10 @@ pub struct StepInputs {
     pub seed: Option<Bytes32>,
     /// Unsealed commitment (CID, baga6ea4sea...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comm_d: Option<String>,
+    pub comm_d: Option<CommD>,
     /// Sealed commitment (CID, bagboea4b5abc...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comm_r: Option<String>,
+    pub comm_r: Option<CommR>,
     /// C1's output file, input to C2 (travels through the persist store when C2 runs elsewhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub c1_output: Option<FileDigest>,
@@ -119,11 +120,11 @@ impl StepInputs {
     /// Takes what a successful step produced into the inputs of the steps after it: the one
     /// mapping from step outputs to step inputs (the task core, the bench and the tests use it).
     pub fn absorb(&mut self, produced: &StepOutputs) {
-        if let Some(comm_d) = &produced.comm_d {
-            self.comm_d = Some(comm_d.clone());
+        if produced.comm_d.is_some() {
+            self.comm_d = produced.comm_d;
         }
-        if let Some(comm_r) = &produced.comm_r {
-            self.comm_r = Some(comm_r.clone());
+        if produced.comm_r.is_some() {
+            self.comm_r = produced.comm_r;
         }
         if let Some(file) = produced.file(C1_OUTPUT_ROLE) {
             self.c1_output = Some(file.clone());
@@ -150,8 +151,8 @@ impl StepInputs {
             StepKind::SyntheticProofs | StepKind::C1 => StepInputs {
                 ticket: all.ticket,
                 seed: (step == StepKind::C1).then_some(all.seed).flatten(),
-                comm_d: all.comm_d.clone(),
-                comm_r: all.comm_r.clone(),
+                comm_d: all.comm_d,
+                comm_r: all.comm_r,
                 ..Default::default()
             },
             StepKind::C2 => StepInputs {
@@ -161,8 +162,8 @@ impl StepInputs {
             StepKind::VerifySeal => StepInputs {
                 ticket: all.ticket,
                 seed: all.seed,
-                comm_d: all.comm_d.clone(),
-                comm_r: all.comm_r.clone(),
+                comm_d: all.comm_d,
+                comm_r: all.comm_r,
                 proof: all.proof.clone(),
                 ..Default::default()
             },
@@ -179,10 +180,10 @@ pub struct SealedFiles {
     pub cache: PathBuf,
     /// CommR of the replica (CID); needed to upgrade it (snapup), not to unseal it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comm_r: Option<String>,
+    pub comm_r: Option<CommR>,
     /// CommD of the replica (CID); needed to unseal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comm_d: Option<String>,
+    pub comm_d: Option<CommD>,
     /// The ticket it was sealed with; needed to unseal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<Bytes32>,
@@ -330,9 +331,9 @@ pub struct StepOutputs {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pieces: Vec<PieceOutput>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comm_d: Option<String>,
+    pub comm_d: Option<CommD>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comm_r: Option<String>,
+    pub comm_r: Option<CommR>,
     /// Files the step wrote, by role ("sealed", "c1-output", "proof", "unsealed-piece"...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<NamedFile>,
@@ -415,8 +416,8 @@ pub struct StepError {
     pub message: String,
 }
 
-impl From<crate::sector::cid::CidError> for StepError {
-    fn from(err: crate::sector::cid::CidError) -> Self {
+impl From<CidError> for StepError {
+    fn from(err: CidError) -> Self {
         Self::permanent(err.message)
     }
 }

@@ -3,7 +3,7 @@
 use filecoin_proofs_api::{RegisteredSealProof, RegisteredUpdateProof};
 
 use super::StepRequest;
-pub use crate::sector::cid::{data_cid, parse_data_cid, parse_sealed_cid, sealed_cid};
+pub use crate::sector::commitment::{data_cid, parse_data_cid};
 use crate::sector::{SectorRef, SectorSize};
 
 /// The PoRep proof type (API version 1.1) of a request: its sector size, synthetic or interactive.

@@ -10,12 +10,12 @@ use std::time::Instant;
 use filecoin_proofs_api::{Commitment, RegisteredSealProof};
 use tracing::{info, warn};
 
-use super::proofs::{parse_data_cid, parse_sealed_cid};
 use super::workspace::{self, SectorFiles, write_atomic};
 use super::{
     Bytes32, FileDigest, NamedFile, REQUEST_VERSION, StepError, StepFailure, StepKind, StepOutputs,
     StepRequest, StepResult,
 };
+use crate::sector::{CommD, CommR};
 
 use super::steps::{files::*, piece::*, porep::*, snap::*};
 
@@ -211,17 +211,11 @@ pub(in crate::step) fn ticket(request: &StepRequest) -> Result<[u8; 32], StepErr
 }
 
 pub(in crate::step) fn comm_d(request: &StepRequest) -> Result<Commitment, StepError> {
-    Ok(parse_data_cid(
-        "inputs.commD",
-        need(request, "commD", &request.inputs.comm_d)?,
-    )?)
+    need(request, "commD", &request.inputs.comm_d).map(CommD::bytes)
 }
 
 pub(in crate::step) fn comm_r(request: &StepRequest) -> Result<Commitment, StepError> {
-    Ok(parse_sealed_cid(
-        "inputs.commR",
-        need(request, "commR", &request.inputs.comm_r)?,
-    )?)
+    need(request, "commR", &request.inputs.comm_r).map(CommR::bytes)
 }
 
 pub(in crate::step) fn unpadded(padded: u64) -> u64 {

@@ -80,8 +80,8 @@ pub fn gathered_inputs(
             SealedFiles {
                 sealed: store.sealed(),
                 cache: store.cache(),
-                comm_r: committed.comm_r.clone(),
-                comm_d: outputs.comm_d.clone(),
+                comm_r: committed.comm_r,
+                comm_d: outputs.comm_d,
                 ticket,
             }
         }),

@@ -209,7 +209,7 @@ async fn a_sealed_sector_is_rebuilt_unsealed_and_snap_upgraded() {
     let status = upgraded.status.unwrap();
     assert_eq!(status.sector, Some(sector));
     let outputs = status.outputs.unwrap();
-    assert_eq!(outputs.comm_d.as_deref(), Some(cid.as_str()));
+    assert_eq!(outputs.comm_d.map(|c| c.to_string()), Some(cid));
     assert_ne!(outputs.comm_r.unwrap(), committed_comm_r, "a new CommR");
     let record = scene.record(sector.number).await;
     assert!(

@@ -11,7 +11,7 @@ use crate::manager::wire::{
     SectorId, SectorPrivateInfo, SectorPublicInfo, SectorRebuildInfo, SectorUnsealInfo,
     SnapUpOnChainInfo, StoreBasicInfo, SubmitResp, SubmitResult,
 };
-use crate::sector::cid::sealed_cid;
+use crate::sector::CommR;
 
 /// Sector lifetime handed out as the expiration of a committed sector (540 days of 30 s epochs).
 const SECTOR_LIFETIME_EPOCHS: i64 = 540 * 2880;
@@ -37,7 +37,7 @@ fn public_info(
         SectorPublicInfo {
             comm_r,
             sealed_cid: CidJson {
-                cid: sealed_cid(&comm_r),
+                cid: CommR::from_bytes(comm_r).to_string(),
             },
             activation,
             expiration: activation + SECTOR_LIFETIME_EPOCHS,

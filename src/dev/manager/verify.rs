@@ -10,7 +10,7 @@ use super::dispatch::RpcFailure;
 use super::server::{Shared, unix_ms};
 use crate::manager::wire::{SectorId, SnapUpOnChainInfo};
 use crate::sector::SectorRef;
-use crate::sector::cid::{data_cid, sealed_cid};
+use crate::sector::{CommD, CommR};
 use crate::step::{
     Bytes32, FileDigest, REQUEST_VERSION, SealedFiles, StepInputs, StepKind, StepRequest,
     StepResult,
@@ -31,8 +31,8 @@ pub(super) async fn verify(
     let inputs = StepInputs {
         ticket: Some(Bytes32(precommit.info.ticket.ticket.0)),
         seed: Some(Bytes32(seed.seed.0)),
-        comm_r: Some(sealed_cid(&precommit.info.comm_r)),
-        comm_d: Some(data_cid(&precommit.info.comm_d)),
+        comm_r: Some(CommR::from_bytes(precommit.info.comm_r)),
+        comm_d: Some(CommD::from_bytes(precommit.info.comm_d)),
         ..Default::default()
     };
     run_verifier(
@@ -59,13 +59,13 @@ pub(super) async fn verify_snap(
         )));
     };
     let inputs = StepInputs {
-        comm_r: Some(sealed_cid(&info.comm_r)),
-        comm_d: Some(data_cid(&info.comm_d)),
+        comm_r: Some(CommR::from_bytes(info.comm_r)),
+        comm_d: Some(CommD::from_bytes(info.comm_d)),
         // verify-snap reads only the old CommR; the paths are not opened.
         cc_sector: Some(SealedFiles {
             sealed: PathBuf::from("/unused"),
             cache: PathBuf::from("/unused"),
-            comm_r: Some(sealed_cid(&precommit.info.comm_r)),
+            comm_r: Some(CommR::from_bytes(precommit.info.comm_r)),
             comm_d: None,
             ticket: None,
         }),

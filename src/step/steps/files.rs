@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use filecoin_proofs_api::seal::{self};
 use filecoin_proofs_api::{UnpaddedByteIndex, UnpaddedBytesAmount};
 
-use crate::step::proofs::{parse_data_cid, prover_id, sector_id};
+use crate::step::proofs::{prover_id, sector_id};
 use crate::step::workspace::{
     SectorFiles, check_dir, check_size, commit, create_dir, digest_file, partial_path,
 };
@@ -32,10 +32,7 @@ pub(in crate::step) fn unseal(request: &StepRequest, files: &SectorFiles) -> Ste
             range.offset, range.size, request.sector_size
         )));
     }
-    let comm_d = parse_data_cid(
-        "inputs.sealed.commD",
-        need(request, "sealed.commD", &sealed.comm_d)?,
-    )?;
+    let comm_d = need(request, "sealed.commD", &sealed.comm_d)?.bytes();
     let ticket = need(request, "sealed.ticket", &sealed.ticket)?.0;
     check_size(
         "sealed replica",

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use filecoin_proofs_api::seal::{self};
 use filecoin_proofs_api::{PieceInfo, UnpaddedBytesAmount};
 
+use crate::sector::CommD;
 use crate::step::proofs::{data_cid, parse_data_cid};
 use crate::step::workspace::{
     SectorFiles, check_size, commit, create_dir, digest_file, partial_path,
@@ -189,7 +190,7 @@ pub(in crate::step) fn tree_d(request: &StepRequest, files: &SectorFiles) -> Ste
     let comm_d = seal::compute_comm_d(request.seal_proof(), &piece_infos(&pieces)?)
         .map_err(proof_error("computing CommD"))?;
     Ok(StepOutputs {
-        comm_d: Some(data_cid(&comm_d)),
+        comm_d: Some(CommD::from_bytes(comm_d)),
         ..Default::default()
     })
 }

@@ -7,8 +7,9 @@ use base64::Engine as _;
 use filecoin_proofs_api::seal::{self, SealCommitPhase1Output, SealPreCommitPhase1Output};
 use tracing::warn;
 
+use crate::sector::{CommD, CommR};
 use crate::step::params::Circuit;
-use crate::step::proofs::{data_cid, prover_id, sealed_cid, sector_id};
+use crate::step::proofs::{prover_id, sector_id};
 use crate::step::workspace::{
     SectorFiles, check_dir, check_input, check_size, commit, create_dir, digest_file, partial_path,
     remove_any, write_atomic,
@@ -42,7 +43,7 @@ pub(in crate::step) fn pc1(request: &StepRequest, files: &SectorFiles) -> StepOu
         &pieces,
     )
     .map_err(proof_error("PC1"))?;
-    let comm_d = data_cid(&output.comm_d);
+    let comm_d = CommD::from_bytes(output.comm_d);
     let file = write_json(&files.output("pc1.json"), &output, StepKind::Pc1)?;
     remove_any(&scratch)?;
     Ok(StepOutputs {
@@ -73,8 +74,8 @@ pub(in crate::step) fn pc2(request: &StepRequest, files: &SectorFiles) -> StepOu
         .map_err(proof_error("PC2"))?;
     commit(&partial, &sealed, StepKind::Pc2)?;
     Ok(StepOutputs {
-        comm_r: Some(sealed_cid(&output.comm_r)),
-        comm_d: Some(data_cid(&output.comm_d)),
+        comm_r: Some(CommR::from_bytes(output.comm_r)),
+        comm_d: Some(CommD::from_bytes(output.comm_d)),
         files: vec![named("sealed", digest_file(&sealed)?)],
         ..Default::default()
     })

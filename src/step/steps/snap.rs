@@ -6,8 +6,9 @@ use base64::Engine as _;
 
 use filecoin_proofs_api::update;
 
+use crate::sector::{CommD, CommR};
 use crate::step::params::Circuit;
-use crate::step::proofs::{data_cid, parse_sealed_cid, sealed_cid, update_proof};
+use crate::step::proofs::update_proof;
 use crate::step::workspace::{
     SectorFiles, check_dir, check_size, commit, create_dir, digest_file, partial_path, write_atomic,
 };
@@ -51,8 +52,8 @@ pub(in crate::step) fn snap_encode(request: &StepRequest, files: &SectorFiles) -
     commit(&partial_cache, &update_cache, StepKind::SnapEncode)?;
     commit(&partial, &update, StepKind::SnapEncode)?;
     Ok(StepOutputs {
-        comm_r: Some(sealed_cid(&encoded.comm_r_new)),
-        comm_d: Some(data_cid(&encoded.comm_d_new)),
+        comm_r: Some(CommR::from_bytes(encoded.comm_r_new)),
+        comm_d: Some(CommD::from_bytes(encoded.comm_d_new)),
         files: vec![named("update", digest_file(&update)?)],
         ..Default::default()
     })
@@ -60,10 +61,7 @@ pub(in crate::step) fn snap_encode(request: &StepRequest, files: &SectorFiles) -
 
 pub(in crate::step) fn snap_prove(request: &StepRequest, files: &SectorFiles) -> StepOutcome {
     let cc = cc_sector(request)?;
-    let comm_r_old = parse_sealed_cid(
-        "inputs.ccSector.commR",
-        need(request, "ccSector.commR", &cc.comm_r)?,
-    )?;
+    let comm_r_old = need(request, "ccSector.commR", &cc.comm_r)?.bytes();
     let (comm_r_new, comm_d_new) = (comm_r(request)?, comm_d(request)?);
     check_size(
         "updated replica",
@@ -113,10 +111,7 @@ pub(in crate::step) fn verify_snap(request: &StepRequest) -> StepOutcome {
     let verified = update::verify_empty_sector_update_proof(
         update_proof(request.sector_size),
         &proof,
-        parse_sealed_cid(
-            "inputs.ccSector.commR",
-            need(request, "ccSector.commR", &cc.comm_r)?,
-        )?,
+        need(request, "ccSector.commR", &cc.comm_r)?.bytes(),
         comm_r(request)?,
         comm_d(request)?,
     );

@@ -46,9 +46,9 @@ fn a_finished_step_adds_its_outputs_and_the_plan_goes_on() {
     let spec = sealer();
     let mut status = at(State::PC1Done);
     status.step_pod = Some("t1-pc1done-0".into());
-    let comm_r = crate::sector::cid::sealed_cid(&[9; 32]);
+    let comm_r = crate::sector::CommR::from_bytes([9; 32]);
     let outputs = StepOutputs {
-        comm_r: Some(comm_r.clone()),
+        comm_r: Some(comm_r),
         files: vec![NamedFile {
             role: "sealed".into(),
             file: crate::step::FileDigest {

@@ -5,8 +5,8 @@ use super::*;
 pub(super) fn pc2_done() -> SealingTaskStatus {
     let mut status = at(State::PC2Done);
     let outputs = status.outputs.as_mut().unwrap();
-    outputs.comm_r = Some(crate::sector::cid::sealed_cid(&[3; 32]));
-    outputs.comm_d = Some(crate::sector::cid::data_cid(&[4; 32]));
+    outputs.comm_r = Some(crate::sector::CommR::from_bytes([3; 32]));
+    outputs.comm_d = Some(crate::sector::CommD::from_bytes([4; 32]));
     status
 }
 

@@ -11,7 +11,7 @@ use crate::manager::{Call, Method, Reply};
 use crate::plan::ManagerCall;
 use crate::plan::cursor::Outcome;
 use crate::sector::FailureLevel;
-use crate::sector::cid::{data_cid, sealed_cid};
+use crate::sector::{CommD, CommR};
 use crate::task::{Effect, Step, Turn};
 
 /// What the task may be allocated: the miner of spec.sector, the task's proof type.
@@ -141,7 +141,7 @@ impl Turn<'_> {
                     .outputs
                     .get_or_insert_with(Default::default)
                     .committed = Some(CommittedSector {
-                    comm_r: Some(sealed_cid(&allocated.public.comm_r)),
+                    comm_r: Some(CommR::from_bytes(allocated.public.comm_r)),
                     instance: allocated.private.access_instance,
                     path: None,
                 });
@@ -241,7 +241,7 @@ impl Turn<'_> {
                 }
                 let outputs = turn.status.outputs.get_or_insert_with(Default::default);
                 outputs.ticket = Some(randomness(&info.ticket.ticket.0, info.ticket.epoch));
-                outputs.comm_d = Some(data_cid(&info.comm_d));
+                outputs.comm_d = Some(CommD::from_bytes(info.comm_d));
                 outputs.committed = Some(CommittedSector {
                     comm_r: None,
                     instance: info.private_info.access_instance,

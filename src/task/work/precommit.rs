@@ -12,7 +12,7 @@ use crate::manager::{Call, Method, Reply};
 use crate::plan::cursor::Outcome;
 use crate::plan::{Action, ManagerCall, Output, StepKind};
 use crate::sector::FailureLevel;
-use crate::sector::cid::{parse_data_cid, parse_sealed_cid};
+use crate::sector::{CommD, CommR};
 use crate::task::{Question, Step, Turn, Wake};
 
 /// When a PreCommit ticket is too old to use: the chain rejects a PreCommit whose ticket epoch is
@@ -68,8 +68,8 @@ fn uses_ticket(plan: PlanKind, action: Action) -> bool {
 }
 
 fn precommit_info(
-    comm_r: &str,
-    comm_d: &str,
+    comm_r: CommR,
+    comm_d: CommD,
     ticket: &Randomness,
 ) -> Result<PreCommitOnChainInfo, String> {
     let value: [u8; 32] = hex::decode(&ticket.value)
@@ -77,8 +77,8 @@ fn precommit_info(
         .and_then(|b| b.try_into().ok())
         .ok_or("status.outputs.ticket is not 32 bytes of hex")?;
     Ok(PreCommitOnChainInfo {
-        comm_r: parse_sealed_cid("commR", comm_r).map_err(|e| e.message)?,
-        comm_d: parse_data_cid("commD", comm_d).map_err(|e| e.message)?,
+        comm_r: comm_r.bytes(),
+        comm_d: comm_d.bytes(),
         ticket: Ticket {
             ticket: crate::manager::wire::Randomness(value),
             epoch: ticket.epoch,
@@ -113,7 +113,7 @@ impl Turn<'_> {
             ManagerCall::SubmitPreCommit => {
                 let outputs = self.status.outputs.clone().unwrap_or_default();
                 let (Some(comm_r), Some(comm_d), Some(ticket)) =
-                    (&outputs.comm_r, &outputs.comm_d, &outputs.ticket)
+                    (outputs.comm_r, outputs.comm_d, &outputs.ticket)
                 else {
                     return Step::Outcome(missing("CommR, CommD and ticket"));
                 };

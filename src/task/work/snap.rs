@@ -1,11 +1,9 @@
 //! Snap-up's manager calls: where the CC sector's files are, and the upgrade proof.
 
-use super::{failed, missing};
+use super::missing;
 use crate::manager::Call;
 use crate::manager::wire::{Bytes, CidJson, SnapUpOnChainInfo};
 use crate::plan::ManagerCall;
-use crate::sector::FailureLevel;
-use crate::sector::cid::{parse_data_cid, parse_sealed_cid};
 use crate::task::{Step, Turn};
 
 impl Turn<'_> {
@@ -29,27 +27,19 @@ impl Turn<'_> {
         let Some(proof) = super::prove::proof_bytes(&outputs) else {
             return Step::Outcome(missing("upgrade proof"));
         };
-        let info = match (
-            parse_sealed_cid("commR", comm_r),
-            parse_data_cid("commD", comm_d),
-        ) {
-            (Ok(comm_r), Ok(comm_d)) => SnapUpOnChainInfo {
-                comm_r,
-                comm_d,
-                access_instance: store.name.clone(),
-                pieces: self
-                    .task
-                    .spec
-                    .pieces
-                    .iter()
-                    .flatten()
-                    .map(|p| CidJson { cid: p.cid.clone() })
-                    .collect(),
-                proof: Bytes(proof),
-            },
-            (Err(e), _) | (_, Err(e)) => {
-                return Step::Outcome(failed(FailureLevel::Permanent, e.message));
-            }
+        let info = SnapUpOnChainInfo {
+            comm_r: comm_r.bytes(),
+            comm_d: comm_d.bytes(),
+            access_instance: store.name.clone(),
+            pieces: self
+                .task
+                .spec
+                .pieces
+                .iter()
+                .flatten()
+                .map(|p| CidJson { cid: p.cid.clone() })
+                .collect(),
+            proof: Bytes(proof),
         };
         self.submission(call, Call::SubmitSnapUpProof { sector, info })
     }
