@@ -22,8 +22,8 @@ use damocles_operator::api::{Phase, SealingTask, State};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
-use support::farm::{Farm, Operator, Scene, create_sealer};
-use support::{DevNode, namespace, unique, wait_for};
+use support::farm::{Operator, Scene};
+use support::{unique, wait_for};
 
 /// Deletes a task and waits until its finalizer has let it go.
 async fn delete_and_wait(api: &Api<SealingTask>, name: &str) {

@@ -8,37 +8,25 @@ use super::*;
 /// the second C2 waits its turn, and the transfer files go when the tasks end.
 #[tokio::test]
 async fn c2_runs_on_the_gpu_node_away_from_the_workspace_and_concurrency_caps_hold() {
-    let client = support::client().await;
-    let ns = namespace(&client, "gpu").await;
-    let farm = Farm::new("farm-gpu");
-    let gpu_label = format!("damocles.io/gpu-{}", farm.label);
-    let hugepages_label = format!("damocles.io/hugepages-{}", farm.label);
-    farm.set_steps(&format!(
-        "  pc1:\n    nodeSelector: {{damocles-test: {label}, {hugepages_label}: \"true\"}}\n  c2:\n    nodeSelector: {{damocles-test: {label}, {gpu_label}: \"true\"}}\n    resources: {{limits: {{nvidia.com/gpu: \"1\"}}}}\n    concurrency: 1\n    locality: any\n",
-        label = farm.label
-    ));
     let pc1_node = unique("pc1");
     let gpu_node = unique("gpu");
-    let _nodes = DevNode::start(
-        &client,
+    let scene = Scene::with_nodes(
+        "gpu",
         &[
-            format!(
-                "{pc1_node},label:damocles-test={},label:{hugepages_label}=true",
-                farm.label
-            ),
-            format!(
-                "{gpu_node},nvidia.com/gpu=2,label:damocles-test={},label:{gpu_label}=true",
-                farm.label
-            ),
+            (&pc1_node, "label:damocles.io/hugepages=true"),
+            (&gpu_node, "nvidia.com/gpu=2,label:damocles.io/gpu=true"),
         ],
+        |label| {
+            format!(
+                "  pc1:\n    nodeSelector: {{damocles-test: {label}, damocles.io/hugepages: \"true\"}}\n  c2:\n    nodeSelector: {{damocles-test: {label}, damocles.io/gpu: \"true\"}}\n    resources: {{limits: {{nvidia.com/gpu: \"1\"}}}}\n    concurrency: 1\n    locality: any\n"
+            )
+        },
     )
     .await;
-    let manager = farm.manager();
-    let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let _operator = Operator::start(&ns.name, &manager, &farm.profiles);
-    create_sealer(&tasks, "one").await;
-    create_sealer(&tasks, "two").await;
+    let (tasks, pods, farm) = (&scene.tasks, &scene.pods, &scene.farm);
+    let _operator = scene.operator();
+    scene.seal("one").await;
+    scene.seal("two").await;
 
     // Watch every step pod and both tasks until both finish and their workspaces are gone.
     let mut nodes_by_step = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
@@ -156,26 +144,16 @@ async fn c2_runs_on_the_gpu_node_away_from_the_workspace_and_concurrency_caps_ho
 /// prefers another node; the workspace is then that node's.
 #[tokio::test]
 async fn a_first_pod_that_never_starts_is_replaced_on_another_node() {
-    let client = support::client().await;
-    let ns = namespace(&client, "nostart").await;
-    let farm = Farm::new("farm-nostart");
-    farm.set_steps("  add-piece:\n    startTimeoutSeconds: 3\n");
     let broken = unique("broken");
     let healthy = unique("healthy");
     // Only the broken node at first, so the scheduler has nowhere else to put the first pod.
-    let _broken_node = DevNode::start(
-        &client,
-        &[format!(
-            "{broken},pull=fail,label:damocles-test={}",
-            farm.label
-        )],
-    )
+    let scene = Scene::with_nodes("nostart", &[(&broken, "pull=fail")], |_| {
+        "  add-piece:\n    startTimeoutSeconds: 3\n".into()
+    })
     .await;
-    let manager = farm.manager();
-    let tasks: Api<SealingTask> = Api::namespaced(client.clone(), &ns.name);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let _operator = Operator::start(&ns.name, &manager, &farm.profiles);
-    create_sealer(&tasks, "t").await;
+    let (tasks, pods) = (&scene.tasks, &scene.pods);
+    let _operator = scene.operator();
+    scene.seal("t").await;
 
     let first = wait_for(
         "the first pod stuck pulling",
@@ -197,13 +175,9 @@ async fn a_first_pod_that_never_starts_is_replaced_on_another_node() {
     );
     let stuck = tasks.get("t").await.unwrap().status.unwrap();
     assert_eq!(stuck.node, None, "no workspace yet: nothing ran");
-    let _healthy_node = DevNode::start(
-        &client,
-        &[format!("{healthy},label:damocles-test={}", farm.label)],
-    )
-    .await;
+    let _healthy_node = scene.add_node(&healthy, "").await;
 
-    let moved = wait_status(&tasks, "t", "a workspace node chosen", |s| s.node.is_some()).await;
+    let moved = wait_status(tasks, "t", "a workspace node chosen", |s| s.node.is_some()).await;
     let status = moved.status.unwrap();
     assert_eq!(status.node.as_deref(), Some(healthy.as_str()));
     assert_eq!(status.last_error, None, "no retry budget spent: {status:?}");
@@ -240,6 +214,5 @@ async fn a_first_pod_that_never_starts_is_replaced_on_another_node() {
         Some(vec![broken.clone()])
     );
 
-    delete_and_wait(&tasks, "t").await;
-    std::fs::remove_dir_all(&farm.root).ok();
+    delete_and_wait(tasks, "t").await;
 }

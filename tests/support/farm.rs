@@ -137,10 +137,15 @@ impl Farm {
         }
     }
 
-    /// This farm's dev node.
-    pub async fn node(&self, client: &kube::Client) -> DevNode {
-        let spec = format!("{},label:damocles-test={}", unique("worker"), self.label);
-        DevNode::start(client, &[spec]).await
+    /// A dev-node spec for a node of this farm: `extra` adds resources and labels
+    /// (`nvidia.com/gpu=2,label:k=v`, `pull=fail`; see `damocles-operator dev-node --help`).
+    pub fn node_spec(&self, name: &str, extra: &str) -> String {
+        let extra = if extra.is_empty() {
+            String::new()
+        } else {
+            format!("{extra},")
+        };
+        format!("{name},{extra}label:damocles-test={}", self.label)
     }
 
     pub fn store(&self) -> PathBuf {
@@ -164,31 +169,57 @@ impl Farm {
     }
 }
 
-/// What every test here starts from: a namespace, its farm, dev node and dev manager.
+/// What every test here starts from: a namespace, its farm, dev nodes and dev manager.
 pub struct Scene {
     pub ns: TestNamespace,
     pub farm: Farm,
-    _node: DevNode,
+    _nodes: DevNode,
     pub manager: DevManager,
+    pub client: kube::Client,
     pub tasks: Api<SealingTask>,
     pub pods: Api<Pod>,
 }
 
 impl Scene {
+    /// One dev node, the default step profiles.
     pub async fn new(name: &str) -> Scene {
+        Self::with_nodes(name, &[(&unique("worker"), "")], |_| String::new()).await
+    }
+
+    /// The farm's nodes, each a name and the rest of its dev-node spec (see [`Farm::node_spec`]),
+    /// and its per-step profiles (`steps` gets the farm's node label; see [`Farm::set_steps`]).
+    pub async fn with_nodes(
+        name: &str,
+        nodes: &[(&str, &str)],
+        steps: impl FnOnce(&str) -> String,
+    ) -> Scene {
         let client = super::client().await;
         let ns = namespace(&client, name).await;
         let farm = Farm::new(&format!("farm-{name}"));
-        let _node = farm.node(&client).await;
+        let steps = steps(&farm.label);
+        if !steps.is_empty() {
+            farm.set_steps(&steps);
+        }
+        let specs: Vec<String> = nodes
+            .iter()
+            .map(|(node, extra)| farm.node_spec(node, extra))
+            .collect();
+        let _nodes = DevNode::start(&client, &specs).await;
         let manager = farm.manager();
         Scene {
             tasks: Api::namespaced(client.clone(), &ns.name),
             pods: Api::namespaced(client.clone(), &ns.name),
+            client,
             ns,
             farm,
-            _node,
+            _nodes,
             manager,
         }
+    }
+
+    /// Starts one more node for this farm; it goes when the returned handle drops.
+    pub async fn add_node(&self, name: &str, extra: &str) -> DevNode {
+        DevNode::start(&self.client, &[self.farm.node_spec(name, extra)]).await
     }
 
     pub fn operator(&self) -> Operator {
