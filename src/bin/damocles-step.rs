@@ -79,19 +79,42 @@ enum ParamsCommand {
     Check {
         #[arg(long, value_parser = parse_size)]
         sector_size: SectorSize,
-        /// Only the PoRep set (skip empty-sector-update, which only snapup needs).
-        #[arg(long)]
-        porep_only: bool,
+        #[command(flatten)]
+        circuits: CircuitChoice,
     },
-    /// Generate TEST parameters for a small sector size where missing (2KiB: about 6 minutes and
-    /// 5 GB of memory on 2 cores for PoRep, 4 minutes and 3 GB for empty-sector-update).
+    /// Generate TEST parameters for a small sector size where missing (2KiB, mostly on one core:
+    /// PoRep about 10 minutes and 5 GB of memory, empty-sector-update about 6 minutes and 3 GB).
     /// Proofs made with them are worthless on chain: real farms fetch the official parameters.
     Generate {
         #[arg(long, value_parser = parse_size)]
         sector_size: SectorSize,
-        #[arg(long)]
-        porep_only: bool,
+        #[command(flatten)]
+        circuits: CircuitChoice,
     },
+}
+
+/// Which parameter sets: all by default.
+#[derive(clap::Args)]
+struct CircuitChoice {
+    /// Only the PoRep set (skip empty-sector-update, which only snapup needs).
+    #[arg(long, conflicts_with = "circuit")]
+    porep_only: bool,
+    /// Only this circuit's set (repeatable). Generation is mostly one thread: two processes, one
+    /// per circuit, use two cores.
+    #[arg(long, value_enum)]
+    circuit: Vec<Circuit>,
+}
+
+impl CircuitChoice {
+    fn circuits(&self) -> Vec<Circuit> {
+        if self.porep_only {
+            vec![Circuit::Porep]
+        } else if !self.circuit.is_empty() {
+            self.circuit.clone()
+        } else {
+            vec![Circuit::Porep, Circuit::EmptySectorUpdate]
+        }
+    }
 }
 
 /// Our steps log at info; the proofs stack's own info lines (parameter ids, tree building) are noise
@@ -101,14 +124,6 @@ const DEFAULT_LOG_FILTER: &str = "info,filecoin_proofs=warn,storage_proofs_core=
 
 fn parse_size(text: &str) -> Result<SectorSize, String> {
     SectorSize::parse(text).map_err(|e| e.to_string())
-}
-
-fn circuits(porep_only: bool) -> Vec<Circuit> {
-    if porep_only {
-        vec![Circuit::Porep]
-    } else {
-        vec![Circuit::Porep, Circuit::EmptySectorUpdate]
-    }
 }
 
 fn main() -> ProcessExit {
@@ -129,12 +144,12 @@ fn main() -> ProcessExit {
         } => run_step(read_request(request, request_env)),
         Command::Params(ParamsCommand::Check {
             sector_size,
-            porep_only,
-        }) => params_check(sector_size, &circuits(porep_only)),
+            circuits,
+        }) => params_check(sector_size, &circuits.circuits()),
         Command::Params(ParamsCommand::Generate {
             sector_size,
-            porep_only,
-        }) => params_generate(sector_size, &circuits(porep_only)),
+            circuits,
+        }) => params_generate(sector_size, &circuits.circuits()),
         Command::Clean {
             workspace,
             transfer,

@@ -54,7 +54,9 @@ pub fn init_cache_env() {
 }
 
 /// Which circuit a parameter set is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, strum::Display)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, strum::Display, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 #[strum(serialize_all = "kebab-case")]
 pub enum Circuit {
@@ -235,6 +237,14 @@ fn read_record() -> TestParamsRecord {
 }
 
 fn record_test_parameters(set: &ParameterSet) -> anyhow::Result<()> {
+    // One `params generate` per circuit may run at once (scripts/test does, to use two cores):
+    // the record is read and rewritten under a lock so neither drops the other's entry.
+    let lock = fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(record_path().with_extension("lock"))?;
+    lock.lock()?;
     let mut record = read_record();
     if !record.generated.contains(&set.id) {
         record.generated.push(set.id.clone());
