@@ -2,10 +2,18 @@
 
 use super::*;
 
-/// C2 runs for a minute on these machines: long enough to interrupt it in every way a user can.
+/// A C2 pod is interrupted in every way a user can. Its profile holds each C2 ten minutes before
+/// damocles-step starts (the same image and arguments, a `sleep` in front), so every interruption
+/// lands on a running pod and no proof the test throws away is computed.
 #[tokio::test]
 async fn a_running_step_survives_pod_loss_and_obeys_suspend_refused_resume_and_abort() {
-    let scene = Scene::new("interrupt").await;
+    let scene = Scene::with_nodes("interrupt", &[(&unique("worker"), "")], |_| {
+        format!(
+            "  c2:\n    command: [sh, -c, 'sleep 600; exec {step} \"$@\"', c2]\n",
+            step = env!("CARGO_BIN_EXE_damocles-step"),
+        )
+    })
+    .await;
     let manager = &scene.manager;
     let tasks = &scene.tasks;
     let pods = &scene.pods;

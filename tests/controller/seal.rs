@@ -1,18 +1,23 @@
 //! The plans end to end: a sealer to Finished with its proof verified, then rebuild, unseal and snap-up of that sector.
 
 use super::*;
+use damocles_operator::api::SealingTaskStatus;
 
-#[tokio::test]
-async fn a_sealer_task_reaches_finished_with_its_proof_verified() {
-    let scene = Scene::new("seal").await;
+/// A sealer task (examples/sealer-2kib.yaml) to Finished: its proof verified by the manager, its
+/// workspace and step pods gone, and the operator's metrics (the API-write budget of
+/// docs/benchmarks.md, which this prints with the step-to-step latencies).
+async fn a_sealer_task_reaches_finished_with_its_proof_verified(
+    scene: &Scene,
+    operator: &Operator,
+    name: &str,
+) -> SealingTaskStatus {
     let farm = &scene.farm;
     let tasks = &scene.tasks;
     let pods = &scene.pods;
-    let operator = scene.operator();
     let timeline = PodTimeline::watch(pods.clone());
-    scene.seal("sealer").await;
+    scene.seal(name).await;
 
-    let task = wait_phase(tasks, "sealer", Phase::Finished, Duration::from_secs(600)).await;
+    let task = wait_phase(tasks, name, Phase::Finished, Duration::from_secs(600)).await;
     let status = task.status.unwrap();
     assert_eq!(status.state, Some(State::Finished));
     let sector = status.sector.expect("allocated");
@@ -32,7 +37,7 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified() {
     assert_eq!(record["submissions"]["SubmitProof"], 1, "{record}");
     assert_eq!(record["finalized"], true, "{record}");
     assert!(farm.store().join(format!("sealed/{sector}")).is_file());
-    let workspace = scene.workspace("sealer");
+    let workspace = scene.workspace(name);
     wait_for(
         "the finished task's workspace removed",
         Duration::from_secs(30),
@@ -96,20 +101,21 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified() {
         },
     )
     .await;
+    status
 }
 
-/// After sealing, the three other plans on the same sector, each driven by the manager's queue:
-/// its lost files rebuilt bit for bit, a piece unsealed to a file, then a snap upgrade with deal
-/// data that the dev manager verifies.
+/// A sealer to Finished, then the three other plans on the same sector, each driven by the
+/// manager's queue: its lost files rebuilt bit for bit, a piece unsealed to a file, then a snap
+/// upgrade with deal data that the dev manager verifies. One test, so the suite seals (and runs
+/// C2 for) this sector once.
 #[tokio::test]
-async fn a_sealed_sector_is_rebuilt_unsealed_and_snap_upgraded() {
+async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_unsealed_and_snap_upgraded() {
     let scene = Scene::new("lifecycle").await;
     let tasks = &scene.tasks;
     let manager = &scene.manager;
-    let _operator = scene.operator();
-    scene.seal("cc").await;
-    let sealed = wait_phase(tasks, "cc", Phase::Finished, Duration::from_secs(600)).await;
-    let sealed = sealed.status.unwrap();
+    let operator = scene.operator();
+    let sealed =
+        a_sealer_task_reaches_finished_with_its_proof_verified(&scene, &operator, "cc").await;
     let sector = sealed.sector.unwrap();
     let committed_comm_r = sealed.outputs.unwrap().comm_r.unwrap();
 
