@@ -82,8 +82,9 @@ enum ParamsCommand {
         #[command(flatten)]
         circuits: CircuitChoice,
     },
-    /// Generate TEST parameters for a small sector size where missing (2KiB, mostly on one core:
-    /// PoRep about 10 minutes and 5 GB of memory, empty-sector-update about 6 minutes and 3 GB).
+    /// Generate TEST parameters for a small sector size where missing (2KiB on 2 cores: PoRep
+    /// 10-20 minutes and 5 GB of memory, empty-sector-update 6-12 minutes and 3 GB). A set that
+    /// another `params generate` is making is waited for, not made twice.
     /// Proofs made with them are worthless on chain: real farms fetch the official parameters.
     Generate {
         #[arg(long, value_parser = parse_size)]
@@ -99,8 +100,7 @@ struct CircuitChoice {
     /// Only the PoRep set (skip empty-sector-update, which only snapup needs).
     #[arg(long, conflicts_with = "circuit")]
     porep_only: bool,
-    /// Only this circuit's set (repeatable). Generation is mostly one thread: two processes, one
-    /// per circuit, use two cores.
+    /// Only this circuit's set (repeatable).
     #[arg(long, value_enum)]
     circuit: Vec<Circuit>,
 }

@@ -186,7 +186,8 @@ pub struct Generated {
     pub took: Option<Duration>,
 }
 
-/// Generates the test parameter sets that are missing, one at a time, calling `progress` before each.
+/// Generates the test parameter sets that are missing, one at a time, calling `progress` before each;
+/// a set another process is generating is waited for (a lock file per set), not generated twice.
 pub fn generate(
     size: SectorSize,
     circuits: &[Circuit],
@@ -200,6 +201,19 @@ pub fn generate(
             continue;
         }
         progress(&set);
+        // Another `params generate` may be making this set (CI starts them early, scripts/test
+        // asks again): wait for it, then use what it wrote, instead of deleting its half-written
+        // files below.
+        let lock = fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(set.params.with_extension("lock"))?;
+        lock.lock()?;
+        if set.missing().is_empty() {
+            done.push(Generated { set, took: None });
+            continue;
+        }
         // A half-written set (killed mid-generation) is regenerated whole: filecoin-proofs would
         // otherwise trust a truncated params file that happens to exist.
         for file in set.files() {
