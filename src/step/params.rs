@@ -201,15 +201,10 @@ pub fn generate(
             continue;
         }
         progress(&set);
-        // Another `params generate` may be making this set (CI starts them early, scripts/test
+        // Another `params generate` may be making this set (.ci/run starts one early, scripts/test
         // asks again): wait for it, then use what it wrote, instead of deleting its half-written
-        // files below.
-        let lock = fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(set.params.with_extension("lock"))?;
-        lock.lock()?;
+        // files below. The lock goes with the process, so a killed generation frees it.
+        let _lock = lock_exclusive(&set.params.with_extension("lock"))?;
         if set.missing().is_empty() {
             done.push(Generated { set, took: None });
             continue;
@@ -251,14 +246,10 @@ fn read_record() -> TestParamsRecord {
 }
 
 fn record_test_parameters(set: &ParameterSet) -> anyhow::Result<()> {
-    // One `params generate` per circuit may run at once (scripts/test does, to use two cores):
-    // the record is read and rewritten under a lock so neither drops the other's entry.
-    let lock = fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(record_path().with_extension("lock"))?;
-    lock.lock()?;
+    // Two `params generate` may finish different sets at once (`--circuit porep` beside
+    // `--circuit empty-sector-update`): the record is read and rewritten under a lock so neither
+    // drops the other's entry.
+    let _lock = lock_exclusive(&record_path().with_extension("lock"))?;
     let mut record = read_record();
     if !record.generated.contains(&set.id) {
         record.generated.push(set.id.clone());
@@ -268,6 +259,22 @@ fn record_test_parameters(set: &ParameterSet) -> anyhow::Result<()> {
     fs::write(&partial, serde_json::to_vec_pretty(&record)?)?;
     fs::rename(partial, path)?;
     Ok(())
+}
+
+/// Opens `path` and locks it exclusively (released when the file is dropped or the process dies),
+/// creating its directory first: on a new machine the parameter cache does not exist until the
+/// first set is written.
+fn lock_exclusive(path: &Path) -> std::io::Result<fs::File> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let file = fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    file.lock()?;
+    Ok(file)
 }
 
 /// Whether a parameter set was generated locally (test parameters), not fetched.
@@ -288,5 +295,29 @@ pub fn announce_test_parameters(size: SectorSize, circuit: Circuit) {
              proofs made with them are for tests and demos only and are worthless on chain",
             set.circuit
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh machine's first `params generate` failed with "No such file or directory" when it
+    /// locked a set before the cache directory existed.
+    #[test]
+    fn a_lock_in_a_cache_directory_not_made_yet_is_created_and_excludes_others() {
+        let dir = std::env::temp_dir().join(format!("damocles-params-lock-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let path = dir.join("params").join("set.lock");
+        let held = lock_exclusive(&path).unwrap();
+        assert!(path.is_file());
+        let other = fs::File::options().write(true).open(&path).unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(fs::TryLockError::WouldBlock)
+        ));
+        drop(held);
+        other.try_lock().unwrap();
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
