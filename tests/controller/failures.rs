@@ -99,10 +99,12 @@ async fn deleting_a_running_task_stops_it_and_cleans_up_first() {
     .await;
 }
 
-/// The dev manager's epochs are 20 ms, so a ticket lives 3780 epochs = 75 s. With the operator's
-/// margin at 2800 epochs, a ticket older than (3780 - 2800 - 900) x 20 ms = 1.6 s is too old for
-/// PC2 or the PreCommit; the first PC2 is slowed by 3 s, so the task must go back for a new ticket,
-/// and its second PreCommit (the first never sent) is accepted.
+/// The operator is told epochs are 100 ms, so with its margin at 2800 epochs a ticket older than
+/// (3780 - 2800 - 900) x 100 ms = 8 s is too old for PC2 or the PreCommit. The first PC2 is slowed
+/// by 10 s, so the task must go back for a new ticket, and its second PreCommit (the first never
+/// sent) is accepted. Ages are whole seconds (status timestamps), and a loaded machine takes about
+/// a second per step pod, so the window must be several seconds wide for the second ticket to be
+/// used in time (a 1.6 s window failed in CI, drawing 8 tickets).
 #[tokio::test]
 async fn a_ticket_about_to_expire_sends_the_task_back_for_a_new_one() {
     let scene = Scene::new("ticket").await;
@@ -113,7 +115,7 @@ async fn a_ticket_about_to_expire_sends_the_task_back_for_a_new_one() {
     let once = farm.root.join("pc2-slowed");
     let mut profiles = std::fs::read_to_string(&farm.profiles).unwrap();
     profiles.push_str(&format!(
-        "steps:\n  pc2:\n    command: [sh, -c, 'if [ ! -e {once} ]; then touch {once}; sleep 3; fi; exec {step} \"$@\"', pc2]\n",
+        "steps:\n  pc2:\n    command: [sh, -c, 'if [ ! -e {once} ]; then touch {once}; sleep 10; fi; exec {step} \"$@\"', pc2]\n",
         once = once.display(),
         step = env!("CARGO_BIN_EXE_damocles-step"),
     ));
@@ -123,7 +125,7 @@ async fn a_ticket_about_to_expire_sends_the_task_back_for_a_new_one() {
         manager,
         &farm.profiles,
         None,
-        &["--block-time", "20ms", "--ticket-margin", "2800"],
+        &["--block-time", "100ms", "--ticket-margin", "2800"],
     );
     scene.seal("t").await;
     let landed = wait_status(tasks, "t", "the PreCommit landed", |s| {
