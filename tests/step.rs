@@ -1,6 +1,7 @@
 //! damocles-step end to end: real 2KiB proofs through the binary, as a step pod runs it.
-//! Needs the 2KiB TEST parameters (`damocles-step params generate --sector-size 2KiB`; scripts/test
-//! does it once per machine).
+//! Needs the 2KiB TEST PoRep parameters (`damocles-step params generate --sector-size 2KiB`;
+//! scripts/test makes them once per machine); the ignored snap-up test also needs the
+//! empty-sector-update set, which scripts/test-long makes before it runs the ignored tests.
 #![cfg(feature = "proofs")]
 
 use std::fs;
@@ -216,6 +217,7 @@ fn deal_piece(dir: &Path, seed: u8) -> (PathBuf, Vec<u8>) {
 }
 
 #[test]
+#[ignore = "long run (scripts/test-long): needs the empty-sector-update parameters"]
 fn snapup_encodes_proves_and_verifies_on_a_cc_sector() {
     let root = temp_dir("snapup");
     let persist = root.join("persist");
