@@ -86,7 +86,8 @@ pub struct RunArgs {
     /// docs/controller.md). Default: every step runs `damocles-step` with no placement rules.
     #[arg(long)]
     pub profiles: Option<PathBuf>,
-    /// damocles-manager's address: http://HOST:PORT, HOST:PORT or /ip4/ADDR/tcp/PORT.
+    /// damocles-manager's address, in any form damocles-worker takes: http(s)://HOST:PORT,
+    /// HOST:PORT or a multiaddr (/ip4/ADDR/tcp/PORT, /ip6, /dns, /dns4, /dns6; /https for TLS).
     #[arg(long)]
     pub manager: String,
     /// A file holding a bearer token for the manager (e.g. a mounted Secret key), for managers

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use damocles_operator::api::{FailureLevel, SectorRef, SectorSize};
 use damocles_operator::manager::wire::{
     AllocateSectorSpec, AllocatedSector, Bytes, OnChainState, PreCommitOnChainInfo,
-    ProofOnChainInfo, ReportStateReq, SectorId, SectorStateChange, SubmitResult, Ticket,
-    WorkerIdentifier,
+    ProofOnChainInfo, ReportStateReq, SectorId, SectorStateChange, SubmitResp, SubmitResult,
+    Ticket, WorkerIdentifier,
 };
 use damocles_operator::manager::{ManagerClient, ManagerError, SubmitOutcome};
 use damocles_operator::sector::CommR;
@@ -108,7 +108,14 @@ async fn every_method_over_loopback() {
         .submit_pre_commit(&sector, &info, false)
         .await
         .unwrap();
-    assert_eq!(again.res, SubmitResult::DuplicateSubmit);
+    assert_eq!(
+        again,
+        SubmitResp {
+            res: SubmitResult::Accepted,
+            desc: None
+        },
+        "an identical resubmission: Accepted, as damocles-manager answers it"
+    );
     assert_eq!(SubmitOutcome::from(again.res), SubmitOutcome::Accepted);
     until_landed(&client, sector.id, false).await;
     assert!(
@@ -118,18 +125,24 @@ async fn every_method_over_loopback() {
             .unwrap()
     );
     seed(&client, sector.id).await;
+    let never = client.poll_proof_state(sector.id).await.unwrap();
     assert_eq!(
-        client.poll_proof_state(sector.id).await.unwrap().state,
-        OnChainState::NotFound
+        (never.state, never.desc.as_deref()),
+        (
+            OnChainState::Failed,
+            Some("attempt to publish message but failed")
+        ),
+        "a proof never submitted polls Failed, as damocles-manager answers it"
     );
 
-    // Bytes that are no proof: checked with filecoin-proofs and refused, recoverably.
+    // Bytes that are no proof: checked with filecoin-proofs and Rejected with damocles-manager's
+    // ErrInvalidProof text.
     let junk = ProofOnChainInfo {
         proof: Bytes(vec![7; 192]),
     };
     let resp = client.submit_proof(sector.id, &junk, false).await.unwrap();
-    assert_eq!(resp.res, SubmitResult::MismatchedSubmission);
-    assert!(resp.desc.unwrap().contains("does not verify"));
+    assert_eq!(resp.res, SubmitResult::Rejected);
+    assert_eq!(resp.desc.as_deref(), Some("invalid proof (compute error?)"));
 
     let report = ReportStateReq {
         worker: WorkerIdentifier {
@@ -148,7 +161,10 @@ async fn every_method_over_loopback() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((state.id, state.finalized), (sector.id, false));
+    assert_eq!(
+        (state.id, state.finalized, state.abort_reason.as_deref()),
+        (sector.id, false, Some(""))
+    );
     client.report_finalized(sector.id).await.unwrap();
     let state = client
         .report_state(sector.id, &report)
@@ -320,17 +336,23 @@ async fn proven_sector(name: &str) -> ProvenSector {
     let mut tampered = proof.clone();
     tampered[0] ^= 0x80;
     assert_eq!(
-        submit(&client, sector.id, tampered).await,
-        SubmitResult::MismatchedSubmission
+        submit(&client, sector.id, tampered.clone()).await,
+        SubmitResult::Rejected,
+        "a proof that does not verify"
     );
     assert_eq!(
         submit(&client, sector.id, proof.clone()).await,
         SubmitResult::Accepted
     );
-    // Submitted again after a crash: a duplicate, not a second submission.
+    // Submitted again after a crash: Accepted, and nothing is sent again.
     assert_eq!(
         submit(&client, sector.id, proof).await,
-        SubmitResult::DuplicateSubmit
+        SubmitResult::Accepted
+    );
+    assert_eq!(
+        submit(&client, sector.id, tampered).await,
+        SubmitResult::MismatchedSubmission,
+        "a different proof once one is recorded"
     );
     until_landed(&client, sector.id, true).await;
 
@@ -431,7 +453,7 @@ async fn a_real_sector_is_proven_unsealed_and_rebuilt() {
 
     let state = manager.admin("/admin/state", None).await;
     let record = &state["chain"]["sectors"]["1"];
-    assert_eq!(record["submissions"]["SubmitProof"], 3);
+    assert_eq!(record["submissions"]["SubmitProof"], 4);
     assert_eq!(record["rebuilds"], 1);
     assert_eq!(state["chain"]["unseals"][0]["achieved"], "");
     std::fs::remove_dir_all(dir).unwrap();
@@ -591,9 +613,10 @@ async fn a_restarted_dev_manager_keeps_its_state() {
         .submit_pre_commit(&sector, &fake_info(ticket), false)
         .await
         .unwrap();
+    assert_eq!(again.res, SubmitResult::Accepted);
     assert_eq!(
-        again.res,
-        SubmitResult::DuplicateSubmit,
+        client.poll_pre_commit_state(sector.id).await.unwrap().state,
+        OnChainState::Landed,
         "the PreCommit survived the restart"
     );
     let state = manager.admin("/admin/state", None).await;
@@ -704,6 +727,145 @@ async fn answers_that_are_not_json_rpc_are_clear_errors() {
         err.contains("Venus.AssignTicket") && err.contains("3 bytes, expected 32"),
         "{err}"
     );
+}
+
+/// Posts one raw JSON-RPC body to the dev manager: the HTTP status and the decoded answer.
+async fn raw_rpc(manager: &DevManager, body: String) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/rpc/v0", manager.address))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// The answers go-jsonrpc v0.1.9 (the production manager's RPC server) gives to requests that
+/// never reach a method, and the manager's own error and ReportState shapes, byte for byte where
+/// ../shared/research/damocles-manager.md has them (E1, E2, E4, E6).
+#[tokio::test]
+async fn protocol_answers_are_the_production_managers() {
+    let dir = temp_dir("protocol");
+    let manager = DevManager::start(&dir.join("state.json"), &[]);
+    let spec = json!({"AllowedMiners": [1000], "AllowedProofTypes": [5]});
+    let request = |method: &str, params: serde_json::Value| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string()
+    };
+    let error = |answer: &serde_json::Value| {
+        (
+            answer["error"]["code"].as_i64().unwrap(),
+            answer["error"]["message"].as_str().unwrap().to_string(),
+        )
+    };
+
+    // E1: one param in every release; the unreleased [spec, niporep] shape is refused.
+    let (status, answer) = raw_rpc(
+        &manager,
+        request("Venus.AllocateSector", json!([spec, false])),
+    )
+    .await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        error(&answer),
+        (
+            -32602,
+            "(error code -32602) wrong param count (method 'Venus.AllocateSector'): 2 != 1".into()
+        )
+    );
+    let (status, answer) = raw_rpc(&manager, request("Venus.AllocateSector", json!([spec]))).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer["result"]["ID"],
+        json!({"Miner": 1000, "Number": 1}),
+        "{answer}"
+    );
+    let sector = json!({"Miner": 1000, "Number": 1});
+
+    // E2: WaitSeed takes [sector, proof type] (v0.11.0+).
+    let (status, answer) = raw_rpc(&manager, request("Venus.WaitSeed", json!([sector]))).await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        error(&answer),
+        (
+            -32602,
+            "(error code -32602) wrong param count (method 'Venus.WaitSeed'): 1 != 2".into()
+        )
+    );
+
+    // Only the Venus namespace; a method name alone is not found.
+    let (status, answer) = raw_rpc(&manager, request("AssignTicket", json!([sector]))).await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        error(&answer),
+        (
+            -32601,
+            "(error code -32601) method 'AssignTicket' not found".into()
+        )
+    );
+    let (status, answer) = raw_rpc(&manager, request("Venus.NoSuchMethod", json!([]))).await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        error(&answer),
+        (
+            -32601,
+            "(error code -32601) method 'Venus.NoSuchMethod' not found".into()
+        )
+    );
+
+    // A param of the wrong type is a parse error naming the param's type (Go's %T).
+    let (status, answer) =
+        raw_rpc(&manager, request("Venus.AssignTicket", json!(["1000-1"]))).await;
+    assert_eq!(status, 500);
+    let (code, message) = error(&answer);
+    assert_eq!(code, -32700);
+    assert!(
+        message.starts_with(
+            "(error code -32700) unmarshaling params for 'Venus.AssignTicket' (param: *SectorId): "
+        ),
+        "{message}"
+    );
+    let (status, answer) = raw_rpc(&manager, "{not json".into()).await;
+    assert_eq!(status, 500);
+    let (code, message) = error(&answer);
+    assert_eq!(code, -32700);
+    assert!(
+        message.starts_with("(error code -32700) unmarshaling request: "),
+        "{message}"
+    );
+
+    // E4: an unknown sector is the manager's own error: HTTP 200, code 11001, its exact text.
+    let unknown = json!({"Miner": 1000, "Number": 77});
+    let (status, answer) = raw_rpc(
+        &manager,
+        request("Venus.PollPreCommitState", json!([unknown])),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer,
+        json!({"jsonrpc": "2.0", "id": 1,
+               "error": {"code": 11001, "message": "error code 11001: sector state not found"}})
+    );
+
+    // E6: AbortReason is a Go string, "" for a sector nobody aborted.
+    let report = json!({
+        "Worker": {"Instance": "operator-0", "Location": "default/task-a"},
+        "StateChange": {"Prev": "Empty", "Next": "Allocated", "Event": "Allocate"},
+        "Failure": null,
+    });
+    let (status, answer) = raw_rpc(
+        &manager,
+        request("Venus.ReportState", json!([sector, report])),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer["result"],
+        json!({"Id": sector, "Finalized": false, "AbortReason": ""})
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

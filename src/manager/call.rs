@@ -157,7 +157,8 @@ impl Call {
     /// The positional params of the newest API shape.
     pub fn params(&self) -> Vec<Value> {
         match self {
-            Call::AllocateSector(spec) => vec![json!(spec), json!(false)],
+            // One param in every release (a second, niporep, exists only on damocles' master).
+            Call::AllocateSector(spec) => vec![json!(spec)],
             Call::AcquireDeals { sector, spec } => vec![json!(sector), json!(spec)],
             Call::AssignTicket(sector)
             | Call::PollPreCommitState(sector)
@@ -201,11 +202,18 @@ impl Call {
         }
     }
 
+    /// Makes a submission a resubmission with reset (the manager replaces what it holds and
+    /// sends a new message); other calls have no reset.
+    pub fn set_reset(&mut self) {
+        if let Call::SubmitPreCommit { reset, .. } | Call::SubmitProof { reset, .. } = self {
+            *reset = true;
+        }
+    }
+
     /// The params of the older API shape, for methods whose param count changed between manager
     /// releases: tried when the manager answers the newest shape with invalid-params.
     pub fn older_params(&self) -> Option<Vec<Value>> {
         match self {
-            Call::AllocateSector(spec) => Some(vec![json!(spec)]),
             Call::WaitSeed { sector, .. } => Some(vec![json!(sector)]),
             _ => None,
         }

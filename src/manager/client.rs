@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::call::{Call, Manager, Method, Reply};
 use super::wire::{
     self, AcquireDealsSpec, AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector,
-    AllocatedSnapUpSector, CidJson, ERR_INVALID_PARAMS, ERR_METHOD_NOT_FOUND,
+    AllocatedSnapUpSector, CidJson, ERR_INVALID_PARAMS, ERR_METHOD_NOT_FOUND, ERR_PARSE,
     ERR_SECTOR_STATE_NOT_FOUND, OnChainState, PieceInfo, PollResp, PreCommitOnChainInfo,
     ProofOnChainInfo, ReportStateReq, Request, Response, SectorId, SectorPiece, SectorRebuildInfo,
     SectorStateResp, SectorUnsealInfo, SnapUpOnChainInfo, StoreBasicInfo, SubmitResp, SubmitResult,
@@ -34,7 +34,9 @@ macro_rules! expect {
 /// Why a manager call failed, graded into the failure levels the plans use.
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
-    #[error("manager address {0:?} is not http://HOST:PORT, HOST:PORT or /ip4/ADDR/tcp/PORT")]
+    #[error(
+        "manager address {0:?} is not an http(s) URL, HOST:PORT or a multiaddr such as /ip4/ADDR/tcp/PORT (also /ip6, /dns, /dns4, /dns6, and /https)"
+    )]
     Address(String),
     #[error("{method}: cannot reach the manager at {endpoint}: {message}")]
     Unreachable {
@@ -76,6 +78,7 @@ impl ManagerError {
                 if [
                     ERR_INVALID_PARAMS,
                     ERR_METHOD_NOT_FOUND,
+                    ERR_PARSE,
                     ERR_SECTOR_STATE_NOT_FOUND,
                 ]
                 .contains(code) =>
@@ -140,39 +143,65 @@ impl From<OnChainState> for PollOutcome {
     }
 }
 
-/// The manager's endpoint URL from the forms operators write: a URL, HOST:PORT, or damocles-worker's
-/// multiaddr form.
+/// The manager's endpoint URL from the forms damocles-worker accepts (util/net.rs `rpc_addr`): a
+/// multiaddr (`/ip4`, `/ip6`, `/dns`, `/dns4` or `/dns6`, then an optional `/tcp/PORT`, and `/http`
+/// or `/https` anywhere; http by default) or an http(s) URL, whose path is replaced by `/rpc/v0`;
+/// also a bare `HOST:PORT`.
 pub fn endpoint(address: &str) -> Result<String, ManagerError> {
     let bad = || ManagerError::Address(address.to_string());
-    let base = if let Some(rest) = address
-        .strip_prefix("/ip4/")
-        .or_else(|| address.strip_prefix("/dns/"))
-    {
-        let mut parts = rest.split('/');
-        let (host, proto, port) = (parts.next(), parts.next(), parts.next());
-        match (host, proto, port) {
-            (Some(host), Some("tcp"), Some(port)) if port.parse::<u16>().is_ok() => {
-                format!("http://{host}:{port}")
+    let (scheme, host, port) = if address.starts_with('/') {
+        multiaddr_parts(address).ok_or_else(bad)?
+    } else if address.contains("://") {
+        let url = reqwest::Url::parse(address).map_err(|_| bad())?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad());
+        }
+        // An IPv6 host comes back in brackets.
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(bad)?;
+        (url.scheme().to_string(), host.to_string(), url.port())
+    } else {
+        match address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && !host.contains('/') => {
+                let port = port.parse::<u16>().map_err(|_| bad())?;
+                ("http".to_string(), host.to_string(), Some(port))
             }
             _ => return Err(bad()),
         }
-    } else if address.starts_with("http://") {
-        address
-            .trim_end_matches('/')
-            .trim_end_matches(wire::RPC_PATH)
-            .to_string()
-    } else if address.starts_with("https://") {
-        // damocles-manager serves plain HTTP; TLS belongs to a proxy this client does not speak yet.
-        return Err(bad());
-    } else if address
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-    {
-        format!("http://{address}")
-    } else {
-        return Err(bad());
     };
-    Ok(format!("{base}{}", wire::RPC_PATH))
+    let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+    Ok(format!("{scheme}://{host}{port}{}", wire::RPC_PATH))
+}
+
+/// Scheme, host and port of a manager multiaddr; None for a protocol a manager address cannot
+/// have (its value could not even be skipped reliably).
+fn multiaddr_parts(address: &str) -> Option<(String, String, Option<u16>)> {
+    let mut parts = address.split('/').skip(1);
+    let (mut scheme, mut host, mut port) = ("http", None, None);
+    while let Some(protocol) = parts.next() {
+        match protocol {
+            "ip4" => {
+                host = Some(
+                    parts
+                        .next()?
+                        .parse::<std::net::Ipv4Addr>()
+                        .ok()?
+                        .to_string(),
+                )
+            }
+            "ip6" => {
+                let ip = parts.next()?.parse::<std::net::Ipv6Addr>().ok()?;
+                host = Some(format!("[{ip}]"));
+            }
+            "dns" | "dns4" | "dns6" => {
+                host = Some(parts.next().filter(|h| !h.is_empty())?.to_string())
+            }
+            "tcp" => port = Some(parts.next()?.parse::<u16>().ok()?),
+            "http" => scheme = "http",
+            "https" => scheme = "https",
+            _ => return None,
+        }
+    }
+    Some((scheme.to_string(), host?, port))
 }
 
 /// Reads a bearer token from a file (a mounted Secret key, for instance): surrounding whitespace is
@@ -607,27 +636,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoints_from_the_forms_operators_write() {
-        assert_eq!(
-            endpoint("/ip4/127.0.0.1/tcp/1789").unwrap(),
-            "http://127.0.0.1:1789/rpc/v0"
-        );
-        assert_eq!(
-            endpoint("127.0.0.1:1789").unwrap(),
-            "http://127.0.0.1:1789/rpc/v0"
-        );
-        assert_eq!(
-            endpoint("http://manager.sealing:1789/").unwrap(),
-            "http://manager.sealing:1789/rpc/v0"
-        );
-        assert_eq!(
-            endpoint("http://manager:1789/rpc/v0").unwrap(),
-            "http://manager:1789/rpc/v0"
-        );
+    fn endpoints_from_the_forms_damocles_worker_accepts() {
+        for (address, expected) in [
+            ("/ip4/127.0.0.1/tcp/1789", "http://127.0.0.1:1789/rpc/v0"),
+            (
+                "/ip6/2001:db8:3333:4444:5555:6666:7777:8888/tcp/1789",
+                "http://[2001:db8:3333:4444:5555:6666:7777:8888]:1789/rpc/v0",
+            ),
+            ("/dns/manager/tcp/1789", "http://manager:1789/rpc/v0"),
+            ("/dns4/hello.com/tcp/1789", "http://hello.com:1789/rpc/v0"),
+            (
+                "/dns6/hello.com/tcp/1789/https",
+                "https://hello.com:1789/rpc/v0",
+            ),
+            ("/dns/hello.com/https", "https://hello.com/rpc/v0"),
+            ("127.0.0.1:1789", "http://127.0.0.1:1789/rpc/v0"),
+            ("manager.sealing:1789", "http://manager.sealing:1789/rpc/v0"),
+            (
+                "http://manager.sealing:1789/",
+                "http://manager.sealing:1789/rpc/v0",
+            ),
+            ("http://manager:1789/rpc/v0", "http://manager:1789/rpc/v0"),
+            (
+                "http://manager:1789/some/path",
+                "http://manager:1789/rpc/v0",
+            ),
+            ("https://m:1789", "https://m:1789/rpc/v0"),
+            (
+                "https://sealing.example.com",
+                "https://sealing.example.com/rpc/v0",
+            ),
+            ("http://[::1]:1789", "http://[::1]:1789/rpc/v0"),
+        ] {
+            assert_eq!(endpoint(address).unwrap(), expected, "{address}");
+        }
         for bad in [
             "manager",
             "/ip4/1.2.3.4/udp/1",
-            "https://m:1789",
+            "/ip4/999.2.3.4/tcp/1",
+            "/tcp/1789",
+            "ftp://m:1789",
             ":1789",
             "m:port",
         ] {

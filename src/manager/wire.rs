@@ -19,6 +19,9 @@ pub const ERR_SECTOR_STATE_NOT_FOUND: i64 = 11001;
 pub const ERR_INVALID_PARAMS: i64 = -32602;
 /// JSON-RPC: no such method.
 pub const ERR_METHOD_NOT_FOUND: i64 = -32601;
+/// JSON-RPC: the request or one of its params does not decode (go-jsonrpc's answer to a param of
+/// the wrong type).
+pub const ERR_PARSE: i64 = -32700;
 
 pub fn method(name: &str) -> String {
     format!("{NAMESPACE}.{name}")

@@ -86,8 +86,7 @@ async fn c2_runs_on_the_gpu_node_away_from_the_workspace_and_concurrency_caps_ho
         let second_c2_running = c2.iter().any(|p| {
             let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
             let task = p.labels().get("damocles.io/task");
-            phase == Some("Running")
-                && finished.is_some_and(|f| task != Some(&f.name_any()))
+            phase == Some("Running") && finished.is_some_and(|f| task != Some(&f.name_any()))
         });
         if tasks.len() == 2 && finished.is_some() && second_c2_running {
             break;

@@ -45,10 +45,14 @@ async fn of_two_replicas_only_the_leader_acts_and_the_standby_takes_over() {
     assert!(metric(&leader, "damocles_api_writes_total").await.unwrap() > 0.0);
 
     drop(leader);
-    wait_for("replica-b leads and writes", Duration::from_secs(120), || async {
-        let leads = metric(&standby, "damocles_leader").await? == 1.0;
-        (leads && metric(&standby, "damocles_api_writes_total").await? > 0.0).then_some(())
-    })
+    wait_for(
+        "replica-b leads and writes",
+        Duration::from_secs(120),
+        || async {
+            let leads = metric(&standby, "damocles_leader").await? == 1.0;
+            (leads && metric(&standby, "damocles_api_writes_total").await? > 0.0).then_some(())
+        },
+    )
     .await;
     let task = wait_status(&scene.tasks, "t", "the PreCommit landed", |s| {
         s.history.iter().any(|h| h.state == State::PCLanded)

@@ -2,10 +2,11 @@
 
 use super::*;
 
-/// The operator dies right after submitting the PreCommit (before recording it), right before
-/// submitting the proof (intent recorded), right after submitting the proof, and is SIGKILLed while
-/// C2 runs: each time a new operator picks the task up, adopts the running pod, and the dev
-/// manager counts exactly one submission of each kind.
+/// The operator dies right before submitting the PreCommit (intent recorded) and right after (before
+/// recording it), right before submitting the proof, right after submitting the proof, and is
+/// SIGKILLed while C2 runs: each time a new operator picks the task up, adopts the running pod, and
+/// the dev manager, answering as damocles-manager does (a submission that never arrived polls
+/// Failed), counts exactly one submission of each kind.
 #[tokio::test]
 async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
     let scene = Scene::new("restart").await;
@@ -18,6 +19,13 @@ async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
     let unreadable = unreadable_task(&ns.name, "bad").await;
     scene.seal("t").await;
     let start = |crash| Operator::start_with(&ns.name, manager, &farm.profiles, crash);
+
+    start(Some("before-submit:SubmitPreCommit")).died().await;
+    let status = tasks.get("t").await.unwrap().status.unwrap();
+    assert_eq!(
+        (status.state, status.submitting.as_deref()),
+        (Some(State::PC2Done), Some("SubmitPreCommit"))
+    );
 
     start(Some("after-submit:SubmitPreCommit")).died().await;
     let status = tasks.get("t").await.unwrap().status.unwrap();

@@ -93,7 +93,9 @@ async fn a_running_step_survives_pod_loss_and_obeys_suspend_refused_resume_and_a
 }
 
 /// A permanent failure pauses the task with its files; a rewind to TreeDBuilt gets a new ticket
-/// and the task finishes.
+/// and the task finishes, although its PreCommit and its proof messages each fail on chain once:
+/// each is resubmitted with reset, as damocles-manager needs (without reset it answers Accepted
+/// and sends nothing, and the task would poll Failed forever).
 #[tokio::test]
 async fn a_paused_task_is_rewound_by_resume_state_and_finishes() {
     let scene = Scene::new("rewind").await;
@@ -117,7 +119,10 @@ async fn a_paused_task_is_rewound_by_resume_state_and_finishes() {
     manager
         .admin(
             "/admin/faults",
-            Some(serde_json::json!({"SubmitPreCommit": {}})),
+            Some(serde_json::json!({
+                "SubmitPreCommit": {"failOnChain": 1},
+                "SubmitProof": {"failOnChain": 1},
+            })),
         )
         .await;
     patch_spec(tasks, "t", serde_json::json!({"resumeState": "TreeDBuilt"})).await;
@@ -138,4 +143,12 @@ async fn a_paused_task_is_rewound_by_resume_state_and_finishes() {
         ticket.epoch > first_ticket.epoch,
         "a new ticket: {ticket:?} after {first_ticket:?}"
     );
+    let record = scene.record(status.sector.unwrap().number).await;
+    for method in ["SubmitPreCommit", "SubmitProof"] {
+        assert_eq!(
+            (&record["submissions"][method], &record["messages"][method]),
+            (&serde_json::json!(2), &serde_json::json!(2)),
+            "{method}: one message failed on chain, one resubmitted with reset: {record}"
+        );
+    }
 }

@@ -28,6 +28,10 @@ pub struct Fault {
     /// manager refused it; a poll's `State` is replaced.
     #[serde(default)]
     pub force_result: Option<u64>,
+    /// SubmitPreCommit and SubmitProof: the next this many messages sent fail on chain (as one
+    /// out of gas or funds does): polled Failed with the receipt until resubmitted with reset.
+    #[serde(default)]
+    pub fail_on_chain: u32,
 }
 
 pub(super) async fn set_faults(

@@ -71,6 +71,10 @@ pub struct SectorRecord {
     pub reports: Vec<String>,
     /// How many times each submitting method was called for this sector.
     pub submissions: BTreeMap<String, u32>,
+    /// How many chain messages each submitting method sent (a resubmission without reset sends
+    /// none).
+    #[serde(default)]
+    pub messages: BTreeMap<String, u32>,
     /// Handed out by AllocateSanpUpSector (a sector is upgraded at most once).
     #[serde(default)]
     pub snapup_allocated: bool,
@@ -120,7 +124,8 @@ pub struct UnsealJob {
 #[serde(rename_all = "camelCase")]
 pub struct PreCommitRecord {
     pub info: PreCommitOnChainInfo,
-    pub submitted_epoch: i64,
+    #[serde(flatten)]
+    pub message: Message,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -128,8 +133,56 @@ pub struct PreCommitRecord {
 pub struct ProofRecord {
     /// sha256 of the proof bytes, to tell a duplicate from a different proof.
     pub sha256: String,
-    pub submitted_epoch: i64,
+    #[serde(flatten)]
+    pub message: Message,
 }
+
+/// The chain message an accepted submission became.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub submitted_epoch: i64,
+    /// Set when the message failed on chain (fault injection): its receipt. A failed message
+    /// never lands; only a resubmission with reset sends a new one.
+    #[serde(default)]
+    pub failed: Option<String>,
+}
+
+impl Message {
+    fn new(head: i64, fail_on_chain: Option<String>) -> Self {
+        Message {
+            submitted_epoch: head,
+            failed: fail_on_chain,
+        }
+    }
+
+    /// The epoch it lands at, `delay` epochs after it was sent; never, if it failed.
+    pub fn lands_at(&self, delay: i64) -> Option<i64> {
+        self.failed
+            .is_none()
+            .then_some(self.submitted_epoch + delay)
+    }
+
+    /// Whether it is on chain at `head`.
+    pub fn landed(&self, delay: i64, head: i64) -> bool {
+        self.lands_at(delay).is_some_and(|epoch| head >= epoch)
+    }
+}
+
+/// How a submission is made: with reset (replace what the manager holds and send a new
+/// message), and the receipt its message is to fail with on chain (fault injection).
+#[derive(Clone, Debug, Default)]
+pub struct Submit {
+    pub reset: bool,
+    pub fail_on_chain: Option<String>,
+}
+
+/// damocles-manager's Desc for a proof that does not verify (commitmgr check.go ErrInvalidProof).
+pub const INVALID_PROOF: &str = "invalid proof (compute error?)";
+
+/// damocles-manager's answer to a poll of a submission it has no message for (never submitted,
+/// or refused): `Failed`, never `NotFound` (commitmgr.go errMsgPublishAttemptFailed).
+pub const PUBLISH_ATTEMPT_FAILED: &str = "attempt to publish message but failed";
 
 const REPORTS_KEPT: usize = 64;
 
@@ -230,30 +283,45 @@ impl ChainState {
         Ok(ticket)
     }
 
+    /// As damocles-manager's commitmgr SubmitPreCommit: without `reset`, a PreCommit already
+    /// recorded answers Accepted when identical (nothing is sent again, a failed message stays
+    /// failed) and Mismatched when not; with `reset`, the new one replaces it, is checked again
+    /// and sent as a new message. Returns whether a new message was sent.
     pub fn submit_pre_commit(
         &mut self,
         rules: &ChainRules,
         sector: &AllocatedSector,
         info: &PreCommitOnChainInfo,
+        submit: Submit,
         head: i64,
-    ) -> Result<SubmitResp, ChainError> {
+    ) -> Result<(SubmitResp, bool), ChainError> {
+        let Submit {
+            reset,
+            fail_on_chain,
+        } = submit;
         let record = self.sector(rules, sector.id)?;
         Self::count(record, "SubmitPreCommit");
         let result = |res, desc: &str| {
-            Ok(SubmitResp {
-                res,
-                desc: (!desc.is_empty()).then(|| desc.to_string()),
-            })
+            Ok((
+                SubmitResp {
+                    res,
+                    desc: (!desc.is_empty()).then(|| desc.to_string()),
+                },
+                false,
+            ))
         };
         if let Some(existing) = &record.precommit {
-            return if existing.info == *info {
-                result(SubmitResult::DuplicateSubmit, "")
-            } else {
-                result(
-                    SubmitResult::MismatchedSubmission,
-                    "a different PreCommit was already submitted",
-                )
-            };
+            if !reset {
+                return if existing.info == *info {
+                    result(SubmitResult::Accepted, "")
+                } else {
+                    result(SubmitResult::MismatchedSubmission, "")
+                };
+            }
+            // checkPrecommit finds a PreCommit already on chain: accepted, nothing sent.
+            if existing.message.landed(rules.precommit_landing, head) {
+                return result(SubmitResult::Accepted, "");
+            }
         }
         if record.ticket.as_ref() != Some(&info.ticket) {
             return result(
@@ -277,19 +345,45 @@ impl ChainState {
         }
         record.precommit = Some(PreCommitRecord {
             info: info.clone(),
-            submitted_epoch: head,
+            message: Message::new(head, fail_on_chain),
         });
-        result(SubmitResult::Accepted, "")
+        *record.messages.entry("SubmitPreCommit".into()).or_default() += 1;
+        Ok((
+            SubmitResp {
+                res: SubmitResult::Accepted,
+                desc: None,
+            },
+            true,
+        ))
     }
 
-    /// Not submitted: NotFound; submitted: Pending until `delay` epochs later, then Landed.
-    fn poll(submitted_epoch: Option<i64>, delay: i64, head: i64) -> PollResp {
-        let state = match submitted_epoch {
-            None => OnChainState::NotFound,
-            Some(epoch) if head >= epoch + delay => OnChainState::Landed,
-            Some(_) => OnChainState::Pending,
+    /// As damocles-manager answers a poll: no message is Failed (never NotFound), a failed one
+    /// Failed with its receipt, a sent one Pending until `delay` epochs later, then Landed.
+    fn poll(message: Option<&Message>, delay: i64, head: i64) -> PollResp {
+        let (state, desc) = match message {
+            None => (OnChainState::Failed, PUBLISH_ATTEMPT_FAILED.to_string()),
+            Some(Message {
+                failed: Some(receipt),
+                ..
+            }) => (OnChainState::Failed, receipt.clone()),
+            Some(message) if message.landed(delay, head) => (
+                OnChainState::Landed,
+                format!(
+                    "dev chain receipt: exit code 0 at epoch {}",
+                    message.submitted_epoch + delay
+                ),
+            ),
+            Some(_) => {
+                return PollResp {
+                    state: OnChainState::Pending,
+                    desc: None,
+                };
+            }
         };
-        PollResp { state, desc: None }
+        PollResp {
+            state,
+            desc: Some(desc),
+        }
     }
 
     pub fn poll_pre_commit(
@@ -299,8 +393,8 @@ impl ChainState {
         head: i64,
     ) -> Result<PollResp, ChainError> {
         let record = self.sector(rules, id)?;
-        let submitted = record.precommit.as_ref().map(|p| p.submitted_epoch);
-        Ok(Self::poll(submitted, rules.precommit_landing, head))
+        let message = record.precommit.as_ref().map(|p| &p.message);
+        Ok(Self::poll(message, rules.precommit_landing, head))
     }
 
     pub fn submit_persisted(
@@ -330,12 +424,17 @@ impl ChainState {
         head: i64,
     ) -> Result<WaitSeedResp, ChainError> {
         let record = self.sector(rules, id)?;
-        let Some(precommit) = &record.precommit else {
+        let Some(landed) = record
+            .precommit
+            .as_ref()
+            .and_then(|p| p.message.lands_at(rules.precommit_landing))
+        else {
+            // sealer.go WaitSeed: a logic error (code 1).
             return Err(ChainError::NotReady(format!(
-                "no PreCommit on chain for {id:?}"
+                "precommit info not found on chain. sid: {id:?}"
             )));
         };
-        let seed_epoch = precommit.submitted_epoch + rules.precommit_landing + rules.seed_delay;
+        let seed_epoch = landed + rules.seed_delay;
         if head < seed_epoch {
             let seconds = ((seed_epoch - head) as f64 * rules.block_seconds)
                 .ceil()
@@ -358,50 +457,101 @@ impl ChainState {
         })
     }
 
-    /// `verified`: what the dev manager's proof check said about these bytes.
+    /// The answer to a proof submission that needs no verification, in damocles-manager's order
+    /// (commitmgr SubmitProof, then checkCommit): no PreCommit recorded, a proof already recorded
+    /// (without `reset`: identical Accepted, different Mismatched, both before any check), no
+    /// seed, a PreCommit not on chain. None: the proof must be verified.
+    pub fn proof_answer_before_verify(
+        &mut self,
+        rules: &ChainRules,
+        id: SectorId,
+        proof_sha256: &str,
+        reset: bool,
+        head: i64,
+    ) -> Result<Option<SubmitResp>, ChainError> {
+        let record = self.sector(rules, id)?;
+        let answer = |res, desc: Option<&str>| {
+            Some(SubmitResp {
+                res,
+                desc: desc.map(str::to_string),
+            })
+        };
+        let Some(precommit) = &record.precommit else {
+            return Ok(answer(
+                SubmitResult::Rejected,
+                Some("pre-commit info not found on chain"),
+            ));
+        };
+        if let Some(existing) = &record.proof
+            && !reset
+        {
+            return Ok(if existing.sha256 == proof_sha256 {
+                answer(SubmitResult::Accepted, None)
+            } else {
+                answer(SubmitResult::MismatchedSubmission, None)
+            });
+        }
+        if record.seed.is_none() {
+            return Ok(answer(
+                SubmitResult::Rejected,
+                Some("seed epoch was not set"),
+            ));
+        }
+        if !precommit.message.landed(rules.precommit_landing, head) {
+            return Ok(answer(
+                SubmitResult::Rejected,
+                Some("precommit info not found on-chain"),
+            ));
+        }
+        Ok(None)
+    }
+
+    /// A proof submission (counted): the answer before verification if there is one, else
+    /// Rejected when `verified` says the proof does not verify (damocles-manager's
+    /// ErrInvalidProof; nothing recorded), else recorded and sent. `verified` is read only when
+    /// no earlier answer applies (the caller asks `proof_answer_before_verify` first and skips the
+    /// verification then). Returns whether a new message was sent.
     pub fn submit_proof(
         &mut self,
         rules: &ChainRules,
         id: SectorId,
         proof_sha256: &str,
         verified: bool,
+        submit: Submit,
         head: i64,
-    ) -> Result<SubmitResp, ChainError> {
-        let record = self.sector(rules, id)?;
-        Self::count(record, "SubmitProof");
-        if let Some(existing) = &record.proof {
-            let (res, desc) = if existing.sha256 == proof_sha256 {
-                (SubmitResult::DuplicateSubmit, None)
-            } else {
-                (
-                    SubmitResult::MismatchedSubmission,
-                    Some("a different proof was already accepted".to_string()),
-                )
-            };
-            return Ok(SubmitResp { res, desc });
-        }
-        if record.seed.is_none() {
-            return Err(ChainError::NotReady(format!(
-                "no seed was handed out for {id:?}"
-            )));
+    ) -> Result<(SubmitResp, bool), ChainError> {
+        let Submit {
+            reset,
+            fail_on_chain,
+        } = submit;
+        Self::count(self.sector(rules, id)?, "SubmitProof");
+        if let Some(answer) =
+            self.proof_answer_before_verify(rules, id, proof_sha256, reset, head)?
+        {
+            return Ok((answer, false));
         }
         if !verified {
-            // Recoverable by a person: rerun C2 (resume) and submit the new proof.
-            return Ok(SubmitResp {
-                res: SubmitResult::MismatchedSubmission,
-                desc: Some(
-                    "the proof does not verify against the sector's PreCommit and seed".into(),
-                ),
-            });
+            return Ok((
+                SubmitResp {
+                    res: SubmitResult::Rejected,
+                    desc: Some(INVALID_PROOF.to_string()),
+                },
+                false,
+            ));
         }
+        let record = self.sector(rules, id)?;
         record.proof = Some(ProofRecord {
             sha256: proof_sha256.to_string(),
-            submitted_epoch: head,
+            message: Message::new(head, fail_on_chain),
         });
-        Ok(SubmitResp {
-            res: SubmitResult::Accepted,
-            desc: None,
-        })
+        *record.messages.entry("SubmitProof".into()).or_default() += 1;
+        Ok((
+            SubmitResp {
+                res: SubmitResult::Accepted,
+                desc: None,
+            },
+            true,
+        ))
     }
 
     pub fn poll_proof(
@@ -411,8 +561,8 @@ impl ChainState {
         head: i64,
     ) -> Result<PollResp, ChainError> {
         let record = self.sector(rules, id)?;
-        let submitted = record.proof.as_ref().map(|p| p.submitted_epoch);
-        Ok(Self::poll(submitted, rules.proof_landing, head))
+        let message = record.proof.as_ref().map(|p| &p.message);
+        Ok(Self::poll(message, rules.proof_landing, head))
     }
 
     pub fn report(
@@ -482,43 +632,61 @@ mod tests {
     }
 
     #[test]
-    fn a_sector_goes_from_ticket_to_landed_proof() {
+    fn a_sector_goes_from_ticket_to_landed_proof_with_production_answers() {
         let (rules, mut state, sector) = setup();
+        let poll =
+            |state: &mut ChainState, head| state.poll_pre_commit(&rules, sector.id, head).unwrap();
+        assert_eq!(
+            poll(&mut state, 10_000),
+            PollResp {
+                state: OnChainState::Failed,
+                desc: Some(PUBLISH_ATTEMPT_FAILED.into())
+            },
+            "never submitted: Failed, as damocles-manager answers, not NotFound"
+        );
         let ticket = state.assign_ticket(&rules, sector.id, 10_000).unwrap();
         assert_eq!(ticket.epoch, 10_000 - 900);
-        let resp = state
-            .submit_pre_commit(&rules, &sector, &info(ticket.clone()), 10_010)
-            .unwrap();
-        assert_eq!(resp.res, SubmitResult::Accepted);
-        let again = state
-            .submit_pre_commit(&rules, &sector, &info(ticket.clone()), 10_011)
-            .unwrap();
-        assert_eq!(again.res, SubmitResult::DuplicateSubmit);
+        let submit = |state: &mut ChainState, info: &PreCommitOnChainInfo, reset, head| {
+            state
+                .submit_pre_commit(
+                    &rules,
+                    &sector,
+                    info,
+                    Submit {
+                        reset,
+                        fail_on_chain: None,
+                    },
+                    head,
+                )
+                .unwrap()
+        };
+        let accepted = SubmitResp {
+            res: SubmitResult::Accepted,
+            desc: None,
+        };
+        assert_eq!(
+            submit(&mut state, &info(ticket.clone()), false, 10_010),
+            (accepted.clone(), true)
+        );
+        assert_eq!(
+            submit(&mut state, &info(ticket.clone()), false, 10_011),
+            (accepted.clone(), false),
+            "an identical resubmission is Accepted and sends nothing"
+        );
         let mut different = info(ticket);
         different.comm_r = [9; 32];
         assert_eq!(
-            state
-                .submit_pre_commit(&rules, &sector, &different, 10_011)
-                .unwrap()
-                .res,
-            SubmitResult::MismatchedSubmission
+            submit(&mut state, &different, false, 10_011).0,
+            SubmitResp {
+                res: SubmitResult::MismatchedSubmission,
+                desc: None
+            }
         );
         assert_eq!(state.sectors[&1].submissions["SubmitPreCommit"], 3);
-
-        assert_eq!(
-            state
-                .poll_pre_commit(&rules, sector.id, 10_012)
-                .unwrap()
-                .state,
-            OnChainState::Pending
-        );
-        assert_eq!(
-            state
-                .poll_pre_commit(&rules, sector.id, 10_013)
-                .unwrap()
-                .state,
-            OnChainState::Landed
-        );
+        assert_eq!(poll(&mut state, 10_012).state, OnChainState::Pending);
+        let landed = poll(&mut state, 10_013);
+        assert_eq!(landed.state, OnChainState::Landed);
+        assert!(landed.desc.is_some(), "a landed poll carries the receipt");
         let wait = state.wait_seed(&rules, sector.id, 10_013).unwrap();
         assert!(wait.should_wait && wait.delay == 150 * 30, "{wait:?}");
         let seed = state
@@ -528,23 +696,42 @@ mod tests {
             .unwrap();
         assert_eq!(seed.epoch, 10_163);
 
-        let bad = state
-            .submit_proof(&rules, sector.id, "aa", false, 10_170)
-            .unwrap();
-        assert_eq!(bad.res, SubmitResult::MismatchedSubmission);
-        assert_eq!(
+        let prove = |state: &mut ChainState, sha256, verified, reset, head| {
             state
-                .submit_proof(&rules, sector.id, "bb", true, 10_170)
+                .submit_proof(
+                    &rules,
+                    sector.id,
+                    sha256,
+                    verified,
+                    Submit {
+                        reset,
+                        fail_on_chain: None,
+                    },
+                    head,
+                )
                 .unwrap()
-                .res,
-            SubmitResult::Accepted
+        };
+        assert_eq!(
+            state.poll_proof(&rules, sector.id, 10_170).unwrap().state,
+            OnChainState::Failed
+        );
+        let (bad, sent) = prove(&mut state, "aa", false, false, 10_170);
+        assert_eq!(
+            (bad.res, bad.desc.as_deref(), sent),
+            (SubmitResult::Rejected, Some(INVALID_PROOF), false)
         );
         assert_eq!(
-            state
-                .submit_proof(&rules, sector.id, "bb", true, 10_171)
-                .unwrap()
-                .res,
-            SubmitResult::DuplicateSubmit
+            prove(&mut state, "bb", true, false, 10_170),
+            (accepted.clone(), true)
+        );
+        assert_eq!(
+            prove(&mut state, "bb", false, false, 10_171),
+            (accepted, false),
+            "the same proof again: Accepted before any verification"
+        );
+        assert_eq!(
+            prove(&mut state, "cc", true, false, 10_171).0.res,
+            SubmitResult::MismatchedSubmission
         );
         assert_eq!(
             state.poll_proof(&rules, sector.id, 10_173).unwrap().state,
@@ -552,12 +739,117 @@ mod tests {
         );
     }
 
+    fn resubmit() -> Submit {
+        Submit {
+            reset: true,
+            fail_on_chain: None,
+        }
+    }
+
+    #[test]
+    fn a_message_failed_on_chain_stays_failed_until_resubmitted_with_reset() {
+        let (rules, mut state, sector) = setup();
+        let ticket = state.assign_ticket(&rules, sector.id, 10_000).unwrap();
+        let receipt = "exit code SysErrInsufficientFunds (6)".to_string();
+        let (first, sent) = state
+            .submit_pre_commit(
+                &rules,
+                &sector,
+                &info(ticket.clone()),
+                Submit {
+                    reset: false,
+                    fail_on_chain: Some(receipt.clone()),
+                },
+                10_001,
+            )
+            .unwrap();
+        assert_eq!((first.res, sent), (SubmitResult::Accepted, true));
+        let failed = state.poll_pre_commit(&rules, sector.id, 10_100).unwrap();
+        assert_eq!(
+            (failed.state, failed.desc),
+            (OnChainState::Failed, Some(receipt))
+        );
+        assert!(matches!(
+            state.wait_seed(&rules, sector.id, 20_000),
+            Err(ChainError::NotReady(_))
+        ));
+        let (again, sent) = state
+            .submit_pre_commit(
+                &rules,
+                &sector,
+                &info(ticket.clone()),
+                Submit::default(),
+                10_101,
+            )
+            .unwrap();
+        assert_eq!((again.res, sent), (SubmitResult::Accepted, false));
+        assert_eq!(
+            state
+                .poll_pre_commit(&rules, sector.id, 10_200)
+                .unwrap()
+                .state,
+            OnChainState::Failed,
+            "without reset nothing is sent again"
+        );
+        let (reset, sent) = state
+            .submit_pre_commit(&rules, &sector, &info(ticket.clone()), resubmit(), 10_201)
+            .unwrap();
+        assert_eq!((reset.res, sent), (SubmitResult::Accepted, true));
+        assert_eq!(
+            state
+                .poll_pre_commit(&rules, sector.id, 10_204)
+                .unwrap()
+                .state,
+            OnChainState::Landed
+        );
+        let (landed, sent) = state
+            .submit_pre_commit(&rules, &sector, &info(ticket), resubmit(), 10_205)
+            .unwrap();
+        assert_eq!(
+            (landed.res, sent),
+            (SubmitResult::Accepted, false),
+            "a reset of a PreCommit on chain sends nothing"
+        );
+    }
+
+    #[test]
+    fn a_proof_is_answered_in_damocles_managers_order() {
+        let (rules, mut state, sector) = setup();
+        let early = |state: &mut ChainState, head| {
+            state
+                .proof_answer_before_verify(&rules, sector.id, "aa", false, head)
+                .unwrap()
+                .map(|answer| (answer.res, answer.desc.unwrap_or_default()))
+        };
+        let rejected = |desc: &str| Some((SubmitResult::Rejected, desc.to_string()));
+        assert_eq!(
+            early(&mut state, 10_000),
+            rejected("pre-commit info not found on chain")
+        );
+        let ticket = state.assign_ticket(&rules, sector.id, 10_000).unwrap();
+        state
+            .submit_pre_commit(&rules, &sector, &info(ticket), Submit::default(), 10_001)
+            .unwrap();
+        assert_eq!(
+            early(&mut state, 10_002),
+            rejected("seed epoch was not set")
+        );
+        state.wait_seed(&rules, sector.id, 10_160).unwrap();
+        assert_eq!(early(&mut state, 10_160), None, "to be verified");
+    }
+
     #[test]
     fn an_expired_ticket_is_rejected_and_unknown_sectors_are_errors() {
         let (rules, mut state, sector) = setup();
         let ticket = state.assign_ticket(&rules, sector.id, 10_000).unwrap();
-        let resp = state
-            .submit_pre_commit(&rules, &sector, &info(ticket), 10_000 + 2880 + 1)
+        let (resp, _) = state
+            .submit_pre_commit(
+                &rules,
+                &sector,
+                &info(ticket),
+                Submit::default(),
+                10_000 + 2880 + 1,
+            )
             .unwrap();
         assert_eq!(resp.res, SubmitResult::Rejected);
         assert!(resp.desc.unwrap().contains("ticket expired"));

@@ -10,23 +10,27 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::chain::ChainError;
+use super::chain::{ChainError, Submit};
 use super::lifecycle::{SnapUpChecks, reserve_space};
 use super::server::Shared;
 use super::verify::{verify, verify_snap};
 use crate::manager::Method;
 use crate::manager::wire::{
     AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector, CidJson, ERR_INVALID_PARAMS,
-    ERR_METHOD_NOT_FOUND, ERR_SECTOR_STATE_NOT_FOUND, PreCommitOnChainInfo, ProofOnChainInfo,
-    ReportStateReq, Request, SectorId, SectorStateResp, SnapUpOnChainInfo,
+    ERR_METHOD_NOT_FOUND, ERR_PARSE, ERR_SECTOR_STATE_NOT_FOUND, PreCommitOnChainInfo,
+    ProofOnChainInfo, ReportStateReq, Request, SectorId, SectorStateResp, SnapUpOnChainInfo,
 };
 
 fn rpc_error(id: &Value, code: i64, message: String) -> (StatusCode, Json<Value>) {
-    // Like go-jsonrpc: protocol errors are HTTP 500, method errors HTTP 200.
-    let status = if code < 0 {
-        StatusCode::INTERNAL_SERVER_ERROR
+    // Like go-jsonrpc (server.go rpcError): protocol errors are HTTP 500 and their message starts
+    // with the code; the manager's own errors are HTTP 200.
+    let (status, message) = if code < 0 {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("(error code {code}) {message}"),
+        )
     } else {
-        StatusCode::OK
+        (StatusCode::OK, message)
     };
     (
         status,
@@ -43,17 +47,20 @@ pub(super) async fn rpc(
         Err(err) => {
             return rpc_error(
                 &Value::Null,
-                -32700,
-                format!("cannot parse the request: {err}"),
+                ERR_PARSE,
+                format!("unmarshaling request: {err}"),
             );
         }
     };
     let id = json!(request.id);
-    let name = request
-        .method
-        .strip_prefix("Venus.")
-        .unwrap_or(&request.method)
-        .to_string();
+    // damocles-manager registers its API under the `Venus` namespace only.
+    let Some(name) = request.method.strip_prefix("Venus.").map(str::to_string) else {
+        return rpc_error(
+            &id,
+            ERR_METHOD_NOT_FOUND,
+            format!("method '{}' not found", request.method),
+        );
+    };
     let fault = shared
         .faults
         .lock()
@@ -111,26 +118,50 @@ pub(super) struct RpcFailure {
 
 impl From<ChainError> for RpcFailure {
     fn from(err: ChainError) -> Self {
-        let code = match err {
-            ChainError::UnknownSector(_) => ERR_SECTOR_STATE_NOT_FOUND,
-            ChainError::NotReady(_) => 1,
-        };
-        RpcFailure {
-            code,
-            message: err.to_string(),
+        match err {
+            // damocles-manager's text (sealer.go sectorStateErr): the sector is not named.
+            ChainError::UnknownSector(_) => RpcFailure {
+                code: ERR_SECTOR_STATE_NOT_FOUND,
+                message: format!("error code {ERR_SECTOR_STATE_NOT_FOUND}: sector state not found"),
+            },
+            ChainError::NotReady(message) => RpcFailure { code: 1, message },
         }
     }
 }
 
+/// Decodes one param as go-jsonrpc does: a param of the wrong type is a parse error (-32700)
+/// naming the type it should have been, not an invalid-params error.
 fn param<T: serde::de::DeserializeOwned>(
     params: &[Value],
     index: usize,
     method: &str,
 ) -> Result<T, RpcFailure> {
-    serde_json::from_value(params[index].clone()).map_err(|e| RpcFailure {
-        code: ERR_INVALID_PARAMS,
-        message: format!("{method}: param {index}: {e}"),
+    serde_json::from_value(params[index].clone()).map_err(|e| {
+        let type_name = std::any::type_name::<T>();
+        let short = type_name.rsplit("::").next().unwrap_or(type_name);
+        RpcFailure {
+            code: ERR_PARSE,
+            message: format!("unmarshaling params for 'Venus.{method}' (param: *{short}): {e}"),
+        }
     })
+}
+
+/// The receipt a message of `method` is to fail with on chain, if a `failOnChain` fault is armed.
+fn on_chain_failure(shared: &Shared, method: &str) -> Option<String> {
+    let faults = shared.faults.lock().expect("faults lock");
+    let armed = faults.get(method).is_some_and(|f| f.fail_on_chain > 0);
+    armed.then(|| {
+        "exit code SysErrInsufficientFunds (6): failed on chain (dev manager fault injection)"
+            .to_string()
+    })
+}
+
+/// One armed on-chain failure of `method` was used by a message just sent.
+fn spend_on_chain_failure(shared: &Shared, method: &str) {
+    let mut faults = shared.faults.lock().expect("faults lock");
+    if let Some(fault) = faults.get_mut(method) {
+        fault.fail_on_chain = fault.fail_on_chain.saturating_sub(1);
+    }
 }
 
 fn expect_params(params: &[Value], count: usize, method: &str) -> Result<(), RpcFailure> {
@@ -153,10 +184,9 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
     let method: Option<Method> = name.parse().ok();
     let value = match method {
         Some(Method::AllocateSector) => {
-            // Both API shapes: [spec] and [spec, niporep].
-            if p.len() != 1 && p.len() != 2 {
-                expect_params(p, 2, name)?;
-            }
+            // [spec] in every release; the [spec, niporep] shape of damocles' master branch was
+            // never released.
+            expect_params(p, 1, name)?;
             let spec: AllocateSectorSpec = param(p, 0, name)?;
             json!(shared.chain().allocate(rules, &spec))
         }
@@ -172,11 +202,19 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
             expect_params(p, 3, name)?;
             let sector: AllocatedSector = param(p, 0, name)?;
             let info: PreCommitOnChainInfo = param(p, 1, name)?;
-            json!(
-                shared
-                    .chain()
-                    .submit_pre_commit(rules, &sector, &info, head)?
-            )
+            let reset: bool = param(p, 2, name)?;
+            let fail = on_chain_failure(shared, name);
+            let submit = Submit {
+                reset,
+                fail_on_chain: fail.clone(),
+            };
+            let (resp, sent) = shared
+                .chain()
+                .submit_pre_commit(rules, &sector, &info, submit, head)?;
+            if sent && fail.is_some() {
+                spend_on_chain_failure(shared, name);
+            }
+            json!(resp)
         }
         Some(Method::PollPreCommitState) => {
             expect_params(p, 1, name)?;
@@ -267,22 +305,35 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
             Value::Null
         }
         Some(Method::WaitSeed) => {
-            if p.len() != 1 && p.len() != 2 {
-                expect_params(p, 2, name)?;
-            }
+            // [sector, proof type] since v0.11.0 (v0.8.4-v0.10.2 took [sector]).
+            expect_params(p, 2, name)?;
             json!(shared.chain().wait_seed(rules, param(p, 0, name)?, head)?)
         }
         Some(Method::SubmitProof) => {
             expect_params(p, 3, name)?;
             let sector: SectorId = param(p, 0, name)?;
             let proof: ProofOnChainInfo = param(p, 1, name)?;
+            let reset: bool = param(p, 2, name)?;
             let sha256 = hex::encode(Sha256::digest(&proof.proof.0));
-            let verified = verify(shared, sector, &proof.proof.0).await?;
-            json!(
-                shared
-                    .chain()
-                    .submit_proof(rules, sector, &sha256, verified, head)?
-            )
+            // A repeat or a refusal is answered before the proof is checked, as damocles-manager
+            // answers it; only a proof that could be recorded is verified.
+            let answered = shared
+                .chain()
+                .proof_answer_before_verify(rules, sector, &sha256, reset, head)?
+                .is_some();
+            let verified = answered || verify(shared, sector, &proof.proof.0).await?;
+            let fail = on_chain_failure(shared, name);
+            let submit = Submit {
+                reset,
+                fail_on_chain: fail.clone(),
+            };
+            let (resp, sent) = shared
+                .chain()
+                .submit_proof(rules, sector, &sha256, verified, submit, head)?;
+            if sent && fail.is_some() {
+                spend_on_chain_failure(shared, name);
+            }
+            json!(resp)
         }
         Some(Method::PollProofState) => {
             expect_params(p, 1, name)?;
@@ -304,7 +355,8 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
             json!(SectorStateResp {
                 id: sector,
                 finalized: record.finalized,
-                abort_reason: record.aborted.clone()
+                // A Go string: "" when the sector was not aborted, never null.
+                abort_reason: Some(record.aborted.clone().unwrap_or_default())
             })
         }
         Some(Method::ReportFinalized) => {
@@ -323,11 +375,11 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
             env!("CARGO_PKG_VERSION")
         )),
         _ => {
+            // The dev manager serves the sealer API only (and Version); the production manager
+            // has more methods under the same namespace.
             return Err(RpcFailure {
                 code: ERR_METHOD_NOT_FOUND,
-                message: format!(
-                    "method 'Venus.{name}' not found (the dev manager serves the sealer API only)"
-                ),
+                message: format!("method 'Venus.{name}' not found"),
             });
         }
     };

@@ -18,8 +18,11 @@ const SECTOR_LIFETIME_EPOCHS: i64 = 540 * 2880;
 
 /// A committed sector: its proof landed and its files were persisted.
 fn committed(record: &SectorRecord, rules: &ChainRules, head: i64) -> Option<(i64, String)> {
-    let proof = record.proof.as_ref()?;
-    let activation = proof.submitted_epoch + rules.proof_landing;
+    let activation = record
+        .proof
+        .as_ref()?
+        .message
+        .lands_at(rules.proof_landing)?;
     if head < activation || record.aborted.is_some() {
         return None;
     }
@@ -331,14 +334,14 @@ mod tests {
             deals: vec![],
         };
         state
-            .submit_pre_commit(&rules, &sector, &info, 10_001)
+            .submit_pre_commit(&rules, &sector, &info, Default::default(), 10_001)
             .unwrap();
         state
             .submit_persisted(&rules, sector.id, "store-1", true)
             .unwrap();
         state.wait_seed(&rules, sector.id, 10_160).unwrap();
         state
-            .submit_proof(&rules, sector.id, "aa", true, 10_170)
+            .submit_proof(&rules, sector.id, "aa", true, Default::default(), 10_170)
             .unwrap();
         (rules, state, sector.id)
     }

@@ -120,7 +120,14 @@ fn the_persist_store_is_reserved_once() {
     let spec = sealer();
     let mut status = at(State::PCLanded);
     let first = decide_now(task(&spec), &status, &Observed::default());
-    assert_eq!(asked_call(&first).method(), Method::StoreReserveSpace);
+    assert!(
+        matches!(
+            asked_call(&first),
+            Call::StoreReserveSpace { size: 4096, .. }
+        ),
+        "twice the 2KiB sector, as damocles-worker asks: {:?}",
+        asked_call(&first)
+    );
     status.outputs.as_mut().unwrap().store = Some(StoreRef {
         name: "persist".into(),
         path: "/persist".into(),

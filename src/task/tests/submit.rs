@@ -1,4 +1,5 @@
-//! Submissions (intent first, polled after a restart) and the ticket guard.
+//! Submissions (the manager asked first, the intent recorded, reset when it holds no live
+//! message) and the ticket guard.
 
 use super::*;
 
@@ -10,10 +11,38 @@ pub(super) fn pc2_done() -> SealingTaskStatus {
     status
 }
 
+fn poll_answer(state: OnChainState) -> Result<Reply, CallFailure> {
+    Ok(Reply::Poll(PollResp { state, desc: None }))
+}
+
+fn submit_answer(res: SubmitResult, desc: Option<&str>) -> Result<Reply, CallFailure> {
+    Ok(Reply::Submit(SubmitResp {
+        res,
+        desc: desc.map(str::to_string),
+    }))
+}
+
+fn reset_of(call: &Call) -> bool {
+    match call {
+        Call::SubmitPreCommit { reset, .. } | Call::SubmitProof { reset, .. } => *reset,
+        other => panic!("not a submission: {other:?}"),
+    }
+}
+
 #[test]
-fn a_submission_records_its_intent_first() {
+fn a_submission_asks_the_manager_first_and_records_its_intent_before_it_is_sent() {
     let spec = sealer();
-    let decision = decide_now(task(&spec), &pc2_done(), &Observed::default());
+    let first = decide_now(task(&spec), &pc2_done(), &Observed::default());
+    let poll = asked_call(&first).clone();
+    assert_eq!(poll, Call::PollPreCommitState(work::sector_id(SECTOR)));
+    assert_eq!(first.status.submitting, None);
+    // damocles-manager answers Failed for a sector it has no message for: a first submission,
+    // sent with reset (which a manager holding nothing ignores).
+    let decision = decide_now(
+        task(&spec),
+        &pc2_done(),
+        &answered(&poll, poll_answer(OnChainState::Failed)),
+    );
     assert_eq!(
         decision.status.submitting.as_deref(),
         Some("SubmitPreCommit")
@@ -21,14 +50,11 @@ fn a_submission_records_its_intent_first() {
     assert_eq!(decision.effects, vec![Effect::WriteStatus]);
     let call = asked_call(&decision).clone();
     assert_eq!(call.method(), Method::SubmitPreCommit);
-    let accepted = Reply::Submit(SubmitResp {
-        res: SubmitResult::Accepted,
-        desc: None,
-    });
+    assert!(reset_of(&call));
     let after = decide_now(
         task(&spec),
         &decision.status,
-        &answered(&call, Ok(accepted)),
+        &answered(&call, submit_answer(SubmitResult::Accepted, None)),
     );
     assert_eq!(after.status.state, Some(State::PCSubmitted));
     assert_eq!(after.status.submitting, None);
@@ -36,6 +62,14 @@ fn a_submission_records_its_intent_first() {
         asked_call(&after),
         &Call::PollPreCommitState(work::sector_id(SECTOR))
     );
+    // A live message the task did not send since it entered PC2Done (a rewind by hand): sent
+    // without reset, so a different PreCommit is answered Mismatched instead of passing.
+    let held = decide_now(
+        task(&spec),
+        &pc2_done(),
+        &answered(&poll, poll_answer(OnChainState::Landed)),
+    );
+    assert!(!reset_of(asked_call(&held)));
 }
 
 #[test]
@@ -46,37 +80,64 @@ fn after_a_restart_a_recorded_submission_is_polled_before_it_is_sent_again() {
     let first = decide_now(task(&spec), &status, &Observed::default());
     let poll = asked_call(&first).clone();
     assert_eq!(poll, Call::PollPreCommitState(work::sector_id(SECTOR)));
-    let pending = |state| Ok(Reply::Poll(PollResp { state, desc: None }));
-    let found = decide_now(
+    for state in [
+        OnChainState::Pending,
+        OnChainState::Packed,
+        OnChainState::Landed,
+    ] {
+        let found = decide_now(task(&spec), &status, &answered(&poll, poll_answer(state)));
+        assert_eq!(found.status.state, Some(State::PCSubmitted), "{state:?}");
+    }
+    // Never arrived, or its message failed (damocles-manager says Failed for both; older
+    // managers NotFound for the first): sent once more, with reset.
+    for state in [OnChainState::Failed, OnChainState::NotFound] {
+        let lost = decide_now(task(&spec), &status, &answered(&poll, poll_answer(state)));
+        let call = asked_call(&lost);
+        assert_eq!(call.method(), Method::SubmitPreCommit, "{state:?}");
+        assert!(reset_of(call), "{state:?}");
+        assert!(lost.effects.is_empty(), "the intent is already written");
+    }
+}
+
+#[test]
+fn a_message_failed_on_chain_is_resubmitted_with_reset() {
+    let spec = sealer();
+    let mut status = pc2_done();
+    status.state = Some(State::PCSubmitted);
+    let poll = Call::PollPreCommitState(work::sector_id(SECTOR));
+    let failed = decide_now(
         task(&spec),
         &status,
-        &answered(&poll, pending(OnChainState::Pending)),
+        &answered(&poll, poll_answer(OnChainState::Failed)),
     );
-    assert_eq!(found.status.state, Some(State::PCSubmitted));
-    let lost = decide_now(
+    assert_eq!(failed.status.state, Some(State::PC2Done));
+    assert_eq!(
+        asked_call(&failed),
+        &poll,
+        "asked again before resubmitting"
+    );
+    let resubmit = decide_now(
         task(&spec),
-        &status,
-        &answered(&poll, pending(OnChainState::NotFound)),
+        &failed.status,
+        &answered(&poll, poll_answer(OnChainState::Failed)),
     );
-    assert_eq!(asked_call(&lost).method(), Method::SubmitPreCommit);
-    assert!(lost.effects.is_empty(), "the intent is already written");
+    let call = asked_call(&resubmit);
+    assert_eq!(call.method(), Method::SubmitPreCommit);
+    assert!(reset_of(call));
 }
 
 #[test]
 fn a_rejected_precommit_aborts_and_tells_the_manager() {
     let spec = sealer();
-    let status = {
-        let mut s = pc2_done();
-        s.submitting = None;
-        s
-    };
-    let first = decide_now(task(&spec), &status, &Observed::default());
+    let poll = Call::PollPreCommitState(work::sector_id(SECTOR));
+    let first = decide_now(
+        task(&spec),
+        &pc2_done(),
+        &answered(&poll, poll_answer(OnChainState::Failed)),
+    );
     let call = asked_call(&first).clone();
-    let rejected = Reply::Submit(SubmitResp {
-        res: SubmitResult::Rejected,
-        desc: Some("bad".into()),
-    });
-    let decision = decide_now(task(&spec), &first.status, &answered(&call, Ok(rejected)));
+    let rejected = submit_answer(SubmitResult::Rejected, Some("bad"));
+    let decision = decide_now(task(&spec), &first.status, &answered(&call, rejected));
     assert_eq!(decision.status.state, Some(State::Aborted));
     assert_eq!(decision.status.phase, Some(Phase::Aborted));
     assert!(has(&decision, |e| matches!(
@@ -85,6 +146,39 @@ fn a_rejected_precommit_aborts_and_tells_the_manager() {
     )));
     assert!(event(&decision, "Aborted"));
     assert!(has(&decision, |e| *e == Effect::WriteStatus));
+}
+
+#[test]
+fn a_proof_the_manager_finds_invalid_pauses_for_a_new_c2_instead_of_aborting() {
+    let spec = sealer();
+    let mut status = pc2_done();
+    status.state = Some(State::C2Done);
+    status.outputs.as_mut().unwrap().proof = Some(crate::api::Artifact {
+        location: "/ws/proof".into(),
+        sha256: "00".into(),
+        size: 3,
+        data: Some("AQID".into()),
+    });
+    let poll = Call::PollProofState(work::sector_id(SECTOR));
+    let first = decide_now(
+        task(&spec),
+        &status,
+        &answered(&poll, poll_answer(OnChainState::Failed)),
+    );
+    let call = asked_call(&first).clone();
+    assert_eq!(call.method(), Method::SubmitProof);
+    let invalid = submit_answer(
+        SubmitResult::Rejected,
+        Some("invalid proof (compute error?)"),
+    );
+    let decision = decide_now(task(&spec), &first.status, &answered(&call, invalid));
+    assert_eq!(decision.status.phase, Some(Phase::Paused));
+    assert_eq!(decision.status.state, Some(State::C2Done));
+    let message = decision.status.message.clone().unwrap();
+    assert!(
+        message.contains("invalid proof") && message.contains("C1Done"),
+        "{message}"
+    );
 }
 
 /// A task in `state` whose ticket was drawn 2600 epochs ago (the margin starts at 2580).
@@ -155,10 +249,8 @@ fn a_precommit_that_reached_the_manager_is_not_rewound_for_an_old_ticket() {
         &answered(&poll, reply(OnChainState::Landed)),
     );
     assert_eq!(landed.status.state, Some(State::PCSubmitted));
-    let never = decide_now(
-        task(&spec),
-        &status,
-        &answered(&poll, reply(OnChainState::NotFound)),
-    );
-    assert_eq!(never.status.state, Some(State::TreeDBuilt));
+    for state in [OnChainState::Failed, OnChainState::NotFound] {
+        let never = decide_now(task(&spec), &status, &answered(&poll, reply(state)));
+        assert_eq!(never.status.state, Some(State::TreeDBuilt), "{state:?}");
+    }
 }

@@ -68,14 +68,32 @@ pub(crate) fn randomness(value: &[u8; 32], epoch: i64) -> Randomness {
     }
 }
 
-fn submitted(outcome: SubmitOutcome, desc: Option<String>) -> Outcome {
+fn submitted(method: Method, outcome: SubmitOutcome, desc: Option<String>) -> Outcome {
     let desc = desc.unwrap_or_default();
     match outcome {
         SubmitOutcome::Accepted => Outcome::Done,
         SubmitOutcome::FilesMissed => Outcome::FilesMissed,
+        // damocles-worker aborts the sector on every Rejected. A proof that does not verify
+        // (damocles-manager's ErrInvalidProof) is usually a compute error that a new C2 fixes,
+        // and aborting would throw away a PreCommit already on chain: pause for a person.
+        SubmitOutcome::Failed(FailureLevel::Abort)
+            if method == Method::SubmitProof && desc.starts_with(INVALID_PROOF_PREFIX) =>
+        {
+            failed(
+                FailureLevel::Permanent,
+                format!(
+                    "the manager refused the proof: {desc}; compute it again with \
+                     spec.resumeState: C1Done (C2 runs again), or abort the task"
+                ),
+            )
+        }
         SubmitOutcome::Failed(level) => failed(level, format!("the manager refused: {desc}")),
     }
 }
+
+/// How damocles-manager's SubmitProof Desc starts for a proof that does not verify
+/// (commitmgr/check.go ErrInvalidProof: "invalid proof (compute error?)").
+const INVALID_PROOF_PREFIX: &str = "invalid proof";
 
 fn polled(outcome: PollOutcome, poll_interval: Duration, desc: Option<String>) -> Outcome {
     match outcome {
@@ -90,7 +108,7 @@ fn polled(outcome: PollOutcome, poll_interval: Duration, desc: Option<String>) -
 }
 
 /// The poll that tells whether a submission reached the manager; none for upgrades, which have
-/// no poll (a repeated upgrade is answered DuplicateSubmit, counted as accepted).
+/// no poll.
 fn submission_poll(method: Method, sector: SectorId) -> Option<Call> {
     match method {
         Method::SubmitPreCommit => Some(Call::PollPreCommitState(sector)),
@@ -99,10 +117,17 @@ fn submission_poll(method: Method, sector: SectorId) -> Option<Call> {
     }
 }
 
-/// What a submission poll answered: whether the manager has the submission.
-fn has_submission(poll: Method, reply: &Result<Reply, CallFailure>) -> Result<bool, Outcome> {
+/// Whether the manager holds a live message for a submission, by its poll. damocles-manager
+/// answers Failed both when it has no message (never submitted, or refused) and when its message
+/// failed on chain, and a resubmission without reset is then answered Accepted with nothing sent
+/// (commitmgr.go): only a submission with reset sends a new message. NotFound is older managers'
+/// and the mock's word for never submitted.
+fn manager_holds(poll: Method, reply: &Result<Reply, CallFailure>) -> Result<bool, Outcome> {
     match reply {
-        Ok(Reply::Poll(answer)) => Ok(answer.state != OnChainState::NotFound),
+        Ok(Reply::Poll(answer)) => Ok(!matches!(
+            answer.state,
+            OnChainState::Failed | OnChainState::NotFound
+        )),
         Ok(other) => Err(unexpected(poll, other)),
         Err(failure) => Err(call_failed(failure.clone())),
     }
@@ -175,34 +200,39 @@ impl Turn<'_> {
             .ok_or_else(|| Step::Outcome(missing("sector")))
     }
 
-    /// A non-idempotent call: the intent is written first; after a restart with the intent
-    /// recorded, the manager is asked whether it already has the submission.
-    fn submission(&mut self, call: ManagerCall, request: Call) -> Step {
+    /// A non-idempotent call (`request` built without reset). The manager is asked first what it
+    /// holds (PreCommit and proof; upgrades have no poll): no live message (never sent, refused,
+    /// or failed on chain) means the submission goes out with reset, which is how
+    /// damocles-worker resubmits after a failed message and is a first submission to a manager
+    /// that has none. A live message after a restart mid-submission (the intent recorded) means
+    /// it is done; without the intent it goes out without reset, so a different submission is
+    /// answered Mismatched instead of passing silently. The intent is written before the call.
+    fn submission(&mut self, call: ManagerCall, mut request: Call) -> Step {
         let method = request.method();
         if let Some(reply) = self.answered(method, true) {
             return Step::Outcome(match reply {
-                Ok(Reply::Submit(resp)) => submitted(resp.res.into(), resp.desc),
+                Ok(Reply::Submit(resp)) => submitted(method, resp.res.into(), resp.desc),
                 Ok(other) => unexpected(method, &other),
                 Err(failure) => call_failed(failure),
             });
         }
-        if self.status.submitting.as_deref() == Some(<&str>::from(call)) {
-            // Started before a restart: ask the manager before submitting again.
-            if let Some(poll) = request.sector().and_then(|s| submission_poll(method, s)) {
-                let reply = match self.answer(&poll) {
-                    Ok(reply) => reply,
-                    Err(ask) => return ask,
-                };
-                match has_submission(poll.method(), &reply) {
-                    Ok(true) => {
-                        self.log(false, format!("the manager already has this {call}"));
-                        return Step::Outcome(Outcome::Done);
-                    }
-                    Ok(false) => {}
-                    Err(outcome) => return Step::Outcome(outcome),
+        let recovering = self.status.submitting.as_deref() == Some(<&str>::from(call));
+        if let Some(poll) = request.sector().and_then(|s| submission_poll(method, s)) {
+            let reply = match self.answer(&poll) {
+                Ok(reply) => reply,
+                Err(ask) => return ask,
+            };
+            match manager_holds(poll.method(), &reply) {
+                Ok(true) if recovering => {
+                    self.log(false, format!("the manager already has this {call}"));
+                    return Step::Outcome(Outcome::Done);
                 }
+                Ok(true) => {}
+                Ok(false) => request.set_reset(),
+                Err(outcome) => return Step::Outcome(outcome),
             }
-        } else {
+        }
+        if !recovering {
             self.status.submitting = Some(call.to_string());
             self.write();
         }

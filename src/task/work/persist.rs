@@ -8,6 +8,17 @@ use crate::plan::ManagerCall;
 use crate::plan::cursor::Outcome;
 use crate::task::{Step, Turn};
 
+/// The space to reserve for a sector's persisted files, sized as damocles-worker sizes it
+/// (sealing/sealing_thread/planner/common/sealing.rs): the sealed replica and its cache take about
+/// twice a small sector, and about 2 % more than a large one (32 GiB and up).
+pub fn reserved_bytes(sector_bytes: u64) -> u64 {
+    if sector_bytes < 32 << 30 {
+        2 * sector_bytes
+    } else {
+        sector_bytes + sector_bytes / 50
+    }
+}
+
 impl Turn<'_> {
     pub(super) fn persist(&mut self, call: ManagerCall) -> Step {
         let sector = match self.need_sector() {
@@ -21,7 +32,7 @@ impl Turn<'_> {
             }
             let call = Call::StoreReserveSpace {
                 sector,
-                size: self.task.spec.sector_size.bytes(),
+                size: reserved_bytes(self.task.spec.sector_size.bytes()),
                 candidates: self.rules.store_candidates.clone(),
             };
             let reply = match self.answer(&call) {
@@ -62,5 +73,18 @@ impl Turn<'_> {
             Ok(other) => unexpected(Method::SubmitPersistedEx, &other),
             Err(failure) => call_failed(failure),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reserved_bytes;
+
+    #[test]
+    fn space_is_reserved_as_damocles_worker_reserves_it() {
+        assert_eq!(reserved_bytes(2048), 4096);
+        assert_eq!(reserved_bytes(512 << 20), 1 << 30);
+        assert_eq!(reserved_bytes(32 << 30), (32 << 30) + (32 << 30) / 50);
+        assert_eq!(reserved_bytes(64 << 30), (64 << 30) + (64 << 30) / 50);
     }
 }

@@ -170,9 +170,12 @@ impl Turn<'_> {
             }
             let poll = Call::PollPreCommitState(sector_id(sector));
             // Only a look: the submission reads the same answer next.
+            // No live message (Failed: never arrived, or failed on chain) is rewound; the new
+            // PreCommit then goes out with reset, replacing whatever the manager holds.
             match self.answered(Method::PollPreCommitState, false) {
                 None => return Some(Wake::Ask(Question::Manager(Box::new(poll)))),
-                Some(Ok(Reply::Poll(resp))) if resp.state == OnChainState::NotFound => {}
+                Some(Ok(Reply::Poll(resp)))
+                    if matches!(resp.state, OnChainState::Failed | OnChainState::NotFound) => {}
                 Some(_) => return None,
             }
         }
