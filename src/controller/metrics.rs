@@ -17,6 +17,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::api::SealingTask;
+use crate::manager::Method;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TaskLabels {
@@ -49,6 +50,19 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ManagerCallLabels {
+    /// The damocles-manager method, without `Venus.`.
+    pub method: String,
+    /// ok, or what went wrong: unreachable, timeout, http, rpc, malformed, config.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ManagerMethodLabels {
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
     pub step: String,
 }
@@ -58,6 +72,11 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 fn step_histogram() -> Histogram {
     // 0.1 s .. ~7 h: 2KiB steps take milliseconds, 32GiB PC1 hours.
     Histogram::new(exponential_buckets(0.1, 4.0, 13))
+}
+
+fn manager_call_histogram() -> Histogram {
+    // 1 ms .. ~60 s: a local manager answers in milliseconds, the client gives up at its timeout.
+    Histogram::new(exponential_buckets(0.001, 2.5, 13))
 }
 
 pub struct Metrics {
@@ -74,6 +93,9 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Every request to the Kubernetes API, reads and watches included.
     pub api_requests: Family<RequestLabels, Counter>,
+    /// Every damocles-manager call, by method and result.
+    pub manager_calls: Family<ManagerCallLabels, Counter>,
+    pub manager_call_seconds: HistogramFamily<ManagerMethodLabels>,
     step_queue: Family<QueueLabels, Gauge>,
 }
 
@@ -129,6 +151,19 @@ impl Default for Metrics {
             "Requests to the Kubernetes API by HTTP method (after the client-side rate limit)",
             api_requests.clone(),
         );
+        let manager_calls = Family::<ManagerCallLabels, Counter>::default();
+        registry.register(
+            "manager_calls",
+            "Calls to damocles-manager by method and result (ok, unreachable, timeout, http, rpc, malformed, config)",
+            manager_calls.clone(),
+        );
+        let manager_call_seconds: HistogramFamily<ManagerMethodLabels> =
+            Family::new_with_constructor(manager_call_histogram as fn() -> Histogram);
+        registry.register(
+            "manager_call_duration_seconds",
+            "Time from sending a damocles-manager call to its answer or failure",
+            manager_call_seconds.clone(),
+        );
         let step_queue = Family::<QueueLabels, Gauge>::default();
         registry.register(
             "step_queue",
@@ -144,6 +179,8 @@ impl Default for Metrics {
         );
         Self {
             api_requests,
+            manager_calls,
+            manager_call_seconds,
             step_queue,
             leader,
             registry,
@@ -159,6 +196,21 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// One damocles-manager call: `error` is what went wrong (a ManagerError kind), None if it
+    /// was answered.
+    pub fn manager_call(&self, method: Method, error: Option<&str>, took: std::time::Duration) {
+        let method = method.to_string();
+        self.manager_calls
+            .get_or_create(&ManagerCallLabels {
+                method: method.clone(),
+                result: error.unwrap_or("ok").into(),
+            })
+            .inc();
+        self.manager_call_seconds
+            .get_or_create(&ManagerMethodLabels { method })
+            .observe(took.as_secs_f64());
+    }
+
     pub fn write(&self, kind: &str) {
         self.api_writes
             .get_or_create(&WriteLabels { kind: kind.into() })

@@ -27,7 +27,7 @@ use kube::{Client, ResourceExt};
 use tracing::{debug, info, warn};
 
 use crate::api::SealingTask;
-use crate::manager::ManagerClient;
+use crate::manager::{Call, Manager, ManagerClient, ManagerError, Reply};
 use crate::task::Rules;
 pub use crate::task::profiles;
 pub use crate::task::{TicketExpiry, TicketRules};
@@ -68,13 +68,30 @@ pub struct Settings {
     pub api_burst: u32,
 }
 
+/// The manager client, each call counted and timed in the metrics (by method and result).
+pub(crate) struct MeteredManager {
+    client: ManagerClient,
+    metrics: Arc<metrics::Metrics>,
+}
+
+impl Manager for MeteredManager {
+    async fn call(&self, call: &Call) -> Result<Reply, ManagerError> {
+        let started = std::time::Instant::now();
+        let reply = self.client.call(call).await;
+        let error = reply.as_ref().err().map(ManagerError::kind);
+        self.metrics
+            .manager_call(call.method(), error, started.elapsed());
+        reply
+    }
+}
+
 pub(crate) struct Context {
     client: Client,
     cache: TaskCache,
     slots: slots::Slots,
     events: throttle::EventBudget,
     metrics: Arc<metrics::Metrics>,
-    manager: Arc<ManagerClient>,
+    manager: Arc<MeteredManager>,
     settings: Settings,
     recorder: Recorder,
 }
@@ -152,7 +169,10 @@ pub async fn run(
         metrics: metrics.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         client,
-        manager: Arc::new(manager),
+        manager: Arc::new(MeteredManager {
+            client: manager,
+            metrics: metrics.clone(),
+        }),
         settings,
     });
     let pod_watch = watcher::Config::default().labels(&format!(

@@ -65,6 +65,19 @@ pub enum ManagerError {
 }
 
 impl ManagerError {
+    /// What went wrong, as a metric label: unreachable, timeout, http, rpc, malformed, or config
+    /// (an address or token the operator was given).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ManagerError::Unreachable { .. } => "unreachable",
+            ManagerError::Timeout { .. } => "timeout",
+            ManagerError::Http { .. } => "http",
+            ManagerError::Rpc { .. } => "rpc",
+            ManagerError::Malformed { .. } => "malformed",
+            ManagerError::Address(_) | ManagerError::Token { .. } => "config",
+        }
+    }
+
     /// Connection trouble, timeouts and 5xx are temporary (retry after a back-off); an API the
     /// manager does not have, an unknown sector or an answer we cannot read is for a person.
     pub fn level(&self) -> FailureLevel {

@@ -67,6 +67,16 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified(
         value(r#"damocles_step_duration_seconds_count{step="c2"}"#),
         1.0
     );
+    // Every manager call counted by method and result, and timed.
+    assert_eq!(
+        value(r#"damocles_manager_calls_total{method="SubmitProof",result="ok"}"#),
+        1.0
+    );
+    assert!(
+        value(r#"damocles_manager_call_duration_seconds_count{method="PollPreCommitState"}"#)
+            >= 2.0,
+        "polled before the submission and until it landed"
+    );
     let transitions = value("damocles_transitions_total");
     let writes: f64 = ["status", "spec", "pod-create", "pod-delete", "event"]
         .iter()
