@@ -742,6 +742,16 @@ async fn raw_rpc(manager: &DevManager, body: String) -> (u16, serde_json::Value)
     (status, response.json().await.unwrap())
 }
 
+/// A JSON-RPC error go-jsonrpc answers before any method runs: HTTP 500, then its code and message.
+async fn protocol_error(manager: &DevManager, body: String) -> (i64, String) {
+    let (status, answer) = raw_rpc(manager, body).await;
+    assert_eq!(status, 500, "{answer}");
+    (
+        answer["error"]["code"].as_i64().unwrap(),
+        answer["error"]["message"].as_str().unwrap().to_string(),
+    )
+}
+
 /// The answers go-jsonrpc v0.1.9 (the production manager's RPC server) gives to requests that
 /// never reach a method, and the manager's own error and ReportState shapes, byte for byte where
 /// ../shared/research/damocles-manager.md has them (E1, E2, E4, E6).
@@ -753,22 +763,14 @@ async fn protocol_answers_are_the_production_managers() {
     let request = |method: &str, params: serde_json::Value| {
         json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string()
     };
-    let error = |answer: &serde_json::Value| {
-        (
-            answer["error"]["code"].as_i64().unwrap(),
-            answer["error"]["message"].as_str().unwrap().to_string(),
-        )
-    };
 
     // E1: one param in every release; the unreleased [spec, niporep] shape is refused.
-    let (status, answer) = raw_rpc(
-        &manager,
-        request("Venus.AllocateSector", json!([spec, false])),
-    )
-    .await;
-    assert_eq!(status, 500);
     assert_eq!(
-        error(&answer),
+        protocol_error(
+            &manager,
+            request("Venus.AllocateSector", json!([spec, false]))
+        )
+        .await,
         (
             -32602,
             "(error code -32602) wrong param count (method 'Venus.AllocateSector'): 2 != 1".into()
@@ -784,10 +786,8 @@ async fn protocol_answers_are_the_production_managers() {
     let sector = json!({"Miner": 1000, "Number": 1});
 
     // E2: WaitSeed takes [sector, proof type] (v0.11.0+).
-    let (status, answer) = raw_rpc(&manager, request("Venus.WaitSeed", json!([sector]))).await;
-    assert_eq!(status, 500);
     assert_eq!(
-        error(&answer),
+        protocol_error(&manager, request("Venus.WaitSeed", json!([sector]))).await,
         (
             -32602,
             "(error code -32602) wrong param count (method 'Venus.WaitSeed'): 1 != 2".into()
@@ -795,19 +795,15 @@ async fn protocol_answers_are_the_production_managers() {
     );
 
     // Only the Venus namespace; a method name alone is not found.
-    let (status, answer) = raw_rpc(&manager, request("AssignTicket", json!([sector]))).await;
-    assert_eq!(status, 500);
     assert_eq!(
-        error(&answer),
+        protocol_error(&manager, request("AssignTicket", json!([sector]))).await,
         (
             -32601,
             "(error code -32601) method 'AssignTicket' not found".into()
         )
     );
-    let (status, answer) = raw_rpc(&manager, request("Venus.NoSuchMethod", json!([]))).await;
-    assert_eq!(status, 500);
     assert_eq!(
-        error(&answer),
+        protocol_error(&manager, request("Venus.NoSuchMethod", json!([]))).await,
         (
             -32601,
             "(error code -32601) method 'Venus.NoSuchMethod' not found".into()
@@ -815,10 +811,8 @@ async fn protocol_answers_are_the_production_managers() {
     );
 
     // A param of the wrong type is a parse error naming the param's type (Go's %T).
-    let (status, answer) =
-        raw_rpc(&manager, request("Venus.AssignTicket", json!(["1000-1"]))).await;
-    assert_eq!(status, 500);
-    let (code, message) = error(&answer);
+    let (code, message) =
+        protocol_error(&manager, request("Venus.AssignTicket", json!(["1000-1"]))).await;
     assert_eq!(code, -32700);
     assert!(
         message.starts_with(
@@ -826,9 +820,7 @@ async fn protocol_answers_are_the_production_managers() {
         ),
         "{message}"
     );
-    let (status, answer) = raw_rpc(&manager, "{not json".into()).await;
-    assert_eq!(status, 500);
-    let (code, message) = error(&answer);
+    let (code, message) = protocol_error(&manager, "{not json".into()).await;
     assert_eq!(code, -32700);
     assert!(
         message.starts_with("(error code -32700) unmarshaling request: "),

@@ -240,6 +240,18 @@ impl ChainState {
         *record.submissions.entry(method.to_string()).or_default() += 1;
     }
 
+    /// A submission of `method` became a new chain message: counted, and answered Accepted.
+    fn sent(record: &mut SectorRecord, method: &str) -> Result<(SubmitResp, bool), ChainError> {
+        *record.messages.entry(method.to_string()).or_default() += 1;
+        Ok((
+            SubmitResp {
+                res: SubmitResult::Accepted,
+                desc: None,
+            },
+            true,
+        ))
+    }
+
     /// A new sector number, or none when the spec does not allow this manager's miner or proof type.
     pub fn allocate(
         &mut self,
@@ -347,14 +359,7 @@ impl ChainState {
             info: info.clone(),
             message: Message::new(head, fail_on_chain),
         });
-        *record.messages.entry("SubmitPreCommit".into()).or_default() += 1;
-        Ok((
-            SubmitResp {
-                res: SubmitResult::Accepted,
-                desc: None,
-            },
-            true,
-        ))
+        Self::sent(record, "SubmitPreCommit")
     }
 
     /// As damocles-manager answers a poll: no message is Failed (never NotFound), a failed one
@@ -544,14 +549,7 @@ impl ChainState {
             sha256: proof_sha256.to_string(),
             message: Message::new(head, fail_on_chain),
         });
-        *record.messages.entry("SubmitProof".into()).or_default() += 1;
-        Ok((
-            SubmitResp {
-                res: SubmitResult::Accepted,
-                desc: None,
-            },
-            true,
-        ))
+        Self::sent(record, "SubmitProof")
     }
 
     pub fn poll_proof(

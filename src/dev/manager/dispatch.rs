@@ -19,6 +19,7 @@ use crate::manager::wire::{
     AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector, CidJson, ERR_INVALID_PARAMS,
     ERR_METHOD_NOT_FOUND, ERR_PARSE, ERR_SECTOR_STATE_NOT_FOUND, PreCommitOnChainInfo,
     ProofOnChainInfo, ReportStateReq, Request, SectorId, SectorStateResp, SnapUpOnChainInfo,
+    SubmitResp,
 };
 
 fn rpc_error(id: &Value, code: i64, message: String) -> (StatusCode, Json<Value>) {
@@ -146,22 +147,35 @@ fn param<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// The receipt a message of `method` is to fail with on chain, if a `failOnChain` fault is armed.
-fn on_chain_failure(shared: &Shared, method: &str) -> Option<String> {
-    let faults = shared.faults.lock().expect("faults lock");
-    let armed = faults.get(method).is_some_and(|f| f.fail_on_chain > 0);
-    armed.then(|| {
+/// Makes a submission of `method` through `send`. An armed `failOnChain` fault gives the message
+/// its receipt, and is spent only if a new message was sent (a repeat without reset sends none).
+fn submit_with_faults(
+    shared: &Shared,
+    method: &str,
+    reset: bool,
+    send: impl FnOnce(Submit) -> Result<(SubmitResp, bool), ChainError>,
+) -> Result<SubmitResp, RpcFailure> {
+    let armed = shared
+        .faults
+        .lock()
+        .expect("faults lock")
+        .get(method)
+        .is_some_and(|f| f.fail_on_chain > 0);
+    let fail_on_chain = armed.then(|| {
         "exit code SysErrInsufficientFunds (6): failed on chain (dev manager fault injection)"
             .to_string()
-    })
-}
-
-/// One armed on-chain failure of `method` was used by a message just sent.
-fn spend_on_chain_failure(shared: &Shared, method: &str) {
-    let mut faults = shared.faults.lock().expect("faults lock");
-    if let Some(fault) = faults.get_mut(method) {
+    });
+    let (resp, sent) = send(Submit {
+        reset,
+        fail_on_chain,
+    })?;
+    if sent
+        && armed
+        && let Some(fault) = shared.faults.lock().expect("faults lock").get_mut(method)
+    {
         fault.fail_on_chain = fault.fail_on_chain.saturating_sub(1);
     }
+    Ok(resp)
 }
 
 fn expect_params(params: &[Value], count: usize, method: &str) -> Result<(), RpcFailure> {
@@ -203,18 +217,11 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
             let sector: AllocatedSector = param(p, 0, name)?;
             let info: PreCommitOnChainInfo = param(p, 1, name)?;
             let reset: bool = param(p, 2, name)?;
-            let fail = on_chain_failure(shared, name);
-            let submit = Submit {
-                reset,
-                fail_on_chain: fail.clone(),
-            };
-            let (resp, sent) = shared
-                .chain()
-                .submit_pre_commit(rules, &sector, &info, submit, head)?;
-            if sent && fail.is_some() {
-                spend_on_chain_failure(shared, name);
-            }
-            json!(resp)
+            json!(submit_with_faults(shared, name, reset, |submit| {
+                shared
+                    .chain()
+                    .submit_pre_commit(rules, &sector, &info, submit, head)
+            })?)
         }
         Some(Method::PollPreCommitState) => {
             expect_params(p, 1, name)?;
@@ -322,18 +329,11 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
                 .proof_answer_before_verify(rules, sector, &sha256, reset, head)?
                 .is_some();
             let verified = answered || verify(shared, sector, &proof.proof.0).await?;
-            let fail = on_chain_failure(shared, name);
-            let submit = Submit {
-                reset,
-                fail_on_chain: fail.clone(),
-            };
-            let (resp, sent) = shared
-                .chain()
-                .submit_proof(rules, sector, &sha256, verified, submit, head)?;
-            if sent && fail.is_some() {
-                spend_on_chain_failure(shared, name);
-            }
-            json!(resp)
+            json!(submit_with_faults(shared, name, reset, |submit| {
+                shared
+                    .chain()
+                    .submit_proof(rules, sector, &sha256, verified, submit, head)
+            })?)
         }
         Some(Method::PollProofState) => {
             expect_params(p, 1, name)?;

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use super::{call_failed, failed, missing, sector_id, unexpected};
 use crate::api::{PlanKind, Randomness, State};
-use crate::manager::wire::{
-    AllocatedSector, OnChainState, PreCommitOnChainInfo, Ticket, seal_proof_type,
-};
+use crate::manager::wire::{AllocatedSector, PreCommitOnChainInfo, Ticket, seal_proof_type};
 use crate::manager::{Call, Method, Reply};
 use crate::plan::cursor::Outcome;
 use crate::plan::{Action, ManagerCall, Output, StepKind};
@@ -174,8 +172,11 @@ impl Turn<'_> {
             // PreCommit then goes out with reset, replacing whatever the manager holds.
             match self.answered(Method::PollPreCommitState, false) {
                 None => return Some(Wake::Ask(Question::Manager(Box::new(poll)))),
-                Some(Ok(Reply::Poll(resp)))
-                    if matches!(resp.state, OnChainState::Failed | OnChainState::NotFound) => {}
+                Some(reply)
+                    if matches!(
+                        super::manager_holds(Method::PollPreCommitState, &reply),
+                        Ok(false)
+                    ) => {}
                 Some(_) => return None,
             }
         }
