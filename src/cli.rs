@@ -100,6 +100,17 @@ pub struct RunArgs {
     /// How often to ask the manager whether a PreCommit or proof landed.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub poll_interval: std::time::Duration,
+    /// How often to ask the manager, while a step runs, whether it still holds the sector (a
+    /// ReportState of the current state, also sent once per reconcile of a task under way). A
+    /// sector aborted at the manager (`damocles-manager util sealer sectors abort`) stops its task
+    /// within this long. 0s: report state changes only, as damocles-worker does.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub manager_heartbeat: std::time::Duration,
+    /// The longest wait between tries while the manager does not answer (connection refused,
+    /// timeout, HTTP 5xx). Tasks wait in phase Waiting without spending retries; the first try
+    /// comes after 5s and each next one after as long as the outage so far, up to this.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub manager_retry_max: std::time::Duration,
     /// First back-off after a temporary failure (doubled per retry) where a profile sets none.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub retry_backoff: std::time::Duration,
@@ -297,6 +308,9 @@ impl RunArgs {
             poll_interval: self.poll_interval,
             store_candidates: self.stores,
             instance,
+            manager_heartbeat: (!self.manager_heartbeat.is_zero())
+                .then_some(self.manager_heartbeat),
+            manager_retry_max: self.manager_retry_max,
         };
         let settings = Settings {
             namespace: self.namespace,

@@ -172,11 +172,37 @@ async fn every_method_over_loopback() {
         .unwrap()
         .unwrap();
     assert!(state.finalized);
+    let offline = client.report_finalized(sector.id).await.unwrap_err();
+    assert!(
+        matches!(offline, ManagerError::Rpc { code: 11001, .. }),
+        "a finalized sector is offline: {offline}"
+    );
     let second = client.allocate_sector(&spec()).await.unwrap().unwrap();
     client
         .report_aborted(second.id, "operator: user abort")
         .await
         .unwrap();
+    // As after `damocles-manager util sealer sectors abort`: the sector is offline, ReportState
+    // records nothing and answers finalized with the reason; online calls find no sector.
+    let state = client
+        .report_state(second.id, &report)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (state.finalized, state.abort_reason.as_deref()),
+        (true, Some("operator: user abort"))
+    );
+    for err in [
+        client.report_aborted(second.id, "again").await.unwrap_err(),
+        client.poll_pre_commit_state(second.id).await.unwrap_err(),
+        client.assign_ticket(second.id).await.map(drop).unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, ManagerError::Rpc { code: 11001, .. }),
+            "{err}"
+        );
+    }
 
     let unknown = SectorId {
         miner: 1000,
@@ -369,6 +395,11 @@ async fn proven_sector(name: &str) -> ProvenSector {
     }
 }
 
+/// Whether the dev manager holds sector 1 offline (finalized).
+async fn finalized(manager: &DevManager) -> bool {
+    manager.admin("/admin/state", None).await["chain"]["sectors"]["1"]["finalized"] == true
+}
+
 /// One real 2KiB sector through its life at the dev manager: sealed and proven (a tampered proof
 /// refused), persisted (missing files refused), unsealed, rebuilt.
 #[tokio::test]
@@ -383,18 +414,24 @@ async fn a_real_sector_is_proven_unsealed_and_rebuilt() {
         chain,
         ..
     } = proven_sector("proof").await;
+    assert!(!finalized(&manager).await);
 
-    // Unseal: queued at the manager, handed out with the sector's sealing facts.
+    // Unseal: queued at the manager, handed out with the sector's sealing facts, only once the
+    // sector is finalized (offline): a sector still online loses the request (production's
+    // AllocateUnsealSector dequeues first).
     let piece_cid = chain.gathered.comm_d.unwrap().to_string();
-    manager
-        .admin(
-            "/admin/unseal",
-            Some(
-                json!({"number": sector.id.number, "pieceCid": piece_cid, "size": 2032,
-                        "dest": ["file:///tmp/out"]}),
-            ),
-        )
-        .await;
+    let queue = json!({"number": sector.id.number, "pieceCid": piece_cid, "size": 2032,
+                       "dest": ["file:///tmp/out"]});
+    manager.admin("/admin/unseal", Some(queue.clone())).await;
+    let err = client.allocate_unseal_sector(&spec()).await.unwrap_err();
+    assert!(
+        matches!(&err, ManagerError::Rpc { code: 1, message, .. } if message.contains("load sector state")),
+        "{err}"
+    );
+    assert_eq!(client.allocate_unseal_sector(&spec()).await.unwrap(), None);
+    client.report_finalized(sector.id).await.unwrap();
+    assert!(finalized(&manager).await);
+    manager.admin("/admin/unseal", Some(queue)).await;
     let unseal = client
         .allocate_unseal_sector(&spec())
         .await
@@ -406,6 +443,8 @@ async fn a_real_sector_is_proven_unsealed_and_rebuilt() {
         (ticket.clone(), info.comm_d)
     );
     assert_eq!(unseal.private_info.access_instance, "store-1");
+    assert_eq!(unseal.state, Some(json!("unsealing")));
+    assert!(!finalized(&manager).await, "back online for the unseal");
     assert_eq!(
         client
             .acquire_unseal_dest(sector.id, &unseal.piece_cid)
@@ -418,8 +457,22 @@ async fn a_real_sector_is_proven_unsealed_and_rebuilt() {
         .await
         .unwrap();
     assert_eq!(client.allocate_unseal_sector(&spec()).await.unwrap(), None);
+    let refused = manager
+        .admin("/admin/rebuild", Some(json!({"number": sector.id.number})))
+        .await;
+    assert!(
+        refused["error"].as_str().unwrap().contains("not finalized"),
+        "an unseal under way: {refused}"
+    );
+    client.report_finalized(sector.id).await.unwrap();
+    let record = &manager.admin("/admin/state", None).await["chain"]["sectors"]["1"];
+    assert_eq!(
+        (&record["finalized"], &record["unsealing"]),
+        (&json!(true), &json!(false))
+    );
 
-    // Rebuild: marked lost, handed out once with the original ticket, done when re-persisted.
+    // Rebuild (twice): marked lost, handed out once with the original ticket, done when the
+    // worker reports it finalized.
     let refused = manager
         .admin("/admin/rebuild", Some(json!({"number": 99})))
         .await;
@@ -427,34 +480,43 @@ async fn a_real_sector_is_proven_unsealed_and_rebuilt() {
         refused["error"].as_str().unwrap().contains("not found"),
         "{refused}"
     );
-    manager
-        .admin("/admin/rebuild", Some(json!({"number": sector.id.number})))
-        .await;
-    let rebuild = client
-        .allocate_rebuild_sector(&spec())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (
-            rebuild.sector.id,
-            rebuild.ticket.clone(),
-            rebuild.is_snap_up
-        ),
-        (sector.id, ticket, false)
-    );
-    assert_eq!(client.allocate_rebuild_sector(&spec()).await.unwrap(), None);
-    assert!(
-        client
-            .submit_persisted(sector.id, "store-1", false)
+    for round in 1..=2 {
+        manager
+            .admin("/admin/rebuild", Some(json!({"number": sector.id.number})))
+            .await;
+        let rebuild = client
+            .allocate_rebuild_sector(&spec())
             .await
             .unwrap()
-    );
+            .unwrap();
+        assert_eq!(
+            (
+                rebuild.sector.id,
+                rebuild.ticket.clone(),
+                rebuild.is_snap_up
+            ),
+            (sector.id, ticket.clone(), false)
+        );
+        assert_eq!(rebuild.pieces_v2, None, "a committed-capacity sector");
+        assert_eq!(client.allocate_rebuild_sector(&spec()).await.unwrap(), None);
+        assert!(
+            client
+                .submit_persisted(sector.id, "store-1", false)
+                .await
+                .unwrap()
+        );
+        client.report_finalized(sector.id).await.unwrap();
+        let record = &manager.admin("/admin/state", None).await["chain"]["sectors"]["1"];
+        assert_eq!(
+            (&record["rebuilds"], &record["finalized"]),
+            (&json!(round), &json!(true))
+        );
+        assert!(record["rebuild"].is_null(), "{record}");
+    }
 
     let state = manager.admin("/admin/state", None).await;
     let record = &state["chain"]["sectors"]["1"];
     assert_eq!(record["submissions"]["SubmitProof"], 4);
-    assert_eq!(record["rebuilds"], 1);
     assert_eq!(state["chain"]["unseals"][0]["achieved"], "");
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -474,6 +536,15 @@ async fn a_real_proven_sector_is_snap_upgraded() {
         store_dir,
         ..
     } = proven_sector("snap").await;
+    assert_eq!(
+        client
+            .allocate_snapup_sector(&Default::default())
+            .await
+            .unwrap(),
+        None,
+        "a sector still being sealed is not a candidate"
+    );
+    client.report_finalized(sector.id).await.unwrap();
 
     // Snap-upgrade with real deal data and a real update proof.
     let snap = client
@@ -669,6 +740,43 @@ async fn injected_faults_and_unknown_result_codes_are_clear_errors() {
         .unwrap_err();
     assert!(matches!(err, ManagerError::Timeout { .. }), "{err}");
     assert_eq!(err.level(), FailureLevel::Temporary);
+    assert!(err.is_unavailable());
+    assert!(
+        !client
+            .assign_ticket(SectorId {
+                miner: 1000,
+                number: 99
+            })
+            .await
+            .unwrap_err()
+            .is_unavailable(),
+        "an answered error is no outage"
+    );
+
+    // Outages: a proxy answering 503 without a JSON-RPC body, then a manager that takes the
+    // connection and never answers; both are unavailable, and it answers again after.
+    manager
+        .admin(
+            "/admin/outage",
+            Some(json!({"seconds": 1, "mode": "unavailable"})),
+        )
+        .await;
+    let err = client.poll_pre_commit_state(sector.id).await.unwrap_err();
+    assert!(
+        matches!(err, ManagerError::Http { status: 503, .. }),
+        "{err}"
+    );
+    assert!(err.is_unavailable());
+    manager
+        .admin("/admin/outage", Some(json!({"seconds": 2, "mode": "hang"})))
+        .await;
+    let err = impatient.assign_ticket(sector.id).await.unwrap_err();
+    assert!(matches!(err, ManagerError::Timeout { .. }), "{err}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    client
+        .assign_ticket(sector.id)
+        .await
+        .expect("the manager answers once the outage is over");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -67,6 +67,13 @@ impl TaskRun {
                 let reply = self.call_manager(&call).await;
                 observed.reply = Some((*call, reply));
             }
+            Question::SectorState(call) => {
+                let reply = self.call_manager(&call).await;
+                if let Err(failure) = &reply {
+                    warn!(task = %self.key, "heartbeat: {}", failure.message);
+                }
+                observed.sector_state = Some(reply);
+            }
             Question::CleanupPod(name) => {
                 let pod = self.get_pod(&name).await?;
                 observed.cleanup_pod = Some(match pod.as_ref() {
@@ -107,6 +114,8 @@ impl TaskRun {
         reply.map_err(|err| CallFailure {
             level: err.level(),
             message: err.to_string(),
+            code: err.code(),
+            unavailable: err.is_unavailable(),
         })
     }
 }

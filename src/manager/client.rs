@@ -78,6 +78,26 @@ impl ManagerError {
         }
     }
 
+    /// The JSON-RPC error code the manager answered with, if it answered with one.
+    pub fn code(&self) -> Option<i64> {
+        match self {
+            ManagerError::Rpc { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The manager did not answer: it cannot be reached, did not answer in time, or something in
+    /// front of it answered HTTP 5xx without a JSON-RPC body (go-jsonrpc's own errors carry
+    /// one). An outage says nothing about the task, so a task waits it out without spending
+    /// retries.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            ManagerError::Unreachable { .. } | ManagerError::Timeout { .. } => true,
+            ManagerError::Http { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
     /// Connection trouble, timeouts and 5xx are temporary (retry after a back-off); an API the
     /// manager does not have, an unknown sector or an answer we cannot read is for a person.
     pub fn level(&self) -> FailureLevel {

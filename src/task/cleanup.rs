@@ -19,11 +19,22 @@ impl Turn<'_> {
 
     /// The task is Finished or Aborted: everything worth keeping is in the persist store by now
     /// (or the task was aborted), so its workspace goes; then the TTL, if any, runs.
+    /// The manager is told first (ReportFinalized); a manager that does not answer holds up
+    /// only the TTL, not the cleanup.
     pub(super) fn ended(&mut self) -> Wake {
+        let report = self.report_finalized();
+        if let Some(ask @ Wake::Ask(_)) = report {
+            return ask;
+        }
         let wake = self.clean_workspace();
-        match self.task.spec.ttl_seconds_after_finished {
-            Some(ttl) if self.workspace_cleaned() => self.expire(ttl),
+        let wake = match self.task.spec.ttl_seconds_after_finished {
+            Some(ttl) if self.workspace_cleaned() && report.is_none() => self.expire(ttl),
             _ => wake,
+        };
+        match (wake, report) {
+            (Wake::OnChange, Some(retry)) => retry,
+            (Wake::After(a), Some(Wake::After(b))) => Wake::After(a.min(b)),
+            (wake, _) => wake,
         }
     }
 
@@ -116,6 +127,10 @@ impl Turn<'_> {
     pub(super) fn deleted(&mut self) -> Wake {
         if !self.position().state.is_terminal() {
             self.abort("the SealingTask was deleted");
+        }
+        // One try at the report the manager is owed; the deletion does not wait on an outage.
+        if let Some(ask @ Wake::Ask(_)) = self.report_finalized() {
+            return ask;
         }
         let wake = self.clean_workspace();
         if self.workspace_cleaned() {

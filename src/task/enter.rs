@@ -150,20 +150,31 @@ impl Turn<'_> {
     /// The ReportState damocles-worker sends for a state change.
     fn state_report(&self, from: Option<State>, to: State, event: Event) -> Option<Call> {
         let sector = self.sector_id()?;
-        Some(Call::ReportState {
+        Some(self.report_call(
+            sector,
+            from.map(|s| s.to_string()).unwrap_or_default(),
+            to.to_string(),
+            event.to_string(),
+        ))
+    }
+
+    pub(super) fn report_call(
+        &self,
+        sector: crate::manager::wire::SectorId,
+        prev: String,
+        next: String,
+        event: String,
+    ) -> Call {
+        Call::ReportState {
             sector,
             report: ReportStateReq {
                 worker: WorkerIdentifier {
                     instance: self.rules.instance.clone(),
                     location: format!("{}/{}", self.task.namespace, self.task.name),
                 },
-                state_change: SectorStateChange {
-                    prev: from.map(|s| s.to_string()).unwrap_or_default(),
-                    next: to.to_string(),
-                    event: event.to_string(),
-                },
+                state_change: SectorStateChange { prev, next, event },
                 failure: None,
             },
-        })
+        }
     }
 }

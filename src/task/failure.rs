@@ -161,10 +161,39 @@ impl Turn<'_> {
 
     /// Ends the task: stops its step, tells the manager, records Aborted.
     pub fn abort(&mut self, reason: &str) {
+        let report = super::work::unseal::abort_report(self, reason);
+        self.stop(reason, report);
+    }
+
+    /// The manager finalized the sector itself (`damocles-manager util sealer sectors abort`):
+    /// the task ends as damocles-worker ends it, without a ReportAborted (the sector is offline
+    /// at the manager, which would answer 11001).
+    pub fn aborted_by_manager(&mut self, reason: &str) {
+        let message = if reason.is_empty() {
+            "the manager finalized the sector while this task was working on it".to_string()
+        } else {
+            format!("the manager aborted the sector: {reason}")
+        };
+        self.effects.push(Effect::Failure {
+            level: FailureLevel::Abort,
+            retry: false,
+        });
+        self.status.last_error = Some(LastError {
+            level: FailureLevel::Abort,
+            state: self.position().state,
+            message: message.clone(),
+            attempts: 1,
+            time: self.time(),
+        });
+        self.log(true, message.clone());
+        self.stop(&message, None);
+    }
+
+    fn stop(&mut self, reason: &str, report: Option<crate::manager::Call>) {
         let state = self.position().state;
         self.delete_step_pod();
         self.effects.push(Effect::ReleaseSlot);
-        if let Some(call) = super::work::unseal::abort_report(self, reason) {
+        if let Some(call) = report {
             self.effects.push(Effect::Tell(call));
         }
         self.event(true, "Aborted", format!("abort in {state}: {reason}"));

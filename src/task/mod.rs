@@ -57,6 +57,10 @@ pub mod condition {
     pub const SUSPENDED: &str = "Suspended";
     pub const RESUME_REJECTED: &str = "ResumeRejected";
     pub const WORKSPACE_CLEANED: &str = "WorkspaceCleaned";
+    /// True while the manager does not answer; the task waits without spending retries.
+    pub const MANAGER_UNAVAILABLE: &str = "ManagerUnavailable";
+    /// The manager was told the task's sector is finalized (ReportFinalized answered).
+    pub const MANAGER_FINALIZED: &str = "ManagerFinalized";
 }
 
 /// A step pod not started after this long gets a status message saying why.
@@ -111,6 +115,12 @@ pub struct Rules {
     pub store_candidates: Vec<String>,
     /// This replica's name, in ReportState.
     pub instance: String,
+    /// Ask the manager how the sector stands (a ReportState of the current state) at each
+    /// reconcile of a task under way, and at least this often while a step runs, so a sector
+    /// aborted at the manager stops here. None: only the state changes are reported.
+    pub manager_heartbeat: Option<Duration>,
+    /// The longest wait between tries while the manager does not answer.
+    pub manager_retry_max: Duration,
 }
 
 impl Default for Rules {
@@ -123,6 +133,8 @@ impl Default for Rules {
             poll_interval: Duration::from_secs(30),
             store_candidates: Vec::new(),
             instance: "damocles-operator".into(),
+            manager_heartbeat: None,
+            manager_retry_max: Duration::from_secs(60),
         }
     }
 }
@@ -162,6 +174,11 @@ pub enum PodReport {
 pub struct CallFailure {
     pub level: FailureLevel,
     pub message: String,
+    /// The manager's JSON-RPC error code, when it answered with one.
+    pub code: Option<i64>,
+    /// No answer at all (unreachable, timed out, HTTP 5xx without a JSON-RPC body): the task
+    /// waits for the manager without spending a retry.
+    pub unavailable: bool,
 }
 
 /// Why a task must wait for a concurrency slot.
@@ -184,6 +201,9 @@ pub struct Observed {
     pub reply: Option<(Call, Result<Reply, CallFailure>)>,
     /// The workspace cleanup pod, once looked up.
     pub cleanup_pod: Option<CleanupPod>,
+    /// The manager's answer to this reconcile's heartbeat (a ReportState), kept for the whole
+    /// reconcile: asked once.
+    pub sector_state: Option<Result<Reply, CallFailure>>,
 }
 
 /// The pod that removes an ended task's workspace.
@@ -208,6 +228,9 @@ pub enum Question {
     Manager(Box<Call>),
     /// The task's workspace cleanup pod.
     CleanupPod(String),
+    /// This reconcile's heartbeat: a ReportState whose answer says whether the manager still
+    /// holds the sector online.
+    SectorState(Box<Call>),
 }
 
 /// When to decide again.
@@ -427,6 +450,9 @@ impl Turn<'_> {
         if self.status.state.is_none() {
             self.enter(None, State::Empty);
         }
+        if let Some(wake) = self.heartbeat() {
+            return wake;
+        }
         self.run_plan()
     }
 
@@ -439,7 +465,8 @@ impl Turn<'_> {
                 Err(err) => return self.fail(FailureLevel::Critical, err.to_string()),
             };
             let outcome = match decision.next {
-                Next::Terminal => return self.finish(),
+                // The manager is told and the workspace removed (see cleanup).
+                Next::Terminal => return self.ended(),
                 Next::Enter { event, state } => {
                     self.enter(Some(event), state);
                     continue;
@@ -495,14 +522,6 @@ impl Turn<'_> {
             .map(|a| a.to_string())
             .unwrap_or_default();
         format!("{state}: waiting on {action}")
-    }
-
-    /// The plan is done: the sealing plans tell the manager the sector is finalized.
-    fn finish(&mut self) -> Wake {
-        if let Some(call) = work::prove::finalized_report(self) {
-            self.effects.push(Effect::Tell(call));
-        }
-        Wake::OnChange
     }
 }
 

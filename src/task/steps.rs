@@ -269,7 +269,11 @@ impl Turn<'_> {
                 let message = format!("{state}: running {step} in pod {name}");
                 set_phase(&mut self.status, Phase::Running, message, self.now);
                 self.write();
-                Step::Wake(Wake::OnChange)
+                // Woken now and then to ask the manager whether it still holds the sector.
+                Step::Wake(match self.rules.manager_heartbeat {
+                    Some(every) => Wake::After(every),
+                    None => Wake::OnChange,
+                })
             }
             PodReport::Succeeded(result) => {
                 self.effects.push(Effect::ReleaseSlot);

@@ -50,6 +50,32 @@ pub(super) async fn set_faults(
     Json(json!(*current))
 }
 
+/// How the manager is out: it takes connections and never answers, or something in front of it
+/// answers HTTP 503 without a JSON-RPC body. (For connection refused, stop the process.)
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutageMode {
+    Hang,
+    Unavailable,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct OutageRequest {
+    seconds: u64,
+    mode: OutageMode,
+}
+
+/// Stops `/rpc/v0` answering for a while; the admin API and the chain's clock go on.
+pub(super) async fn set_outage(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<OutageRequest>,
+) -> Json<Value> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(request.seconds);
+    *shared.outage.lock().expect("outage lock") = Some((until, request.mode));
+    Json(json!({"ok": true, "seconds": request.seconds}))
+}
+
 pub(super) async fn get_faults(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(json!(*shared.faults.lock().expect("faults lock")))
 }

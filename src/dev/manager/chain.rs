@@ -65,8 +65,13 @@ pub struct SectorRecord {
     pub persisted: Option<String>,
     pub seed: Option<Seed>,
     pub proof: Option<ProofRecord>,
+    /// Offline, in damocles-manager's words: ReportFinalized or ReportAborted moved the sector out
+    /// of the sealing state store. Only a rebuild, an unseal or a snap-up brings it back online.
     pub finalized: bool,
     pub aborted: Option<String>,
+    /// Handed out by AllocateUnsealSector; cleared by the ReportFinalized that ends the unseal.
+    #[serde(default)]
+    pub unsealing: bool,
     /// State changes the worker reported, newest last (capped).
     pub reports: Vec<String>,
     /// How many times each submitting method was called for this sector.
@@ -82,7 +87,7 @@ pub struct SectorRecord {
     pub upgrade: Option<UpgradeRecord>,
     #[serde(default)]
     pub rebuild: Option<RebuildMark>,
-    /// Rebuilds completed (SubmitPersistedEx after a rebuild allocation).
+    /// Rebuilds completed (the ReportFinalized that ends a rebuild).
     #[serde(default)]
     pub rebuilds: u32,
 }
@@ -236,6 +241,20 @@ impl ChainState {
             .ok_or(ChainError::UnknownSector(id))
     }
 
+    /// A sector in the sealing state store: damocles-manager answers 11001 for a sector it only
+    /// holds offline (finalized or aborted), as for one it never had.
+    pub(super) fn online(
+        &mut self,
+        rules: &ChainRules,
+        id: SectorId,
+    ) -> Result<&mut SectorRecord, ChainError> {
+        let record = self.sector(rules, id)?;
+        if record.finalized {
+            return Err(ChainError::UnknownSector(id));
+        }
+        Ok(record)
+    }
+
     pub(super) fn count(record: &mut SectorRecord, method: &str) {
         *record.submissions.entry(method.to_string()).or_default() += 1;
     }
@@ -285,7 +304,7 @@ impl ChainState {
         id: SectorId,
         head: i64,
     ) -> Result<Ticket, ChainError> {
-        let record = self.sector(rules, id)?;
+        let record = self.online(rules, id)?;
         let epoch = head - rules.ticket_lookback;
         let ticket = Ticket {
             ticket: randomness("ticket", id, epoch),
@@ -311,7 +330,7 @@ impl ChainState {
             reset,
             fail_on_chain,
         } = submit;
-        let record = self.sector(rules, sector.id)?;
+        let record = self.online(rules, sector.id)?;
         Self::count(record, "SubmitPreCommit");
         let result = |res, desc: &str| {
             Ok((
@@ -397,7 +416,7 @@ impl ChainState {
         id: SectorId,
         head: i64,
     ) -> Result<PollResp, ChainError> {
-        let record = self.sector(rules, id)?;
+        let record = self.online(rules, id)?;
         let message = record.precommit.as_ref().map(|p| &p.message);
         Ok(Self::poll(message, rules.precommit_landing, head))
     }
@@ -409,16 +428,12 @@ impl ChainState {
         instance: &str,
         files_present: bool,
     ) -> Result<bool, ChainError> {
-        let record = self.sector(rules, id)?;
+        let record = self.online(rules, id)?;
         Self::count(record, "SubmitPersisted");
         if !files_present {
             return Ok(false);
         }
         record.persisted = Some(instance.to_string());
-        if record.rebuild.as_ref().is_some_and(|mark| mark.allocated) {
-            record.rebuild = None;
-            record.rebuilds += 1;
-        }
         Ok(true)
     }
 
@@ -428,7 +443,7 @@ impl ChainState {
         id: SectorId,
         head: i64,
     ) -> Result<WaitSeedResp, ChainError> {
-        let record = self.sector(rules, id)?;
+        let record = self.online(rules, id)?;
         let Some(landed) = record
             .precommit
             .as_ref()
@@ -474,7 +489,7 @@ impl ChainState {
         reset: bool,
         head: i64,
     ) -> Result<Option<SubmitResp>, ChainError> {
-        let record = self.sector(rules, id)?;
+        let record = self.online(rules, id)?;
         let answer = |res, desc: Option<&str>| {
             Some(SubmitResp {
                 res,
@@ -529,7 +544,7 @@ impl ChainState {
             reset,
             fail_on_chain,
         } = submit;
-        Self::count(self.sector(rules, id)?, "SubmitProof");
+        Self::count(self.online(rules, id)?, "SubmitProof");
         if let Some(answer) =
             self.proof_answer_before_verify(rules, id, proof_sha256, reset, head)?
         {
@@ -544,7 +559,7 @@ impl ChainState {
                 false,
             ));
         }
-        let record = self.sector(rules, id)?;
+        let record = self.online(rules, id)?;
         record.proof = Some(ProofRecord {
             sha256: proof_sha256.to_string(),
             message: Message::new(head, fail_on_chain),
@@ -558,11 +573,14 @@ impl ChainState {
         id: SectorId,
         head: i64,
     ) -> Result<PollResp, ChainError> {
-        let record = self.sector(rules, id)?;
+        let record = self.online(rules, id)?;
         let message = record.proof.as_ref().map(|p| &p.message);
         Ok(Self::poll(message, rules.proof_landing, head))
     }
 
+    /// As damocles-manager's ReportState: an online sector records the change; an offline one
+    /// records nothing and answers finalized, with the abort reason if it was aborted. A
+    /// manager-side abort is seen that way.
     pub fn report(
         &mut self,
         rules: &ChainRules,
@@ -570,25 +588,43 @@ impl ChainState {
         text: String,
     ) -> Result<&SectorRecord, ChainError> {
         let record = self.sector(rules, id)?;
-        record.reports.push(text);
-        if record.reports.len() > REPORTS_KEPT {
-            record.reports.remove(0);
+        if !record.finalized {
+            record.reports.push(text);
+            if record.reports.len() > REPORTS_KEPT {
+                record.reports.remove(0);
+            }
         }
         Ok(record)
     }
 
+    /// As damocles-manager's ReportFinalized (sealer.go): the end of an unseal clears its flag,
+    /// else the end of a rebuild its mark; an upgraded sector otherwise stays online. The sector
+    /// goes offline; a second report finds it no longer online (11001).
     pub fn finalize(&mut self, rules: &ChainRules, id: SectorId) -> Result<(), ChainError> {
-        self.sector(rules, id)?.finalized = true;
+        let record = self.online(rules, id)?;
+        if record.unsealing {
+            record.unsealing = false;
+        } else if record.rebuild.take().is_some() {
+            record.rebuilds += 1;
+        } else if record.upgrade.is_some() {
+            return Ok(());
+        }
+        record.finalized = true;
         Ok(())
     }
 
+    /// As damocles-manager's ReportAborted, which `damocles-manager util sealer sectors abort`
+    /// also calls: the reason is kept, an upgrade is cancelled and the sector goes offline.
     pub fn abort(
         &mut self,
         rules: &ChainRules,
         id: SectorId,
         reason: &str,
     ) -> Result<(), ChainError> {
-        self.sector(rules, id)?.aborted = Some(reason.to_string());
+        let record = self.online(rules, id)?;
+        record.aborted = Some(reason.to_string());
+        record.upgrade = None;
+        record.finalized = true;
         Ok(())
     }
 }

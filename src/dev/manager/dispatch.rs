@@ -7,9 +7,11 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::admin::OutageMode;
 use super::chain::{ChainError, Submit};
 use super::lifecycle::{SnapUpChecks, reserve_space};
 use super::server::Shared;
@@ -39,10 +41,30 @@ fn rpc_error(id: &Value, code: i64, message: String) -> (StatusCode, Json<Value>
     )
 }
 
-pub(super) async fn rpc(
-    State(shared): State<Arc<Shared>>,
-    body: String,
-) -> (StatusCode, Json<Value>) {
+pub(super) async fn rpc(State(shared): State<Arc<Shared>>, body: String) -> Response {
+    let outage = *shared.outage.lock().expect("outage lock");
+    if let Some((until, mode)) = outage
+        && std::time::Instant::now() < until
+    {
+        match mode {
+            // A manager that stopped answering: the call hangs until the outage is over (a
+            // client with a shorter timeout gave up long before).
+            OutageMode::Hang => tokio::time::sleep_until(until.into()).await,
+            // What a proxy in front of a stopped manager answers: no JSON-RPC body.
+            OutageMode::Unavailable => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "503 Service Unavailable: dev manager outage (fault injection)",
+                )
+                    .into_response();
+            }
+        }
+    }
+    answer(&shared, body).await.into_response()
+}
+
+async fn answer(shared: &Arc<Shared>, body: String) -> (StatusCode, Json<Value>) {
+    let shared = shared.clone();
     let request: Request = match serde_json::from_str(&body) {
         Ok(request) => request,
         Err(err) => {
@@ -291,7 +313,7 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
         Some(Method::AllocateUnsealSector) => {
             expect_params(p, 1, name)?;
             let spec: AllocateSectorSpec = param(p, 0, name)?;
-            json!(shared.chain().allocate_unseal(rules, &spec))
+            json!(shared.chain().allocate_unseal(rules, &spec)?)
         }
         Some(Method::AcquireUnsealDest) => {
             expect_params(p, 2, name)?;

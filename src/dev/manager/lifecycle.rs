@@ -71,10 +71,11 @@ pub struct SnapUpChecks {
 impl ChainState {
     /// Pledge sectors only: the dev manager has no deal market.
     pub fn acquire_deals(&mut self, rules: &ChainRules, id: SectorId) -> Result<(), ChainError> {
-        self.sector(rules, id).map(drop)
+        self.online(rules, id).map(drop)
     }
 
-    /// The oldest committed, never-upgraded sector (all dev-manager sectors are committed capacity).
+    /// The oldest committed, finalized, never-upgraded sector (all dev-manager sectors are
+    /// committed capacity), brought back online as damocles-manager does.
     pub fn allocate_snapup(
         &mut self,
         rules: &ChainRules,
@@ -86,13 +87,18 @@ impl ChainState {
         }
         let (number, record, public, instance) =
             self.sectors.iter_mut().find_map(|(number, record)| {
-                if record.snapup_allocated || record.upgrade.is_some() || record.rebuild.is_some() {
+                if record.snapup_allocated
+                    || record.upgrade.is_some()
+                    || record.rebuild.is_some()
+                    || !record.finalized
+                {
                     return None;
                 }
                 let (public, instance) = public_info(record, rules, head)?;
                 Some((*number, record, public, instance))
             })?;
         record.snapup_allocated = true;
+        record.finalized = false;
         Some(AllocatedSnapUpSector {
             sector: allocated(rules, number, record),
             pieces: Some(vec![]),
@@ -116,7 +122,7 @@ impl ChainState {
             verified,
             files_present,
         } = checks;
-        let record = self.sector(rules, id)?;
+        let record = self.online(rules, id)?;
         Self::count(record, "SubmitSnapUpProof");
         let result = |res, desc: Option<&str>| {
             Ok(SubmitResp {
@@ -163,7 +169,8 @@ impl ChainState {
         result(SubmitResult::Accepted, None)
     }
 
-    /// Marks a committed sector for rebuild (what `damocles-manager util sealer sectors rebuild` does).
+    /// Marks a committed sector for rebuild (what `damocles-manager util sealer sectors rebuild`
+    /// does): like SectorSetForRebuild, only a finalized (offline) sector, brought back online.
     pub fn mark_rebuild(
         &mut self,
         rules: &ChainRules,
@@ -182,6 +189,13 @@ impl ChainState {
                  cannot hand out an upgraded sector for rebuild"
             )));
         }
+        if !record.finalized {
+            return Err(ChainError::NotReady(format!(
+                "{id:?} is still in the sealing state store (not finalized): it cannot be set \
+                 for rebuild"
+            )));
+        }
+        record.finalized = false;
         record.rebuild = Some(RebuildMark { allocated: false });
         Ok(())
     }
@@ -204,7 +218,8 @@ impl ChainState {
             sector: allocated(rules, *number, record),
             ticket: record.precommit.as_ref()?.info.ticket.clone(),
             pieces: None,
-            pieces_v2: Some(vec![]),
+            // damocles-manager's answer for a committed-capacity sector.
+            pieces_v2: None,
             is_snap_up: false,
             upgrade_public: None,
         })
@@ -233,20 +248,40 @@ impl ChainState {
         Ok(())
     }
 
-    /// The oldest queued unseal not yet taken, with the sector's sealing facts.
+    /// The oldest queued unseal not yet taken, with the sector's sealing facts. As
+    /// damocles-manager's AllocateUnsealSector, the job is taken off the queue first and the
+    /// sector then loaded from the offline store: a sector still online fails the call (code 1)
+    /// and the job is lost. The sector comes back online, marked unsealing.
     pub fn allocate_unseal(
         &mut self,
         rules: &ChainRules,
         spec: &AllocateSectorSpec,
-    ) -> Option<SectorUnsealInfo> {
+    ) -> Result<Option<SectorUnsealInfo>, ChainError> {
         if !spec_allows(spec, rules) {
-            return None;
+            return Ok(None);
         }
-        let job = self.unseals.iter_mut().find(|job| !job.allocated)?;
-        let record = self.sectors.get(&job.sector)?;
-        let precommit = record.precommit.as_ref()?;
-        job.allocated = true;
-        Some(SectorUnsealInfo {
+        let Some(index) = self.unseals.iter().position(|job| !job.allocated) else {
+            return Ok(None);
+        };
+        self.unseals[index].allocated = true;
+        let job = self.unseals[index].clone();
+        let id = SectorId {
+            miner: rules.miner,
+            number: job.sector,
+        };
+        let record = self.sector(rules, id)?;
+        let precommit = match &record.precommit {
+            Some(precommit) if record.finalized => precommit.clone(),
+            _ => {
+                self.unseals.remove(index);
+                return Err(ChainError::NotReady(format!(
+                    "load sector state: {id:?} is not in the offline store (not finalized)"
+                )));
+            }
+        };
+        record.finalized = false;
+        record.unsealing = true;
+        Ok(Some(SectorUnsealInfo {
             sector: allocated(rules, job.sector, record),
             piece_cid: CidJson {
                 cid: job.piece_cid.clone(),
@@ -259,9 +294,9 @@ impl ChainState {
             ticket: precommit.info.ticket.clone(),
             comm_d: precommit.info.comm_d,
             dest: Some(job.dest.clone()),
-            state: None,
+            state: Some(serde_json::json!("unsealing")),
             error_info: String::new(),
-        })
+        }))
     }
 
     fn unseal_job(
@@ -346,6 +381,13 @@ mod tests {
         (rules, state, sector.id)
     }
 
+    /// A committed sector its sealer reported finalized: offline at the manager.
+    fn finalized_sector() -> (ChainRules, ChainState, SectorId) {
+        let (rules, mut state, id) = committed_sector();
+        state.finalize(&rules, id).unwrap();
+        (rules, state, id)
+    }
+
     fn snap_info() -> SnapUpOnChainInfo {
         SnapUpOnChainInfo {
             comm_r: [5; 32],
@@ -358,7 +400,14 @@ mod tests {
 
     #[test]
     fn only_committed_sectors_are_upgraded_and_each_once() {
-        let (rules, mut state, id) = committed_sector();
+        let (rules, mut state, _) = committed_sector();
+        let spec = AllocateSnapUpSpec::default();
+        assert_eq!(
+            state.allocate_snapup(&rules, &spec, 10_200),
+            None,
+            "not finalized yet"
+        );
+        let (rules, mut state, id) = finalized_sector();
         let spec = AllocateSnapUpSpec::default();
         assert_eq!(
             state.allocate_snapup(&rules, &spec, 10_172),
@@ -367,6 +416,7 @@ mod tests {
         );
         let snap = state.allocate_snapup(&rules, &spec, 10_200).unwrap();
         assert_eq!(snap.sector.id, id);
+        assert!(!state.sectors[&id.number].finalized, "back online");
         assert_eq!(snap.public.comm_r, [1; 32]);
         assert_eq!(snap.private.access_instance, "store-1");
         assert_eq!(state.allocate_snapup(&rules, &spec, 10_200), None);
@@ -407,21 +457,45 @@ mod tests {
             state.mark_rebuild(&rules, id, 10_400),
             Err(ChainError::NotReady(m)) if m.contains("snap-upgraded")
         ));
+        state.finalize(&rules, id).unwrap();
+        assert!(
+            !state.sectors[&id.number].finalized,
+            "ReportFinalized leaves an upgraded sector online"
+        );
     }
 
     #[test]
-    fn a_rebuild_hands_out_the_original_ticket_once_and_ends_with_persistence() {
+    fn a_rebuild_hands_out_the_original_ticket_once_and_ends_with_report_finalized() {
         let (rules, mut state, id) = committed_sector();
         let spec = AllocateSectorSpec::default();
-        assert_eq!(state.allocate_rebuild(&rules, &spec), None);
-        state.mark_rebuild(&rules, id, 10_200).unwrap();
-        let rebuild = state.allocate_rebuild(&rules, &spec).unwrap();
-        assert_eq!(rebuild.sector.id, id);
-        assert_eq!(rebuild.ticket.epoch, 10_000 - 900);
-        assert_eq!(state.allocate_rebuild(&rules, &spec), None, "taken once");
-        state.submit_persisted(&rules, id, "store-2", true).unwrap();
-        assert_eq!(state.sectors[&id.number].rebuilds, 1);
-        assert_eq!(state.sectors[&id.number].rebuild, None);
+        assert!(
+            matches!(
+                state.mark_rebuild(&rules, id, 10_200),
+                Err(ChainError::NotReady(m)) if m.contains("not finalized")
+            ),
+            "a sector still being sealed cannot be set for rebuild"
+        );
+        state.finalize(&rules, id).unwrap();
+        for round in 1..=2 {
+            assert_eq!(state.allocate_rebuild(&rules, &spec), None);
+            state.mark_rebuild(&rules, id, 10_200).unwrap();
+            let rebuild = state.allocate_rebuild(&rules, &spec).unwrap();
+            assert_eq!(rebuild.sector.id, id);
+            assert_eq!(rebuild.ticket.epoch, 10_000 - 900);
+            assert_eq!(rebuild.pieces_v2, None, "a committed-capacity sector");
+            assert_eq!(state.allocate_rebuild(&rules, &spec), None, "taken once");
+            state.submit_persisted(&rules, id, "store-2", true).unwrap();
+            assert_eq!(state.sectors[&id.number].rebuilds, round - 1);
+            state.finalize(&rules, id).unwrap();
+            let record = &state.sectors[&id.number];
+            assert_eq!((record.rebuilds, record.finalized), (round, true));
+            assert_eq!(record.rebuild, None);
+            assert_eq!(
+                state.finalize(&rules, id),
+                Err(ChainError::UnknownSector(id)),
+                "a second ReportFinalized finds the sector offline"
+            );
+        }
     }
 
     #[test]
@@ -438,13 +512,25 @@ mod tests {
             allocated: false,
             achieved: None,
         };
+        state.queue_unseal(&rules, job.clone(), 10_200).unwrap();
+        assert!(
+            matches!(state.allocate_unseal(&rules, &spec), Err(ChainError::NotReady(m)) if m.contains("load sector state")),
+            "a sector still online cannot be unsealed"
+        );
+        assert_eq!(
+            state.allocate_unseal(&rules, &spec),
+            Ok(None),
+            "the job is lost"
+        );
+        state.finalize(&rules, id).unwrap();
         state.queue_unseal(&rules, job, 10_200).unwrap();
         assert!(state.unseal_dest(&rules, id, cid).is_err(), "not allocated");
-        let unseal = state.allocate_unseal(&rules, &spec).unwrap();
+        let unseal = state.allocate_unseal(&rules, &spec).unwrap().unwrap();
         assert_eq!(
             (unseal.sector.id, unseal.size, unseal.comm_d),
             (id, 127, [2; 32])
         );
+        assert_eq!(unseal.state, Some(serde_json::json!("unsealing")));
         assert_eq!(
             unseal.ticket,
             Ticket {
@@ -452,13 +538,38 @@ mod tests {
                 epoch: 9_100
             }
         );
-        assert_eq!(state.allocate_unseal(&rules, &spec), None);
+        assert_eq!(state.allocate_unseal(&rules, &spec), Ok(None));
         assert_eq!(
             state.unseal_dest(&rules, id, cid).unwrap(),
             vec!["file:///out"]
         );
         state.achieve_unseal(&rules, id, cid, "").unwrap();
         assert_eq!(state.unseals[0].achieved.as_deref(), Some(""));
+        let record = &state.sectors[&id.number];
+        assert!(record.unsealing && !record.finalized);
+        state.finalize(&rules, id).unwrap();
+        let record = &state.sectors[&id.number];
+        assert!(!record.unsealing && record.finalized);
+    }
+
+    #[test]
+    fn an_offline_sector_answers_finalized_and_refuses_online_calls() {
+        let (rules, mut state, id) = committed_sector();
+        state.report(&rules, id, "a -> b (c)".into()).unwrap();
+        state.abort(&rules, id, "aborted via CLI").unwrap();
+        let record = state.report(&rules, id, "b -> c (d)".into()).unwrap();
+        assert!(record.finalized);
+        assert_eq!(record.aborted.as_deref(), Some("aborted via CLI"));
+        assert_eq!(
+            record.reports,
+            vec!["a -> b (c)"],
+            "nothing recorded offline"
+        );
+        let unknown = Err(ChainError::UnknownSector(id));
+        assert_eq!(state.abort(&rules, id, "again").map(drop), unknown);
+        assert_eq!(state.finalize(&rules, id), unknown);
+        assert_eq!(state.poll_proof(&rules, id, 10_300).map(drop), unknown);
+        assert_eq!(state.wait_seed(&rules, id, 10_300).map(drop), unknown);
     }
 
     #[test]

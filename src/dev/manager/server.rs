@@ -15,7 +15,9 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::admin::{get_faults, get_state, mark_rebuild, queue_unseal, set_faults};
+use super::admin::{
+    OutageMode, get_faults, get_state, mark_rebuild, queue_unseal, set_faults, set_outage,
+};
 use super::chain::{ChainError, ChainRules, ChainState};
 use super::dispatch::rpc;
 use crate::manager::wire::{SectorId, StoreBasicInfo};
@@ -73,6 +75,8 @@ pub(super) struct Shared {
     start_epoch: i64,
     chain: Mutex<ChainState>,
     pub(super) faults: Mutex<HashMap<String, Fault>>,
+    /// Until when, and how, `/rpc/v0` does not answer (admin API).
+    pub(super) outage: Mutex<Option<(std::time::Instant, OutageMode)>>,
     // Serializes writes of the state file.
     save: tokio::sync::Mutex<()>,
 }
@@ -194,6 +198,7 @@ pub async fn start(
         start_epoch: persisted.start_epoch,
         chain: Mutex::new(persisted.chain),
         faults: Mutex::default(),
+        outage: Mutex::default(),
         save: tokio::sync::Mutex::new(()),
         config,
     });
@@ -204,6 +209,7 @@ pub async fn start(
         .route("/admin/state", get(get_state))
         .route("/admin/rebuild", post(mark_rebuild))
         .route("/admin/unseal", post(queue_unseal))
+        .route("/admin/outage", post(set_outage))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind(shared.config.listen)

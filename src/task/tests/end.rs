@@ -3,7 +3,7 @@
 use super::*;
 
 #[test]
-fn finished_sealing_plans_report_finalized_and_rebuilds_do_not() {
+fn every_finished_plan_reports_finalized_as_a_call_retried_until_answered() {
     let spec = sealer();
     let status = at(State::ProofSubmitted);
     let first = decide_now(task(&spec), &status, &Observed::default());
@@ -15,36 +15,96 @@ fn finished_sealing_plans_report_finalized_and_rebuilds_do_not() {
     let finished = decide_now(task(&spec), &status, &answered(&poll, landed));
     assert_eq!(finished.status.state, Some(State::Finished));
     assert_eq!(finished.status.phase, Some(Phase::Finished));
-    assert!(has(&finished, |e| matches!(
-        e,
-        Effect::Tell(Call::ReportFinalized(_))
-    )));
-    for (plan, reports) in [("sealer", true), ("snapup", true), ("rebuild", false)] {
+    assert_eq!(asked_call(&finished), &Call::ReportFinalized(SECTOR_ID));
+    for plan in ["sealer", "snapup", "rebuild", "unseal"] {
         let spec = self::spec(json!({"plan": plan, "sectorSize": "2KiB"}));
-        let rules = Rules::default();
-        let observed = Observed::default();
-        let turn = Turn {
-            task: task(&spec),
-            rules: &rules,
-            observed: &observed,
-            now: NOW,
-            status: at(State::Finished),
-            effects: Vec::new(),
-            reply_taken: false,
+        let mut ended = at(State::Finished);
+        ended.node = Some("node-a".into());
+        let ask = decide_now(task(&spec), &ended, &Observed::default());
+        let call = asked_call(&ask).clone();
+        assert_eq!(call, Call::ReportFinalized(SECTOR_ID), "{plan}");
+
+        // No answer: the cleanup goes on and the report is tried again later.
+        let outage = CallFailure {
+            unavailable: true,
+            code: None,
+            ..temporary("cannot reach the manager")
+        };
+        let unanswered = decide_now(task(&spec), &ended, &answered(&call, Err(outage)));
+        assert_eq!(
+            asked(&unanswered),
+            &Question::CleanupPod("t1-cleanup".into())
+        );
+        let condition = |status: &SealingTaskStatus| {
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == condition::MANAGER_FINALIZED)
+                .map(|c| (c.status.clone(), c.reason.clone()))
         };
         assert_eq!(
-            work::prove::finalized_report(&turn).is_some(),
-            reports,
+            condition(&unanswered.status),
+            Some(("False".into(), "NotAnswered".into()))
+        );
+        let waiting = decide_now(task(&spec), &unanswered.status, &Observed::default());
+        assert_eq!(
+            asked(&waiting),
+            &Question::CleanupPod("t1-cleanup".into()),
+            "{plan}: not asked again before the retry time"
+        );
+        let later = decide(
+            task(&spec),
+            &unanswered.status,
+            &answered(&call, Ok(Reply::Done)),
+            NOW + 61,
+            &Rules::default(),
+        );
+        assert_eq!(
+            condition(&later.status),
+            Some(("True".into(), "Reported".into())),
             "{plan}"
         );
+        // Told once: the next decision does not ask again.
+        let done = decide_now(task(&spec), &later.status, &Observed::default());
+        assert_eq!(asked(&done), &Question::CleanupPod("t1-cleanup".into()));
+
+        // 11001: the manager holds the sector offline already; nothing left to tell.
+        let offline = CallFailure {
+            code: Some(11001),
+            level: FailureLevel::Permanent,
+            ..temporary("error code 11001: sector state not found")
+        };
+        let already = decide_now(task(&spec), &ended, &answered(&call, Err(offline)));
+        assert_eq!(
+            condition(&already.status),
+            Some(("True".into(), "AlreadyOffline".into()))
+        );
     }
+}
+
+#[test]
+fn an_aborted_unseal_hands_its_request_back_and_reports_finalized() {
+    let spec = self::spec(json!({"plan": "unseal", "sectorSize": "2KiB",
+        "unseal": {"pieceCid": "baga6ea4seaq", "offset": 0, "size": 2032,
+                   "destination": "file:///out"}}));
+    let mut aborted = at(State::Aborted);
+    aborted.node = Some("node-a".into());
+    let ask = decide_now(task(&spec), &aborted, &Observed::default());
+    assert_eq!(asked_call(&ask), &Call::ReportFinalized(SECTOR_ID));
+    let sealer = sealer();
+    let ask = decide_now(task(&sealer), &aborted, &Observed::default());
+    assert_eq!(
+        asked(&ask),
+        &Question::CleanupPod("t1-cleanup".into()),
+        "an aborted sealer sent ReportAborted, which finalizes the sector"
+    );
 }
 
 #[test]
 fn an_ended_task_removes_its_workspace_and_then_expires() {
     let mut spec = sealer();
     spec.ttl_seconds_after_finished = Some(60);
-    let mut status = at(State::Finished);
+    let mut status = reported(at(State::Finished));
     status.node = Some("node-a".into());
     let ask = decide_now(task(&spec), &status, &Observed::default());
     assert_eq!(asked(&ask), &Question::CleanupPod("t1-cleanup".into()));

@@ -2,6 +2,7 @@
 //! Every rule the controller once held is here; the end-to-end tests prove only the wiring.
 
 mod end;
+mod manager;
 mod plan;
 mod resume;
 mod steps;
@@ -23,6 +24,10 @@ pub(super) use crate::step::{NamedFile, StepOutputs, StepResult};
 
 pub(super) const NOW: i64 = 1_800_000_000;
 pub(super) const SECTOR: SectorRef = SectorRef {
+    miner: 1000,
+    number: 7,
+};
+pub(super) const SECTOR_ID: crate::manager::wire::SectorId = crate::manager::wire::SectorId {
     miner: 1000,
     number: 7,
 };
@@ -71,6 +76,19 @@ pub(super) fn at(state: State) -> SealingTaskStatus {
     }
 }
 
+/// An ended task whose ReportFinalized the manager already answered.
+pub(super) fn reported(mut status: SealingTaskStatus) -> SealingTaskStatus {
+    enter::set_condition(
+        &mut status,
+        condition::MANAGER_FINALIZED,
+        "True",
+        "Reported",
+        "told",
+        NOW - 5,
+    );
+    status
+}
+
 pub(super) fn decide_now(
     task: Task<'_>,
     status: &SealingTaskStatus,
@@ -104,6 +122,8 @@ pub(super) fn temporary(message: &str) -> CallFailure {
     CallFailure {
         level: FailureLevel::Temporary,
         message: message.into(),
+        code: Some(1),
+        unavailable: false,
     }
 }
 

@@ -6,18 +6,29 @@ pub mod allocate;
 pub mod persist;
 pub mod precommit;
 pub mod prove;
+pub mod report;
 pub mod snap;
 pub mod unseal;
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::condition::MANAGER_UNAVAILABLE;
+use super::enter::{set_condition, set_phase};
 use super::{CallFailure, Question, Step, Turn, Wake};
+use crate::api::Phase;
 use crate::api::{CommittedSector, Randomness};
 use crate::manager::wire::{OnChainState, SectorId};
 use crate::manager::{Call, Method, PollOutcome, Reply, SubmitOutcome};
 use crate::plan::ManagerCall;
 use crate::plan::cursor::Outcome;
 use crate::sector::{FailureLevel, SectorRef};
+
+/// The first wait after the manager stops answering; each later one is as long as the outage
+/// so far, up to `Rules::manager_retry_max`.
+pub const MANAGER_RETRY_MIN: Duration = Duration::from_secs(5);
 
 /// A sector in the manager's wire form.
 pub fn sector_id(sector: SectorRef) -> SectorId {
@@ -163,6 +174,7 @@ impl Turn<'_> {
     /// Does the manager-call action `call` of the current state.
     pub(super) fn manager_action(&mut self, call: ManagerCall) -> Step {
         let before = self.status.clone();
+        let taken_before = self.reply_taken;
         let step = match call {
             ManagerCall::AllocateSector
             | ManagerCall::AllocateSanpUpSector
@@ -191,7 +203,95 @@ impl Turn<'_> {
         if self.status.sector != before.sector {
             self.write();
         }
-        step
+        let reply = match &self.observed.reply {
+            Some((asked, reply)) if self.reply_taken && !taken_before => {
+                Some((asked.method(), reply.clone()))
+            }
+            _ => None,
+        };
+        match reply {
+            Some((method, Err(failure))) if failure.unavailable => {
+                Step::Wake(self.manager_unavailable(method, &failure))
+            }
+            Some((method, _)) => {
+                self.manager_answered(method);
+                step
+            }
+            None => step,
+        }
+    }
+
+    /// The manager did not answer `method`: the task waits in phase Waiting, its retries
+    /// untouched, and tries again after a back-off that grows with the outage (from
+    /// MANAGER_RETRY_MIN up to `manager_retry_max`).
+    fn manager_unavailable(&mut self, method: Method, failure: &CallFailure) -> Wake {
+        let state = self.position().state;
+        let since = self
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == MANAGER_UNAVAILABLE && c.status == "True")
+            .map(|c| c.last_transition_time.0.as_second());
+        let outage = since.map_or(0, |t| (self.now - t).max(0) as u64);
+        let longest = self.rules.manager_retry_max.max(MANAGER_RETRY_MIN);
+        let delay = Duration::from_secs(outage)
+            .max(MANAGER_RETRY_MIN)
+            .min(longest);
+        if since.is_none() {
+            self.event(
+                true,
+                MANAGER_UNAVAILABLE,
+                format!("{method}: {}", failure.message),
+            );
+        }
+        set_condition(
+            &mut self.status,
+            MANAGER_UNAVAILABLE,
+            "True",
+            "NoAnswer",
+            &failure.message,
+            self.now,
+        );
+        let at = self.now + delay.as_secs() as i64;
+        self.status.not_before = Some(Time(Timestamp::from_second(at).expect("a valid time")));
+        let message = format!(
+            "{state}: waiting for the manager ({method} unanswered, outage {outage}s), next try \
+             in {}s: {}",
+            delay.as_secs(),
+            failure.message
+        );
+        set_phase(&mut self.status, Phase::Waiting, message.clone(), self.now);
+        self.log(true, message);
+        self.write();
+        Wake::After(delay)
+    }
+
+    /// The manager answered: an outage recorded on the task is over.
+    fn manager_answered(&mut self, method: Method) {
+        let Some(since) = self
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == MANAGER_UNAVAILABLE && c.status == "True")
+            .map(|c| c.last_transition_time.0.as_second())
+        else {
+            return;
+        };
+        let message = format!(
+            "the manager answers again ({method}) after {}s without answers",
+            (self.now - since).max(0)
+        );
+        set_condition(
+            &mut self.status,
+            MANAGER_UNAVAILABLE,
+            "False",
+            "Answered",
+            &message,
+            self.now,
+        );
+        self.event(false, "ManagerAvailable", message.clone());
+        self.log(false, message);
+        self.write();
     }
 
     /// The task's sector, or the outcome that says it has none yet.

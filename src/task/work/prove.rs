@@ -1,12 +1,11 @@
-//! PersistanceSubmitted to ProofSubmitted: the interactive seed, the proof and its landing; and
-//! which plans tell the manager the sector is finalized when they finish.
+//! PersistanceSubmitted to ProofSubmitted: the interactive seed, the proof and its landing.
 
 use std::time::Duration;
 
 use base64::Engine as _;
 
 use super::{call_failed, failed, missing, unexpected};
-use crate::api::{Outputs, PlanKind};
+use crate::api::Outputs;
 use crate::manager::wire::{Bytes, ProofOnChainInfo, seal_proof_type};
 use crate::manager::{Call, Method, Reply};
 use crate::plan::ManagerCall;
@@ -18,15 +17,6 @@ use crate::task::{Step, Turn};
 pub fn proof_bytes(outputs: &Outputs) -> Option<Vec<u8>> {
     let data = outputs.proof.as_ref()?.data.as_ref()?;
     base64::engine::general_purpose::STANDARD.decode(data).ok()
-}
-
-/// What a finished task tells the manager: the sealing plans report the sector finalized;
-/// rebuilds and unseals leave the sector's sealing state as it was.
-pub(crate) fn finalized_report(turn: &Turn<'_>) -> Option<Call> {
-    let sealing = matches!(turn.task.spec.plan, PlanKind::Sealer | PlanKind::Snapup);
-    turn.sector_id()
-        .filter(|_| sealing)
-        .map(Call::ReportFinalized)
 }
 
 impl Turn<'_> {

@@ -1,0 +1,193 @@
+//! The manager as a party to the task: an outage waited out without spending retries, and a
+//! sector aborted at the manager ending the task.
+
+use super::*;
+
+fn heartbeat_rules() -> Rules {
+    Rules {
+        manager_heartbeat: Some(Duration::from_secs(60)),
+        manager_retry_max: Duration::from_secs(40),
+        ..Rules::default()
+    }
+}
+
+fn unavailable(message: &str) -> CallFailure {
+    CallFailure {
+        level: FailureLevel::Temporary,
+        message: message.into(),
+        code: None,
+        unavailable: true,
+    }
+}
+
+fn condition_of(status: &SealingTaskStatus, type_: &str) -> Option<(String, String)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[test]
+fn an_outage_is_waited_out_with_a_growing_back_off_and_spends_no_retry() {
+    let spec = sealer();
+    let rules = Rules {
+        manager_retry_max: Duration::from_secs(40),
+        ..Rules::default()
+    };
+    let status = at(State::PCSubmitted);
+    let poll = Call::PollPreCommitState(SECTOR_ID);
+    let down = answered(&poll, Err(unavailable("cannot reach the manager")));
+    let first = decide(task(&spec), &status, &down, NOW, &Rules::default());
+    assert_eq!(first.wake, Wake::After(work::MANAGER_RETRY_MIN));
+    assert_eq!(first.status.phase, Some(Phase::Waiting));
+    assert_eq!(first.status.last_error, None, "no failure recorded");
+    assert_eq!(first.status.attempt, 0);
+    assert!(!has(&first, |e| matches!(e, Effect::Failure { .. })));
+    assert!(event(&first, condition::MANAGER_UNAVAILABLE));
+    assert_eq!(
+        condition_of(&first.status, condition::MANAGER_UNAVAILABLE),
+        Some(("True".into(), "NoAnswer".into()))
+    );
+    assert!(
+        first
+            .status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("waiting for the manager")
+    );
+
+    // Before the retry time nothing is asked.
+    let early = decide(
+        task(&spec),
+        &first.status,
+        &Observed::default(),
+        NOW + 2,
+        &Rules::default(),
+    );
+    assert_eq!(early.wake, Wake::After(Duration::from_secs(3)));
+    // Each later wait is as long as the outage so far, up to the cap.
+    let again = decide(
+        task(&spec),
+        &first.status,
+        &down,
+        NOW + 20,
+        &Rules::default(),
+    );
+    assert_eq!(again.wake, Wake::After(Duration::from_secs(20)));
+    assert!(
+        !event(&again, condition::MANAGER_UNAVAILABLE),
+        "one Event per outage"
+    );
+    let capped = decide(task(&spec), &again.status, &down, NOW + 500, &rules);
+    assert_eq!(capped.wake, Wake::After(Duration::from_secs(40)));
+    assert_eq!(capped.status.last_error, None);
+
+    // The manager answers: the task goes on and the outage is over.
+    let pending = Ok(Reply::Poll(PollResp {
+        state: OnChainState::Pending,
+        desc: None,
+    }));
+    let back = decide(
+        task(&spec),
+        &capped.status,
+        &answered(&poll, pending),
+        NOW + 541,
+        &Rules::default(),
+    );
+    assert_eq!(
+        condition_of(&back.status, condition::MANAGER_UNAVAILABLE),
+        Some(("False".into(), "Answered".into()))
+    );
+    assert!(event(&back, "ManagerAvailable"));
+    assert_eq!(back.wake, Wake::After(Rules::default().poll_interval));
+
+    // An answered error is a failure as before, not an outage.
+    let refused = answered(&poll, Err(temporary("a logic error")));
+    let failed = decide_now(task(&spec), &status, &refused);
+    assert_eq!(
+        failed.status.last_error.as_ref().map(|e| e.attempts),
+        Some(1)
+    );
+    assert_eq!(
+        condition_of(&failed.status, condition::MANAGER_UNAVAILABLE),
+        None
+    );
+}
+
+#[test]
+fn the_heartbeat_ends_a_task_whose_sector_the_manager_aborted() {
+    let spec = sealer();
+    let rules = heartbeat_rules();
+    let mut status = at(State::PC1Done);
+    status.history.insert(
+        0,
+        HistoryEntry {
+            state: State::TicketAssigned,
+            entered: time(NOW - 100),
+            duration_seconds: Some(90),
+        },
+    );
+    status.step_pod = Some("t1-pc1done-0".into());
+    let first = decide(task(&spec), &status, &Observed::default(), NOW, &rules);
+    let Question::SectorState(call) = asked(&first) else {
+        panic!("expected the heartbeat, got {:?}", first.wake);
+    };
+    let Call::ReportState { sector, report } = call.as_ref() else {
+        panic!("expected a ReportState, got {call:?}");
+    };
+    assert_eq!(*sector, SECTOR_ID);
+    assert_eq!(
+        (
+            report.state_change.prev.as_str(),
+            report.state_change.next.as_str()
+        ),
+        ("TicketAssigned", "PC1Done"),
+        "the state's own transition, sent again"
+    );
+
+    // Online: the step goes on, and the task wakes to ask again.
+    let mut observed = pod(PodReport::Running, Some("node-a"), NOW - 5);
+    observed.sector_state = Some(Ok(Reply::State(Some(
+        crate::manager::wire::SectorStateResp {
+            id: SECTOR_ID,
+            finalized: false,
+            abort_reason: Some(String::new()),
+        },
+    ))));
+    let running = decide(task(&spec), &status, &observed, NOW, &rules);
+    assert_eq!(running.wake, Wake::After(Duration::from_secs(60)));
+    assert_eq!(running.status.state, Some(State::PC1Done));
+
+    // Aborted at the manager: the step pod goes, no ReportAborted (the sector is offline there).
+    observed.sector_state = Some(Ok(Reply::State(Some(
+        crate::manager::wire::SectorStateResp {
+            id: SECTOR_ID,
+            finalized: true,
+            abort_reason: Some("aborted via CLI".into()),
+        },
+    ))));
+    let aborted = decide(task(&spec), &status, &observed, NOW, &rules);
+    assert_eq!(aborted.status.state, Some(State::Aborted));
+    assert!(has(&aborted, |e| *e == Effect::DeletePod("t1-pc1done-0".into())));
+    assert!(!has(&aborted, |e| matches!(e, Effect::Tell(_))));
+    let last = aborted.status.last_error.unwrap();
+    assert_eq!(last.level, FailureLevel::Abort);
+    assert_eq!(
+        last.message,
+        "the manager aborted the sector: aborted via CLI"
+    );
+
+    // A heartbeat without an answer changes nothing.
+    observed.sector_state = Some(Err(unavailable("timeout")));
+    let unanswered = decide(task(&spec), &status, &observed, NOW, &rules);
+    assert_eq!(unanswered.status.state, Some(State::PC1Done));
+    // Off (the default): no heartbeat, a running step waits for its pod.
+    let off = decide_now(
+        task(&spec),
+        &status,
+        &pod(PodReport::Running, None, NOW - 5),
+    );
+    assert_eq!(off.wake, Wake::OnChange);
+}

@@ -1,0 +1,136 @@
+//! What the manager hears of a sector's life besides the plan's own calls: the heartbeat that
+//! finds a sector aborted at the manager, and the ReportFinalized that ends every plan.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::sector_id;
+use crate::api::{PlanKind, State};
+use crate::manager::wire::ERR_SECTOR_STATE_NOT_FOUND;
+use crate::manager::{Call, Method, Reply};
+use crate::task::condition::MANAGER_FINALIZED;
+use crate::task::enter::{condition_true, set_condition};
+use crate::task::{Question, Turn, Wake};
+
+impl Turn<'_> {
+    /// The ReportState of the state the task is in, sent again: the manager records the same
+    /// latest state and answers whether it still holds the sector online. A state entered by a
+    /// resume or rewind has no plan transition to name; it is reported as a heartbeat.
+    fn current_state_report(&self) -> Option<Call> {
+        let sector = self.status.sector.map(sector_id)?;
+        let state = self.position().state;
+        let previous = self.status.history.iter().rev().nth(1).map(|h| h.state);
+        let event = previous.and_then(|from| {
+            self.task
+                .spec
+                .plan()
+                .transitions_from(from)
+                .find(|t| t.to == state)
+                .map(|t| (from, t.event))
+        });
+        let (prev, event) = match event {
+            Some((from, event)) => (from.to_string(), event.to_string()),
+            None => (state.to_string(), "Heartbeat".to_string()),
+        };
+        Some(self.report_call(sector, prev, state.to_string(), event))
+    }
+
+    /// Once per reconcile of a task under way (when `manager_heartbeat` is set): asks the manager
+    /// how the sector stands. A sector it finalized (aborted from its CLI) ends the task here,
+    /// its step interrupted; damocles-worker finds out only at its next state change. A heartbeat
+    /// without an answer changes nothing: the plan's next call meets the same manager.
+    pub(in crate::task) fn heartbeat(&mut self) -> Option<Wake> {
+        self.rules.manager_heartbeat?;
+        let call = self.current_state_report()?;
+        match &self.observed.sector_state {
+            None => Some(Wake::Ask(Question::SectorState(Box::new(call)))),
+            Some(Ok(Reply::State(Some(state)))) if state.finalized => {
+                let reason = state.abort_reason.clone().unwrap_or_default();
+                self.aborted_by_manager(&reason);
+                Some(Wake::OnChange)
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// The ReportFinalized an ended task owes the manager: after every plan (the manager clears
+    /// the sector's rebuild or unseal mark and takes it offline; without it the next rebuild or
+    /// unseal of that sector fails), and after an aborted unseal too, whose sector the manager
+    /// brought online for it. Only for a sector this task was handed.
+    fn finalized_report(&self) -> Option<Call> {
+        let sector = self.status.sector.map(sector_id)?;
+        match (self.position().state, self.task.spec.plan) {
+            (State::Finished, _) | (State::Aborted, PlanKind::Unseal) => {
+                Some(Call::ReportFinalized(sector))
+            }
+            _ => None,
+        }
+    }
+
+    /// Tells the manager the sector is finalized, as a call retried until answered; the
+    /// ManagerFinalized condition records it. None once told (or nothing to tell); a wake to
+    /// retry at while the manager does not answer, which does not hold up the workspace cleanup.
+    pub(in crate::task) fn report_finalized(&mut self) -> Option<Wake> {
+        let call = self.finalized_report()?;
+        if condition_true(&self.status, MANAGER_FINALIZED) {
+            return None;
+        }
+        let Some(reply) = self.answered(Method::ReportFinalized, true) else {
+            if let Some(at) = &self.status.not_before {
+                let wait = at.0.as_second() - self.now;
+                if wait > 0 {
+                    return Some(Wake::After(Duration::from_secs(wait as u64)));
+                }
+            }
+            return Some(Wake::Ask(Question::Manager(Box::new(call))));
+        };
+        let (reason, message) = match reply {
+            Ok(_) => (
+                "Reported",
+                "the manager was told the sector is finalized".to_string(),
+            ),
+            // The manager no longer holds the sector online: it was finalized already (an
+            // earlier report whose answer was lost, or an abort at the manager).
+            Err(failure) if failure.code == Some(ERR_SECTOR_STATE_NOT_FOUND) => (
+                "AlreadyOffline",
+                "the manager already holds the sector offline (finalized)".to_string(),
+            ),
+            Err(failure) => {
+                let retry = self.rules.manager_retry_max;
+                let message = format!(
+                    "ReportFinalized: {}; trying again in {}s",
+                    failure.message,
+                    retry.as_secs()
+                );
+                set_condition(
+                    &mut self.status,
+                    MANAGER_FINALIZED,
+                    "False",
+                    "NotAnswered",
+                    &message,
+                    self.now,
+                );
+                let at = self.now + retry.as_secs() as i64;
+                self.status.not_before =
+                    Some(Time(Timestamp::from_second(at).expect("a valid time")));
+                self.log(true, message);
+                self.write();
+                return Some(Wake::After(retry));
+            }
+        };
+        set_condition(
+            &mut self.status,
+            MANAGER_FINALIZED,
+            "True",
+            reason,
+            &message,
+            self.now,
+        );
+        self.status.not_before = None;
+        self.log(false, message);
+        self.write();
+        None
+    }
+}
