@@ -7,6 +7,7 @@
 mod support;
 
 mod failures;
+mod manager;
 mod placement;
 mod replicas;
 mod restart;

@@ -4,6 +4,16 @@
 use super::*;
 use damocles_operator::api::SealingTaskStatus;
 
+/// Waits until the manager answered the task's ReportFinalized.
+async fn reported_finalized(tasks: &Api<SealingTask>, name: &str) {
+    wait_status(tasks, name, "ManagerFinalized", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "ManagerFinalized" && c.status == "True")
+    })
+    .await;
+}
+
 /// A sealer task (examples/sealer-2kib.yaml) to Finished: its proof verified by the manager, its
 /// workspace and step pods gone, and the operator's metrics (the API-write budget of
 /// docs/benchmarks.md, which this prints with the step-to-step latencies).
@@ -19,6 +29,7 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified(
     scene.seal(name).await;
 
     let task = wait_phase(tasks, name, Phase::Finished, Duration::from_secs(600)).await;
+    reported_finalized(tasks, name).await;
     let status = task.status.unwrap();
     assert_eq!(status.state, Some(State::Finished));
     let sector = status.sector.expect("allocated");
@@ -149,6 +160,7 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
     )
     .await;
     let rebuilt = wait_phase(tasks, "rebuild", Phase::Finished, Duration::from_secs(600)).await;
+    reported_finalized(tasks, "rebuild").await;
     let visited: Vec<State> = rebuilt
         .status
         .unwrap()
@@ -163,8 +175,14 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
         "the rebuilt replica is the original, bit for bit"
     );
     assert!(store.join(format!("cache/{sector}/p_aux")).is_file());
+    // The rebuild ends with ReportFinalized: the manager clears its rebuild mark and takes the
+    // sector offline again, so it can be rebuilt or unsealed later.
+    let finalized = |record: &serde_json::Value| {
+        record["finalized"] == true && record["rebuild"].is_null() && record["unsealing"] == false
+    };
     let record = scene.record(sector.number).await;
     assert_eq!(record["rebuilds"], 1, "{record}");
+    assert!(finalized(&record), "{record}");
 
     // A retrieval asks for the (pledge) piece; the task delivers it where its spec says.
     let zero_piece = "baga6ea4seaqpy7usqklokfx2vxuynmupslkeutzexe2uqurdg5vhtebhxqmpqmy";
@@ -191,6 +209,7 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
     .await;
 
     wait_phase(tasks, "unseal", Phase::Finished, Duration::from_secs(600)).await;
+    reported_finalized(tasks, "unseal").await;
     assert_eq!(
         std::fs::read(&delivered).unwrap(),
         vec![0u8; 2032],
@@ -201,6 +220,36 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
         chain["chain"]["unseals"][0]["achieved"], "",
         "the manager heard the unseal succeed: {chain}"
     );
+    let record = scene.record(sector.number).await;
+    assert!(finalized(&record), "after the unseal: {record}");
+
+    // A second rebuild of the same sector works: the manager's record shows the first done.
+    std::fs::remove_file(&replica).unwrap();
+    manager
+        .admin(
+            "/admin/rebuild",
+            Some(serde_json::json!({"number": sector.number})),
+        )
+        .await;
+    create_example(
+        tasks,
+        "rebuild-2kib.yaml",
+        "rebuild-again",
+        serde_json::json!({"sector": spec_sector}),
+    )
+    .await;
+    wait_phase(
+        tasks,
+        "rebuild-again",
+        Phase::Finished,
+        Duration::from_secs(600),
+    )
+    .await;
+    reported_finalized(tasks, "rebuild-again").await;
+    assert_eq!(std::fs::read(&replica).unwrap(), original);
+    let record = scene.record(sector.number).await;
+    assert_eq!(record["rebuilds"], 2, "{record}");
+    assert!(finalized(&record), "{record}");
 }
 
 /// A sealed CC sector upgraded by a snap-up task with a deal piece: the dev manager verifies the

@@ -11,21 +11,37 @@ use damocles_operator::manager::ManagerClient;
 use serde_json::Value;
 
 pub struct DevManager {
-    child: Child,
+    child: Option<Child>,
     pub address: String,
     pub state: PathBuf,
+    args: Vec<String>,
 }
 
 impl DevManager {
     pub fn start(state: &Path, extra: &[&str]) -> DevManager {
+        let args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        Self::start_on("127.0.0.1:0", state, args)
+    }
+
+    /// Stops the manager process: its port refuses connections until [`Self::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the manager again on the same address, with the same state file and flags.
+    pub fn restart(&mut self) {
+        self.stop();
+        let again = Self::start_on(&self.address, &self.state, self.args.clone());
+        assert_eq!(again.address, self.address);
+        *self = again;
+    }
+
+    fn start_on(listen: &str, state: &Path, args: Vec<String>) -> DevManager {
         let mut child = Command::new(env!("CARGO_BIN_EXE_damocles-operator"))
-            .args([
-                "dev-manager",
-                "--listen",
-                "127.0.0.1:0",
-                "--block-time",
-                "20ms",
-            ])
+            .args(["dev-manager", "--listen", listen, "--block-time", "20ms"])
             .args([
                 "--precommit-landing",
                 "2",
@@ -38,7 +54,7 @@ impl DevManager {
             .arg(state)
             .arg("--step-bin")
             .arg(env!("CARGO_BIN_EXE_damocles-step"))
-            .args(extra)
+            .args(&args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
@@ -53,9 +69,10 @@ impl DevManager {
             .unwrap_or_else(|| panic!("{line:?}"))
             .to_string();
         DevManager {
-            child,
+            child: Some(child),
             address,
             state: state.to_path_buf(),
+            args,
         }
     }
 
@@ -76,7 +93,6 @@ impl DevManager {
 
 impl Drop for DevManager {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -161,11 +161,15 @@ impl Farm {
     }
 
     pub fn manager(&self) -> DevManager {
+        self.manager_with(&[])
+    }
+
+    /// The farm's dev manager with more flags.
+    pub fn manager_with(&self, extra: &[&str]) -> DevManager {
         let store = format!("persist={}", self.store().display());
-        DevManager::start(
-            &self.root.join("manager.json"),
-            &["--store", &store, "--check-files-under", "/"],
-        )
+        let mut args = vec!["--store", &store, "--check-files-under", "/"];
+        args.extend_from_slice(extra);
+        DevManager::start(&self.root.join("manager.json"), &args)
     }
 }
 

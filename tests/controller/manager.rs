@@ -1,0 +1,174 @@
+//! The manager as the production damocles-manager behaves: a sector aborted at the manager, and
+//! a manager that stops answering for minutes.
+
+use super::*;
+use damocles_operator::api::SealingTaskStatus;
+
+fn condition(status: &SealingTaskStatus, type_: &str) -> Option<(String, String)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// The sector is aborted at the manager (`damocles-manager util sealer sectors abort` calls
+/// ReportAborted) while its PC1 runs: the heartbeat finds it offline, the task stops the step,
+/// ends Aborted with the manager's reason and removes its workspace, without a ReportAborted of
+/// its own (the manager would answer 11001).
+#[tokio::test]
+async fn a_sector_aborted_at_the_manager_ends_its_task_and_cleans_its_workspace() {
+    let scene = Scene::new("mgr-abort").await;
+    let farm = &scene.farm;
+    let tasks = &scene.tasks;
+    // PC1 that takes long enough to be interrupted.
+    farm.set_steps(&format!(
+        "  pc1:\n    command: [sh, -c, 'sleep 120; exec {} \"$@\"', pc1]\n",
+        env!("CARGO_BIN_EXE_damocles-step"),
+    ));
+    let operator = Operator::start_args(
+        &scene.ns.name,
+        &scene.manager,
+        &farm.profiles,
+        None,
+        &["--manager-heartbeat", "1s"],
+    );
+    scene.seal("t").await;
+    let running = wait_status(tasks, "t", "PC1 running", |s| {
+        s.state == Some(State::TicketAssigned) && s.step_pod.is_some()
+    })
+    .await;
+    let status = running.status.unwrap();
+    let sector = status.sector.unwrap();
+    let pod = running_pod(&scene.pods, status.step_pod.as_deref().unwrap()).await;
+    let started = std::time::Instant::now();
+    scene
+        .manager
+        .client()
+        .report_aborted(
+            damocles_operator::manager::wire::SectorId {
+                miner: sector.miner,
+                number: sector.number,
+            },
+            "aborted via CLI",
+        )
+        .await
+        .unwrap();
+
+    let aborted = wait_status(tasks, "t", "aborted, workspace cleaned", |s| {
+        s.phase == Some(Phase::Aborted)
+            && condition(s, "WorkspaceCleaned").is_some_and(|(status, _)| status == "True")
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the step was interrupted, not waited for"
+    );
+    let status = aborted.status.unwrap();
+    let last = status.last_error.unwrap();
+    assert_eq!(last.level, damocles_operator::api::FailureLevel::Abort);
+    assert_eq!(
+        last.message,
+        "the manager aborted the sector: aborted via CLI"
+    );
+    assert!(!scene.workspace("t").exists());
+    assert!(
+        scene.pods.get_opt(&pod.name_any()).await.unwrap().is_none(),
+        "the PC1 pod was deleted"
+    );
+    let record = scene.record(sector.number).await;
+    assert_eq!(record["aborted"], "aborted via CLI", "{record}");
+    let metrics = reqwest::get(format!("http://{}/metrics", operator.metrics))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("method=\"ReportState\""),
+        "the heartbeat is counted: {metrics}"
+    );
+    assert!(
+        !metrics.contains("method=\"ReportAborted\""),
+        "no ReportAborted was sent"
+    );
+}
+
+/// The manager process stops for 2 minutes (connection refused) while two tasks are in PC1 and
+/// PC2: no task pauses or spends a retry; they wait in phase Waiting with the ManagerUnavailable
+/// condition and finish once it is back. The dev chain runs 1500 times faster than mainnet
+/// (20 ms epochs), so its ticket lifetime is set to mainnet's in wall time (31 hours); otherwise
+/// 2 minutes would be 2.5 days of chain and every ticket drawn before the outage would expire.
+#[tokio::test]
+async fn a_two_minute_manager_outage_pauses_no_task_and_every_task_finishes() {
+    let mut scene = Scene::new("outage").await;
+    scene.manager = scene.farm.manager_with(&["--ticket-max-age", "5600000"]);
+    let tasks = scene.tasks.clone();
+    let _operator = Operator::start_args(
+        &scene.ns.name,
+        &scene.manager,
+        &scene.farm.profiles,
+        None,
+        &["--manager-retry-max", "5s", "--manager-heartbeat", "2s"],
+    );
+    scene.seal("a").await;
+    scene.seal("b").await;
+    wait_status(&tasks, "a", "PC1 done", |s| {
+        s.history.iter().any(|h| h.state == State::PC1Done)
+    })
+    .await;
+    scene.manager.stop();
+    let down = std::time::Instant::now();
+
+    let never_paused = |name: &'static str| {
+        let tasks = tasks.clone();
+        async move {
+            let task = tasks.get(name).await.unwrap();
+            let status = task.status.unwrap_or_default();
+            assert_ne!(
+                status.phase,
+                Some(Phase::Paused),
+                "{name} paused: {:?}",
+                status.last_error
+            );
+            assert_eq!(status.last_error, None, "{name} spent a retry");
+            status
+        }
+    };
+    let mut waited = std::collections::BTreeSet::new();
+    while down.elapsed() < Duration::from_secs(120) {
+        for name in ["a", "b"] {
+            let status = never_paused(name).await;
+            if status.phase == Some(Phase::Waiting)
+                && condition(&status, "ManagerUnavailable")
+                    == Some(("True".into(), "NoAnswer".into()))
+            {
+                waited.insert(name);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert_eq!(
+        waited.len(),
+        2,
+        "both tasks waited for the manager, seen: {waited:?}"
+    );
+    scene.manager.restart();
+
+    for name in ["a", "b"] {
+        let done = wait_phase(&tasks, name, Phase::Finished, Duration::from_secs(600)).await;
+        let status = done.status.unwrap();
+        assert_eq!(
+            condition(&status, "ManagerUnavailable"),
+            Some(("False".into(), "Answered".into()))
+        );
+        assert_eq!(
+            condition(&status, "ManagerFinalized"),
+            Some(("True".into(), "Reported".into()))
+        );
+        let record = scene.record(status.sector.unwrap().number).await;
+        assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
+        assert_eq!(record["submissions"]["SubmitProof"], 1, "{record}");
+        assert_eq!(record["finalized"], true, "{record}");
+    }
+}
