@@ -11,8 +11,9 @@ use crate::manager::Call;
 use crate::manager::wire::{ReportStateReq, SectorStateChange, WorkerIdentifier};
 use crate::plan::Event;
 
-fn time(now: i64) -> Time {
-    Time(Timestamp::from_second(now).expect("now is a valid time"))
+/// A status timestamp for `at` (seconds since the epoch).
+pub fn time_at(at: i64) -> Time {
+    Time(Timestamp::from_second(at).expect("a valid time"))
 }
 
 /// Sets a condition and returns it; its transition time moves only when its status changes.
@@ -33,7 +34,7 @@ pub fn set_condition<'a>(
                 status: value.into(),
                 reason: reason.into(),
                 message: message.into(),
-                last_transition_time: time(now),
+                last_transition_time: time_at(now),
                 observed_generation: None,
             });
             return conditions.last_mut().expect("just pushed");
@@ -42,7 +43,7 @@ pub fn set_condition<'a>(
     let existing = &mut conditions[index];
     if existing.status != value {
         existing.status = value.into();
-        existing.last_transition_time = time(now);
+        existing.last_transition_time = time_at(now);
     }
     existing.reason = reason.into();
     existing.message = message.into();

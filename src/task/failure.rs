@@ -3,11 +3,8 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
-
 use super::condition::FAILED;
-use super::enter::{set_condition, set_phase};
+use super::enter::{set_condition, set_phase, time_at};
 use super::{Effect, Turn, Wake};
 use crate::api::{LastError, Phase, State};
 use crate::sector::FailureLevel;
@@ -110,9 +107,7 @@ impl Turn<'_> {
             FailureDecision::Retry(delay) => {
                 self.delete_step_pod();
                 self.status.attempt += 1;
-                let at = self.now + delay.as_secs() as i64;
-                self.status.not_before =
-                    Some(Time(Timestamp::from_second(at).expect("a valid time")));
+                self.status.not_before = Some(time_at(self.now + delay.as_secs() as i64));
                 let phase = format!(
                     "{state}: {level} failure, retry {attempts} in {}s: {message}",
                     delay.as_secs()

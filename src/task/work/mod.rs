@@ -12,11 +12,8 @@ pub mod unseal;
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
-
 use super::condition::MANAGER_UNAVAILABLE;
-use super::enter::{set_condition, set_phase};
+use super::enter::{set_condition, set_phase, time_at};
 use super::{CallFailure, Question, Step, Turn, Wake};
 use crate::api::Phase;
 use crate::api::{CommittedSector, Randomness};
@@ -226,12 +223,7 @@ impl Turn<'_> {
     /// MANAGER_RETRY_MIN up to `manager_retry_max`).
     fn manager_unavailable(&mut self, method: Method, failure: &CallFailure) -> Wake {
         let state = self.position().state;
-        let since = self
-            .status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == MANAGER_UNAVAILABLE && c.status == "True")
-            .map(|c| c.last_transition_time.0.as_second());
+        let since = self.outage_since();
         let outage = since.map_or(0, |t| (self.now - t).max(0) as u64);
         let longest = self.rules.manager_retry_max.max(MANAGER_RETRY_MIN);
         let delay = Duration::from_secs(outage)
@@ -252,8 +244,7 @@ impl Turn<'_> {
             &failure.message,
             self.now,
         );
-        let at = self.now + delay.as_secs() as i64;
-        self.status.not_before = Some(Time(Timestamp::from_second(at).expect("a valid time")));
+        self.status.not_before = Some(time_at(self.now + delay.as_secs() as i64));
         let message = format!(
             "{state}: waiting for the manager ({method} unanswered, outage {outage}s), next try \
              in {}s: {}",
@@ -266,15 +257,19 @@ impl Turn<'_> {
         Wake::After(delay)
     }
 
-    /// The manager answered: an outage recorded on the task is over.
-    fn manager_answered(&mut self, method: Method) {
-        let Some(since) = self
-            .status
+    /// When the outage the task is waiting out began (the ManagerUnavailable condition's
+    /// transition to True), if it is waiting one out.
+    fn outage_since(&self) -> Option<i64> {
+        self.status
             .conditions
             .iter()
             .find(|c| c.type_ == MANAGER_UNAVAILABLE && c.status == "True")
             .map(|c| c.last_transition_time.0.as_second())
-        else {
+    }
+
+    /// The manager answered: an outage recorded on the task is over.
+    fn manager_answered(&mut self, method: Method) {
+        let Some(since) = self.outage_since() else {
             return;
         };
         let message = format!(

@@ -3,15 +3,12 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
-
 use super::sector_id;
 use crate::api::{PlanKind, State};
 use crate::manager::wire::ERR_SECTOR_STATE_NOT_FOUND;
 use crate::manager::{Call, Method, Reply};
 use crate::task::condition::MANAGER_FINALIZED;
-use crate::task::enter::{condition_true, set_condition};
+use crate::task::enter::{condition_true, set_condition, time_at};
 use crate::task::{Question, Turn, Wake};
 
 impl Turn<'_> {
@@ -112,9 +109,7 @@ impl Turn<'_> {
                     &message,
                     self.now,
                 );
-                let at = self.now + retry.as_secs() as i64;
-                self.status.not_before =
-                    Some(Time(Timestamp::from_second(at).expect("a valid time")));
+                self.status.not_before = Some(time_at(self.now + retry.as_secs() as i64));
                 self.log(true, message);
                 self.write();
                 return Some(Wake::After(retry));
