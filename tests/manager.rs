@@ -616,7 +616,15 @@ async fn a_real_proven_sector_is_snap_upgraded() {
         submit_snap(snap_proof.clone()).await,
         SubmitResult::Accepted
     );
-    assert_eq!(submit_snap(snap_proof).await, SubmitResult::DuplicateSubmit);
+    // A repeat while the manager's commit job runs: its logic error, never DuplicateSubmit.
+    let err = client
+        .submit_snapup_proof(sector.id, &snap_info(snap_proof))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ManagerError::Rpc { code: 1, message, .. } if message == "commit snapup sector: duplicate commit job"),
+        "{err}"
+    );
 
     let state = manager.admin("/admin/state", None).await;
     let record = &state["chain"]["sectors"]["1"];

@@ -149,15 +149,30 @@ impl Turn<'_> {
             }
             FailureDecision::Abort => {
                 self.abort(&message);
-                Wake::OnChange
+                self.ended()
             }
         }
     }
 
-    /// Ends the task: stops its step, tells the manager, records Aborted.
+    /// Ends the task: stops its step, records why (the reason ReportAborted then gives the
+    /// manager, see work::report), hands an unseal's request back, records Aborted.
     pub fn abort(&mut self, reason: &str) {
-        let report = super::work::unseal::abort_report(self, reason);
-        self.stop(reason, report);
+        let state = self.position().state;
+        match self.status.last_error.as_mut() {
+            // The failure that decided the abort.
+            Some(last) if last.message == reason => last.level = FailureLevel::Abort,
+            _ => {
+                self.status.last_error = Some(LastError {
+                    level: FailureLevel::Abort,
+                    state,
+                    message: reason.to_string(),
+                    attempts: 1,
+                    time: self.time(),
+                });
+            }
+        }
+        let hand_back = super::work::unseal::hand_back(self, reason);
+        self.stop(reason, hand_back);
     }
 
     /// The manager finalized the sector itself (`damocles-manager util sealer sectors abort`):
@@ -181,6 +196,14 @@ impl Turn<'_> {
             time: self.time(),
         });
         self.log(true, message.clone());
+        set_condition(
+            &mut self.status,
+            super::condition::MANAGER_FINALIZED,
+            "True",
+            "AbortedAtManager",
+            "the manager finalized the sector itself: nothing to report",
+            self.now,
+        );
         self.stop(&message, None);
     }
 

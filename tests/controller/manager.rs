@@ -94,13 +94,15 @@ async fn a_sector_aborted_at_the_manager_ends_its_task_and_cleans_its_workspace(
     );
 }
 
-/// The manager process stops for 2 minutes (connection refused) while two tasks are in PC1 and
-/// PC2: no task pauses or spends a retry; they wait in phase Waiting with the ManagerUnavailable
-/// condition and finish once it is back. The dev chain runs 1500 times faster than mainnet
+/// The manager process stops for 2 minutes (connection refused) in the middle of a pipeline:
+/// the task neither pauses nor spends a retry; it waits in phase Waiting with the
+/// ManagerUnavailable condition and finishes once the manager is back. (One task: the decisions
+/// of several are the same core's, table-tested in src/task/tests/manager.rs, and each more task
+/// here costs CI a C2.) The dev chain runs 1500 times faster than mainnet
 /// (20 ms epochs), so its ticket lifetime is set to mainnet's in wall time (31 hours); otherwise
 /// 2 minutes would be 2.5 days of chain and every ticket drawn before the outage would expire.
 #[tokio::test]
-async fn a_two_minute_manager_outage_pauses_no_task_and_every_task_finishes() {
+async fn a_two_minute_manager_outage_pauses_no_task_and_the_task_finishes() {
     let mut scene = Scene::new("outage").await;
     scene.manager = scene.farm.manager_with(&["--ticket-max-age", "5600000"]);
     let tasks = scene.tasks.clone();
@@ -112,7 +114,6 @@ async fn a_two_minute_manager_outage_pauses_no_task_and_every_task_finishes() {
         &["--manager-retry-max", "5s", "--manager-heartbeat", "2s"],
     );
     scene.seal("a").await;
-    scene.seal("b").await;
     wait_status(&tasks, "a", "PC1 done", |s| {
         s.history.iter().any(|h| h.state == State::PC1Done)
     })
@@ -120,55 +121,42 @@ async fn a_two_minute_manager_outage_pauses_no_task_and_every_task_finishes() {
     scene.manager.stop();
     let down = std::time::Instant::now();
 
-    let never_paused = |name: &'static str| {
+    let never_paused = || {
         let tasks = tasks.clone();
         async move {
-            let task = tasks.get(name).await.unwrap();
-            let status = task.status.unwrap_or_default();
+            let status = tasks.get("a").await.unwrap().status.unwrap_or_default();
             assert_ne!(
                 status.phase,
                 Some(Phase::Paused),
-                "{name} paused: {:?}",
+                "paused: {:?}",
                 status.last_error
             );
-            assert_eq!(status.last_error, None, "{name} spent a retry");
+            assert_eq!(status.last_error, None, "a retry was spent");
             status
         }
     };
-    let mut waited = std::collections::BTreeSet::new();
+    let mut waited = false;
     while down.elapsed() < Duration::from_secs(120) {
-        for name in ["a", "b"] {
-            let status = never_paused(name).await;
-            if status.phase == Some(Phase::Waiting)
-                && condition(&status, "ManagerUnavailable")
-                    == Some(("True".into(), "NoAnswer".into()))
-            {
-                waited.insert(name);
-            }
-        }
+        let status = never_paused().await;
+        waited |= status.phase == Some(Phase::Waiting)
+            && condition(&status, "ManagerUnavailable") == Some(("True".into(), "NoAnswer".into()));
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    assert_eq!(
-        waited.len(),
-        2,
-        "both tasks waited for the manager, seen: {waited:?}"
-    );
+    assert!(waited, "the task waited for the manager");
     scene.manager.restart();
 
-    for name in ["a", "b"] {
-        let done = wait_phase(&tasks, name, Phase::Finished, Duration::from_secs(600)).await;
-        let status = done.status.unwrap();
-        assert_eq!(
-            condition(&status, "ManagerUnavailable"),
-            Some(("False".into(), "Answered".into()))
-        );
-        assert_eq!(
-            condition(&status, "ManagerFinalized"),
-            Some(("True".into(), "Reported".into()))
-        );
-        let record = scene.record(status.sector.unwrap().number).await;
-        assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
-        assert_eq!(record["submissions"]["SubmitProof"], 1, "{record}");
-        assert_eq!(record["finalized"], true, "{record}");
-    }
+    let done = wait_phase(&tasks, "a", Phase::Finished, Duration::from_secs(600)).await;
+    let status = done.status.unwrap();
+    assert_eq!(
+        condition(&status, "ManagerUnavailable"),
+        Some(("False".into(), "Answered".into()))
+    );
+    assert_eq!(
+        condition(&status, "ManagerFinalized"),
+        Some(("True".into(), "Reported".into()))
+    );
+    let record = scene.record(status.sector.unwrap().number).await;
+    assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
+    assert_eq!(record["submissions"]["SubmitProof"], 1, "{record}");
+    assert_eq!(record["finalized"], true, "{record}");
 }

@@ -130,15 +130,14 @@ impl ChainState {
                 desc: desc.map(str::to_string),
             })
         };
-        if let Some(existing) = &record.upgrade {
-            return if existing.proof_sha256 == *proof_sha256 && existing.comm_r == info.comm_r {
-                result(SubmitResult::DuplicateSubmit, None)
-            } else {
-                result(
-                    SubmitResult::MismatchedSubmission,
-                    Some("a different upgrade was already accepted for this sector"),
-                )
-            };
+        if record.upgrade.is_some() {
+            // damocles-manager starts a commit job for an accepted upgrade and refuses a second
+            // one for the sector, identical or not, with a logic error (snapup_commit.go
+            // Commit); it never answers DuplicateSubmit. The dev manager's job never ends (the
+            // production one takes the sector offline once the upgrade is final).
+            return Err(ChainError::NotReady(
+                "commit snapup sector: duplicate commit job".into(),
+            ));
         }
         if !record.snapup_allocated {
             return result(
@@ -147,10 +146,7 @@ impl ChainState {
             );
         }
         if !*files_present {
-            return result(
-                SubmitResult::FilesMissed,
-                Some("the updated replica is not in the store instance named by AccessInstance"),
-            );
+            return result(SubmitResult::FilesMissed, Some("not all files persisted"));
         }
         if !*verified {
             return result(
@@ -441,14 +437,20 @@ mod tests {
             SubmitResult::MismatchedSubmission
         );
         assert_eq!(submit(&mut state, "p", true, true), SubmitResult::Accepted);
-        assert_eq!(
-            submit(&mut state, "p", true, true),
-            SubmitResult::DuplicateSubmit
-        );
-        assert_eq!(
-            submit(&mut state, "q", true, true),
-            SubmitResult::MismatchedSubmission
-        );
+        for sha in ["p", "q"] {
+            let repeat = SnapUpChecks {
+                proof_sha256: sha.into(),
+                verified: true,
+                files_present: true,
+            };
+            assert_eq!(
+                state.submit_snapup(&rules, id, &snap_info(), &repeat, 10_300),
+                Err(ChainError::NotReady(
+                    "commit snapup sector: duplicate commit job".into()
+                )),
+                "a commit job runs: a repeat is refused, identical or not"
+            );
+        }
         assert_eq!(
             state.sectors[&id.number].submissions["SubmitSnapUpProof"],
             5

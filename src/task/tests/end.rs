@@ -83,7 +83,7 @@ fn every_finished_plan_reports_finalized_as_a_call_retried_until_answered() {
 }
 
 #[test]
-fn an_aborted_unseal_hands_its_request_back_and_reports_finalized() {
+fn an_aborted_unseal_reports_finalized_and_other_aborts_report_aborted() {
     let spec = self::spec(json!({"plan": "unseal", "sectorSize": "2KiB",
         "unseal": {"pieceCid": "baga6ea4seaq", "offset": 0, "size": 2032,
                    "destination": "file:///out"}}));
@@ -92,11 +92,21 @@ fn an_aborted_unseal_hands_its_request_back_and_reports_finalized() {
     let ask = decide_now(task(&spec), &aborted, &Observed::default());
     assert_eq!(asked_call(&ask), &Call::ReportFinalized(SECTOR_ID));
     let sealer = sealer();
+    aborted.last_error = Some(crate::api::LastError {
+        level: FailureLevel::Abort,
+        state: State::PC1Done,
+        message: "why".into(),
+        attempts: 1,
+        time: time(NOW - 5),
+    });
     let ask = decide_now(task(&sealer), &aborted, &Observed::default());
     assert_eq!(
-        asked(&ask),
-        &Question::CleanupPod("t1-cleanup".into()),
-        "an aborted sealer sent ReportAborted, which finalizes the sector"
+        asked_call(&ask),
+        &Call::ReportAborted {
+            sector: SECTOR_ID,
+            reason: "why".into()
+        },
+        "any other aborted plan reports the sector aborted, with the recorded reason"
     );
 }
 
@@ -154,15 +164,22 @@ fn a_deleted_task_is_stopped_told_and_cleaned_before_it_is_released() {
     status.step_pod = Some("t1-pc1done-0".into());
     let first = decide_now(deleted, &status, &Observed::default());
     assert_eq!(first.status.state, Some(State::Aborted));
-    assert!(has(&first, |e| matches!(
-        e,
-        Effect::Tell(Call::ReportAborted { .. })
-    )));
+    assert_eq!(
+        asked_call(&first),
+        &Call::ReportAborted {
+            sector: SECTOR_ID,
+            reason: "the SealingTask was deleted".into()
+        }
+    );
     assert!(has(&first, |e| *e == Effect::DeletePod("t1-pc1done-0".into())));
+    let call = asked_call(&first).clone();
+    let told = decide_now(deleted, &first.status, &answered(&call, Ok(Reply::Done)));
+    assert_eq!(asked(&told), &Question::CleanupPod("t1-cleanup".into()));
     let running = Observed {
         cleanup_pod: Some(CleanupPod::Running),
         ..Default::default()
     };
+    let first = told;
     assert_eq!(
         decide_now(deleted, &first.status, &running).wake,
         Wake::CleanupPending

@@ -140,10 +140,13 @@ fn a_rejected_precommit_aborts_and_tells_the_manager() {
     let decision = decide_now(task(&spec), &first.status, &answered(&call, rejected));
     assert_eq!(decision.status.state, Some(State::Aborted));
     assert_eq!(decision.status.phase, Some(Phase::Aborted));
-    assert!(has(&decision, |e| matches!(
-        e,
-        Effect::Tell(Call::ReportAborted { .. })
-    )));
+    assert_eq!(
+        asked_call(&decision),
+        &Call::ReportAborted {
+            sector: SECTOR_ID,
+            reason: "the manager refused: bad".into()
+        }
+    );
     assert!(event(&decision, "Aborted"));
     assert!(has(&decision, |e| *e == Effect::WriteStatus));
 }
@@ -253,4 +256,54 @@ fn a_precommit_that_reached_the_manager_is_not_rewound_for_an_old_ticket() {
         let never = decide_now(task(&spec), &status, &answered(&poll, reply(state)));
         assert_eq!(never.status.state, Some(State::TreeDBuilt), "{state:?}");
     }
+}
+
+#[test]
+fn an_upgrade_the_manager_is_already_committing_is_done() {
+    let spec = spec(json!({"plan": "snapup", "sectorSize": "2KiB"}));
+    let mut status = at(State::Persisted);
+    let outputs = status.outputs.as_mut().unwrap();
+    outputs.comm_r = Some(crate::sector::CommR::from_bytes([3; 32]));
+    outputs.comm_d = Some(crate::sector::CommD::from_bytes([4; 32]));
+    outputs.store = Some(StoreRef {
+        name: "persist".into(),
+        path: "/persist".into(),
+    });
+    outputs.proof = Some(crate::api::Artifact {
+        location: "/ws/proof".into(),
+        sha256: "00".into(),
+        size: 3,
+        data: Some("AQID".into()),
+    });
+    let first = decide_now(task(&spec), &status, &Observed::default());
+    let call = asked_call(&first).clone();
+    assert_eq!(call.method(), Method::SubmitSnapUpProof);
+    assert_eq!(
+        first.status.submitting.as_deref(),
+        Some("SubmitSnapUpProof")
+    );
+    // A restart after the upgrade reached the manager: its one commit job per sector refuses
+    // the repeat (damocles-manager never answers DuplicateSubmit here).
+    let duplicate = CallFailure {
+        code: Some(1),
+        ..temporary(
+            "Venus.SubmitSnapUpProof: the manager returned error 1: commit snapup sector: \
+             duplicate commit job",
+        )
+    };
+    let done = decide_now(task(&spec), &first.status, &answered(&call, Err(duplicate)));
+    assert_eq!(done.status.state, Some(State::Finished));
+    // Any other logic error is a temporary failure.
+    let other = decide_now(
+        task(&spec),
+        &first.status,
+        &answered(
+            &call,
+            Err(temporary("commit snapup sector: sector is not upgraded")),
+        ),
+    );
+    assert_eq!(
+        other.status.last_error.map(|e| e.level),
+        Some(FailureLevel::Temporary)
+    );
 }

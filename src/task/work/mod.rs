@@ -125,6 +125,15 @@ fn submission_poll(method: Method, sector: SectorId) -> Option<Call> {
     }
 }
 
+/// damocles-manager's answer to a SubmitSnapUpProof for a sector whose upgrade it is already
+/// committing (snapup_commit.go: one commit job per sector), which is what a resubmission after
+/// a restart meets: the upgrade reached it, nothing is left to do.
+fn upgrade_already_committing(method: Method, failure: &CallFailure) -> bool {
+    method == Method::SubmitSnapUpProof
+        && failure.code == Some(1)
+        && failure.message.ends_with("duplicate commit job")
+}
+
 /// Whether the manager holds a live message for a submission, by its poll. damocles-manager
 /// answers Failed both when it has no message (never submitted, or refused) and when its message
 /// failed on chain, and a resubmission without reset is then answered Accepted with nothing sent
@@ -308,6 +317,13 @@ impl Turn<'_> {
             return Step::Outcome(match reply {
                 Ok(Reply::Submit(resp)) => submitted(method, resp.res.into(), resp.desc),
                 Ok(other) => unexpected(method, &other),
+                Err(failure) if upgrade_already_committing(method, &failure) => {
+                    self.log(
+                        false,
+                        format!("the manager is already committing this upgrade ({call})"),
+                    );
+                    Outcome::Done
+                }
                 Err(failure) => call_failed(failure),
             });
         }

@@ -206,7 +206,7 @@ impl Turn<'_> {
             }
             TicketExpiry::Abort => {
                 self.abort(&message);
-                Wake::OnChange
+                self.ended()
             }
         }
     }

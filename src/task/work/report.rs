@@ -1,12 +1,13 @@
 //! What the manager hears of a sector's life besides the plan's own calls: the heartbeat that
-//! finds a sector aborted at the manager, and the ReportFinalized that ends every plan.
+//! finds a sector aborted at the manager, and the ReportFinalized or ReportAborted that ends
+//! every task.
 
 use std::time::Duration;
 
 use super::sector_id;
 use crate::api::{PlanKind, State};
 use crate::manager::wire::ERR_SECTOR_STATE_NOT_FOUND;
-use crate::manager::{Call, Method, Reply};
+use crate::manager::{Call, Reply};
 use crate::task::condition::MANAGER_FINALIZED;
 use crate::task::enter::{condition_true, set_condition, time_at};
 use crate::task::{Question, Turn, Wake};
@@ -46,35 +47,46 @@ impl Turn<'_> {
             Some(Ok(Reply::State(Some(state)))) if state.finalized => {
                 let reason = state.abort_reason.clone().unwrap_or_default();
                 self.aborted_by_manager(&reason);
-                Some(Wake::OnChange)
+                Some(self.ended())
             }
             Some(_) => None,
         }
     }
 
-    /// The ReportFinalized an ended task owes the manager: after every plan (the manager clears
-    /// the sector's rebuild or unseal mark and takes it offline; without it the next rebuild or
-    /// unseal of that sector fails), and after an aborted unseal too, whose sector the manager
-    /// brought online for it. Only for a sector this task was handed.
-    fn finalized_report(&self) -> Option<Call> {
+    /// The report an ended task owes the manager, for a sector this task was handed.
+    /// ReportFinalized after every plan (the manager clears the sector's rebuild or unseal mark
+    /// and takes it offline; without it the next rebuild or unseal of that sector fails), and
+    /// after an aborted unseal, whose sector the manager brought online for it. ReportAborted,
+    /// with the reason the task recorded, after any other abort (the manager releases the
+    /// sector's deals and takes it offline).
+    fn end_report(&self) -> Option<Call> {
         let sector = self.status.sector.map(sector_id)?;
         match (self.position().state, self.task.spec.plan) {
             (State::Finished, _) | (State::Aborted, PlanKind::Unseal) => {
                 Some(Call::ReportFinalized(sector))
             }
+            (State::Aborted, _) => Some(Call::ReportAborted {
+                sector,
+                reason: self
+                    .status
+                    .last_error
+                    .as_ref()
+                    .map_or_else(|| "aborted".to_string(), |e| e.message.clone()),
+            }),
             _ => None,
         }
     }
 
-    /// Tells the manager the sector is finalized, as a call retried until answered; the
-    /// ManagerFinalized condition records it. None once told (or nothing to tell); a wake to
-    /// retry at while the manager does not answer, which does not hold up the workspace cleanup.
-    pub(in crate::task) fn report_finalized(&mut self) -> Option<Wake> {
-        let call = self.finalized_report()?;
+    /// Makes the end report as a call retried until answered; the ManagerFinalized condition
+    /// records it. None once told (or nothing to tell); a wake to retry at while the manager does
+    /// not answer, which does not hold up the workspace cleanup.
+    pub(in crate::task) fn report_end(&mut self) -> Option<Wake> {
+        let call = self.end_report()?;
         if condition_true(&self.status, MANAGER_FINALIZED) {
             return None;
         }
-        let Some(reply) = self.answered(Method::ReportFinalized, true) else {
+        let method = call.method();
+        let Some(reply) = self.answered(method, true) else {
             if let Some(at) = &self.status.not_before {
                 let wait = at.0.as_second() - self.now;
                 if wait > 0 {
@@ -97,7 +109,7 @@ impl Turn<'_> {
             Err(failure) => {
                 let retry = self.rules.manager_retry_max;
                 let message = format!(
-                    "ReportFinalized: {}; trying again in {}s",
+                    "{method}: {}; trying again in {}s",
                     failure.message,
                     retry.as_secs()
                 );

@@ -9,9 +9,10 @@ use crate::plan::ManagerCall;
 use crate::plan::cursor::Outcome;
 use crate::task::{Step, Turn};
 
-/// What the manager is told when the task is aborted: an unseal hands its request back as
-/// failed (the sector itself is fine); the other plans report the sector aborted.
-pub(crate) fn abort_report(turn: &Turn<'_>, reason: &str) -> Option<Call> {
+/// What an aborted unseal hands back: its request, as failed (the sector itself is fine). The
+/// sector's own report (ReportFinalized for an unseal, ReportAborted otherwise) comes when the
+/// task has ended (see work::report).
+pub(crate) fn hand_back(turn: &Turn<'_>, reason: &str) -> Option<Call> {
     let sector = turn.sector_id()?;
     match (&turn.task.spec.unseal, turn.task.spec.plan) {
         (Some(unseal), PlanKind::Unseal) => turn.committed().map(|_| Call::AchieveUnsealSector {
@@ -19,10 +20,7 @@ pub(crate) fn abort_report(turn: &Turn<'_>, reason: &str) -> Option<Call> {
             piece: unseal_piece(unseal),
             error: format!("aborted: {reason}"),
         }),
-        _ => Some(Call::ReportAborted {
-            sector,
-            reason: reason.to_string(),
-        }),
+        _ => None,
     }
 }
 
