@@ -181,6 +181,10 @@ pub struct DevNodeArgs {
     /// Delete the Node objects when stopping (otherwise they go NotReady, as with kubelet).
     #[arg(long)]
     pub remove_nodes_on_exit: bool,
+    /// An image the registry does not have (repeatable): a pod that uses it stays Pending in
+    /// ErrImagePull, then ImagePullBackOff, as kubelet reports it.
+    #[arg(long = "missing-image")]
+    pub missing_images: Vec<String>,
 }
 
 /// `damocles-operator dev-manager`.
@@ -332,6 +336,7 @@ impl DevNodeArgs {
             root: self.root,
             host_root: self.host_root,
             remove_nodes_on_exit: self.remove_nodes_on_exit,
+            missing_images: self.missing_images,
         }
     }
 }

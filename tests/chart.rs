@@ -93,6 +93,55 @@ async fn the_chart_lints_renders_and_the_api_server_accepts_it() {
             leader,
             "{rendered}"
         );
+        // Without leader election an upgrade must not run two operators at once.
+        assert_eq!(rendered.contains("type: Recreate"), !leader, "{rendered}");
+        assert_eq!(
+            rendered.contains("kind: PodDisruptionBudget"),
+            values.contains(&"replicas=2"),
+            "a budget only where a replica can stay: {rendered}"
+        );
+        assert!(rendered.contains("app.kubernetes.io/managed-by: Helm"));
+        assert!(rendered.contains("readOnlyRootFilesystem: true"));
+        // The step image moves with the operator: the chart's appVersion by default.
+        let app_version = format!("damocles-step:{}", env!("CARGO_PKG_VERSION"));
+        assert!(rendered.contains(&app_version), "{rendered}");
+    }
+
+    // Client-side only: the test control plane has no Prometheus Operator CRDs.
+    let monitored = helm(
+        info,
+        &[
+            "template",
+            "farm",
+            CHART,
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+        ],
+    );
+    assert!(monitored.status.success(), "{}", text(&monitored));
+    assert!(text(&monitored).contains("kind: ServiceMonitor"));
+    let notes = helm(info, &["install", "--dry-run=client", "farm", CHART]);
+    assert!(
+        notes.status.success()
+            && text(&notes).contains("kubectl apply -f examples/sealer-2kib.yaml"),
+        "NOTES.txt with the first commands: {}",
+        text(&notes)
+    );
+    for (set, refusal) in [
+        (
+            "managr.address=x",
+            "additional properties 'managr' not allowed",
+        ),
+        ("manager.timeout=30x", "does not match pattern"),
+        ("ticketExpiry=never", "ticketExpiry"),
+    ] {
+        let refused = helm(info, &["template", "farm", CHART, "--set", set]);
+        assert!(!refused.status.success(), "{set} was accepted");
+        assert!(
+            text(&refused).contains(refusal),
+            "{set}: {}",
+            text(&refused)
+        );
     }
 
     let refused = helm(
@@ -112,5 +161,176 @@ async fn the_chart_lints_renders_and_the_api_server_accepts_it() {
         text(&refused).contains("replicas > 1 needs leaderElection.enabled"),
         "{}",
         text(&refused)
+    );
+}
+
+/// Every key of values.yaml is described by values.schema.json and every key the schema
+/// describes is in values.yaml, so `helm install --set` of a misspelt key is refused (the schema
+/// allows no others) and no documented default is missing.
+#[test]
+fn the_values_schema_describes_exactly_the_values() {
+    let values: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(format!("{CHART}/values.yaml")).unwrap())
+            .unwrap();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{CHART}/values.schema.json")).unwrap(),
+    )
+    .unwrap();
+    fn walk(
+        path: &str,
+        values: &serde_json::Value,
+        schema: &serde_json::Value,
+        problems: &mut Vec<String>,
+    ) {
+        let (Some(values), Some(properties)) =
+            (values.as_object(), schema["properties"].as_object())
+        else {
+            return;
+        };
+        assert_eq!(
+            schema["additionalProperties"],
+            serde_json::Value::Bool(false),
+            "{path}: a schema object with properties must refuse others"
+        );
+        for (key, value) in values {
+            match properties.get(key) {
+                Some(described) => walk(&format!("{path}.{key}"), value, described, problems),
+                None => problems.push(format!("{path}.{key} is in values.yaml, not in the schema")),
+            }
+        }
+        for key in properties.keys() {
+            if !values.contains_key(key) {
+                problems.push(format!("{path}.{key} is in the schema, not in values.yaml"));
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    walk("", &values, &schema, &mut problems);
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// The profiles the chart renders by default are ones the operator accepts, and they use a GPU
+/// node's hardware: PC2 with the GPU builders on, and the first workspace step of a sealer (which
+/// picks the node) tolerating a GPU pool's taint.
+#[test]
+fn the_default_profiles_parse_and_are_ready_for_gpu_nodes() {
+    use damocles_operator::plan::{PlanKind, StepKind};
+    use damocles_operator::task::Profiles;
+    let info = cluster();
+    let rendered = helm(
+        info,
+        &[
+            "template",
+            "farm",
+            CHART,
+            "--show-only",
+            "templates/configmap.yaml",
+        ],
+    );
+    assert!(rendered.status.success(), "{}", text(&rendered));
+    let configmap: serde_json::Value =
+        serde_saphyr::from_str(&String::from_utf8_lossy(&rendered.stdout)).unwrap();
+    let profiles = Profiles::parse(configmap["data"]["profiles.yaml"].as_str().unwrap())
+        .expect("the operator accepts the chart's profiles");
+    let backoff = std::time::Duration::from_secs(60);
+    let pc2 = profiles.resolve(StepKind::Pc2, backoff);
+    for var in [
+        "FIL_PROOFS_USE_GPU_COLUMN_BUILDER",
+        "FIL_PROOFS_USE_GPU_TREE_BUILDER",
+    ] {
+        assert!(
+            pc2.env
+                .iter()
+                .any(|e| e.name == var && e.value.as_deref() == Some("1")),
+            "{var} on pc2: {:?}",
+            pc2.env
+        );
+    }
+    assert!(
+        pc2.env.iter().any(|e| e.name == "RUST_LOG"),
+        "defaults kept"
+    );
+    let placement = profiles
+        .workspace_placement(PlanKind::Sealer.plan(), backoff)
+        .unwrap();
+    assert!(
+        placement
+            .tolerations
+            .iter()
+            .flatten()
+            .any(|t| t.key.as_deref() == Some("nvidia.com/gpu")),
+        "{placement:?}"
+    );
+    assert_eq!(
+        profiles.resolve(StepKind::AddPiece, backoff).image,
+        format!(
+            "ghcr.io/example/damocles-step:{}",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
+
+/// An upgrade that leaves an older CRD in place (Helm never updates a chart's crds/): the
+/// operator refuses to start, saying how to update it, and starts once it is updated. This test
+/// binary's control plane is its own, so changing its CRD touches no other test.
+#[test]
+fn the_operator_refuses_a_crd_of_another_version() {
+    let info = cluster();
+    let set_schema = |value: &str| {
+        let patched = kubectl_output(
+            info,
+            &[
+                "annotate",
+                "--overwrite",
+                "crd/sealingtasks.damocles.io",
+                &format!("{}={value}", damocles_operator::CRD_SCHEMA_ANNOTATION),
+            ],
+        );
+        assert!(patched.status.success(), "{}", text(&patched));
+    };
+    let start = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_damocles-operator"))
+            .args(["run", "--manager", "127.0.0.1:9", "--no-leader-election"])
+            .args(["--metrics-address", "127.0.0.1:0"])
+            .env("KUBECONFIG", &info.kubeconfig)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the operator starts");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                return Some(child.wait_with_output().unwrap());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        None
+    };
+    set_schema("0000000000000000");
+    let refused = start().expect("the operator exits at once");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("has schema 0000000000000000 but this operator")
+            && stderr.contains("damocles-operator crd | kubectl apply"),
+        "{stderr}"
+    );
+    // The one command the docs give for an upgrade.
+    let updated = kubectl_output(
+        info,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &format!("{CHART}/crds/sealingtask.yaml"),
+        ],
+    );
+    assert!(updated.status.success(), "{}", text(&updated));
+    assert!(
+        start().is_none(),
+        "with this version's CRD the operator keeps running"
     );
 }

@@ -126,6 +126,36 @@ pub fn limited_client(
         .build())
 }
 
+/// Refuses to run against a SealingTask CRD of another schema (an upgrade that left the old CRD
+/// in place would have the apiserver drop fields this operator writes). Without the right to
+/// read CRDs (RBAC of an older chart), it says so and goes on.
+async fn check_crd(client: &Client) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    match crds.get_opt("sealingtasks.damocles.io").await {
+        Ok(Some(crd)) => {
+            let installed = crd
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::CRD_SCHEMA_ANNOTATION))
+                .map(String::as_str);
+            crate::check_installed_crd(installed).map_err(anyhow::Error::msg)
+        }
+        Ok(None) => Err(anyhow::anyhow!(
+            "the SealingTask CRD is not installed: `damocles-operator crd | kubectl apply \
+             --server-side -f -`"
+        )),
+        Err(err) => {
+            tracing::warn!(
+                "cannot read the SealingTask CRD to check its version ({err}); give the \
+                 operator `get` on customresourcedefinitions (the chart does)"
+            );
+            Ok(())
+        }
+    }
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     config: kube::Config,
@@ -157,6 +187,7 @@ pub async fn run(
                 "cannot list SealingTasks ({e}); is the CRD installed (`damocles-operator crd | kubectl apply -f -`)?"
             )
         })?;
+    check_crd(&client).await?;
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
         instance: Some(settings.rules.instance.clone()),

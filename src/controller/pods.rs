@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{
     Affinity, Container, EnvVar, HostPathVolumeSource, NodeAffinity, NodeSelector,
-    NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, PreferredSchedulingTerm, Volume,
-    VolumeMount,
+    NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, PreferredSchedulingTerm, Toleration,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -18,9 +18,9 @@ use crate::step::{
     DEFAULT_TERMINATION_MESSAGE_PATH, ExitCode, REQUEST_VERSION, StepInputs, StepKind, StepRequest,
     StepResult,
 };
-use crate::task::PodReport;
 use crate::task::profiles::{Locality, Profiles, Resolved};
 use crate::task::steps::{persist_root, transfer_dir, workspace_dir};
+use crate::task::{PodReport, StartProblem};
 
 /// Label on every pod the operator creates; its pod watch selects on it.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "damocles-operator");
@@ -103,6 +103,13 @@ pub fn step_pod(
             ..Default::default()
         },
     ];
+    if let Some(path) = &profiles.parent_cache_path {
+        env.push(EnvVar {
+            name: "FIL_PROOFS_PARENT_CACHE".into(),
+            value: Some(path.clone()),
+            ..Default::default()
+        });
+    }
     env.extend(profile.env.iter().cloned());
     let anywhere = runs_anywhere(request, profile);
     let workspace = if anywhere {
@@ -123,6 +130,10 @@ pub fn step_pod(
         mount("workspace", &profiles.workspace_root, false),
         mount("params", &profiles.params_path, true),
     ];
+    if let Some(path) = &profiles.parent_cache_path {
+        volumes.push(host_path_volume("parent-cache", path, "DirectoryOrCreate"));
+        mounts.push(mount("parent-cache", path, false));
+    }
     for (index, root) in store_roots(request).iter().enumerate() {
         let path = root.display().to_string();
         let name = match index {
@@ -193,6 +204,11 @@ pub fn step_pod(
         },
         spec: Some(PodSpec {
             restart_policy: Some("Never".into()),
+            // A step talks to no API: no token in its filesystem.
+            automount_service_account_token: Some(false),
+            image_pull_secrets: profile.image_pull_secrets.clone(),
+            priority_class_name: profile.priority_class_name.clone(),
+            runtime_class_name: profile.runtime_class_name.clone(),
             active_deadline_seconds: profile.deadline_seconds,
             node_selector: profile.node_selector.clone(),
             affinity,
@@ -273,7 +289,13 @@ pub fn cleanup_pod(
     container.env = None;
     container.resources = None;
     spec.node_selector = None;
-    spec.tolerations = None;
+    // It must run on the workspace's node whatever its taints (a tainted GPU node holds the
+    // workspaces of plans whose PC2 needs a GPU), as a DaemonSet's pods do.
+    spec.tolerations = Some(vec![Toleration {
+        operator: Some("Exists".into()),
+        ..Default::default()
+    }]);
+    spec.runtime_class_name = None;
     // The workspace and the persist store (for the transfer directory): nothing else.
     let needed = |name: &str| name == "workspace" || name == "persist";
     spec.volumes
@@ -367,27 +389,64 @@ pub fn report(pod: &Pod) -> PodReport {
         _ => {
             let waiting = container
                 .and_then(|c| c.state.as_ref())
-                .and_then(|s| s.waiting.as_ref())
-                .map(|w| {
-                    format!(
-                        "{}: {}",
-                        w.reason.clone().unwrap_or_default(),
-                        w.message.clone().unwrap_or_default()
-                    )
-                });
+                .and_then(|s| s.waiting.as_ref());
+            let image_problem = waiting
+                .and_then(|w| w.reason.as_deref())
+                .is_some_and(|reason| IMAGE_PULL_REASONS.contains(&reason));
+            let waiting = waiting.map(|w| {
+                format!(
+                    "{}: {}",
+                    w.reason.clone().unwrap_or_default(),
+                    w.message.clone().unwrap_or_default()
+                )
+            });
             let unscheduled = status
                 .conditions
                 .iter()
                 .flatten()
                 .find(|c| c.type_ == "PodScheduled" && c.status == "False")
                 .map(|c| c.message.clone().unwrap_or_default());
+            let problem = if image_problem {
+                let image = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.containers.iter().find(|c| c.name == CONTAINER))
+                    .and_then(|c| c.image.clone())
+                    .unwrap_or_default();
+                Some(StartProblem::ImagePull { image })
+            } else {
+                unscheduled
+                    .as_deref()
+                    .filter(|message| no_node_fits(message))
+                    .map(|_| StartProblem::NoFittingNode)
+            };
             PodReport::Starting {
                 reason: waiting
                     .or(unscheduled)
                     .unwrap_or_else(|| "waiting to start".into()),
+                problem,
             }
         }
     }
+}
+
+/// kubelet's waiting reasons for an image it cannot get.
+const IMAGE_PULL_REASONS: [&str; 4] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+];
+
+/// Whether the scheduler's message says no node matches the pod at all. "0/5 nodes are
+/// available: 2 Insufficient nvidia.com/gpu, 3 node(s) didn't match Pod's node affinity/selector"
+/// has nodes that fit once they are free: a queue, not a problem. Only a message with no
+/// resource shortage and no cordoned node (one being drained comes back) is one.
+fn no_node_fits(message: &str) -> bool {
+    message.contains("nodes are available")
+        && !message.contains("Insufficient")
+        && !message.contains("Too many pods")
+        && !message.contains("were unschedulable")
 }
 
 fn shorten(text: &str) -> String {
@@ -480,9 +539,13 @@ mod tests {
 
     #[test]
     fn pods_follow_the_profile_and_pin_workspace_steps() {
-        let profiles =
-            Profiles::parse("steps: {c2: {nodeSelector: {gpu: 'true'}, deadlineSeconds: 600}}")
-                .unwrap();
+        let profiles = Profiles::parse(
+            "parentCachePath: /var/tmp/filecoin-parents\n\
+             defaults: {imagePullSecrets: [{name: registry}], priorityClassName: sealing}\n\
+             steps: {c2: {nodeSelector: {gpu: 'true'}, deadlineSeconds: 600},\n\
+                     pc2: {runtimeClassName: nvidia}}",
+        )
+        .unwrap();
         let task = task();
         let name = pod_name(&task.name_any(), State::PC1Done, 2);
         assert_eq!(name, "seal-1-pc1done-2");
@@ -498,6 +561,33 @@ mod tests {
             Some("b"),
         );
         let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let parents = spec.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "FIL_PROOFS_PARENT_CACHE");
+        assert_eq!(
+            parents.and_then(|e| e.value.as_deref()),
+            Some("/var/tmp/filecoin-parents")
+        );
+        assert!(
+            spec.volumes
+                .iter()
+                .flatten()
+                .any(|v| v.name == "parent-cache")
+        );
+        assert_eq!(
+            spec.image_pull_secrets.as_ref().unwrap()[0].name,
+            "registry"
+        );
+        assert_eq!(
+            (
+                spec.priority_class_name.as_deref(),
+                spec.runtime_class_name.as_deref()
+            ),
+            (Some("sealing"), Some("nvidia"))
+        );
         let term = &spec
             .affinity
             .as_ref()
@@ -689,7 +779,41 @@ mod tests {
         assert_eq!(
             report(&pending),
             PodReport::Starting {
-                reason: "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.".into()
+                reason: "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.".into(),
+                problem: None,
+            },
+            "busy GPUs are a queue"
+        );
+        let unfit: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                "message": "0/3 nodes are available: 1 node(s) had untolerated taint {nvidia.com/gpu: }, 2 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."}]}
+        }))
+        .unwrap();
+        assert!(matches!(
+            report(&unfit),
+            PodReport::Starting {
+                problem: Some(StartProblem::NoFittingNode),
+                ..
+            }
+        ));
+        let unpullable: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": CONTAINER, "image": "registry.example/damocles-step:9"}]},
+            "status": {"phase": "Pending", "containerStatuses": [{"name": CONTAINER, "image": "registry.example/damocles-step:9",
+                "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"registry.example/damocles-step:9\""}}}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            report(&unpullable),
+            PodReport::Starting {
+                reason:
+                    "ImagePullBackOff: Back-off pulling image \"registry.example/damocles-step:9\""
+                        .into(),
+                problem: Some(StartProblem::ImagePull {
+                    image: "registry.example/damocles-step:9".into()
+                }),
             }
         );
     }

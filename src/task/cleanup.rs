@@ -19,10 +19,10 @@ impl Turn<'_> {
 
     /// The task is Finished or Aborted: everything worth keeping is in the persist store by now
     /// (or the task was aborted), so its workspace goes; then the TTL, if any, runs.
-    /// The manager is told first (ReportFinalized); a manager that does not answer holds up
-    /// only the TTL, not the cleanup.
+    /// The manager is told first (ReportFinalized or ReportAborted); a manager that does not
+    /// answer holds up only the TTL, not the cleanup.
     pub(super) fn ended(&mut self) -> Wake {
-        let report = self.report_finalized();
+        let report = self.report_end();
         if let Some(ask @ Wake::Ask(_)) = report {
             return ask;
         }
@@ -129,7 +129,7 @@ impl Turn<'_> {
             self.abort("the SealingTask was deleted");
         }
         // One try at the report the manager is owed; the deletion does not wait on an outage.
-        if let Some(ask @ Wake::Ask(_)) = self.report_finalized() {
+        if let Some(ask @ Wake::Ask(_)) = self.report_end() {
             return ask;
         }
         let wake = self.clean_workspace();

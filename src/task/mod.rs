@@ -157,6 +157,8 @@ pub enum PodReport {
     /// Not running yet (pending scheduling, pulling its image).
     Starting {
         reason: String,
+        /// What keeps it from starting, when waiting will not fix it.
+        problem: Option<StartProblem>,
     },
     Running,
     Succeeded(Box<StepResult>),
@@ -167,6 +169,16 @@ pub enum PodReport {
         /// step's retry budget.
         never_ran: bool,
     },
+}
+
+/// Why a step pod cannot start, where waiting longer will not help.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartProblem {
+    /// Its image cannot be pulled (ErrImagePull, ImagePullBackOff, InvalidImageName).
+    ImagePull { image: String },
+    /// No node matches what its profile asks (node selector, affinity, taints), as opposed to
+    /// nodes that match but are busy, which is only a queue.
+    NoFittingNode,
 }
 
 /// A manager call that got no usable answer, as data.

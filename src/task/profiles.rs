@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+};
 use serde::{Deserialize, Serialize};
 
 use super::failure::RetryPolicy;
@@ -47,8 +49,15 @@ pub struct StepProfile {
     pub concurrency: Option<u32>,
     pub locality: Option<Locality>,
     /// A pod not running after this long (unschedulable, image pull) is replaced without spending
-    /// the step's retry budget.
+    /// the step's retry budget; one whose image cannot be pulled, or that no node matches, pauses
+    /// the task instead.
     pub start_timeout_seconds: Option<u64>,
+    /// Secrets for pulling the step image from a private registry.
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+    /// The step pods' PriorityClass: sealing can be made to yield GPUs to WindowPoSt.
+    pub priority_class_name: Option<String>,
+    /// The step pods' RuntimeClass (`nvidia` on k3s and RKE2 for GPU steps).
+    pub runtime_class_name: Option<String>,
 }
 
 /// The profiles file.
@@ -61,6 +70,11 @@ pub struct Profiles {
     /// hostPath of the Groth parameter cache on proof nodes (mounted read-only).
     #[serde(default = "default_params_path")]
     pub params_path: String,
+    /// hostPath of the SDR parent cache (FIL_PROOFS_PARENT_CACHE: 56 GiB at 32GiB, built by
+    /// the first PC1 of a size on a node), mounted into step pods so the PC1s of a node share it
+    /// instead of each pod building its own. None: filecoin-proofs' default inside the container.
+    #[serde(default)]
+    pub parent_cache_path: Option<String>,
     /// Node paths of persist stores by the manager's instance name, where they differ from the
     /// path the manager reports.
     #[serde(default)]
@@ -102,6 +116,9 @@ pub struct Resolved {
     pub concurrency: Option<u32>,
     pub locality: Locality,
     pub start_timeout: Duration,
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+    pub priority_class_name: Option<String>,
+    pub runtime_class_name: Option<String>,
 }
 
 /// Where a task's workspace node may be: what its first step pod asks of the scheduler.
@@ -136,7 +153,14 @@ impl Profiles {
         for (name, path) in [
             ("workspaceRoot", &profiles.workspace_root),
             ("paramsPath", &profiles.params_path),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            profiles
+                .parent_cache_path
+                .iter()
+                .map(|path| ("parentCachePath", path)),
+        ) {
             if !path.starts_with('/') {
                 return Err(format!("{name} {path:?} must be an absolute path"));
             }
@@ -199,6 +223,9 @@ impl Profiles {
             concurrency: pick!(concurrency),
             locality: self.locality(step),
             start_timeout: Duration::from_secs(pick!(start_timeout_seconds).unwrap_or(600)),
+            image_pull_secrets: pick!(image_pull_secrets),
+            priority_class_name: pick!(priority_class_name),
+            runtime_class_name: pick!(runtime_class_name),
         }
     }
 

@@ -3,10 +3,14 @@
 //! never ran without spending the retry budget, give up on a workspace whose node is gone).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::enter::set_phase;
 use super::profiles::{Locality, Profiles, Resolved};
-use super::{Effect, PodReport, PodToCreate, Question, SLOT_RECHECK, SLOW_START, Step, Turn, Wake};
+use super::{
+    Effect, PodReport, PodToCreate, Question, SLOT_RECHECK, SLOW_START, StartProblem, Step, Turn,
+    Wake,
+};
 use crate::api::{Artifact, Phase, PlanKind, SealingTaskStatus, State};
 use crate::plan::cursor::Outcome;
 use crate::sector::{FailureLevel, SectorRef};
@@ -227,7 +231,7 @@ impl Turn<'_> {
             return Step::Wake(self.restart_step(&name, "its pod was deleted", avoid));
         }
         match pod.report {
-            PodReport::Starting { reason } => {
+            PodReport::Starting { reason, problem } => {
                 if let Some(node) = self.status.node.clone()
                     && profile.locality == Locality::Workspace
                 {
@@ -249,6 +253,35 @@ impl Turn<'_> {
                     }
                 }
                 let age = pod.created.map(|t| self.now - t).unwrap_or(0).max(0) as u64;
+                // An image one node cannot pull may be that node's trouble (its registry access):
+                // a pod free to go elsewhere gets one try on another node first.
+                let elsewhere = avoid.is_some() && self.status.avoid_node.is_none();
+                let problem =
+                    problem.filter(|p| !(elsewhere && matches!(p, StartProblem::ImagePull { .. })));
+                if age > profile.start_timeout.as_secs()
+                    && let Some(problem) = problem
+                {
+                    // Another pod would meet the same image or the same nodes: a person must
+                    // change the profile, the registry or the nodes.
+                    self.effects.push(Effect::DeletePod(name.clone()));
+                    self.effects.push(Effect::ReleaseSlot);
+                    let waited = profile.start_timeout.as_secs();
+                    let message = match problem {
+                        StartProblem::ImagePull { image } => format!(
+                            "the {step} image {image} cannot be pulled ({reason}) after {waited}s; \
+                             fix the image in the {step} profile, the registry or the \
+                             profile's imagePullSecrets"
+                        ),
+                        StartProblem::NoFittingNode => format!(
+                            "no node can run the {step} pod after {waited}s: {reason}; label or \
+                             untaint a node, or fix the {step} profile's placement"
+                        ),
+                    };
+                    return Step::Outcome(Outcome::Failed {
+                        level: FailureLevel::Permanent,
+                        message,
+                    });
+                }
                 if age > profile.start_timeout.as_secs() {
                     self.effects.push(Effect::DeletePod(name.clone()));
                     let why = format!(
@@ -263,7 +296,9 @@ impl Turn<'_> {
                     set_phase(&mut self.status, Phase::Waiting, message, self.now);
                 }
                 self.write();
-                Step::Wake(Wake::After(SLOW_START))
+                // Look again when the status message or the start timeout is due.
+                let timeout_in = profile.start_timeout.as_secs() + 1 - age;
+                Step::Wake(Wake::After(SLOW_START.min(Duration::from_secs(timeout_in))))
             }
             PodReport::Running => {
                 let message = format!("{state}: running {step} in pod {name}");

@@ -232,3 +232,47 @@ async fn a_first_pod_that_never_starts_is_replaced_on_another_node() {
 
     delete_and_wait(tasks, "t").await;
 }
+
+/// A step image the registry does not have: the dev node reports ErrImagePull, then
+/// ImagePullBackOff, as kubelet does. The PC2 pod is pinned to the task's workspace, where
+/// another pod would meet the same image: past its start timeout the task pauses with the image
+/// named, instead of replacing the pod forever.
+#[tokio::test]
+async fn a_step_image_that_cannot_be_pulled_pauses_the_task_naming_it() {
+    const MISSING: &str = "registry.example/damocles-step:missing";
+    let scene = Scene::with_dev_node_args(
+        "unpullable",
+        &[(&unique("worker"), "")],
+        |_| format!("  pc2:\n    image: {MISSING}\n    startTimeoutSeconds: 3\n"),
+        &["--missing-image", MISSING],
+    )
+    .await;
+    let tasks = &scene.tasks;
+    let _operator = scene.operator();
+    scene.seal("t").await;
+    let paused = wait_phase(tasks, "t", Phase::Paused, Duration::from_secs(240)).await;
+    let status = paused.status.unwrap();
+    assert_eq!(status.state, Some(State::PC1Done));
+    let last = status.last_error.unwrap();
+    assert_eq!(last.level, damocles_operator::api::FailureLevel::Permanent);
+    assert!(last.message.contains(MISSING), "{}", last.message);
+    let failed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Failed")
+        .expect("a Failed condition");
+    assert!(failed.message.contains(MISSING), "{failed:?}");
+    wait_for("the stuck pod deleted", Duration::from_secs(30), || async {
+        let pods = scene
+            .pods
+            .list(&ListParams::default().labels("damocles.io/step=pc2"))
+            .await
+            .ok()?;
+        pods.items
+            .iter()
+            .all(|p| p.metadata.deletion_timestamp.is_some())
+            .then_some(())
+    })
+    .await;
+    delete_and_wait(tasks, "t").await;
+}

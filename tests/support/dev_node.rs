@@ -18,13 +18,19 @@ pub struct DevNode {
 
 impl DevNode {
     pub async fn start(client: &Client, nodes: &[String]) -> DevNode {
+        Self::start_args(client, nodes, &[]).await
+    }
+
+    /// With more `dev-node` flags (e.g. `--missing-image`).
+    pub async fn start_args(client: &Client, nodes: &[String], args: &[&str]) -> DevNode {
         let root = std::env::temp_dir().join(unique("damocles-dev-node"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_damocles-operator"));
         command
             .arg("dev-node")
             .arg("--root")
             .arg(&root)
-            .arg("--remove-nodes-on-exit");
+            .arg("--remove-nodes-on-exit")
+            .args(args);
         for node in nodes {
             command.arg("--node").arg(node);
         }

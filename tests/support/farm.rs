@@ -197,6 +197,16 @@ impl Scene {
         nodes: &[(&str, &str)],
         steps: impl FnOnce(&str) -> String,
     ) -> Scene {
+        Self::with_dev_node_args(name, nodes, steps, &[]).await
+    }
+
+    /// As [`Self::with_nodes`], the dev node started with more flags.
+    pub async fn with_dev_node_args(
+        name: &str,
+        nodes: &[(&str, &str)],
+        steps: impl FnOnce(&str) -> String,
+        dev_node_args: &[&str],
+    ) -> Scene {
         let client = super::client().await;
         let ns = namespace(&client, name).await;
         let farm = Farm::new(&format!("farm-{name}"));
@@ -208,7 +218,7 @@ impl Scene {
             .iter()
             .map(|(node, extra)| farm.node_spec(node, extra))
             .collect();
-        let _nodes = DevNode::start(&client, &specs).await;
+        let _nodes = DevNode::start_args(&client, &specs, dev_node_args).await;
         let manager = farm.manager();
         Scene {
             tasks: Api::namespaced(client.clone(), &ns.name),

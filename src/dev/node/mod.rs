@@ -47,6 +47,8 @@ pub struct DevNodeConfig {
     pub host_root: Option<PathBuf>,
     /// Delete the Node objects on a clean exit (tests); otherwise they go NotReady, as with kubelet.
     pub remove_nodes_on_exit: bool,
+    /// Images no registry has: their pods never start (ErrImagePull, then ImagePullBackOff).
+    pub missing_images: Vec<String>,
 }
 
 /// How to stop a running pod: after how long SIGTERM becomes SIGKILL.

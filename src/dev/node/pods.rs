@@ -77,12 +77,17 @@ impl DevNode {
         {
             return;
         }
-        if self
+        let node_pulls_fail = self
             .config
             .nodes
             .iter()
-            .any(|n| n.name == node_name && n.image_pulls_fail)
-        {
+            .any(|n| n.name == node_name && n.image_pulls_fail);
+        let missing = containers(&pod).iter().any(|c| {
+            c.image
+                .as_ref()
+                .is_some_and(|image| self.config.missing_images.contains(image))
+        });
+        if node_pulls_fail || missing {
             self.fail_image_pull(&pod, &node_name).await;
             return;
         }
@@ -170,27 +175,38 @@ impl DevNode {
         .await;
     }
 
-    /// A node made with `pull=fail`: the pod stays Pending, its containers waiting in
-    /// ErrImagePull, as kubelet reports an image it cannot pull.
+    /// A node made with `pull=fail`, or an image named by `--missing-image`: the pod stays
+    /// Pending, its containers waiting in ErrImagePull and then (kubelet backs off its retries)
+    /// ImagePullBackOff, as kubelet reports an image it cannot pull.
     async fn fail_image_pull(&self, pod: &Pod, node_name: &str) {
-        let reported = pod
+        let reported: Vec<String> = pod
             .status
             .as_ref()
             .and_then(|s| s.container_statuses.as_ref())
-            .is_some_and(|statuses| !statuses.is_empty());
-        if reported {
-            return;
-        }
+            .iter()
+            .flat_map(|statuses| statuses.iter())
+            .filter_map(|s| s.state.as_ref()?.waiting.as_ref()?.reason.clone())
+            .collect();
+        let reason = match reported.first().map(String::as_str) {
+            None => "ErrImagePull",
+            Some("ErrImagePull") => "ImagePullBackOff",
+            Some(_) => return,
+        };
         let statuses: Vec<_> = containers(pod)
             .iter()
             .map(|c| {
-                let message = format!(
-                    "dev node {node_name} (pull=fail): cannot pull image {:?}",
-                    c.image.as_deref().unwrap_or_default()
-                );
+                let image = c.image.as_deref().unwrap_or_default();
+                let message = if reason == "ErrImagePull" {
+                    format!(
+                        "dev node {node_name}: failed to pull and unpack image {image:?}: \
+                         not found"
+                    )
+                } else {
+                    format!("Back-off pulling image {image:?}")
+                };
                 container_status(
                     c,
-                    json!({"waiting": {"reason": "ErrImagePull", "message": message}}),
+                    json!({"waiting": {"reason": reason, "message": message}}),
                 )
             })
             .collect();

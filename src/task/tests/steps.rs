@@ -95,11 +95,12 @@ fn pods_that_never_ran_are_replaced_without_spending_retries() {
 
     // A pod not started within its profile's start timeout is replaced the same way.
     let starting = PodReport::Starting {
-        reason: "ErrImagePull: no such image".into(),
+        reason: "0/2 nodes are available: 2 Insufficient cpu".into(),
+        problem: None,
     };
     let slow = decide_now(task(&spec), &status, &pod(starting.clone(), None, NOW - 30));
     assert_eq!(slow.wake, Wake::After(SLOW_START));
-    assert!(slow.status.message.unwrap().contains("ErrImagePull"));
+    assert!(slow.status.message.unwrap().contains("Insufficient cpu"));
     let stuck = decide_now(task(&spec), &status, &pod(starting, None, NOW - 601));
     assert_eq!(stuck.status.attempt, 1);
     assert!(
@@ -118,6 +119,7 @@ fn a_workspace_whose_node_is_gone_pauses_as_critical() {
     status.node = Some("node-a".into());
     let starting = PodReport::Starting {
         reason: "Pending".into(),
+        problem: None,
     };
     let mut observed = pod(starting, None, NOW - 5);
     let first = decide_now(task(&spec), &status, &observed);
@@ -145,4 +147,77 @@ fn a_lost_running_pod_is_started_again() {
     assert!(event(&decision, "StepPodLost"));
     assert_eq!(decision.status.attempt, 1);
     assert_eq!(decision.status.step_pod, None);
+}
+
+#[test]
+fn a_pod_that_can_never_start_pauses_the_task_naming_why() {
+    let spec = sealer();
+    let status = at(State::PC1Done);
+    let unpullable = PodReport::Starting {
+        reason: "ImagePullBackOff: Back-off pulling image".into(),
+        problem: Some(StartProblem::ImagePull {
+            image: "registry.example/damocles-step:9".into(),
+        }),
+    };
+    // Within the start timeout kubelet keeps trying: the task waits.
+    let early = decide_now(
+        task(&spec),
+        &status,
+        &pod(unpullable.clone(), None, NOW - 30),
+    );
+    assert_eq!(early.wake, Wake::After(SLOW_START));
+    // A pod free to go elsewhere gets one try on another node (that node's registry access may
+    // be the trouble); pinned to its workspace, or after that try, the task pauses.
+    let bound = pod(unpullable.clone(), Some("node-b"), NOW - 601);
+    let moved = decide_now(task(&spec), &status, &bound);
+    assert_eq!(moved.status.avoid_node.as_deref(), Some("node-b"));
+    assert_eq!(moved.status.last_error, None);
+    let mut tried = status.clone();
+    tried.avoid_node = Some("node-b".into());
+    let stuck = decide_now(
+        task(&spec),
+        &tried,
+        &pod(unpullable.clone(), Some("node-c"), NOW - 601),
+    );
+    assert_eq!(stuck.status.phase, Some(Phase::Paused));
+    let mut pinned = status.clone();
+    pinned.node = Some("node-a".into());
+    let mut on_workspace = pod(unpullable.clone(), Some("node-a"), NOW - 601);
+    on_workspace.nodes.insert("node-a".into(), true);
+    let stuck = decide_now(task(&spec), &pinned, &on_workspace);
+    assert_eq!(stuck.status.phase, Some(Phase::Paused));
+    let stuck = decide_now(task(&spec), &status, &pod(unpullable, None, NOW - 601));
+    assert_eq!(stuck.status.phase, Some(Phase::Paused));
+    assert!(has(&stuck, |e| *e == Effect::DeletePod("t1-pc1done-0".into())));
+    let last = stuck.status.last_error.unwrap();
+    assert_eq!(last.level, FailureLevel::Permanent);
+    assert!(
+        last.message
+            .contains("image registry.example/damocles-step:9 cannot be pulled"),
+        "{}",
+        last.message
+    );
+    let failed = stuck
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::FAILED)
+        .unwrap();
+    assert!(failed.message.contains("registry.example/damocles-step:9"));
+
+    let unfit = PodReport::Starting {
+        reason: "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector"
+            .into(),
+        problem: Some(StartProblem::NoFittingNode),
+    };
+    let stuck = decide_now(task(&spec), &status, &pod(unfit, None, NOW - 601));
+    assert_eq!(stuck.status.phase, Some(Phase::Paused));
+    assert!(
+        stuck
+            .status
+            .last_error
+            .unwrap()
+            .message
+            .contains("no node can run the pc2 pod")
+    );
 }
