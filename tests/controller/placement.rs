@@ -181,7 +181,12 @@ async fn a_first_pod_that_never_starts_is_replaced_on_another_node() {
                 .as_ref()?
                 .waiting
                 .clone()?;
-            (waiting.reason.as_deref() == Some("ErrImagePull")).then_some(pod)
+            // kubelet (and the dev node) reports ErrImagePull, then ImagePullBackOff.
+            matches!(
+                waiting.reason.as_deref(),
+                Some("ErrImagePull" | "ImagePullBackOff")
+            )
+            .then_some(pod)
         },
     )
     .await;
