@@ -35,13 +35,8 @@ fn every_finished_plan_reports_finalized_as_a_call_retried_until_answered() {
             asked(&unanswered),
             &Question::CleanupPod("t1-cleanup".into())
         );
-        let condition = |status: &SealingTaskStatus| {
-            status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == condition::MANAGER_FINALIZED)
-                .map(|c| (c.status.clone(), c.reason.clone()))
-        };
+        let condition =
+            |status: &SealingTaskStatus| condition_of(status, condition::MANAGER_FINALIZED);
         assert_eq!(
             condition(&unanswered.status),
             Some(("False".into(), "NotAnswered".into()))

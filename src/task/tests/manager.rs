@@ -20,14 +20,6 @@ fn unavailable(message: &str) -> CallFailure {
     }
 }
 
-fn condition_of(status: &SealingTaskStatus, type_: &str) -> Option<(String, String)> {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
-}
-
 #[test]
 fn an_outage_is_waited_out_with_a_growing_back_off_and_spends_no_retry() {
     let spec = sealer();

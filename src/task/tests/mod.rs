@@ -76,6 +76,15 @@ pub(super) fn at(state: State) -> SealingTaskStatus {
     }
 }
 
+/// A condition's status and reason, if the task has it.
+pub(super) fn condition_of(status: &SealingTaskStatus, type_: &str) -> Option<(String, String)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
 /// An ended task whose ReportFinalized the manager already answered.
 pub(super) fn reported(mut status: SealingTaskStatus) -> SealingTaskStatus {
     enter::set_condition(
