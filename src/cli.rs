@@ -56,9 +56,11 @@ pub enum Command {
     /// Registers the given Nodes (labels, capacity incl. nvidia.com/gpu and hugepages-1Gi), keeps
     /// their Leases fresh, and runs every pod the scheduler binds to them as local processes: the
     /// container's command and args (images are not run, only recorded), env, hostPath / emptyDir /
-    /// configMap / secret volumes as local directories, with container paths in args and env rewritten
-    /// to them, and the termination-message file. Pod deletion kills the process group after the
-    /// grace period. Uses KUBECONFIG like kubectl. Stops on SIGINT/SIGTERM. Never use it in production.
+    /// configMap / secret / projected volumes as local directories, with container paths in args and
+    /// env rewritten to them, and the termination-message file. A pod's service-account token is
+    /// bound to it and reaches the process as KUBECONFIG. Pod deletion kills the process group after
+    /// the grace period. Uses KUBECONFIG like kubectl. Stops on SIGINT/SIGTERM. Never use it in
+    /// production.
     #[cfg(feature = "dev")]
     DevNode(DevNodeArgs),
     /// Serve damocles-manager's sealer API over a simulated chain, for tests, the demo and small

@@ -47,20 +47,6 @@ fn init_logging() {
         .init();
 }
 
-/// Runs `body` with a client for the cluster (in-cluster config or KUBECONFIG) until it returns.
-#[cfg(feature = "dev")]
-fn with_cluster<F, Fut>(body: F) -> Result<()>
-where
-    F: FnOnce(kube::Client) -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    with_cluster_config(|config| async move {
-        let client = kube::Client::try_from(config)
-            .context("cannot connect to the cluster (in-cluster config or KUBECONFIG)")?;
-        body(client).await
-    })
-}
-
 /// Runs `body` with the cluster's client configuration (in-cluster config or KUBECONFIG).
 fn with_cluster_config<F, Fut>(body: F) -> Result<()>
 where
@@ -89,7 +75,9 @@ fn run_operator(
 
 #[cfg(feature = "dev")]
 fn dev_node(config: damocles_operator::dev::node::DevNodeConfig) -> Result<()> {
-    with_cluster(|client| damocles_operator::dev::node::run(client, config, shutdown_signal()))
+    with_cluster_config(|kube_config| {
+        damocles_operator::dev::node::run(kube_config, config, shutdown_signal())
+    })
 }
 
 #[cfg(feature = "dev")]

@@ -5,25 +5,9 @@ mod support;
 
 use std::process::{Command, Output};
 
-use support::{ClusterInfo, cluster, kubectl_output, namespace};
+use support::{cluster, helm, kubectl_output, namespace};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/damocles-operator");
-
-fn helm(info: &ClusterInfo, args: &[&str]) -> Output {
-    Command::new(info.bin.join("helm"))
-        .args(args)
-        .env("KUBECONFIG", &info.kubeconfig)
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("damocles-helm-cache"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("damocles-helm-config"),
-        )
-        .output()
-        .expect("helm runs")
-}
 
 fn text(output: &Output) -> String {
     format!(

@@ -311,3 +311,49 @@ async fn a_failing_command_reports_its_exit_code_and_termination_message() {
     let message = pod.status.unwrap().message.unwrap_or_default();
     assert!(message.contains("/nonexistent/damocles-step"), "{message}");
 }
+
+/// A pod's API credentials are its ServiceAccount's, as kubelet mounts them (a token bound to the
+/// pod); a pod without the mount has none, and never the dev node's own.
+#[tokio::test]
+async fn a_pod_talks_to_the_api_server_as_its_service_account_only() {
+    let client = support::client().await;
+    let ns = namespace(&client, "identity").await;
+    let node = unique("node");
+    let _dev = DevNode::start(&client, &[format!("{node},label:test={}", ns.name)]).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let kubectl = cluster().bin.join("kubectl");
+    let whoami = format!(
+        "{} auth whoami -o jsonpath='{{.status.userInfo.username}}' > /dev/termination-log",
+        kubectl.display()
+    );
+    create_pod(
+        &pods,
+        json!({
+            "metadata": {"name": "mounted"},
+            "spec": {"restartPolicy": "Never", "nodeSelector": {"test": ns.name},
+                     "containers": [{"name": "c", "image": "x", "command": ["sh", "-c", whoami]}]},
+        }),
+    )
+    .await;
+    let pod = wait_phase(&pods, "mounted", &["Failed", "Succeeded"]).await;
+    let state = terminated(&pod);
+    assert_eq!(
+        state.message.as_deref(),
+        Some(format!("system:serviceaccount:{}:default", ns.name).as_str()),
+        "{state:?}"
+    );
+
+    create_pod(
+        &pods,
+        json!({
+            "metadata": {"name": "unmounted"},
+            "spec": {"restartPolicy": "Never", "nodeSelector": {"test": ns.name},
+                     "automountServiceAccountToken": false,
+                     "containers": [{"name": "c", "image": "x", "command":
+                         ["sh", "-c", "echo \"${KUBECONFIG:-none}\" > /dev/termination-log"]}]},
+        }),
+    )
+    .await;
+    let pod = wait_phase(&pods, "unmounted", &["Failed", "Succeeded"]).await;
+    assert_eq!(terminated(&pod).message.as_deref(), Some("none\n"));
+}

@@ -54,14 +54,19 @@ async fn wait_phase(
     .await
 }
 
-/// The sum of a metric's samples on an operator's /metrics (all label sets); none if unreachable.
-async fn metric(operator: &Operator, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://{}/metrics", operator.metrics))
+/// An operator's /metrics text (`address` as in `Operator::metrics`); none if unreachable.
+async fn metrics_text(address: &str) -> Option<String> {
+    reqwest::get(format!("http://{address}/metrics"))
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
+        .ok()
+}
+
+/// The sum of a metric's samples on an operator's /metrics (all label sets); none if unreachable.
+async fn metric(operator: &Operator, name: &str) -> Option<f64> {
+    let text = metrics_text(&operator.metrics).await?;
     Some(
         text.lines()
             .filter(|l| l.starts_with(name) && !l.starts_with('#'))

@@ -78,12 +78,7 @@ async fn a_sector_aborted_at_the_manager_ends_its_task_and_cleans_its_workspace(
     );
     let record = scene.record(sector.number).await;
     assert_eq!(record["aborted"], "aborted via CLI", "{record}");
-    let metrics = reqwest::get(format!("http://{}/metrics", operator.metrics))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&operator.metrics).await.unwrap();
     assert!(
         metrics.contains("method=\"ReportState\""),
         "the heartbeat is counted: {metrics}"

@@ -15,11 +15,11 @@ async fn reported_finalized(tasks: &Api<SealingTask>, name: &str) {
 }
 
 /// A sealer task (examples/sealer-2kib.yaml) to Finished: its proof verified by the manager, its
-/// workspace and step pods gone, and the operator's metrics (the API-write budget of
-/// docs/benchmarks.md, which this prints with the step-to-step latencies).
+/// workspace and step pods gone, and the operator's metrics at `operator_metrics` (the API-write
+/// budget of docs/benchmarks.md, which this prints with the step-to-step latencies).
 async fn a_sealer_task_reaches_finished_with_its_proof_verified(
     scene: &Scene,
-    operator: &Operator,
+    operator_metrics: &str,
     name: &str,
 ) -> SealingTaskStatus {
     let farm = &scene.farm;
@@ -58,12 +58,7 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified(
     .await;
 
     // The operator's own view: the task counted as finished, each step's duration, its API writes.
-    let metrics = reqwest::get(format!("http://{}/metrics", operator.metrics))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(operator_metrics).await.unwrap();
     let value = |name: &str| -> f64 {
         metrics
             .lines()
@@ -108,17 +103,18 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified(
     // The write budget of docs/benchmarks.md: 4 per proof-step transition, 1 per manager-only one
     // (7 and 10 for a pledge sealer), plus the workspace cleanup at the end.
     assert!(writes <= 38.0, "{writes} API writes for one sealer task");
-    let ready = reqwest::get(format!("http://{}/readyz", operator.metrics))
+    let ready = reqwest::get(format!("http://{operator_metrics}/readyz"))
         .await
         .unwrap();
     assert!(ready.status().is_success());
 
     // Finished step pods are deleted as the task moves on (the dev node then removes them).
+    let step_pods = ListParams::default().labels(damocles_operator::controller::pods::TASK_LABEL);
     wait_for(
         "finished step pods deleted",
         Duration::from_secs(30),
         || async {
-            let list = pods.list(&ListParams::default()).await.ok()?;
+            let list = pods.list(&step_pods).await.ok()?;
             list.items.is_empty().then_some(())
         },
     )
@@ -128,15 +124,24 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified(
 
 /// A sealer to Finished, then two other plans on the same sector, each driven by the manager's
 /// queue: its lost files rebuilt bit for bit, then a piece unsealed to a file. One test, so the
-/// suite seals (and runs C2 for) this sector once.
+/// suite seals (and runs C2 for) this sector once. The operator is the one `helm install` gives
+/// with the chart's default step profiles, run by the dev node from the rendered Deployment
+/// under the chart's ServiceAccount, so the chart's arguments, RBAC and GPU placement are the
+/// ones under test.
 #[tokio::test]
 async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed() {
-    let scene = Scene::new("lifecycle").await;
+    // A GPU node as NVIDIA's feature discovery labels it, with the memory the chart's PC1 asks for.
+    let node = (
+        &*unique("gpu-worker"),
+        "nvidia.com/gpu=1,memory=256Gi,label:nvidia.com/gpu.present=true",
+    );
+    let scene = Scene::with_nodes("lifecycle", &[node], |_| String::new()).await;
     let tasks = &scene.tasks;
     let manager = &scene.manager;
-    let operator = scene.operator();
+    let operator = scene.install_operator().await;
     let sealed =
-        a_sealer_task_reaches_finished_with_its_proof_verified(&scene, &operator, "cc").await;
+        a_sealer_task_reaches_finished_with_its_proof_verified(&scene, &operator.metrics, "cc")
+            .await;
     let sector = sealed.sector.unwrap();
 
     // The sector's files are lost; the manager marks it for rebuild.
@@ -261,7 +266,8 @@ async fn a_sealed_cc_sector_is_snap_upgraded_with_a_deal_piece() {
     let tasks = &scene.tasks;
     let operator = scene.operator();
     let sealed =
-        a_sealer_task_reaches_finished_with_its_proof_verified(&scene, &operator, "cc").await;
+        a_sealer_task_reaches_finished_with_its_proof_verified(&scene, &operator.metrics, "cc")
+            .await;
     let sector = sealed.sector.unwrap();
     let committed_comm_r = sealed.outputs.unwrap().comm_r.unwrap();
     let store = scene.farm.store();

@@ -145,6 +145,23 @@ pub fn kubectl_output(info: &ClusterInfo, args: &[&str]) -> std::process::Output
         .expect("kubectl runs")
 }
 
+/// Runs helm against the test cluster, with its caches out of the user's home.
+pub fn helm(info: &ClusterInfo, args: &[&str]) -> std::process::Output {
+    Command::new(info.bin.join("helm"))
+        .args(args)
+        .env("KUBECONFIG", &info.kubeconfig)
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("damocles-helm-cache"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("damocles-helm-config"),
+        )
+        .output()
+        .expect("helm runs")
+}
+
 /// A client for the test cluster (one per test: clients belong to the test's runtime).
 pub async fn client() -> Client {
     damocles_operator::install_crypto_provider();

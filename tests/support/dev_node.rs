@@ -34,7 +34,18 @@ impl DevNode {
         for node in nodes {
             command.arg("--node").arg(node);
         }
+        // Pods name our binaries by name (the chart's `command: [damocles-operator]`), as an
+        // image's PATH would have them.
+        let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_damocles-operator"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let path = std::env::join_paths(std::iter::once(bin_dir).chain(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        )))
+        .unwrap();
         let child = command
+            .env("PATH", path)
             .env("KUBECONFIG", &cluster().kubeconfig)
             .spawn()
             .expect("dev-node starts");

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 
 use super::dev_manager::DevManager;
-use super::{DevNode, TestNamespace, cluster, namespace, unique, wait_for};
+use super::{DevNode, TestNamespace, cluster, helm, namespace, unique, wait_for};
 
 /// A running `damocles-operator run`; killed when dropped (its log printed if the test failed).
 pub struct Operator {
@@ -101,12 +101,46 @@ impl Drop for Operator {
     }
 }
 
+/// The operator installed with `helm install` ([`Scene::install_operator`]); uninstalled when
+/// dropped, its log printed if the test failed.
+pub struct HelmRelease {
+    pub name: String,
+    namespace: String,
+    /// Where its /metrics, /healthz and /readyz are.
+    pub metrics: String,
+    /// The dev node's pod directories, where the operator container's log is.
+    pods: PathBuf,
+}
+
+impl Drop for HelmRelease {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for pod in std::fs::read_dir(&self.pods)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let log = pod.path().join("operator.log");
+                if let Ok(text) = std::fs::read_to_string(&log) {
+                    eprintln!("--- installed operator log ({}) ---\n{text}", log.display());
+                }
+            }
+        }
+        let _ = helm(
+            cluster(),
+            &["uninstall", &self.name, "--namespace", &self.namespace],
+        );
+    }
+}
+
 /// One test's farm: workspaces, the persist store, the profiles file, and a node label that keeps
 /// its step pods on its own dev node (the tests of a binary share one control plane).
 pub struct Farm {
     pub root: PathBuf,
     pub profiles: PathBuf,
     pub label: String,
+    /// The proof parameter cache.
+    pub params: String,
 }
 
 impl Farm {
@@ -134,6 +168,7 @@ impl Farm {
             root,
             profiles,
             label,
+            params,
         }
     }
 
@@ -177,7 +212,7 @@ impl Farm {
 pub struct Scene {
     pub ns: TestNamespace,
     pub farm: Farm,
-    _nodes: DevNode,
+    pub nodes: DevNode,
     pub manager: DevManager,
     pub client: kube::Client,
     pub tasks: Api<SealingTask>,
@@ -218,7 +253,7 @@ impl Scene {
             .iter()
             .map(|(node, extra)| farm.node_spec(node, extra))
             .collect();
-        let _nodes = DevNode::start_args(&client, &specs, dev_node_args).await;
+        let nodes = DevNode::start_args(&client, &specs, dev_node_args).await;
         let manager = farm.manager();
         Scene {
             tasks: Api::namespaced(client.clone(), &ns.name),
@@ -226,7 +261,7 @@ impl Scene {
             client,
             ns,
             farm,
-            _nodes,
+            nodes,
             manager,
         }
     }
@@ -238,6 +273,85 @@ impl Scene {
 
     pub fn operator(&self) -> Operator {
         Operator::start(&self.ns.name, &self.manager, &self.farm.profiles)
+    }
+
+    /// The operator as a farm installs it: `helm install` of the chart with its default step
+    /// profiles (GPU steps on `nvidia.com/gpu.present` nodes), pointed at this farm's manager,
+    /// paths and node. The dev node runs the Deployment's pod: `damocles-operator run` with the
+    /// rendered arguments, under the chart's ServiceAccount and RBAC.
+    pub async fn install_operator(&self) -> HelmRelease {
+        let name = unique("farm");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let farm = &self.farm;
+        let on_this_farm = serde_json::json!({"damocles-test": farm.label});
+        let values = serde_json::json!({
+            "manager": {"address": self.manager.address},
+            "watchNamespace": self.ns.name,
+            "pollInterval": "1s",
+            "retryBackoff": "1s",
+            "metrics": {"port": port},
+            "nodeSelector": on_this_farm,
+            "profiles": {
+                "workspaceRoot": farm.root.join("workspace"),
+                "paramsPath": farm.params,
+                "parentCachePath": farm.root.join("parents"),
+                "defaults": {
+                    "image": "damocles-step:test",
+                    "command": [env!("CARGO_BIN_EXE_damocles-step")],
+                    "nodeSelector": on_this_farm,
+                },
+                // Added to the chart's GPU selectors (Helm merges maps).
+                "steps": {
+                    "pc2": {"nodeSelector": on_this_farm},
+                    "c2": {"nodeSelector": on_this_farm},
+                },
+            },
+        });
+        let values_file = farm.root.join(format!("{name}.values.json"));
+        std::fs::write(&values_file, values.to_string()).unwrap();
+        let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/damocles-operator");
+        let installed = helm(
+            cluster(),
+            &[
+                "install",
+                &name,
+                chart,
+                "--namespace",
+                &self.ns.name,
+                "--values",
+                values_file.to_str().unwrap(),
+                "--wait",
+                "--timeout",
+                "120s",
+            ],
+        );
+        let release = HelmRelease {
+            name,
+            namespace: self.ns.name.clone(),
+            metrics: format!("127.0.0.1:{port}"),
+            pods: self.nodes.root.join("pods"),
+        };
+        assert!(
+            installed.status.success(),
+            "helm install: {}{}",
+            String::from_utf8_lossy(&installed.stdout),
+            String::from_utf8_lossy(&installed.stderr)
+        );
+        let ready = format!("http://{}/readyz", release.metrics);
+        wait_for(
+            "the installed operator ready (its task cache synced)",
+            Duration::from_secs(60),
+            || async {
+                let answer = reqwest::get(&ready).await.ok()?;
+                answer.status().is_success().then_some(())
+            },
+        )
+        .await;
+        release
     }
     /// Creates a task from examples/sealer-2kib.yaml.
     pub async fn seal(&self, name: &str) -> SealingTask {

@@ -3,8 +3,10 @@
 //! It registers Nodes with the labels and capacity it is given (so the real scheduler places pods
 //! by GPU, hugepages and selectors), keeps their Lease fresh, and runs each pod bound to one of them
 //! as local processes: the container's command and args, env, working directory; hostPath, emptyDir,
-//! configMap and secret volumes as local directories (container paths in args and env are rewritten
-//! to them, since a process has no mount namespace); the termination-message file. It reports pod
+//! configMap, secret and projected volumes as local directories (container paths in args and env are
+//! rewritten to them, since a process has no mount namespace); the termination-message file. A pod's
+//! service-account token is requested bound to it, as kubelet does, and reaches the process as
+//! KUBECONFIG (never the dev node's own credentials). It reports pod
 //! phase, container states, exit codes and termination messages as they are, kills the process group
 //! on pod deletion after the grace period, and fails pods whose process it lost (a dev-node restart).
 //! Images are not pulled or run: the image name is only recorded.
@@ -57,6 +59,8 @@ type KillSender = oneshot::Sender<Duration>;
 #[derive(Clone)]
 struct DevNode {
     client: Client,
+    /// The API server's address, for the kubeconfig of a pod with a service-account mount.
+    api_server: String,
     config: Arc<DevNodeConfig>,
     running: Arc<Mutex<HashMap<String, KillSender>>>,
     /// Every pod uid this process has started. The watch can deliver an older version of a pod
@@ -67,7 +71,7 @@ struct DevNode {
 
 /// Runs until `shutdown` resolves: registers the nodes, keeps their leases, runs their pods.
 pub async fn run(
-    client: Client,
+    kube_config: kube::Config,
     config: DevNodeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -77,8 +81,11 @@ pub async fn run(
             config.root.display()
         )
     })?;
+    let api_server = kube_config.cluster_url.to_string();
+    let client = Client::try_from(kube_config).context("cannot connect to the cluster")?;
     let node = DevNode {
         client,
+        api_server,
         config: Arc::new(config),
         running: Arc::default(),
         started_here: Arc::default(),

@@ -6,9 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Pod, ProjectedVolumeSource, Secret, ServiceAccount,
+    ServiceAccountTokenProjection,
+};
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, PostParams};
 use serde_json::json;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -18,6 +22,8 @@ use super::spec::{PathMap, exit_code, host_path};
 use super::{DevNode, now};
 
 const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+/// Where the ServiceAccount admission plugin mounts a pod's API credentials.
+const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 impl DevNode {
     pub(super) fn kill(&self, uid: &str, grace: Duration) -> bool {
@@ -49,7 +55,7 @@ impl DevNode {
         let dir = self.pod_dir(pod);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let volumes = self.prepare_volumes(pod, &dir).await?;
+        let volumes = self.prepare_volumes(pod, node_name, &dir).await?;
         let mut children = vec![];
         let mut metas = vec![];
         let started = now();
@@ -140,6 +146,7 @@ impl DevNode {
     async fn prepare_volumes(
         &self,
         pod: &Pod,
+        node_name: &str,
         dir: &Path,
     ) -> anyhow::Result<HashMap<String, PathBuf>> {
         let namespace = pod.namespace().unwrap_or_default();
@@ -156,42 +163,24 @@ impl DevNode {
                 dir.join("volumes").join(&volume.name)
             };
             let files: Vec<(String, Vec<u8>)> = if let Some(source) = &volume.config_map {
-                let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &namespace);
-                let map = maps.get(&source.name).await.with_context(|| {
-                    format!("configMap {} for volume {}", source.name, volume.name)
-                })?;
-                let mut files: Vec<_> = map
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .collect();
-                files.extend(
-                    map.binary_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0)),
-                );
+                let files = self
+                    .config_map_files(&namespace, &source.name)
+                    .await
+                    .with_context(|| format!("volume {}", volume.name))?;
                 select_items(files, source.items.as_deref())
             } else if let Some(source) = &volume.secret {
-                let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
                 let secret_name = source.secret_name.clone().unwrap_or_default();
-                let secret = secrets
-                    .get(&secret_name)
+                let files = self
+                    .secret_files(&namespace, &secret_name)
                     .await
-                    .with_context(|| format!("secret {secret_name} for volume {}", volume.name))?;
-                let files = secret
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
+                    .with_context(|| format!("volume {}", volume.name))?;
                 select_items(files, source.items.as_deref())
+            } else if let Some(source) = &volume.projected {
+                self.projected_files(pod, node_name, source)
+                    .await
+                    .with_context(|| format!("projected volume {}", volume.name))?
             } else {
-                if volume.host_path.is_none()
-                    && volume.empty_dir.is_none()
-                    && volume.projected.is_none()
-                {
+                if volume.host_path.is_none() && volume.empty_dir.is_none() {
                     warn!(pod = %pod.name_any(), volume = %volume.name, "unsupported volume type: an empty directory stands in");
                 }
                 vec![]
@@ -214,6 +203,142 @@ impl DevNode {
             volumes.insert(volume.name.clone(), local);
         }
         Ok(volumes)
+    }
+
+    async fn config_map_files(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let map = maps
+            .get(name)
+            .await
+            .with_context(|| format!("configMap {name}"))?;
+        let mut files: Vec<_> = map
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect();
+        files.extend(
+            map.binary_data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0)),
+        );
+        Ok(files)
+    }
+
+    async fn secret_files(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = secrets
+            .get(name)
+            .await
+            .with_context(|| format!("secret {name}"))?;
+        Ok(secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect())
+    }
+
+    /// A projected volume as kubelet fills it. The one the ServiceAccount admission plugin adds
+    /// (`kube-api-access-*`) holds a token bound to this pod, `ca.crt` and `namespace`.
+    async fn projected_files(
+        &self,
+        pod: &Pod,
+        node_name: &str,
+        projected: &ProjectedVolumeSource,
+    ) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let namespace = pod.namespace().unwrap_or_default();
+        let mut files = vec![];
+        for source in projected.sources.as_deref().unwrap_or_default() {
+            if let Some(token) = &source.service_account_token {
+                let bound = self.service_account_token(pod, token).await?;
+                files.push((token.path.clone(), bound.into_bytes()));
+            } else if let Some(map) = &source.config_map {
+                match self.config_map_files(&namespace, &map.name).await {
+                    Ok(found) => files.extend(select_items(found, map.items.as_deref())),
+                    Err(_) if map.optional == Some(true) => {}
+                    Err(err) => return Err(err),
+                }
+            } else if let Some(secret) = &source.secret {
+                match self.secret_files(&namespace, &secret.name).await {
+                    Ok(found) => files.extend(select_items(found, secret.items.as_deref())),
+                    Err(_) if secret.optional == Some(true) => {}
+                    Err(err) => return Err(err),
+                }
+            } else if let Some(downward) = &source.downward_api {
+                for item in downward.items.as_deref().unwrap_or_default() {
+                    let field = item.field_ref.as_ref().with_context(|| {
+                        format!(
+                            "downwardAPI item {}: the dev node supports fieldRef only",
+                            item.path
+                        )
+                    })?;
+                    let value = field_value(pod, node_name, &field.field_path)?;
+                    files.push((item.path.clone(), value.into_bytes()));
+                }
+            } else {
+                warn!(pod = %pod.name_any(), "unsupported projection left out of a projected volume");
+            }
+        }
+        Ok(files)
+    }
+
+    /// A token for the pod's ServiceAccount bound to the pod (TokenRequest), as kubelet gets one.
+    async fn service_account_token(
+        &self,
+        pod: &Pod,
+        projection: &ServiceAccountTokenProjection,
+    ) -> anyhow::Result<String> {
+        let account = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".into());
+        let request = json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {
+                "audiences": projection.audience.iter().collect::<Vec<_>>(),
+                "expirationSeconds": projection.expiration_seconds.unwrap_or(3600),
+                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
+                                   "name": pod.name_any(), "uid": pod.uid()},
+            },
+        });
+        let accounts: Api<ServiceAccount> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let issued: TokenRequest = accounts
+            .create_subresource("token", &account, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("a token for ServiceAccount {account}"))?;
+        Ok(issued.status.map(|s| s.token).unwrap_or_default())
+    }
+
+    /// A kubeconfig made of a service-account mount's files. Kubernetes clients read those at
+    /// /var/run/secrets/kubernetes.io/serviceaccount, a path a process here cannot see (no mount
+    /// namespace), so the container gets them through KUBECONFIG, which clients try first.
+    fn service_account_kubeconfig(&self, account: &Path, file: &Path) -> anyhow::Result<()> {
+        let namespace = std::fs::read_to_string(account.join("namespace")).unwrap_or_default();
+        let kubeconfig = json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": "in-cluster",
+            "clusters": [{"name": "in-cluster", "cluster": {
+                "server": self.api_server,
+                "certificate-authority": account.join("ca.crt"),
+            }}],
+            "users": [{"name": "service-account", "user": {"tokenFile": account.join("token")}}],
+            "contexts": [{"name": "in-cluster", "context": {
+                "cluster": "in-cluster", "user": "service-account", "namespace": namespace,
+            }}],
+        });
+        std::fs::write(file, serde_json::to_vec_pretty(&kubeconfig)?)
+            .with_context(|| format!("cannot write {}", file.display()))
     }
 
     async fn start_container(
@@ -258,6 +383,14 @@ impl DevNode {
         let argv: Vec<String> = argv.iter().map(|a| paths.rewrite(a)).collect();
         let mut command = tokio::process::Command::new(&argv[0]);
         command.args(&argv[1..]);
+        // Never the dev node's own credentials; a service-account mount's instead (the
+        // container's own env below still wins).
+        command.env_remove("KUBECONFIG");
+        if let Some(account) = paths.local(SERVICE_ACCOUNT_MOUNT) {
+            let kubeconfig = dir.join(format!("{}.kubeconfig", container.name));
+            self.service_account_kubeconfig(&account, &kubeconfig)?;
+            command.env("KUBECONFIG", &kubeconfig);
+        }
         for env in container.env.as_deref().unwrap_or_default() {
             let value = match (&env.value, &env.value_from) {
                 (Some(value), _) => paths.rewrite(value),
@@ -302,19 +435,7 @@ impl DevNode {
     ) -> anyhow::Result<String> {
         let namespace = pod.namespace().unwrap_or_default();
         if let Some(field) = &source.field_ref {
-            return Ok(match field.field_path.as_str() {
-                "metadata.name" => pod.name_any(),
-                "metadata.namespace" => namespace,
-                "metadata.uid" => pod.uid().unwrap_or_default(),
-                "spec.nodeName" => node_name.to_string(),
-                "spec.serviceAccountName" => pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.service_account_name.clone())
-                    .unwrap_or_default(),
-                "status.podIP" | "status.hostIP" => "127.0.0.1".to_string(),
-                other => anyhow::bail!("the dev node does not support fieldRef {other}"),
-            });
+            return field_value(pod, node_name, &field.field_path);
         }
         if let Some(key) = &source.config_map_key_ref {
             let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &namespace);
@@ -354,6 +475,23 @@ impl DevNode {
             tokio::time::sleep(Duration::from_secs(6)).await;
         }
     }
+}
+
+/// A downward-API field of the pod, as an env value or a projected file.
+fn field_value(pod: &Pod, node_name: &str, field_path: &str) -> anyhow::Result<String> {
+    Ok(match field_path {
+        "metadata.name" => pod.name_any(),
+        "metadata.namespace" => pod.namespace().unwrap_or_default(),
+        "metadata.uid" => pod.uid().unwrap_or_default(),
+        "spec.nodeName" => node_name.to_string(),
+        "spec.serviceAccountName" => pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.podIP" | "status.hostIP" => "127.0.0.1".to_string(),
+        other => anyhow::bail!("the dev node does not support fieldRef {other}"),
+    })
 }
 
 /// A configMap or secret volume's files: every key, or only the listed keys under their paths.
