@@ -9,6 +9,21 @@ use support::{cluster, helm, kubectl_output, namespace};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/damocles-operator");
 
+/// Where a farm pushed the images (the chart requires them: this project publishes none yet).
+const IMAGES: [&str; 4] = [
+    "--set",
+    "image.repository=registry.example/damocles-operator",
+    "--set",
+    "stepImage.repository=registry.example/damocles-step",
+];
+
+/// helm with the chart's required image values.
+fn chart(info: &support::ClusterInfo, args: &[&str]) -> Output {
+    let mut all = args.to_vec();
+    all.extend(IMAGES);
+    helm(info, &all)
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -20,7 +35,7 @@ fn text(output: &Output) -> String {
 #[tokio::test]
 async fn the_chart_lints_renders_and_the_api_server_accepts_it() {
     let info = cluster();
-    let lint = helm(info, &["lint", CHART]);
+    let lint = chart(info, &["lint", CHART]);
     assert!(lint.status.success(), "helm lint: {}", text(&lint));
 
     let client = support::client().await;
@@ -42,7 +57,7 @@ async fn the_chart_lints_renders_and_the_api_server_accepts_it() {
     ] {
         let mut args = vec!["template", "farm", CHART, "--namespace", &ns.name];
         args.extend(values.iter().copied());
-        let rendered = helm(info, &args);
+        let rendered = chart(info, &args);
         assert!(
             rendered.status.success(),
             "helm {args:?}: {}",
@@ -92,7 +107,7 @@ async fn the_chart_lints_renders_and_the_api_server_accepts_it() {
     }
 
     // Client-side only: the test control plane has no Prometheus Operator CRDs.
-    let monitored = helm(
+    let monitored = chart(
         info,
         &[
             "template",
@@ -104,7 +119,7 @@ async fn the_chart_lints_renders_and_the_api_server_accepts_it() {
     );
     assert!(monitored.status.success(), "{}", text(&monitored));
     assert!(text(&monitored).contains("kind: ServiceMonitor"));
-    let notes = helm(info, &["install", "--dry-run=client", "farm", CHART]);
+    let notes = chart(info, &["install", "--dry-run=client", "farm", CHART]);
     assert!(
         notes.status.success()
             && text(&notes).contains("kubectl apply -f examples/sealer-2kib.yaml"),
@@ -119,7 +134,7 @@ async fn the_chart_lints_renders_and_the_api_server_accepts_it() {
         ("manager.timeout=30x", "does not match pattern"),
         ("ticketExpiry=never", "ticketExpiry"),
     ] {
-        let refused = helm(info, &["template", "farm", CHART, "--set", set]);
+        let refused = chart(info, &["template", "farm", CHART, "--set", set]);
         assert!(!refused.status.success(), "{set} was accepted");
         assert!(
             text(&refused).contains(refusal),
@@ -128,7 +143,23 @@ async fn the_chart_lints_renders_and_the_api_server_accepts_it() {
         );
     }
 
-    let refused = helm(
+    // Without the images a farm built, a clear error rather than pods that never pull.
+    let unnamed = helm(info, &["template", "farm", CHART]);
+    assert!(
+        !unnamed.status.success()
+            && text(&unnamed).contains("repository is required")
+            && text(&unnamed).contains("docs/images.md"),
+        "{}",
+        text(&unnamed)
+    );
+    let unnamed = helm(info, &["template", "farm", CHART, "--set", IMAGES[3]]);
+    assert!(
+        !unnamed.status.success()
+            && text(&unnamed).contains("image.repository is required: build images/operator"),
+        "{}",
+        text(&unnamed)
+    );
+    let refused = chart(
         info,
         &[
             "template",
@@ -201,7 +232,7 @@ fn the_default_profiles_parse_and_are_ready_for_gpu_nodes() {
     use damocles_operator::plan::{PlanKind, StepKind};
     use damocles_operator::task::Profiles;
     let info = cluster();
-    let rendered = helm(
+    let rendered = chart(
         info,
         &[
             "template",
@@ -248,7 +279,7 @@ fn the_default_profiles_parse_and_are_ready_for_gpu_nodes() {
     assert_eq!(
         profiles.resolve(StepKind::AddPiece, backoff).image,
         format!(
-            "ghcr.io/example/damocles-step:{}",
+            "registry.example/damocles-step:{}",
             env!("CARGO_PKG_VERSION")
         )
     );

@@ -12,10 +12,32 @@ use damocles_operator::step::{
     DEFAULT_TERMINATION_MESSAGE_PATH, ExitCode, StepFailure, StepResult, bench, parse_request, run,
 };
 
+/// The version and the proofs build: which GPU backend and SDR variant this binary has, so
+/// `damocles-step --version` tells what a node's image can do (a CPU build ignores the
+/// FIL_PROOFS_USE_GPU_* settings; one without multicore-sdr ignores FIL_PROOFS_USE_MULTICORE_SDR).
+fn version_line() -> &'static str {
+    static LINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LINE.get_or_init(|| {
+        let gpu = if cfg!(feature = "cuda") {
+            "cuda"
+        } else if cfg!(feature = "opencl") {
+            "opencl"
+        } else {
+            "cpu"
+        };
+        let sdr = if cfg!(feature = "multicore-sdr") {
+            "multicore-sdr"
+        } else {
+            "single-core sdr"
+        };
+        format!("{} ({gpu}, {sdr})", env!("CARGO_PKG_VERSION"))
+    })
+}
+
 #[derive(Parser)]
 #[command(
     name = "damocles-step",
-    version,
+    version = version_line(),
     about = "Run one step of a Filecoin sealing task with filecoin-proofs",
     long_about = "Run one step of a Filecoin sealing task with filecoin-proofs.\n\n\
         The operator runs this as the command of each step pod (and the local mode as a child process). \

@@ -54,6 +54,18 @@ async fn wait_phase(
     .await
 }
 
+/// A condition's status and reason, if the task has it.
+fn condition(
+    status: &damocles_operator::api::SealingTaskStatus,
+    type_: &str,
+) -> Option<(String, String)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
 /// An operator's /metrics text (`address` as in `Operator::metrics`); none if unreachable.
 async fn metrics_text(address: &str) -> Option<String> {
     reqwest::get(format!("http://{address}/metrics"))

@@ -2,15 +2,6 @@
 //! a manager that stops answering for minutes.
 
 use super::*;
-use damocles_operator::api::SealingTaskStatus;
-
-fn condition(status: &SealingTaskStatus, type_: &str) -> Option<(String, String)> {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
-}
 
 /// The sector is aborted at the manager (`damocles-manager util sealer sectors abort` calls
 /// ReportAborted) while its PC1 runs: the heartbeat finds it offline, the task stops the step,

@@ -7,9 +7,7 @@ use damocles_operator::api::SealingTaskStatus;
 /// Waits until the manager answered the task's ReportFinalized.
 async fn reported_finalized(tasks: &Api<SealingTask>, name: &str) {
     wait_status(tasks, name, "ManagerFinalized", |s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "ManagerFinalized" && c.status == "True")
+        condition(s, "ManagerFinalized").is_some_and(|(status, _)| status == "True")
     })
     .await;
 }

@@ -289,6 +289,9 @@ impl Scene {
         let farm = &self.farm;
         let on_this_farm = serde_json::json!({"damocles-test": farm.label});
         let values = serde_json::json!({
+            // The dev node records images and runs commands: the chart only needs the names.
+            "image": {"repository": "registry.example/damocles-operator"},
+            "stepImage": {"repository": "registry.example/damocles-step"},
             "manager": {"address": self.manager.address},
             "watchNamespace": self.ns.name,
             "pollInterval": "1s",

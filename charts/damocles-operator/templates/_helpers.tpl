@@ -18,7 +18,8 @@ and the step binary move together (the step request version). */}}
 {{- $profiles := deepCopy .Values.profiles -}}
 {{- $defaults := get $profiles "defaults" | default dict -}}
 {{- if not (get $defaults "image") -}}
-{{- $_ := set $defaults "image" (printf "%s:%s" .Values.stepImage.repository (.Values.stepImage.tag | default .Chart.AppVersion)) -}}
+{{- $repository := required "stepImage.repository is required (or profiles.defaults.image): build images/step.Dockerfile (images/step-cuda.Dockerfile for GPU nodes), push it to your registry and name it here (docs/images.md)" .Values.stepImage.repository -}}
+{{- $_ := set $defaults "image" (printf "%s:%s" $repository (.Values.stepImage.tag | default .Chart.AppVersion)) -}}
 {{- end -}}
 {{- $_ := set $profiles "defaults" $defaults -}}
 {{- toYaml $profiles -}}
