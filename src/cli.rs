@@ -69,11 +69,15 @@ pub enum Command {
     /// A chain head advances with wall time (--block-time); AllocateSector hands out increasing
     /// numbers; tickets come from head - lookback; SubmitPreCommit rejects duplicates, mismatches and
     /// expired tickets; PreCommits and proofs land after a delay; WaitSeed waits the challenge delay;
-    /// SubmitProof checks the proof with filecoin-proofs (through damocles-step). State survives
-    /// restarts in --state. Prints "listening on ADDRESS" first. Admin API: POST /admin/faults
-    /// {"SubmitProof": {"failNext": 2, "latencyMs": 500, "forceResult": 4}}, GET /admin/state,
-    /// POST /admin/rebuild {"number": 1} (mark a sector's files lost), POST /admin/unseal
-    /// {"number": 1, "pieceCid": "baga...", "offset": 0, "size": 2032, "dest": ["file:///out"]}.
+    /// SubmitProof checks the proof with filecoin-proofs (through damocles-step) against the CommD
+    /// of the sector's deals (zeros for a CC sector). A deal market: POST /admin/deals
+    /// {"payloadSize": 1000} adds a deal of random bytes (CommP computed with damocles-step),
+    /// which AcquireDeals and AllocateSanpUpSector hand out and GET /piecestore/<cid> serves.
+    /// State survives restarts in --state (piece bytes beside it, in <state>.pieces/). Prints
+    /// "listening on ADDRESS" first. Admin API: POST /admin/faults {"SubmitProof": {"failNext":
+    /// 2, "latencyMs": 500, "forceResult": 4}}, GET /admin/state, POST /admin/rebuild {"number":
+    /// 1} (mark a sector's files lost), POST /admin/unseal {"number": 1, "pieceCid": "baga...",
+    /// "offset": 0, "size": 2032, "dest": ["file:///out"]}.
     #[cfg(feature = "dev")]
     DevManager(Box<DevManagerArgs>),
 }
@@ -280,6 +284,10 @@ impl RunArgs {
             .map(damocles_operator::manager::client::read_token)
             .transpose()?;
         let manager = ManagerClient::new(&self.manager, token, self.manager_timeout)?;
+        let mut profiles = profiles;
+        if profiles.piece_store.is_none() {
+            profiles.piece_store = Some(manager.piece_store());
+        }
         let instance = self
             .instance
             .or_else(|| std::env::var("POD_NAME").ok())

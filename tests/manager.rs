@@ -545,8 +545,20 @@ async fn a_real_proven_sector_is_snap_upgraded() {
         "a sector still being sealed is not a candidate"
     );
     client.report_finalized(sector.id).await.unwrap();
+    assert_eq!(
+        client
+            .allocate_snapup_sector(&Default::default())
+            .await
+            .unwrap(),
+        None,
+        "no upgrade without deals, as damocles-manager"
+    );
 
-    // Snap-upgrade with real deal data and a real update proof.
+    // Snap-upgrade with a deal of random bytes from the market and a real update proof.
+    let deal = manager
+        .admin("/admin/deals", Some(json!({"payloadSize": 2000})))
+        .await;
+    let cid = deal["pieceCid"].as_str().unwrap().to_string();
     let snap = client
         .allocate_snapup_sector(&Default::default())
         .await
@@ -556,14 +568,17 @@ async fn a_real_proven_sector_is_snap_upgraded() {
         (snap.sector.id, snap.public.comm_r),
         (sector.id, info.comm_r)
     );
-    let piece = dir.join("piece.bin");
-    std::fs::write(&piece, (0..2032u32).map(|i| i as u8).collect::<Vec<u8>>()).unwrap();
+    let pieces: Vec<_> = snap.pieces.clone().unwrap_or_default();
+    assert_eq!(pieces.len(), 1, "{pieces:?}");
+    assert_eq!(pieces[0].piece.piece_cid.cid, cid);
+    assert_eq!(pieces[0].payload_size(), Some(2000));
     let mut snap_chain = Chain::new(&dir.join("snap"), sector_ref, SectorSize::Size2KiB, false);
     snap_chain.base.persist = Some(store_dir.clone());
     snap_chain.gathered.pieces = vec![damocles_operator::step::PieceInput {
-        cid: None,
+        cid: Some(cid.clone()),
         size: 2048,
-        source: Some(format!("file://{}", piece.display())),
+        source: Some(format!("{}{cid}", client.piece_store())),
+        payload_size: Some(2000),
     }];
     let store_files = damocles_operator::step::workspace::SectorFiles::new(&store_dir, sector_ref);
     snap_chain.gathered.cc_sector = Some(damocles_operator::step::SealedFiles {
@@ -587,7 +602,7 @@ async fn a_real_proven_sector_is_snap_upgraded() {
         comm_r: new_comm_r,
         comm_d: new_comm_d,
         access_instance: "store-1".into(),
-        pieces: vec![],
+        pieces: vec![damocles_operator::manager::wire::CidJson { cid: cid.clone() }],
         proof: Bytes(proof),
     };
     let submit_snap = |proof| {

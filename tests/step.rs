@@ -230,6 +230,7 @@ fn snapup_encodes_proves_and_verifies_on_a_cc_sector() {
         cid: None,
         size: 2048,
         source: Some(format!("file://{}", piece.display())),
+        payload_size: None,
     }];
     chain.gathered.cc_sector = Some(cc.clone());
     use StepKind::*;
@@ -270,6 +271,7 @@ fn rebuild_with_the_original_ticket_gives_the_same_comm_r_and_replica() {
         cid: None,
         size: 2048,
         source: Some(format!("file://{}", piece.display())),
+        payload_size: None,
     }];
     let (original, sealed) = sealed_and_persisted(
         &root.join("original"),
@@ -306,6 +308,23 @@ fn rebuild_with_the_original_ticket_gives_the_same_comm_r_and_replica() {
     let (code, level, message) = failure(code, &result);
     assert_eq!((code, level), (20, FailureLevel::Permanent));
     assert!(message.contains("does not match its bytes"), "{message}");
+
+    // A deal's payload is read to its length and zero-padded; a source that ends before it does
+    // (a truncated download) is refused naming the piece.
+    let mut short = rebuild.clone();
+    short.base.workspace = root.join("short");
+    let truncated = root.join("truncated.bin");
+    fs::write(&truncated, &fs::read(&piece).unwrap()[..1000]).unwrap();
+    short.gathered.pieces[0].source = Some(format!("file://{}", truncated.display()));
+    short.gathered.pieces[0].payload_size = Some(2032);
+    let (code, result) = run_with(&short.request(AddPiece), &[]);
+    let (code, level, message) = failure(code, &result);
+    assert_eq!((code, level), (20, FailureLevel::Permanent));
+    assert!(
+        message.contains("its source ended after")
+            && message.contains(short.gathered.pieces[0].cid.as_deref().unwrap()),
+        "{message}"
+    );
     fs::remove_dir_all(root).unwrap();
 }
 
@@ -317,6 +336,7 @@ fn unseal_returns_the_original_piece_bytes_and_upload_delivers_them() {
         cid: None,
         size: 2048,
         source: Some(format!("store://pieces/{}", "p.bin")),
+        payload_size: None,
     }];
     let persist = root.join("persist");
     fs::create_dir_all(persist.join("pieces")).unwrap();
@@ -448,5 +468,126 @@ fn requests_from_a_newer_schema_are_refused_clearly() {
     assert_eq!(output.status.code(), Some(20));
     let text = fs::read_to_string(&message).unwrap();
     assert!(text.contains("schema version 99"), "{text}");
+    fs::remove_dir_all(root).unwrap();
+}
+
+/// A piece store and a market on one loopback port, as damocles-manager and droplet answer: the
+/// store redirects `/piecestore/<cid>` to the market's `/resource?resource-id=<cid>`, which
+/// serves `bytes` only with the market token. Answers `requests` requests, then stops; returns
+/// the store's URL prefix and what each request carried (its first line and Authorization).
+fn store_redirecting_to_market(
+    bytes: Vec<u8>,
+    token: &'static str,
+    requests: usize,
+) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let mut seen = vec![];
+        for stream in listener.incoming().take(requests) {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            reader.read_line(&mut first).unwrap();
+            let mut authorization = String::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                // Header names are case-insensitive (ureq sends them in lower case).
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("authorization")
+                {
+                    authorization = format!("Authorization: {}", value.trim());
+                }
+            }
+            let path = first
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            let head = |status: &str, extra: &str, length: usize| {
+                format!(
+                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {length}\r\nConnection: close\r\n\r\n"
+                )
+            };
+            if let Some(cid) = path.strip_prefix("/piecestore/") {
+                let location = format!("Location: /resource?resource-id={cid}\r\n");
+                stream
+                    .write_all(head("302 Found", &location, 0).as_bytes())
+                    .unwrap();
+            } else if authorization == format!("Authorization: Bearer {token}") {
+                stream
+                    .write_all(head("200 OK", "", bytes.len()).as_bytes())
+                    .unwrap();
+                stream.write_all(&bytes).unwrap();
+            } else {
+                stream
+                    .write_all(head("401 Unauthorized", "", 0).as_bytes())
+                    .unwrap();
+            }
+            seen.push(format!("{} {authorization}", first.trim()));
+        }
+        seen
+    });
+    (format!("http://{address}/piecestore/"), server)
+}
+
+/// A deal piece the manager's piece store does not hold is fetched where it redirects (the
+/// market), with the market token from PIECE_FETCHER_TOKEN, as damocles-worker fetches it;
+/// without the token the market's refusal is a permanent error naming the URL.
+#[test]
+fn a_piece_the_store_redirects_is_fetched_from_the_market_with_the_token() {
+    let root = temp_dir("redirect");
+    let (piece, bytes) = deal_piece(&root, 9);
+    let cid = {
+        let mut probe = Chain::new(&root.join("probe"), sector(9), SectorSize::Size2KiB, false);
+        probe.gathered.pieces = vec![PieceInput {
+            cid: None,
+            size: 2048,
+            source: Some(format!("file://{}", piece.display())),
+            payload_size: None,
+        }];
+        let results = run_chain(&mut probe, &[StepKind::AddPiece]);
+        results[0].outputs.pieces[0].cid.clone()
+    };
+    let (store, server) = store_redirecting_to_market(bytes.clone(), "market-secret", 4);
+    let mut chain = Chain::new(&root.join("fetch"), sector(9), SectorSize::Size2KiB, false);
+    chain.gathered.pieces = vec![PieceInput {
+        cid: Some(cid.clone()),
+        size: 2048,
+        source: Some(format!("{store}{cid}")),
+        payload_size: Some(bytes.len() as u64),
+    }];
+    let (code, result) = run_with(
+        &chain.request(StepKind::AddPiece),
+        &[("PIECE_FETCHER_TOKEN", "market-secret")],
+    );
+    assert_eq!(code, Some(0), "{result:?}");
+    assert_eq!(result.unwrap().outputs.pieces[0].cid, cid);
+
+    let mut untokened = chain.clone();
+    untokened.base.workspace = root.join("untokened");
+    let (code, result) = run_with(&untokened.request(StepKind::AddPiece), &[]);
+    let (code, level, message) = failure(code, &result);
+    assert_eq!((code, level), (20, FailureLevel::Permanent));
+    assert!(
+        message.contains("resource?resource-id=") && message.contains("401"),
+        "{message}"
+    );
+    let seen = server.join().unwrap();
+    assert_eq!(
+        seen,
+        [
+            format!("GET /piecestore/{cid} HTTP/1.1 "),
+            format!("GET /resource?resource-id={cid} HTTP/1.1 Authorization: Bearer market-secret"),
+            format!("GET /piecestore/{cid} HTTP/1.1 "),
+            format!("GET /resource?resource-id={cid} HTTP/1.1 "),
+        ],
+        "the store is asked without credentials, the market with the token"
+    );
     fs::remove_dir_all(root).unwrap();
 }

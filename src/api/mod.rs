@@ -286,6 +286,45 @@ pub struct Outputs {
     /// committed-capacity sector to upgrade, for unseal the sealed sector to read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub committed: Option<CommittedSector>,
+    /// The sector's pieces as the manager listed them (AcquireDeals, AllocateSanpUpSector,
+    /// AllocateRebuildSector), in sector order: deals and the market's filler pieces. Empty for
+    /// a committed-capacity sector.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub pieces: Vec<DealPiece>,
+}
+
+/// A piece of the sector as the manager listed it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DealPiece {
+    /// Piece CID (CommP); the piece's bytes are checked against it before PC1.
+    #[schemars(length(max = 128))]
+    pub cid: String,
+    /// Padded size in bytes.
+    pub size: u64,
+    /// The deal's payload, fetched from the piece store and zero-padded to the piece's size;
+    /// omitted for a filler piece, which is zeros.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_size: Option<u64>,
+    /// The deal's id (builtin market), for the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deal_id: Option<u64>,
+}
+
+impl DealPiece {
+    pub fn from_manager(piece: &crate::manager::wire::SectorPiece) -> DealPiece {
+        DealPiece {
+            cid: piece.piece.piece_cid.cid.clone(),
+            size: piece.piece.size,
+            payload_size: piece.payload_size(),
+            deal_id: piece
+                .deal_info
+                .as_ref()
+                .map(|d| d.deal_id)
+                .filter(|id| *id != 0),
+        }
+    }
 }
 
 /// A committed sector's files in a persist store.

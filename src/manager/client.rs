@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::call::{Call, Manager, Method, Reply};
 use super::wire::{
     self, AcquireDealsSpec, AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector,
-    AllocatedSnapUpSector, CidJson, ERR_INVALID_PARAMS, ERR_METHOD_NOT_FOUND, ERR_PARSE,
+    AllocatedSnapUpSector, CidJson, DealInfo, ERR_INVALID_PARAMS, ERR_METHOD_NOT_FOUND, ERR_PARSE,
     ERR_SECTOR_STATE_NOT_FOUND, OnChainState, PieceInfo, PollResp, PreCommitOnChainInfo,
     ProofOnChainInfo, ReportStateReq, Request, Response, SectorId, SectorPiece, SectorRebuildInfo,
     SectorStateResp, SectorUnsealInfo, SnapUpOnChainInfo, StoreBasicInfo, SubmitResp, SubmitResult,
@@ -281,7 +281,13 @@ fn pieces_of(method: &str, value: Value) -> Result<Vec<SectorPiece>, ManagerErro
                             size: serde_json::from_value(item["Piece"]["Size"].clone())?,
                             piece_cid: cid,
                         },
-                        deal_info: Some(item.clone()),
+                        // Legacy `DealInfo` (v0.9): a deal id and its payload size.
+                        deal_info: Some(DealInfo {
+                            deal_id: serde_json::from_value(item["ID"].clone())?,
+                            payload_size: serde_json::from_value(item["PayloadSize"].clone())?,
+                            is_builtin_market: true,
+                            ..Default::default()
+                        }),
                     })
                 }),
                 None => serde_json::from_value(item),
@@ -327,6 +333,17 @@ impl ManagerClient {
 
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The manager's piece store, where damocles-worker fetches deal pieces: `/piecestore/<cid>`
+    /// beside `/rpc/v0` (damocles-manager pkg/piecestore; a piece it does not hold is redirected
+    /// to the market).
+    pub fn piece_store(&self) -> String {
+        let origin = self
+            .endpoint
+            .strip_suffix(wire::RPC_PATH)
+            .unwrap_or(&self.endpoint);
+        format!("{origin}/piecestore/")
     }
 
     /// One JSON-RPC call; `T` is the result type (`Option<T>` where the manager may return null).

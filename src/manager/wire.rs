@@ -261,14 +261,64 @@ pub struct PieceInfo {
     pub piece_cid: CidJson,
 }
 
-/// One piece of a sector (`SectorPieceV2`); `DealInfo` is null for a filler piece. The deal's
-/// fields are kept as JSON: the operator only passes them through.
+/// One piece of a sector (`SectorPieceV2`). The market lists filler pieces too (deal and
+/// allocation 0, the zero CommP); lotus-imported sectors may have `DealInfo: null` for them.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
 #[serde(rename_all = "PascalCase")]
 pub struct SectorPiece {
     pub piece: PieceInfo,
     #[serde(default)]
-    pub deal_info: Option<serde_json::Value>,
+    pub deal_info: Option<DealInfo>,
+}
+
+impl SectorPiece {
+    /// The unpadded bytes to fetch for it, or None for a filler (pledge) piece, which is zeros.
+    /// damocles-worker's rule (planner/common/sector.rs): a builtin-market piece is a deal when
+    /// its DealID is set, a direct (DDO) one when its AllocationID is.
+    pub fn payload_size(&self) -> Option<u64> {
+        let deal = self.deal_info.as_ref()?;
+        let is_deal = if deal.is_builtin_market {
+            deal.deal_id != 0
+        } else {
+            deal.allocation_id != 0
+        };
+        is_deal.then_some(deal.payload_size)
+    }
+}
+
+/// `core.DealInfoV2`: venus's `market.DealInfoV2` (flattened) and the manager's two flags.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct DealInfo {
+    #[serde(default, rename = "DealID")]
+    pub deal_id: u64,
+    #[serde(default)]
+    pub publish_cid: Option<CidJson>,
+    #[serde(default, rename = "AllocationID")]
+    pub allocation_id: u64,
+    #[serde(default, rename = "PieceCID")]
+    pub piece_cid: Option<CidJson>,
+    #[serde(default)]
+    pub piece_size: u64,
+    #[serde(default)]
+    pub client: String,
+    #[serde(default)]
+    pub provider: String,
+    #[serde(default)]
+    pub offset: u64,
+    #[serde(default)]
+    pub length: u64,
+    /// The deal's bytes before zero padding: what the piece store serves.
+    #[serde(default)]
+    pub payload_size: u64,
+    #[serde(default)]
+    pub start_epoch: i64,
+    #[serde(default)]
+    pub end_epoch: i64,
+    #[serde(default)]
+    pub is_builtin_market: bool,
+    #[serde(default)]
+    pub is_compatible: bool,
 }
 
 /// `StoreBasicInfo`: a persist store instance.

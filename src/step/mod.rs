@@ -201,6 +201,11 @@ pub struct PieceInput {
     /// store://<path in the persist store>, file://<path> or http(s)://<url>; omitted: zeros.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// A deal's payload: exactly this many bytes are read from the source and zero-padded to the
+    /// piece (as damocles-worker reads a piece store); omitted: the source is the whole piece,
+    /// zero-filled when shorter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_size: Option<u64>,
 }
 
 /// Unpadded byte range of a sector.

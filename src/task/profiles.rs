@@ -79,6 +79,12 @@ pub struct Profiles {
     /// path the manager reports.
     #[serde(default)]
     pub store_paths: BTreeMap<String, String>,
+    /// Where add-piece fetches deal pieces: an http(s) URL that `<piece CID>` is appended to.
+    /// Default: the manager's piece store (`/piecestore/` beside its `/rpc/v0`, which serves
+    /// damocles-manager's `[[Common.PieceStores]]` and redirects other pieces to the market), as
+    /// damocles-worker fetches them.
+    #[serde(default)]
+    pub piece_store: Option<String>,
     /// Values for every step kind.
     #[serde(default)]
     pub defaults: StepProfile,
@@ -168,6 +174,13 @@ impl Profiles {
         let unpinned = std::iter::once(("defaults".to_string(), &profiles.defaults))
             .chain(profiles.steps.iter().map(|(k, p)| (k.to_string(), p)))
             .find(|(name, p)| p.locality == Some(Locality::Any) && name != "c2");
+        if let Some(store) = &profiles.piece_store
+            && !(store.starts_with("http://") || store.starts_with("https://"))
+        {
+            return Err(format!(
+                "pieceStore {store:?} must be an http(s) URL (the piece CID is appended to it)"
+            ));
+        }
         if let Some((name, _)) = unpinned {
             // C2 reads only C1's output, which C1 then writes to the persist store; every other
             // step reads the task's workspace, and on another node would find it missing.

@@ -92,16 +92,31 @@ pub fn gathered_inputs(
         _ => None,
     };
     let plan = spec.plan;
+    // Deal data is the manager's when it listed any (as damocles-worker takes it); spec.pieces
+    // only otherwise.
+    let own_pieces = spec
+        .pieces
+        .iter()
+        .flatten()
+        .filter(|_| outputs.pieces.is_empty());
+    let manager_pieces = outputs.pieces.iter().map(|p| PieceInput {
+        cid: Some(p.cid.clone()),
+        size: p.size,
+        source: p.payload_size.and_then(|_| {
+            let store = profiles.piece_store.as_deref()?;
+            Some(format!("{store}{}", p.cid))
+        }),
+        payload_size: p.payload_size,
+    });
     Ok(StepInputs {
-        pieces: spec
-            .pieces
-            .iter()
-            .flatten()
+        pieces: own_pieces
             .map(|p| PieceInput {
                 cid: Some(p.cid.clone()),
                 size: p.size,
                 source: p.source.clone(),
+                payload_size: None,
             })
+            .chain(manager_pieces)
             .collect(),
         ticket,
         seed: match plan {

@@ -1,4 +1,4 @@
-//! Failures: a rejected PreCommit, a deleted task, an expiring ticket.
+//! Failures: a rejected PreCommit, a deleted task, an expiring ticket, a corrupt deal piece.
 
 use super::*;
 
@@ -143,4 +143,50 @@ async fn a_ticket_about_to_expire_sends_the_task_back_for_a_new_one() {
     let record = &scene.record(status.sector.unwrap().number).await;
     assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
     tasks.delete("t", &Default::default()).await.unwrap();
+}
+
+/// A deal piece whose bytes are not the ones its CID commits to (a corrupt piece store) stops
+/// the task before PC1: paused with a permanent error naming the piece, nothing sealed.
+#[tokio::test]
+async fn a_deal_piece_whose_bytes_do_not_match_its_cid_pauses_the_task_naming_it() {
+    let scene = Scene::new("bad-piece").await;
+    let deal = scene
+        .manager
+        .admin(
+            "/admin/deals",
+            Some(serde_json::json!({"payloadSize": 2000})),
+        )
+        .await;
+    let cid = deal["pieceCid"].as_str().unwrap().to_string();
+    // The manager's piece store now serves other bytes of the same length under that CID.
+    let stored = scene.farm.root.join("manager.pieces").join(&cid);
+    let mut bytes = std::fs::read(&stored).unwrap();
+    assert_eq!(bytes.len(), 2000);
+    bytes[7] ^= 0xff;
+    std::fs::write(&stored, &bytes).unwrap();
+
+    let _operator = scene.operator();
+    create_example(
+        &scene.tasks,
+        "sealer-2kib.yaml",
+        "t",
+        serde_json::json!({"deals": {"enabled": true}}),
+    )
+    .await;
+    let paused = wait_status(&scene.tasks, "t", "paused", |s| {
+        s.phase == Some(Phase::Paused)
+    })
+    .await;
+    let status = paused.status.unwrap();
+    let error = status.last_error.unwrap();
+    assert_eq!(error.level, damocles_operator::api::FailureLevel::Permanent);
+    assert!(
+        error
+            .message
+            .contains(&format!("piece {cid} does not match its bytes")),
+        "{}",
+        error.message
+    );
+    let visited: Vec<State> = status.history.iter().map(|h| h.state).collect();
+    assert!(!visited.contains(&State::PC1Done), "{visited:?}");
 }

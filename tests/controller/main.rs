@@ -16,7 +16,6 @@ mod seal;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use damocles_operator::api::{Phase, SealingTask, State};
@@ -169,33 +168,6 @@ async fn create_example(
     task["metadata"]["name"] = name.into();
     let task: SealingTask = serde_json::from_value(task).unwrap();
     api.create(&PostParams::default(), &task).await.unwrap()
-}
-
-/// The piece CID (CommP) of a file, as `damocles-step` add-piece computes it.
-fn piece_cid(piece: &std::path::Path, scratch: &std::path::Path) -> String {
-    let request = serde_json::json!({
-        "version": 1,
-        "step": "add-piece",
-        "sector": {"miner": 1, "number": 1},
-        "sectorSize": "2KiB",
-        "workspace": scratch,
-        "terminationMessagePath": scratch.join("result.json"),
-        "inputs": {"pieces": [{"size": 2048, "source": format!("file://{}", piece.display())}]}
-    });
-    std::fs::create_dir_all(scratch).unwrap();
-    let path = scratch.join("request.json");
-    std::fs::write(&path, request.to_string()).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_damocles-step"))
-        .args(["run", "--request"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    result["outputs"]["pieces"][0]["cid"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 async fn patch_spec(api: &Api<SealingTask>, name: &str, spec: serde_json::Value) {

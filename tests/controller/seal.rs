@@ -19,12 +19,13 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified(
     scene: &Scene,
     operator_metrics: &str,
     name: &str,
+    spec: serde_json::Value,
 ) -> SealingTaskStatus {
     let farm = &scene.farm;
     let tasks = &scene.tasks;
     let pods = &scene.pods;
     let timeline = PodTimeline::watch(pods.clone());
-    scene.seal(name).await;
+    create_example(tasks, "sealer-2kib.yaml", name, spec).await;
 
     let task = wait_phase(tasks, name, Phase::Finished, Duration::from_secs(600)).await;
     reported_finalized(tasks, name).await;
@@ -120,9 +121,12 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified(
     status
 }
 
-/// A sealer to Finished, then two other plans on the same sector, each driven by the manager's
-/// queue: its lost files rebuilt bit for bit, then a piece unsealed to a file. One test, so the
-/// suite seals (and runs C2 for) this sector once. The operator is the one `helm install` gives
+/// A sealer with two deals of random bytes to Finished (the manager binds them, the task fetches
+/// them from its piece store, the PreCommit's CommD is the one the deals give, the proof is
+/// verified with it), then two other plans on the same sector, each driven by the manager's
+/// queue: its lost files rebuilt bit for bit from the deals (fetched again), then one deal
+/// unsealed to a file, byte for byte. One test, so the suite seals (and runs C2 for) this sector
+/// once. The operator is the one `helm install` gives
 /// with the chart's default step profiles, run by the dev node from the rendered Deployment
 /// under the chart's ServiceAccount, so the chart's arguments, RBAC and GPU placement are the
 /// ones under test.
@@ -137,10 +141,64 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
     let tasks = &scene.tasks;
     let manager = &scene.manager;
     let operator = scene.install_operator().await;
-    let sealed =
-        a_sealer_task_reaches_finished_with_its_proof_verified(&scene, &operator.metrics, "cc")
+    // Two deals of random bytes in the market; the task asks for deals and the manager binds
+    // both (1024 + 1024 padded bytes fill the 2KiB sector). Their bytes come from the
+    // manager's piece store.
+    let mut deals = vec![];
+    for payload_size in [1000, 900] {
+        let deal = manager
+            .admin(
+                "/admin/deals",
+                Some(serde_json::json!({"payloadSize": payload_size})),
+            )
             .await;
+        assert_eq!(deal["pieceSize"], 1024, "{deal}");
+        deals.push(deal);
+    }
+    let payload = |deal: &serde_json::Value| {
+        let url = format!(
+            "http://{}/piecestore/{}",
+            manager.address,
+            deal["pieceCid"].as_str().unwrap()
+        );
+        async move { reqwest::get(url).await.unwrap().bytes().await.unwrap() }
+    };
+    let second = payload(&deals[1]).await;
+    assert_eq!(second.len(), 900);
+    assert!(second.iter().any(|b| *b != 0), "random bytes, not zeros");
+
+    let sealed = a_sealer_task_reaches_finished_with_its_proof_verified(
+        &scene,
+        &operator.metrics,
+        "deals",
+        serde_json::json!({"deals": {"enabled": true}}),
+    )
+    .await;
     let sector = sealed.sector.unwrap();
+    let outputs = sealed.outputs.clone().unwrap();
+    let recorded: Vec<(&str, Option<u64>)> = outputs
+        .pieces
+        .iter()
+        .map(|p| (p.cid.as_str(), p.payload_size))
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            (deals[0]["pieceCid"].as_str().unwrap(), Some(1000)),
+            (deals[1]["pieceCid"].as_str().unwrap(), Some(900)),
+        ],
+        "the task records the manager's pieces"
+    );
+    let record = scene.record(sector.number).await;
+    assert_eq!(
+        record["pieces"].as_array().map(Vec::len),
+        Some(2),
+        "{record}"
+    );
+    assert!(
+        record["unsealed"].is_array(),
+        "the deals fix the sector's unsealed CID, which the proof was verified with: {record}"
+    );
 
     // The sector's files are lost; the manager marks it for rebuild.
     let store = scene.farm.store();
@@ -187,13 +245,14 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
     assert_eq!(record["rebuilds"], 1, "{record}");
     assert!(finalized(&record), "{record}");
 
-    // A retrieval asks for the (pledge) piece; the task delivers it where its spec says.
-    let zero_piece = "baga6ea4seaqpy7usqklokfx2vxuynmupslkeutzexe2uqurdg5vhtebhxqmpqmy";
+    // A retrieval asks for the second deal (unpadded bytes 1016..2032 of the sector); the task
+    // delivers exactly its bytes: the payload, then the zeros that padded it to its piece.
+    let wanted = deals[1]["pieceCid"].as_str().unwrap();
     manager
         .admin(
             "/admin/unseal",
             Some(serde_json::json!({
-                "number": sector.number, "pieceCid": zero_piece, "offset": 0, "size": 2032,
+                "number": sector.number, "pieceCid": wanted, "offset": 1016, "size": 1016,
                 "dest": ["file:///nowhere"],
             })),
         )
@@ -205,7 +264,7 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
         "unseal",
         serde_json::json!({
             "sector": spec_sector,
-            "unseal": {"pieceCid": zero_piece, "offset": 0, "size": 2032,
+            "unseal": {"pieceCid": wanted, "offset": 1016, "size": 1016,
                        "destination": format!("file://{}", delivered.display())},
         }),
     )
@@ -213,10 +272,12 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
 
     wait_phase(tasks, "unseal", Phase::Finished, Duration::from_secs(600)).await;
     reported_finalized(tasks, "unseal").await;
+    let mut expected = second.to_vec();
+    expected.resize(1016, 0);
     assert_eq!(
         std::fs::read(&delivered).unwrap(),
-        vec![0u8; 2032],
-        "unsealing a pledge sector gives back its zeros"
+        expected,
+        "the unsealed piece is the deal's bytes"
     );
     let chain = manager.admin("/admin/state", None).await;
     assert_eq!(
@@ -255,37 +316,36 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
     assert!(finalized(&record), "{record}");
 }
 
-/// A sealed CC sector upgraded by a snap-up task with a deal piece: the dev manager verifies the
-/// update proof and the new CommR, and the update replica is in the store.
+/// A sealed CC sector upgraded by a snap-up task with the market's deal (random bytes from the
+/// manager's piece store): the dev manager checks the pieces, verifies the update proof with the
+/// CommD they give, and the update replica is in the store.
 #[tokio::test]
 #[ignore = "long run (scripts/test-long): needs the empty-sector-update parameters"]
 async fn a_sealed_cc_sector_is_snap_upgraded_with_a_deal_piece() {
     let scene = Scene::new("snapup").await;
     let tasks = &scene.tasks;
     let operator = scene.operator();
-    let sealed =
-        a_sealer_task_reaches_finished_with_its_proof_verified(&scene, &operator.metrics, "cc")
-            .await;
+    let sealed = a_sealer_task_reaches_finished_with_its_proof_verified(
+        &scene,
+        &operator.metrics,
+        "cc",
+        serde_json::json!({}),
+    )
+    .await;
     let sector = sealed.sector.unwrap();
     let committed_comm_r = sealed.outputs.unwrap().comm_r.unwrap();
     let store = scene.farm.store();
 
-    let piece = scene.farm.root.join("deal.bin");
-    std::fs::write(
-        &piece,
-        (0..2032u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>(),
-    )
-    .unwrap();
-    let cid = piece_cid(&piece, &scene.farm.root.join("commp"));
-    create_example(
-        tasks,
-        "snapup-2kib.yaml",
-        "snapup",
-        serde_json::json!({"pieces": [
-            {"cid": cid, "size": 2048, "source": format!("file://{}", piece.display())}
-        ]}),
-    )
-    .await;
+    // The market has a deal of random bytes; the manager hands out the CC sector with it.
+    let deal = scene
+        .manager
+        .admin(
+            "/admin/deals",
+            Some(serde_json::json!({"payloadSize": 2000})),
+        )
+        .await;
+    let cid = deal["pieceCid"].as_str().unwrap().to_string();
+    create_example(tasks, "snapup-2kib.yaml", "snapup", serde_json::json!({})).await;
 
     let upgraded = wait_phase(tasks, "snapup", Phase::Finished, Duration::from_secs(600)).await;
     let status = upgraded.status.unwrap();

@@ -90,6 +90,15 @@ pub struct SectorRecord {
     /// Rebuilds completed (the ReportFinalized that ends a rebuild).
     #[serde(default)]
     pub rebuilds: u32,
+    /// Its pieces, deals and fillers, as AcquireDeals bound them (the market module).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pieces: Vec<crate::manager::wire::SectorPiece>,
+    /// The unsealed CID (CommD) its deals give; None for committed capacity (zeros).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsealed: Option<[u8; 32]>,
+    /// The CommD the pieces of its snap-up give, which the update proof is checked with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_unsealed: Option<[u8; 32]>,
 }
 
 /// An accepted empty-sector-update.
@@ -199,6 +208,9 @@ pub struct ChainState {
     pub sectors: BTreeMap<u64, SectorRecord>,
     #[serde(default)]
     pub unseals: Vec<UnsealJob>,
+    /// The deal market.
+    #[serde(default)]
+    pub deals: Vec<super::market::MarketDeal>,
 }
 
 /// Whether an allocation spec admits this manager's miner and proof type (empty lists admit all).
@@ -373,6 +385,20 @@ impl ChainState {
         }
         if info.comm_r == [0; 32] || info.comm_d == [0; 32] {
             return result(SubmitResult::Rejected, "CommR and CommD must not be zero");
+        }
+        // commitmgr checkPrecommit: a sector with deals must carry the CommD its pieces give
+        // (ErrBadCommD, answered as a mismatch); a CC sector's is checked by the proof.
+        if let Some(unsealed) = record.unsealed
+            && unsealed != info.comm_d
+        {
+            return result(
+                SubmitResult::MismatchedSubmission,
+                &format!(
+                    "on chain CommD differs from sector: {} != {}",
+                    crate::sector::CommD::from_bytes(unsealed),
+                    crate::sector::CommD::from_bytes(info.comm_d)
+                ),
+            );
         }
         record.precommit = Some(PreCommitRecord {
             info: info.clone(),

@@ -268,8 +268,8 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
         }
         Some(Method::AcquireDeals) => {
             expect_params(p, 2, name)?;
-            shared.chain().acquire_deals(rules, param(p, 0, name)?)?;
-            Value::Null
+            let _: crate::manager::wire::AcquireDealsSpec = param(p, 1, name)?;
+            json!(super::market::acquire_deals(shared, param(p, 0, name)?).await?)
         }
         Some(Method::StoreReserveSpace) => {
             expect_params(p, 3, name)?;
@@ -288,7 +288,7 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
         Some(Method::AllocateSanpUpSector) => {
             expect_params(p, 1, name)?;
             let spec: AllocateSnapUpSpec = param(p, 0, name)?;
-            json!(shared.chain().allocate_snapup(rules, &spec, head))
+            json!(super::market::allocate_snapup(shared, &spec).await?)
         }
         Some(Method::SubmitSnapUpProof) => {
             expect_params(p, 2, name)?;

@@ -69,39 +69,48 @@ pub struct SnapUpChecks {
 }
 
 impl ChainState {
-    /// Pledge sectors only: the dev manager has no deal market.
-    pub fn acquire_deals(&mut self, rules: &ChainRules, id: SectorId) -> Result<(), ChainError> {
-        self.online(rules, id).map(drop)
-    }
-
-    /// The oldest committed, finalized, never-upgraded sector (all dev-manager sectors are
-    /// committed capacity), brought back online as damocles-manager does.
-    pub fn allocate_snapup(
-        &mut self,
+    /// The sector AllocateSanpUpSector would hand out: the oldest committed, finalized,
+    /// never-upgraded committed-capacity sector (one without deals).
+    pub fn snapup_candidate(
+        &self,
         rules: &ChainRules,
         spec: &AllocateSnapUpSpec,
         head: i64,
-    ) -> Option<AllocatedSnapUpSector> {
+    ) -> Option<u64> {
         if !spec_allows(&spec.sector, rules) {
             return None;
         }
-        let (number, record, public, instance) =
-            self.sectors.iter_mut().find_map(|(number, record)| {
-                if record.snapup_allocated
-                    || record.upgrade.is_some()
-                    || record.rebuild.is_some()
-                    || !record.finalized
-                {
-                    return None;
-                }
-                let (public, instance) = public_info(record, rules, head)?;
-                Some((*number, record, public, instance))
-            })?;
+        self.sectors.iter().find_map(|(number, record)| {
+            let eligible = !record.snapup_allocated
+                && record.upgrade.is_none()
+                && record.rebuild.is_none()
+                && record.finalized
+                && record.unsealed.is_none();
+            (eligible && public_info(record, rules, head).is_some()).then_some(*number)
+        })
+    }
+
+    /// Hands out sector `number` for an upgrade with `pieces` (the deals the market bound to it,
+    /// fillers after them), brought back online as damocles-manager does; `unsealed` is the
+    /// CommD those pieces give, which the chain checks the update proof with.
+    pub fn allocate_snapup(
+        &mut self,
+        rules: &ChainRules,
+        number: u64,
+        head: i64,
+        pieces: Vec<crate::manager::wire::SectorPiece>,
+        unsealed: [u8; 32],
+    ) -> Option<AllocatedSnapUpSector> {
+        let record = self.sectors.get_mut(&number)?;
+        let (public, instance) = public_info(record, rules, head)?;
         record.snapup_allocated = true;
         record.finalized = false;
+        // damocles-manager keeps the upgrade's pieces as the sector's pieces from now on.
+        record.pieces = pieces.clone();
+        record.upgrade_unsealed = Some(unsealed);
         Some(AllocatedSnapUpSector {
             sector: allocated(rules, number, record),
-            pieces: Some(vec![]),
+            pieces: Some(pieces),
             public,
             private: SectorPrivateInfo {
                 access_instance: instance,
@@ -143,6 +152,34 @@ impl ChainState {
             return result(
                 SubmitResult::Rejected,
                 Some("this sector was not allocated for a snap upgrade"),
+            );
+        }
+        // sealer.go SubmitSnapUpProof: the proof is there, the pieces are the sector's, in order.
+        if info.proof.0.is_empty() {
+            return result(SubmitResult::Rejected, Some("empty proof is invalid"));
+        }
+        if record.pieces.len() != info.pieces.len() {
+            return result(
+                SubmitResult::Rejected,
+                Some(&format!(
+                    "pieces count not match: {} != {}",
+                    record.pieces.len(),
+                    info.pieces.len()
+                )),
+            );
+        }
+        let mismatched = record
+            .pieces
+            .iter()
+            .zip(&info.pieces)
+            .position(|(ours, theirs)| ours.piece.piece_cid != *theirs);
+        if let Some(index) = mismatched {
+            return result(
+                SubmitResult::Rejected,
+                Some(&format!(
+                    "piece cid not match at #{index}: {} != {}",
+                    record.pieces[index].piece.piece_cid.cid, info.pieces[index].cid
+                )),
             );
         }
         if !*files_present {
@@ -215,7 +252,7 @@ impl ChainState {
             ticket: record.precommit.as_ref()?.info.ticket.clone(),
             pieces: None,
             // damocles-manager's answer for a committed-capacity sector.
-            pieces_v2: None,
+            pieces_v2: (!record.pieces.is_empty()).then(|| record.pieces.clone()),
             is_snap_up: false,
             upgrade_public: None,
         })
@@ -384,38 +421,54 @@ mod tests {
         (rules, state, id)
     }
 
+    fn deal_piece() -> crate::manager::wire::SectorPiece {
+        crate::manager::wire::SectorPiece {
+            piece: crate::manager::wire::PieceInfo {
+                size: 2048,
+                piece_cid: CidJson {
+                    cid: "baga6ea4seaqdeal".into(),
+                },
+            },
+            deal_info: None,
+        }
+    }
+
     fn snap_info() -> SnapUpOnChainInfo {
         SnapUpOnChainInfo {
             comm_r: [5; 32],
             comm_d: [6; 32],
             access_instance: "store-1".into(),
-            pieces: vec![],
+            pieces: vec![deal_piece().piece.piece_cid],
             proof: Bytes(vec![1, 2, 3]),
         }
     }
 
     #[test]
     fn only_committed_sectors_are_upgraded_and_each_once() {
-        let (rules, mut state, _) = committed_sector();
+        let (rules, state, _) = committed_sector();
         let spec = AllocateSnapUpSpec::default();
         assert_eq!(
-            state.allocate_snapup(&rules, &spec, 10_200),
+            state.snapup_candidate(&rules, &spec, 10_200),
             None,
             "not finalized yet"
         );
         let (rules, mut state, id) = finalized_sector();
         let spec = AllocateSnapUpSpec::default();
         assert_eq!(
-            state.allocate_snapup(&rules, &spec, 10_172),
+            state.snapup_candidate(&rules, &spec, 10_172),
             None,
             "the proof has not landed yet"
         );
-        let snap = state.allocate_snapup(&rules, &spec, 10_200).unwrap();
+        let number = state.snapup_candidate(&rules, &spec, 10_200).unwrap();
+        let snap = state
+            .allocate_snapup(&rules, number, 10_200, vec![deal_piece()], [9; 32])
+            .unwrap();
         assert_eq!(snap.sector.id, id);
+        assert_eq!(snap.pieces, Some(vec![deal_piece()]));
         assert!(!state.sectors[&id.number].finalized, "back online");
         assert_eq!(snap.public.comm_r, [1; 32]);
         assert_eq!(snap.private.access_instance, "store-1");
-        assert_eq!(state.allocate_snapup(&rules, &spec, 10_200), None);
+        assert_eq!(state.snapup_candidate(&rules, &spec, 10_200), None);
 
         let submit = |state: &mut ChainState, sha: &str, verified, files_present| {
             let checks = SnapUpChecks {

@@ -5,6 +5,7 @@ mod admin;
 pub mod chain;
 mod dispatch;
 pub mod lifecycle;
+pub mod market;
 pub mod server;
 mod verify;
 

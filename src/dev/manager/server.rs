@@ -77,6 +77,8 @@ pub(super) struct Shared {
     pub(super) faults: Mutex<HashMap<String, Fault>>,
     /// Until when, and how, `/rpc/v0` does not answer (admin API).
     pub(super) outage: Mutex<Option<(std::time::Instant, OutageMode)>>,
+    /// The CommD of a committed-capacity sector, by proof type (computed on first use).
+    pub(super) zero_comm_d: Mutex<HashMap<i64, crate::sector::CommD>>,
     // Serializes writes of the state file.
     save: tokio::sync::Mutex<()>,
 }
@@ -199,6 +201,7 @@ pub async fn start(
         chain: Mutex::new(persisted.chain),
         faults: Mutex::default(),
         outage: Mutex::default(),
+        zero_comm_d: Mutex::default(),
         save: tokio::sync::Mutex::new(()),
         config,
     });
@@ -210,6 +213,8 @@ pub async fn start(
         .route("/admin/rebuild", post(mark_rebuild))
         .route("/admin/unseal", post(queue_unseal))
         .route("/admin/outage", post(set_outage))
+        .route("/admin/deals", post(super::market::add_deal))
+        .route("/piecestore/{name}", get(super::market::get_piece))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind(shared.config.listen)

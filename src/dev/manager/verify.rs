@@ -28,11 +28,17 @@ pub(super) async fn verify(
             "{sector:?} has no PreCommit and seed to check a proof against"
         )));
     };
+    // The chain verifies with the unsealed CID the sector's deals give, or the CommD of zeros
+    // for a CC sector (its PreCommit carries none), whatever CommD the worker sealed with.
+    let comm_d = match record.unsealed {
+        Some(unsealed) => CommD::from_bytes(unsealed),
+        None => super::market::zero_comm_d(shared, record.proof_type).await?,
+    };
     let inputs = StepInputs {
         ticket: Some(Bytes32(precommit.info.ticket.ticket.0)),
         seed: Some(Bytes32(seed.seed.0)),
         comm_r: Some(CommR::from_bytes(precommit.info.comm_r)),
-        comm_d: Some(CommD::from_bytes(precommit.info.comm_d)),
+        comm_d: Some(comm_d),
         ..Default::default()
     };
     run_verifier(
@@ -58,9 +64,11 @@ pub(super) async fn verify_snap(
             "{sector:?} has no PreCommit: not a committed sector"
         )));
     };
+    // The chain checks the update against the CommD of the pieces the upgrade was given.
+    let comm_d = record.upgrade_unsealed.unwrap_or(info.comm_d);
     let inputs = StepInputs {
         comm_r: Some(CommR::from_bytes(info.comm_r)),
-        comm_d: Some(CommD::from_bytes(info.comm_d)),
+        comm_d: Some(CommD::from_bytes(comm_d)),
         // verify-snap reads only the old CommR; the paths are not opened.
         cc_sector: Some(SealedFiles {
             sealed: PathBuf::from("/unused"),

@@ -12,7 +12,7 @@ use crate::step::proofs::{data_cid, parse_data_cid};
 use crate::step::workspace::{
     SectorFiles, check_size, commit, create_dir, digest_file, partial_path,
 };
-use crate::step::{PieceOutput, StepError, StepKind, StepOutputs, StepRequest};
+use crate::step::{PieceInput, PieceOutput, StepError, StepKind, StepOutputs, StepRequest};
 
 #[allow(unused_imports)]
 use super::{files::*, porep::*, snap::*};
@@ -41,14 +41,97 @@ pub(in crate::step) fn open_source(
         )?;
         open_file(root.join(path.trim_start_matches('/')))
     } else if source.starts_with("http://") || source.starts_with("https://") {
-        let response = ureq::get(source)
-            .call()
-            .map_err(|e| StepError::temporary(format!("cannot fetch piece {source}: {e}")))?;
-        Ok(Box::new(response.into_body().into_reader()))
+        fetch_piece(source)
     } else {
         Err(StepError::permanent(format!(
             "piece source {source:?} is not store://, file:// or http(s)://"
         )))
+    }
+}
+
+/// The market's token for pieces the piece store redirects to it (damocles-worker's
+/// `piece_token`, which it passes to its fetcher in this variable).
+pub const PIECE_TOKEN_ENV: &str = "PIECE_FETCHER_TOKEN";
+
+/// GETs a piece as damocles-worker's fetcher does: the piece store without credentials; when it
+/// redirects (damocles-manager sends a piece it does not hold to the market's
+/// `/resource?resource-id=<cid>`), the new location with the market token, if one is set. Any
+/// status but 2xx is an error naming it.
+fn fetch_piece(source: &str) -> Result<Box<dyn Read>, StepError> {
+    let agent = |redirects| {
+        ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .max_redirects(redirects)
+                .http_status_as_error(false)
+                .build(),
+        )
+    };
+    let get = |agent: &ureq::Agent, url: &str, token: Option<&str>| {
+        let mut request = agent.get(url);
+        if let Some(token) = token {
+            request = request
+                .header("Authorization", format!("Bearer {token}"))
+                .header("X-VENUS-API-NAMESPACE", "v1.IMarket");
+        }
+        request
+            .call()
+            .map_err(|e| StepError::temporary(format!("cannot fetch piece {url}: {e}")))
+    };
+    let mut response = get(&agent(0), source, None)?;
+    let mut url = source.to_string();
+    if response.status().is_redirection() {
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .ok_or_else(|| {
+                StepError::permanent(format!("piece {source}: a redirect without a Location"))
+            })?;
+        url = ureq::http::Uri::try_from(source)
+            .ok()
+            .and_then(|base| join_location(&base, location))
+            .unwrap_or_else(|| location.to_string());
+        let token = std::env::var(PIECE_TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty());
+        response = get(&agent(10), &url, token.as_deref())?;
+    }
+    let status = response.status();
+    if !status.is_success() {
+        let level = if status.is_server_error() {
+            StepError::temporary
+        } else {
+            StepError::permanent
+        };
+        return Err(level(format!("cannot fetch piece {url}: HTTP {status}")));
+    }
+    Ok(Box::new(response.into_body().into_reader()))
+}
+
+/// A redirect's Location against the URL it answered: absolute as it is, a path on the same
+/// scheme and authority.
+fn join_location(base: &ureq::http::Uri, location: &str) -> Option<String> {
+    if location.contains("://") {
+        return Some(location.to_string());
+    }
+    let scheme = base.scheme_str()?;
+    let authority = base.authority()?;
+    location
+        .starts_with('/')
+        .then(|| format!("{scheme}://{authority}{location}"))
+}
+
+/// Counts the bytes a piece source gave, to tell a short payload from a complete one.
+struct CountingReader<'a, R> {
+    inner: R,
+    count: &'a mut u64,
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        *self.count += n as u64;
+        Ok(n)
     }
 }
 
@@ -85,7 +168,7 @@ pub(in crate::step) fn piece_infos(pieces: &[PieceOutput]) -> Result<Vec<PieceIn
 pub(in crate::step) fn add_piece(request: &StepRequest, files: &SectorFiles) -> StepOutcome {
     let proof = request.seal_proof();
     let sector = request.sector_size.bytes();
-    let mut plan: Vec<(u64, Option<&str>, Option<&str>)> = vec![];
+    let mut plan: Vec<&PieceInput> = vec![];
     let mut used = 0u64;
     for (index, piece) in request.inputs.pieces.iter().enumerate() {
         if !piece.size.is_power_of_two() || piece.size < 128 {
@@ -94,8 +177,16 @@ pub(in crate::step) fn add_piece(request: &StepRequest, files: &SectorFiles) -> 
                 piece.size
             )));
         }
+        if let Some(payload) = piece.payload_size
+            && payload > unpadded(piece.size)
+        {
+            return Err(StepError::permanent(format!(
+                "inputs.pieces[{index}]: a payload of {payload} bytes does not fit a {}-byte piece",
+                piece.size
+            )));
+        }
         used = used.next_multiple_of(piece.size) + piece.size;
-        plan.push((piece.size, piece.source.as_deref(), piece.cid.as_deref()));
+        plan.push(piece);
     }
     if used > sector {
         return Err(StepError::permanent(format!(
@@ -118,14 +209,18 @@ pub(in crate::step) fn add_piece(request: &StepRequest, files: &SectorFiles) -> 
     let mut outputs = vec![];
     let mut add = |size: u64,
                    mut source: Box<dyn Read>,
-                   expected: Option<&str>|
+                   expected: Option<&str>,
+                   payload: Option<u64>|
      -> Result<(), StepError> {
         let unpadded_size = unpadded(size);
         // Streamed: a piece file shorter than its slot is zero-filled; a longer one is refused below.
-        let body = (&mut source)
-            .take(unpadded_size)
-            .chain(io::repeat(0))
-            .take(unpadded_size);
+        // A deal's payload is read to its exact length, then zero-filled, as damocles-worker does.
+        let mut read = 0u64;
+        let counted = CountingReader {
+            inner: (&mut source).take(payload.unwrap_or(unpadded_size)),
+            count: &mut read,
+        };
+        let body = counted.chain(io::repeat(0)).take(unpadded_size);
         let (info, _) = seal::add_piece(
             proof,
             body,
@@ -134,11 +229,20 @@ pub(in crate::step) fn add_piece(request: &StepRequest, files: &SectorFiles) -> 
             &added,
         )
         .map_err(proof_error("add piece"))?;
+        if let Some(payload) = payload
+            && read < payload
+        {
+            return Err(StepError::permanent(format!(
+                "piece {}: its source ended after {read} of the deal's {payload} payload bytes",
+                expected.unwrap_or("without a CID")
+            )));
+        }
         let mut extra = [0u8; 1];
-        if source
-            .read(&mut extra)
-            .map_err(|e| StepError::temporary(format!("cannot read piece: {e}")))?
-            > 0
+        if payload.is_none()
+            && source
+                .read(&mut extra)
+                .map_err(|e| StepError::temporary(format!("cannot read piece: {e}")))?
+                > 0
         {
             return Err(StepError::permanent(format!(
                 "a piece source holds more than the {unpadded_size} unpadded bytes of its {size}-byte piece"
@@ -156,15 +260,21 @@ pub(in crate::step) fn add_piece(request: &StepRequest, files: &SectorFiles) -> 
         outputs.push(PieceOutput { cid, size });
         Ok(())
     };
-    for (size, source, cid) in plan {
-        let reader: Box<dyn Read> = match source {
+    for piece in plan {
+        let reader: Box<dyn Read> = match piece.source.as_deref() {
             Some(source) => open_source(request, source)?,
-            None => Box::new(io::repeat(0).take(unpadded(size))),
+            None => Box::new(io::repeat(0).take(unpadded(piece.size))),
         };
-        add(size, reader, cid)?;
+        let payload = piece.payload_size.filter(|_| piece.source.is_some());
+        add(piece.size, reader, piece.cid.as_deref(), payload)?;
     }
     for size in filler_sizes(used, sector) {
-        add(size, Box::new(io::repeat(0).take(unpadded(size))), None)?;
+        add(
+            size,
+            Box::new(io::repeat(0).take(unpadded(size))),
+            None,
+            None,
+        )?;
     }
     drop(target);
     check_size("staged sector data", &partial, sector)?;

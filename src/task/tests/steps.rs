@@ -221,3 +221,76 @@ fn a_pod_that_can_never_start_pauses_the_task_naming_why() {
             .contains("no node can run the pc2 pod")
     );
 }
+
+/// The manager's deals (AcquireDeals) are recorded with the task, and add-piece fetches each
+/// deal's payload from the piece store while a filler piece stays zeros, every CID checked.
+#[test]
+fn deals_from_the_manager_are_recorded_and_fetched_from_the_piece_store() {
+    use crate::manager::wire::{CidJson, DealInfo, PieceInfo, SectorPiece};
+    let spec = spec(json!({"plan": "sealer", "sectorSize": "2KiB", "deals": {"enabled": true}}));
+    let status = at(State::Allocated);
+    let decision = decide_now(task(&spec), &status, &Observed::default());
+    let call = asked_call(&decision).clone();
+    assert!(matches!(call, Call::AcquireDeals { .. }), "{call:?}");
+    let piece = |cid: &str, deal_id: u64, payload_size: u64| SectorPiece {
+        piece: PieceInfo {
+            size: 1024,
+            piece_cid: CidJson { cid: cid.into() },
+        },
+        deal_info: Some(DealInfo {
+            deal_id,
+            payload_size,
+            is_builtin_market: true,
+            ..Default::default()
+        }),
+    };
+    let reply = Reply::Deals(vec![
+        piece("baga6ea4seaqdeal", 12, 1000),
+        piece("baga6ea4seaqfiller", 0, 0),
+    ]);
+    let decision = decide_now(task(&spec), &status, &answered(&call, Ok(reply)));
+    let pieces = &decision.status.outputs.as_ref().unwrap().pieces;
+    assert_eq!(pieces.len(), 2);
+    assert_eq!(
+        (pieces[0].payload_size, pieces[0].deal_id),
+        (Some(1000), Some(12))
+    );
+    assert_eq!((pieces[1].payload_size, pieces[1].deal_id), (None, None));
+
+    let profiles = Profiles {
+        piece_store: Some("http://manager:1789/piecestore/".into()),
+        ..Default::default()
+    };
+    let request = crate::task::steps::step_request(
+        task(&spec),
+        &decision.status,
+        StepKind::AddPiece,
+        &profiles,
+    )
+    .unwrap();
+    let inputs: Vec<_> = request
+        .inputs
+        .pieces
+        .iter()
+        .map(|p| {
+            (
+                p.cid.as_deref(),
+                p.size,
+                p.source.as_deref(),
+                p.payload_size,
+            )
+        })
+        .collect();
+    assert_eq!(
+        inputs,
+        [
+            (
+                Some("baga6ea4seaqdeal"),
+                1024,
+                Some("http://manager:1789/piecestore/baga6ea4seaqdeal"),
+                Some(1000)
+            ),
+            (Some("baga6ea4seaqfiller"), 1024, None, None),
+        ]
+    );
+}

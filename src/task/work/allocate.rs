@@ -2,10 +2,10 @@
 //! one to rebuild, an unseal job) and, for the sealer, its deals.
 
 use super::{call_failed, failed, missing, randomness, sector_id, unexpected};
-use crate::api::{CommittedSector, SealingTaskSpec, SectorRef};
+use crate::api::{CommittedSector, DealPiece, SealingTaskSpec, SectorRef};
 use crate::manager::wire::{
     AcquireDealsSpec, AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector, CidJson,
-    seal_proof_type,
+    SectorPiece, seal_proof_type,
 };
 use crate::manager::{Call, Method, Reply};
 use crate::plan::ManagerCall;
@@ -25,19 +25,13 @@ pub fn allocation_spec(spec: &SealingTaskSpec) -> AllocateSectorSpec {
     }
 }
 
-/// Deal pieces from the manager: the operator cannot fetch deal data from the market yet, so it
-/// only takes sectors without them.
-fn no_deal_pieces(what: &str, count: usize) -> Result<(), Outcome> {
-    if count == 0 {
-        return Ok(());
-    }
-    Err(failed(
-        FailureLevel::Permanent,
-        format!(
-            "the manager handed out {what} with {count} deal pieces; fetching deal data from the \
-             manager's market is not supported yet"
-        ),
-    ))
+/// The pieces the manager listed for the sector, as the task records them.
+fn deal_pieces(pieces: Option<&Vec<SectorPiece>>) -> Vec<DealPiece> {
+    pieces
+        .into_iter()
+        .flatten()
+        .map(DealPiece::from_manager)
+        .collect()
 }
 
 /// The piece an unseal task asks for, as the manager names it.
@@ -145,10 +139,16 @@ impl Turn<'_> {
                     instance: allocated.private.access_instance,
                     path: None,
                 });
-                let pieces = allocated.pieces.as_ref().map_or(0, Vec::len);
-                no_deal_pieces("the sector to upgrade", pieces)
-                    .err()
-                    .unwrap_or(Outcome::Done)
+                let outputs = turn.status.outputs.get_or_insert_with(Default::default);
+                outputs.pieces = deal_pieces(allocated.pieces.as_ref());
+                if outputs.pieces.is_empty() {
+                    // damocles-worker aborts too: an upgrade without deals has nothing to add.
+                    return failed(
+                        FailureLevel::Abort,
+                        "the manager handed out a sector to upgrade without deal pieces",
+                    );
+                }
+                Outcome::Done
             },
         )
     }
@@ -178,10 +178,10 @@ impl Turn<'_> {
                     .outputs
                     .get_or_insert_with(Default::default)
                     .ticket = Some(randomness(&info.ticket.ticket.0, info.ticket.epoch));
-                let pieces = info.pieces_v2.as_ref().map_or(0, Vec::len);
-                if let Err(outcome) = no_deal_pieces("the sector to rebuild", pieces) {
-                    return outcome;
-                }
+                turn.status
+                    .outputs
+                    .get_or_insert_with(Default::default)
+                    .pieces = deal_pieces(info.pieces_v2.as_ref());
                 if info.is_snap_up {
                     return failed(
                         FailureLevel::Permanent,
@@ -274,15 +274,13 @@ impl Turn<'_> {
             Err(ask) => return ask,
         };
         Step::Outcome(match reply {
-            Ok(Reply::Deals(pieces)) if pieces.is_empty() => Outcome::Done,
-            Ok(Reply::Deals(pieces)) => failed(
-                FailureLevel::Permanent,
-                format!(
-                    "the manager offered {} deal pieces; fetching deal data from the manager's \
-                     market is not supported yet: give the pieces in spec.pieces",
-                    pieces.len()
-                ),
-            ),
+            Ok(Reply::Deals(pieces)) => {
+                self.status
+                    .outputs
+                    .get_or_insert_with(Default::default)
+                    .pieces = deal_pieces(Some(&pieces));
+                Outcome::Done
+            }
             Ok(other) => unexpected(Method::AcquireDeals, &other),
             Err(failure) => call_failed(failure),
         })

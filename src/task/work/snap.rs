@@ -31,14 +31,17 @@ impl Turn<'_> {
             comm_r: comm_r.bytes(),
             comm_d: comm_d.bytes(),
             access_instance: store.name.clone(),
-            pieces: self
-                .task
-                .spec
-                .pieces
-                .iter()
-                .flatten()
-                .map(|p| CidJson { cid: p.cid.clone() })
-                .collect(),
+            // The manager compares these with its list, index by index: every piece it listed,
+            // fillers included, in its order.
+            pieces: if outputs.pieces.is_empty() {
+                let own = self.task.spec.pieces.iter().flatten();
+                own.map(|p| p.cid.clone())
+                    .map(|cid| CidJson { cid })
+                    .collect()
+            } else {
+                let listed = outputs.pieces.iter();
+                listed.map(|p| CidJson { cid: p.cid.clone() }).collect()
+            },
             proof: Bytes(proof),
         };
         self.submission(call, Call::SubmitSnapUpProof { sector, info })
