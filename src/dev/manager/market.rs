@@ -226,8 +226,8 @@ pub(super) async fn zero_comm_d(shared: &Shared, proof_type: i64) -> Result<Comm
     Ok(comm_d)
 }
 
-/// The deals that go into sector `number`: those already bound to it (a crash after binding),
-/// then free ones, in the market's order, as long as they fit with their alignment.
+/// The deals that go into sector `number`: those already bound to it (a crash after binding)
+/// and free ones, in the market's order, as long as they fit with their alignment.
 fn fitting_deals(deals: &[MarketDeal], number: u64, capacity: u64) -> Vec<MarketDeal> {
     let mut used = 0u64;
     let mut taken = vec![];
