@@ -555,9 +555,7 @@ async fn a_real_proven_sector_is_snap_upgraded() {
     );
 
     // Snap-upgrade with a deal of random bytes from the market and a real update proof.
-    let deal = manager
-        .admin("/admin/deals", Some(json!({"payloadSize": 2000})))
-        .await;
+    let deal = manager.add_deal(2000).await;
     let cid = deal["pieceCid"].as_str().unwrap().to_string();
     let snap = client
         .allocate_snapup_sector(&Default::default())

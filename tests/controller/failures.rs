@@ -150,13 +150,7 @@ async fn a_ticket_about_to_expire_sends_the_task_back_for_a_new_one() {
 #[tokio::test]
 async fn a_deal_piece_whose_bytes_do_not_match_its_cid_pauses_the_task_naming_it() {
     let scene = Scene::new("bad-piece").await;
-    let deal = scene
-        .manager
-        .admin(
-            "/admin/deals",
-            Some(serde_json::json!({"payloadSize": 2000})),
-        )
-        .await;
+    let deal = scene.manager.add_deal(2000).await;
     let cid = deal["pieceCid"].as_str().unwrap().to_string();
     // The manager's piece store now serves other bytes of the same length under that CID.
     let stored = scene.farm.root.join("manager.pieces").join(&cid);

@@ -146,12 +146,7 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
     // manager's piece store.
     let mut deals = vec![];
     for payload_size in [1000, 900] {
-        let deal = manager
-            .admin(
-                "/admin/deals",
-                Some(serde_json::json!({"payloadSize": payload_size})),
-            )
-            .await;
+        let deal = manager.add_deal(payload_size).await;
         assert_eq!(deal["pieceSize"], 1024, "{deal}");
         deals.push(deal);
     }
@@ -337,13 +332,7 @@ async fn a_sealed_cc_sector_is_snap_upgraded_with_a_deal_piece() {
     let store = scene.farm.store();
 
     // The market has a deal of random bytes; the manager hands out the CC sector with it.
-    let deal = scene
-        .manager
-        .admin(
-            "/admin/deals",
-            Some(serde_json::json!({"payloadSize": 2000})),
-        )
-        .await;
+    let deal = scene.manager.add_deal(2000).await;
     let cid = deal["pieceCid"].as_str().unwrap().to_string();
     create_example(tasks, "snapup-2kib.yaml", "snapup", serde_json::json!({})).await;
 

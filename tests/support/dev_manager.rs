@@ -89,6 +89,18 @@ impl DevManager {
         };
         request.send().await.unwrap().json().await.unwrap()
     }
+
+    /// A deal of `payload_size` random bytes in the market (`POST /admin/deals`): the deal.
+    pub async fn add_deal(&self, payload_size: u64) -> Value {
+        let deal = self
+            .admin(
+                "/admin/deals",
+                Some(serde_json::json!({"payloadSize": payload_size})),
+            )
+            .await;
+        assert!(deal["pieceCid"].is_string(), "{deal}");
+        deal
+    }
 }
 
 impl Drop for DevManager {

@@ -139,6 +139,13 @@ pub(super) struct RpcFailure {
     pub(super) message: String,
 }
 
+impl RpcFailure {
+    /// damocles-manager's logic error (code 1): the call may succeed later.
+    pub(super) fn logic(message: String) -> Self {
+        RpcFailure { code: 1, message }
+    }
+}
+
 impl From<ChainError> for RpcFailure {
     fn from(err: ChainError) -> Self {
         match err {
@@ -147,7 +154,7 @@ impl From<ChainError> for RpcFailure {
                 code: ERR_SECTOR_STATE_NOT_FOUND,
                 message: format!("error code {ERR_SECTOR_STATE_NOT_FOUND}: sector state not found"),
             },
-            ChainError::NotReady(message) => RpcFailure { code: 1, message },
+            ChainError::NotReady(message) => RpcFailure::logic(message),
         }
     }
 }
@@ -416,10 +423,10 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
         )
     );
     if !read_only {
-        shared.save().await.map_err(|e| RpcFailure {
-            code: 1,
-            message: format!("cannot save state: {e:#}"),
-        })?;
+        shared
+            .save()
+            .await
+            .map_err(|e| RpcFailure::logic(format!("cannot save state: {e:#}")))?;
     }
     Ok(value)
 }

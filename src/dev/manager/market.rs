@@ -20,10 +20,11 @@ use tracing::info;
 
 use super::dispatch::RpcFailure;
 use super::server::{Shared, unix_ms};
+use super::verify::{run_step, step_request};
 use crate::manager::wire::{CidJson, DealInfo, PieceInfo, SectorId, SectorPiece};
 use crate::sector::{CommD, SectorRef};
 use crate::step::{
-    PieceInput, PieceOutput, REQUEST_VERSION, StepInputs, StepKind, StepRequest, StepResult,
+    PieceInput, PieceOutput, StepInputs, StepKind, StepOutputs, StepRequest, StepResult,
 };
 
 /// A deal the market holds, and the sector it went to.
@@ -96,10 +97,6 @@ fn piece_dir(shared: &Shared) -> PathBuf {
     shared.config.state_file.with_extension("pieces")
 }
 
-fn failure(message: String) -> RpcFailure {
-    RpcFailure { code: 1, message }
-}
-
 /// Runs damocles-step's add-piece and tree-d on `pieces` for a sector of `proof_type`: the
 /// pieces' CIDs (fillers appended) and the sector's CommD.
 pub(super) async fn sector_data(
@@ -107,51 +104,33 @@ pub(super) async fn sector_data(
     proof_type: i64,
     pieces: Vec<PieceInput>,
 ) -> Result<(Vec<PieceOutput>, CommD), RpcFailure> {
-    let (sector_size, synthetic) = crate::manager::wire::sector_of_proof_type(proof_type)
-        .ok_or_else(|| failure(format!("unsupported proof type {proof_type}")))?;
     let dir = shared
         .config
         .state_file
         .with_extension("data")
         .join(format!("{}-{}", unix_ms(), rand_suffix()));
+    let sector = SectorRef {
+        miner: shared.config.rules.miner,
+        number: 0,
+    };
     let result = async {
-        let mut outputs = None;
-        for (step, inputs) in [
-            (
-                StepKind::AddPiece,
-                StepInputs {
-                    pieces,
-                    ..Default::default()
-                },
-            ),
-            (StepKind::TreeD, StepInputs::default()),
-        ] {
-            let request = StepRequest {
-                version: REQUEST_VERSION,
-                step,
-                sector: SectorRef {
-                    miner: shared.config.rules.miner,
-                    number: 0,
-                },
-                sector_size,
-                synthetic_po_rep: synthetic,
-                workspace: dir.clone(),
-                persist: None,
-                share: None,
-                termination_message_path: Some(dir.join(format!("{step}.result.json"))),
-                inputs,
-            };
-            let result = run_step(shared, &dir, &request).await?;
-            let produced = result.outputs;
-            outputs = Some(match outputs {
-                None => (produced.pieces, None),
-                Some((pieces, _)) => (pieces, produced.comm_d),
-            });
-        }
-        match outputs {
-            Some((pieces, Some(comm_d))) => Ok((pieces, comm_d)),
-            _ => Err(failure("tree-d gave no CommD".into())),
-        }
+        let inputs = StepInputs {
+            pieces,
+            ..Default::default()
+        };
+        let added = step_request(proof_type, sector, StepKind::AddPiece, &dir, inputs)?;
+        let pieces = step_outputs(shared, &added).await?.pieces;
+        let tree_d = step_request(
+            proof_type,
+            sector,
+            StepKind::TreeD,
+            &dir,
+            Default::default(),
+        )?;
+        let comm_d = step_outputs(shared, &tree_d).await?.comm_d;
+        comm_d
+            .map(|comm_d| (pieces, comm_d))
+            .ok_or_else(|| RpcFailure::logic("tree-d gave no CommD".into()))
     }
     .await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -164,46 +143,21 @@ fn rand_suffix() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-async fn run_step(
-    shared: &Shared,
-    dir: &std::path::Path,
-    request: &StepRequest,
-) -> Result<StepResult, RpcFailure> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| failure(format!("cannot create {}: {e}", dir.display())))?;
-    let path = dir.join(format!("{}.request.json", request.step));
-    std::fs::write(
-        &path,
-        serde_json::to_vec(request).expect("requests serialize"),
-    )
-    .map_err(|e| failure(format!("cannot write {}: {e}", path.display())))?;
-    let output = tokio::process::Command::new(&shared.config.step_bin)
-        .args(["run", "--request"])
-        .arg(&path)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .map_err(|e| {
-            failure(format!(
-                "cannot run {}: {e}",
-                shared.config.step_bin.display()
-            ))
-        })?;
-    let result: Option<StepResult> = request
-        .termination_message_path
-        .as_ref()
-        .and_then(|p| std::fs::read(p).ok())
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    match result {
-        Some(StepResult {
-            failure: Some(failed),
-            ..
-        }) => Err(failure(format!(
+/// What a step that must succeed produced; its failure, or its not running, as an error.
+async fn step_outputs(shared: &Shared, request: &StepRequest) -> Result<StepOutputs, RpcFailure> {
+    match run_step(shared, request).await? {
+        (
+            Some(StepResult {
+                failure: Some(failed),
+                ..
+            }),
+            _,
+        ) => Err(RpcFailure::logic(format!(
             "{} failed: {}",
             request.step, failed.message
         ))),
-        Some(result) => Ok(result),
-        None => Err(failure(format!(
+        (Some(result), _) => Ok(result.outputs),
+        (None, output) => Err(RpcFailure::logic(format!(
             "{} did not run ({:?}): {}",
             request.step,
             output.status.code(),
@@ -282,7 +236,7 @@ pub(super) async fn allocate_snapup(
     let head = shared.head();
     let Some((sector_size, _)) = crate::manager::wire::sector_of_proof_type(rules.proof_type)
     else {
-        return Err(failure(format!(
+        return Err(RpcFailure::logic(format!(
             "unsupported proof type {}",
             rules.proof_type
         )));
@@ -316,10 +270,6 @@ pub(super) async fn allocate_snapup(
         }
         chain.allocate_snapup(&rules, number, head, pieces, comm_d.bytes())
     };
-    shared
-        .save()
-        .await
-        .map_err(|e| failure(format!("cannot save the state: {e:#}")))?;
     Ok(allocated)
 }
 
@@ -338,7 +288,9 @@ pub(super) async fn acquire_deals(
         }
         let proof_type = record.proof_type;
         let Some((sector_size, _)) = crate::manager::wire::sector_of_proof_type(proof_type) else {
-            return Err(failure(format!("unsupported proof type {proof_type}")));
+            return Err(RpcFailure::logic(format!(
+                "unsupported proof type {proof_type}"
+            )));
         };
         let deals = fitting_deals(&chain.deals, sector.number, sector_size.bytes());
         for deal in chain.deals.iter_mut() {
@@ -359,10 +311,6 @@ pub(super) async fn acquire_deals(
         record.unsealed = Some(comm_d.bytes());
     }
     info!(?sector, deals = deals.len(), %comm_d, "bound deals to the sector");
-    shared
-        .save()
-        .await
-        .map_err(|e| failure(format!("cannot save the state: {e:#}")))?;
     Ok(Some(pieces))
 }
 

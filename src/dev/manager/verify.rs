@@ -1,7 +1,8 @@
 //! Proof verification for the dev manager: submitted PoRep and snap-up proofs are checked with
-//! filecoin-proofs by running `damocles-step verify-seal` / `verify-snap`.
+//! filecoin-proofs by running `damocles-step verify-seal` / `verify-snap`; the runner the market
+//! uses for CommP and CommD as well.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
@@ -24,7 +25,7 @@ pub(super) async fn verify(
 ) -> Result<bool, RpcFailure> {
     let record = shared.record(sector)?;
     let (Some(precommit), Some(seed)) = (record.precommit, record.seed) else {
-        return Err(not_ready(format!(
+        return Err(RpcFailure::logic(format!(
             "{sector:?} has no PreCommit and seed to check a proof against"
         )));
     };
@@ -60,7 +61,7 @@ pub(super) async fn verify_snap(
 ) -> Result<bool, RpcFailure> {
     let record = shared.record(sector)?;
     let Some(precommit) = record.precommit else {
-        return Err(not_ready(format!(
+        return Err(RpcFailure::logic(format!(
             "{sector:?} has no PreCommit: not a committed sector"
         )));
     };
@@ -90,10 +91,6 @@ pub(super) async fn verify_snap(
     .await
 }
 
-fn not_ready(message: String) -> RpcFailure {
-    RpcFailure { code: 1, message }
-}
-
 async fn run_verifier(
     shared: &Shared,
     sector: SectorId,
@@ -102,60 +99,29 @@ async fn run_verifier(
     mut inputs: StepInputs,
     proof: &[u8],
 ) -> Result<bool, RpcFailure> {
-    let (sector_size, synthetic) = crate::manager::wire::sector_of_proof_type(proof_type)
-        .ok_or_else(|| not_ready(format!("unsupported proof type {proof_type}")))?;
     let dir = shared
         .config
         .state_file
         .with_extension("verify")
         .join(format!("{}-{}", sector.number, unix_ms()));
     std::fs::create_dir_all(&dir)
-        .map_err(|e| not_ready(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| RpcFailure::logic(format!("cannot create {}: {e}", dir.display())))?;
     let proof_path = dir.join("proof.bin");
     std::fs::write(&proof_path, proof)
-        .map_err(|e| not_ready(format!("cannot write the proof: {e}")))?;
+        .map_err(|e| RpcFailure::logic(format!("cannot write the proof: {e}")))?;
     inputs.proof = Some(FileDigest {
         path: proof_path,
         sha256: hex::encode(Sha256::digest(proof)),
         size: proof.len() as u64,
     });
-    let request = StepRequest {
-        version: REQUEST_VERSION,
-        step,
-        sector: SectorRef {
-            miner: sector.miner,
-            number: sector.number,
-        },
-        sector_size,
-        synthetic_po_rep: synthetic,
-        workspace: dir.clone(),
-        persist: None,
-        share: None,
-        termination_message_path: Some(dir.join("result.json")),
-        inputs,
+    let sector_ref = SectorRef {
+        miner: sector.miner,
+        number: sector.number,
     };
-    let request_path = dir.join("request.json");
-    std::fs::write(
-        &request_path,
-        serde_json::to_vec(&request).expect("requests serialize"),
-    )
-    .map_err(|e| not_ready(format!("cannot write the verify request: {e}")))?;
-    let output = tokio::process::Command::new(&shared.config.step_bin)
-        .args(["run", "--request"])
-        .arg(&request_path)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .map_err(|e| {
-            not_ready(format!(
-                "cannot run {}: {e}",
-                shared.config.step_bin.display()
-            ))
-        })?;
-    let result: Option<StepResult> = std::fs::read(dir.join("result.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let request = step_request(proof_type, sector_ref, step, &dir, inputs)?;
+    let ran = run_step(shared, &request).await;
     let _ = std::fs::remove_dir_all(&dir);
+    let (result, output) = ran?;
     match result.and_then(|r| r.outputs.verified) {
         Some(verified) => {
             info!(?sector, %step, verified, "checked a submitted proof with filecoin-proofs");
@@ -163,11 +129,71 @@ async fn run_verifier(
         }
         None => {
             warn!(?sector, stderr = %String::from_utf8_lossy(&output.stderr), "proof verification did not run");
-            Err(not_ready(format!(
+            Err(RpcFailure::logic(format!(
                 "the proof could not be checked ({} exited {:?}); try again",
                 shared.config.step_bin.display(),
                 output.status.code()
             )))
         }
     }
+}
+
+/// A request for `step` on `sector` of `proof_type`'s size, working in `dir`, its result file
+/// there too.
+pub(super) fn step_request(
+    proof_type: i64,
+    sector: SectorRef,
+    step: StepKind,
+    dir: &Path,
+    inputs: StepInputs,
+) -> Result<StepRequest, RpcFailure> {
+    let (sector_size, synthetic) = crate::manager::wire::sector_of_proof_type(proof_type)
+        .ok_or_else(|| RpcFailure::logic(format!("unsupported proof type {proof_type}")))?;
+    Ok(StepRequest {
+        version: REQUEST_VERSION,
+        step,
+        sector,
+        sector_size,
+        synthetic_po_rep: synthetic,
+        workspace: dir.to_path_buf(),
+        persist: None,
+        share: None,
+        termination_message_path: Some(dir.join(format!("{step}.result.json"))),
+        inputs,
+    })
+}
+
+/// Runs `damocles-step run` on `request` (written into its workspace): the result it wrote, if
+/// any, and the process's output.
+pub(super) async fn run_step(
+    shared: &Shared,
+    request: &StepRequest,
+) -> Result<(Option<StepResult>, std::process::Output), RpcFailure> {
+    let dir = &request.workspace;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| RpcFailure::logic(format!("cannot create {}: {e}", dir.display())))?;
+    let path = dir.join(format!("{}.request.json", request.step));
+    std::fs::write(
+        &path,
+        serde_json::to_vec(request).expect("requests serialize"),
+    )
+    .map_err(|e| RpcFailure::logic(format!("cannot write {}: {e}", path.display())))?;
+    let output = tokio::process::Command::new(&shared.config.step_bin)
+        .args(["run", "--request"])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .map_err(|e| {
+            RpcFailure::logic(format!(
+                "cannot run {}: {e}",
+                shared.config.step_bin.display()
+            ))
+        })?;
+    let result = request
+        .termination_message_path
+        .as_ref()
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    Ok((result, output))
 }
