@@ -237,6 +237,13 @@ pub struct DevManagerArgs {
     /// are local, the dev node's --host-root in tests). Without it nothing is checked.
     #[arg(long)]
     pub check_files_under: Option<PathBuf>,
+    /// The market (droplet) API token this manager plays the market with: GET and PUT
+    /// /resource?resource-id=<cid> take only it (as a bearer token), and market:// unseal
+    /// destinations get it, with this manager's address, as damocles-manager adds its market's.
+    /// Without it market:// destinations are refused, as damocles-manager refuses them without
+    /// a market API.
+    #[arg(long)]
+    pub market_token: Option<String>,
 }
 
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -388,6 +395,7 @@ impl DevManagerArgs {
             step_bin,
             stores: self.stores,
             store_check_root: self.check_files_under,
+            market_token: self.market_token,
         }
     }
 }

@@ -100,7 +100,8 @@ fn validate_reports_every_bad_document_with_the_valid_values() {
         "apiVersion: damocles.io/v1alpha1\nkind: SealingTask\nmetadata: {name: a}\nspec: {plan: sealing, sectorSize: 2KiB}\n\
          ---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: ignored}\n\
          ---\napiVersion: damocles.io/v1alpha1\nkind: SealingTask\nmetadata: {name: b}\nspec: {plan: sealer, sectorSize: 3KiB}\n\
-         ---\napiVersion: damocles.io/v1alpha1\nkind: SealingTask\nmetadata: {name: c}\nspec: {plan: unseal, sectorSize: 2KiB, resumeState: PC1Done}\n",
+         ---\napiVersion: damocles.io/v1alpha1\nkind: SealingTask\nmetadata: {name: c}\nspec: {plan: unseal, sectorSize: 2KiB, resumeState: PC1Done}\n\
+         ---\napiVersion: damocles.io/v1alpha1\nkind: SealingTask\nmetadata: {name: d}\nspec: {plan: sealer, sectorSize: 2KiB, unseal: {pieceCid: baga6ea4seaqa}}\n",
     )
     .unwrap();
     let output = run(&["validate", "-f", file.to_str().unwrap()]);
@@ -114,7 +115,7 @@ fn validate_reports_every_bad_document_with_the_valid_values() {
     );
     assert!(err.contains("SealingTask c: spec.resumeState: \"PC1Done\" is not a state of plan unseal; valid values: Empty, Allocated, Unsealed, Finished, Aborted"), "{err}");
     assert!(
-        err.contains("SealingTask c: spec.unseal: required when plan is unseal"),
+        err.contains("SealingTask d: spec.unseal: selects an unseal request and is only allowed when plan is unseal"),
         "{err}"
     );
 }

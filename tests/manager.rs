@@ -1013,3 +1013,99 @@ fn tokens_come_from_files_and_bad_files_are_named() {
     assert!(err.contains("missing"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The piece store answers as damocles-manager's (`/piecestore/<cid>`: GET, PUT, a miss
+/// redirected to the market, a name that is no CID 400) and the market as droplet's resource
+/// endpoint (only with its token); unseal destinations are checked as checkDestURL checks them.
+#[tokio::test]
+async fn the_piece_store_and_the_market_answer_as_production() {
+    let dir = temp_dir("piecestore");
+    let manager = DevManager::start(&dir.join("state.json"), &[]);
+    damocles_operator::install_crypto_provider();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = format!("http://{}", manager.address);
+    let cid = "baga6ea4seaqstoredpiece";
+    let bytes: Vec<u8> = (0..3000u32).map(|i| (i * 7 + 3) as u8).collect();
+
+    let put = http
+        .put(format!("{base}/piecestore/{cid}"))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let got = http
+        .get(format!("{base}/piecestore/{cid}.car"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.bytes().await.unwrap(), bytes);
+    let bad = http
+        .put(format!("{base}/piecestore/not-a-cid"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let missing = "baga6ea4seaqmissingpiece";
+    let miss = http
+        .get(format!("{base}/piecestore/{missing}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(miss.status(), 302, "never 404: the market may hold it");
+    assert_eq!(
+        miss.headers()["location"],
+        format!("/resource?resource-id={missing}").as_str()
+    );
+
+    let resource = |query: String| format!("{base}/resource?{query}");
+    let bearer = format!("Bearer {}", support::dev_manager::MARKET_TOKEN);
+    let anonymous = http
+        .get(resource(format!("resource-id={cid}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let delivered = "baga6ea4seaqdeliveredpiece";
+    let put = http
+        .put(resource(format!(
+            "resource-id={delivered}&store=retrievals"
+        )))
+        .header("Authorization", &bearer)
+        .body(bytes[..1000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let got = http
+        .get(resource(format!("resource-id={delivered}")))
+        .header("Authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap(), bytes[..1000]);
+    assert_eq!(
+        std::fs::read(dir.join(format!("state.market/retrievals/{delivered}"))).unwrap(),
+        bytes[..1000]
+    );
+
+    let refused = manager
+        .admin(
+            "/admin/unseal",
+            Some(json!({"number": 1, "pieceCid": cid, "size": 1016, "dest": ["ftp://x/y"]})),
+        )
+        .await;
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("unsupported scheme"),
+        "{refused}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

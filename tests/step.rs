@@ -349,12 +349,87 @@ fn unseal_returns_the_original_piece_bytes_and_upload_delivers_them() {
         offset: 0,
         size: 2032,
     });
-    let destination = root.join("delivered/piece.bin");
-    chain.gathered.destination = Some(format!("file://{}", destination.display()));
-    let results = run_chain(&mut chain, &[StepKind::Unseal, StepKind::Upload]);
-    let unsealed = results[0].outputs.file("unsealed-piece").unwrap();
+    // Every scheme the manager may give, one destination each: a file on the node, a persist
+    // store by name, the market (its token redacted, as the task records it, and taken from the
+    // step's environment), a plain http PUT, and the manager's piece store.
+    let cid = "baga6ea4seaqunsealedpiece";
+    let (address, requests) = receiver(vec!["200 OK"; 3]);
+    let file = root.join("delivered/piece.bin");
+    let store = root.join("store-x");
+    chain.gathered.destinations = vec![
+        format!("file://{}", file.display()),
+        "store://store-x/retrieved/piece".into(),
+        format!("market://retrievals/{cid}?host={address}&scheme=http&token=redacted"),
+        format!("http://{address}/put/piece"),
+        format!("store:///{cid}"),
+    ];
+    chain.gathered.stores = [("store-x".to_string(), store.clone())].into();
+    chain.gathered.piece_store = Some(format!("http://{address}/piecestore/"));
+    let unsealed = run_chain(&mut chain, &[StepKind::Unseal]);
+    let unsealed = unsealed[0].outputs.file("unsealed-piece").unwrap();
     assert_eq!(fs::read(&unsealed.path).unwrap(), original);
-    assert_eq!(fs::read(&destination).unwrap(), original);
+    let (code, result) = run_with(
+        &chain.request(StepKind::Upload),
+        &[("PIECE_FETCHER_TOKEN", "market-secret")],
+    );
+    assert_eq!(code, Some(0), "{result:?}");
+    assert_eq!(
+        result.unwrap().outputs.delivered,
+        chain.gathered.destinations,
+        "delivered to each, in the manager's order"
+    );
+    assert_eq!(fs::read(&file).unwrap(), original);
+    assert_eq!(fs::read(store.join("retrieved/piece")).unwrap(), original);
+    let seen = requests.join().unwrap();
+    let lines: Vec<(&str, &str)> = seen
+        .iter()
+        .map(|(line, auth, body)| {
+            assert_eq!(body, &original, "{line}: the whole piece");
+            (line.as_str(), auth.as_str())
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (
+                &*format!("PUT /resource?resource-id={cid}&store=retrievals HTTP/1.1"),
+                "Bearer market-secret"
+            ),
+            ("PUT /put/piece HTTP/1.1", ""),
+            (&*format!("PUT /piecestore/{cid} HTTP/1.1"), ""),
+        ],
+        "the market gets the token, nothing else does"
+    );
+
+    // A market that refuses is permanent (as in damocles-worker); a failed PUT elsewhere is
+    // temporary; without the token the step says where to set it.
+    let market = |address: &str| {
+        vec![format!(
+            "market://retrievals/{cid}?host={address}&scheme=http&token=redacted"
+        )]
+    };
+    let (address, requests) = receiver(vec!["403 Forbidden"]);
+    let mut request = chain.request(StepKind::Upload);
+    request.inputs.destinations = market(&address);
+    let outcome = run_with(&request, &[("PIECE_FETCHER_TOKEN", "wrong")]);
+    let (_, level, message) = failure(outcome.0, &outcome.1);
+    assert_eq!(level, FailureLevel::Permanent, "{message}");
+    assert!(
+        message.contains("403") && !message.contains("wrong"),
+        "{message}"
+    );
+    requests.join().unwrap();
+    let (address, requests) = receiver(vec!["500 Internal Server Error"]);
+    request.inputs.destinations = vec![format!("http://{address}/put/piece")];
+    let outcome = run_with(&request, &[]);
+    let (_, level, message) = failure(outcome.0, &outcome.1);
+    assert_eq!(level, FailureLevel::Temporary, "{message}");
+    requests.join().unwrap();
+    request.inputs.destinations = market("127.0.0.1:9");
+    let outcome = run_with(&request, &[]);
+    let (_, level, message) = failure(outcome.0, &outcome.1);
+    assert_eq!(level, FailureLevel::Permanent, "{message}");
+    assert!(message.contains("PIECE_FETCHER_TOKEN"), "{message}");
 
     let mut request = chain.request(StepKind::Unseal);
     request.inputs.unseal = Some(UnsealRange {
@@ -469,6 +544,56 @@ fn requests_from_a_newer_schema_are_refused_clearly() {
     let text = fs::read_to_string(&message).unwrap();
     assert!(text.contains("schema version 99"), "{text}");
     fs::remove_dir_all(root).unwrap();
+}
+
+/// A loopback HTTP server that takes one request per status in `statuses` and answers it with
+/// that status; returns its address and, once done, each request's first line, Authorization
+/// and body.
+#[allow(clippy::type_complexity)]
+fn receiver(
+    statuses: Vec<&'static str>,
+) -> (
+    String,
+    std::thread::JoinHandle<Vec<(String, String, Vec<u8>)>>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let mut seen = vec![];
+        for status in statuses {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            reader.read_line(&mut first).unwrap();
+            let (mut authorization, mut length) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("authorization") {
+                        authorization = value.trim().to_string();
+                    } else if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap();
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            stream
+                .write_all(
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .unwrap();
+            seen.push((first.trim().to_string(), authorization, body));
+        }
+        seen
+    });
+    (address, server)
 }
 
 /// A piece store and a market on one loopback port, as damocles-manager and droplet answer: the

@@ -3,9 +3,6 @@
 
 use kube::core::{Message, Reason, Rule};
 
-use strum::IntoEnumIterator;
-
-use super::SectorSize;
 use crate::plan::Plan;
 
 pub(super) fn immutable(field: &str) -> Rule {
@@ -18,24 +15,10 @@ pub(super) fn sector_immutable_once_set() -> Rule {
         .field_path(".sector")
 }
 
-pub(super) fn unseal_iff_unseal_plan() -> Rule {
-    Rule::new("has(self.unseal) == (self.plan == 'unseal')")
-        .message("unseal is required when plan is unseal and not allowed for other plans")
+pub(super) fn unseal_only_for_unseal_plan() -> Rule {
+    Rule::new("!has(self.unseal) || self.plan == 'unseal'")
+        .message("unseal selects an unseal request and is only allowed when plan is unseal")
         .field_path(".unseal")
-        .reason(Reason::FieldValueRequired)
-}
-
-pub(super) fn pieces_only_for_sealer_and_snapup() -> Rule {
-    Rule::new("!has(self.pieces) || self.plan in ['sealer', 'snapup']")
-        .message("pieces are only allowed for the sealer and snapup plans")
-        .field_path(".pieces")
-        .reason(Reason::FieldValueForbidden)
-}
-
-pub(super) fn pieces_or_deals() -> Rule {
-    Rule::new("!has(self.pieces) || !has(self.deals) || !has(self.deals.enabled) || !self.deals.enabled")
-        .message("give either pieces or deals.enabled, not both: pieces are the sector's data, deals ask the manager for it")
-        .field_path(".pieces")
         .reason(Reason::FieldValueForbidden)
 }
 
@@ -82,36 +65,6 @@ pub(super) fn resume_state_in_plan() -> Rule {
          ({valid_values}) + ', Aborted, or \"\" to retry the current step'"
     )))
     .field_path(".resumeState")
-}
-
-pub(super) fn piece_sizes_are_padded() -> Rule {
-    let sizes: Vec<String> = (7..=36).map(|shift| (1u64 << shift).to_string()).collect();
-    Rule::new(format!(
-        "!has(self.pieces) || self.pieces.all(p, p.size in [{}])",
-        sizes.join(", ")
-    ))
-    .message(
-        "every piece size must be a padded piece size: a power of two from 128 bytes to 64 GiB",
-    )
-    .field_path(".pieces")
-}
-
-pub(super) fn pieces_fit_the_sector() -> Rule {
-    let sizes: Vec<String> = SectorSize::iter()
-        .map(|size| format!("'{size}': {}", size.bytes()))
-        .collect();
-    let sizes = format!("{{{}}}", sizes.join(", "));
-    let capacity = choose(
-        "self.sectorSize",
-        SectorSize::iter().map(|size| (size.to_string(), size.bytes().to_string())),
-    );
-    Rule::new(format!(
-        "!has(self.pieces) || self.pieces.map(p, p.size).sum() <= {sizes}[self.sectorSize]"
-    ))
-    .message(Message::Expression(format!(
-        "'the padded piece sizes add up to more than a ' + self.sectorSize + ' sector holds (' + ({capacity}) + ' bytes)'"
-    )))
-    .field_path(".pieces")
 }
 
 pub(super) fn synthetic_only_for_porep_plans() -> Rule {

@@ -38,11 +38,7 @@ pub const HISTORY_LIMIT: usize = 32;
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = cel::resume_state_in_plan())]
 #[x_kube(validation = cel::sector_immutable_once_set())]
-#[x_kube(validation = cel::unseal_iff_unseal_plan())]
-#[x_kube(validation = cel::pieces_only_for_sealer_and_snapup())]
-#[x_kube(validation = cel::pieces_or_deals())]
-#[x_kube(validation = cel::piece_sizes_are_padded())]
-#[x_kube(validation = cel::pieces_fit_the_sector())]
+#[x_kube(validation = cel::unseal_only_for_unseal_plan())]
 #[x_kube(validation = cel::synthetic_only_for_porep_plans())]
 pub struct SealingTaskSpec {
     /// The state machine this task follows: sealer (seal a new sector), snapup (upgrade a CC sector
@@ -69,15 +65,13 @@ pub struct SealingTaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deals: Option<Deals>,
 
-    /// Piece data to put into the sector instead of deals from the manager (sealer and snapup only).
-    /// Pieces are written in order; their padded sizes must fit the sector.
+    /// Which of the manager's queued unseal requests this task takes (unseal plan only). Omitted:
+    /// the next one the manager hands out, as a damocles-worker unseal thread takes it. The
+    /// request (piece, range, destinations) always comes from the manager (AllocateUnsealSector,
+    /// AcquireUnsealDest), which queues it for a retrieval market. A request that does not match
+    /// is handed back to the manager as failed, so give this only when you know what is queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256))]
-    pub pieces: Option<Vec<Piece>>,
-
-    /// What to unseal and where to send it. Required when plan is unseal, forbidden otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unseal: Option<UnsealRequest>,
+    pub unseal: Option<UnsealSelector>,
 
     /// Resume a paused task, like `damocles-worker worker resume --state X`. Set it to the exact name
     /// of a state of this task's plan to continue from there (usually a rewind, e.g. TreeDBuilt for a
@@ -110,39 +104,36 @@ pub struct Deals {
     pub enabled: bool,
 }
 
-/// A piece of deal data.
+/// Which queued unseal request a task takes: the piece, and its range when given.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Piece {
-    /// Piece CID (CommP), e.g. baga6ea4seaq...
-    #[schemars(regex(pattern = r"^baga6ea4sea[a-z2-7]+$"), length(max = 128))]
-    pub cid: String,
-    /// Padded piece size in bytes: a power of two, at least 128.
-    #[schemars(range(min = 128))]
-    pub size: u64,
-    /// Where to read the piece bytes: store://<path in the persist store>, file://<path> or
-    /// http(s)://<url>. Omitted means a zero (pledge) piece of this size.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(store|file|https?)://.+"), length(max = 2048))]
-    pub source: Option<String>,
-}
-
-/// A request to recover a piece from a sealed sector.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct UnsealRequest {
+pub struct UnsealSelector {
     /// CID (CommP) of the piece to recover.
     #[schemars(regex(pattern = r"^baga6ea4sea[a-z2-7]+$"), length(max = 128))]
     pub piece_cid: String,
+    /// Offset of the piece in the sector, in unpadded bytes. Omitted: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// Unpadded size of the piece in bytes. Omitted: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub size: Option<u64>,
+}
+
+/// An unseal request as the manager handed it out.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnsealTaken {
+    /// CID (CommP) of the piece to recover.
+    pub piece_cid: String,
     /// Offset of the piece in the sector, in unpadded bytes.
-    #[serde(default)]
     pub offset: u64,
     /// Unpadded size of the piece in bytes.
-    #[schemars(range(min = 1))]
     pub size: u64,
-    /// Where to upload the piece: file://<path>, http(s)://<url> or store://<path in the persist store>.
-    #[schemars(regex(pattern = r"^(store|file|https?)://.+"), length(max = 2048))]
-    pub destination: String,
+    /// Where the piece goes, as the manager gave it (AcquireUnsealDest): every one of them gets
+    /// the bytes before the manager is told the unseal is done.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<String>,
 }
 
 /// Observed state of a SealingTask, written only by the operator.
@@ -292,6 +283,9 @@ pub struct Outputs {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     pub pieces: Vec<DealPiece>,
+    /// The unseal request the manager handed this task (unseal plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseal: Option<UnsealTaken>,
 }
 
 /// A piece of the sector as the manager listed it.

@@ -20,34 +20,11 @@ pub fn spec_errors(spec: &SealingTaskSpec) -> Vec<String> {
             plan.resumable_state_names().collect::<Vec<_>>().join(", ")
         ));
     }
-    if spec.unseal.is_some() != (spec.plan == PlanKind::Unseal) {
+    if spec.unseal.is_some() && spec.plan != PlanKind::Unseal {
         errors.push(
-            "spec.unseal: required when plan is unseal and not allowed for other plans".to_string(),
+            "spec.unseal: selects an unseal request and is only allowed when plan is unseal"
+                .to_string(),
         );
-    }
-    if spec.pieces.is_some() && !matches!(spec.plan, PlanKind::Sealer | PlanKind::Snapup) {
-        errors.push("spec.pieces: only allowed for the sealer and snapup plans".to_string());
-    }
-    if spec.pieces.is_some() && spec.deals.as_ref().is_some_and(|d| d.enabled) {
-        errors.push("spec.pieces: give either pieces or deals.enabled, not both".to_string());
-    }
-    if let Some(pieces) = &spec.pieces {
-        for (i, piece) in pieces.iter().enumerate() {
-            if !piece.size.is_power_of_two() || !(128..=1 << 36).contains(&piece.size) {
-                errors.push(format!(
-                    "spec.pieces[{i}].size: {} is not a padded piece size (a power of two from 128 bytes to 64 GiB)",
-                    piece.size
-                ));
-            }
-        }
-        let total: u64 = pieces.iter().map(|p| p.size).sum();
-        if total > spec.sector_size.bytes() {
-            errors.push(format!(
-                "spec.pieces: padded sizes add up to {total} bytes, more than the {} sector ({} bytes)",
-                spec.sector_size,
-                spec.sector_size.bytes()
-            ));
-        }
     }
     if spec.synthetic_po_rep && !matches!(spec.plan, PlanKind::Sealer | PlanKind::Rebuild) {
         errors.push("spec.syntheticPoRep: only the sealer and rebuild plans run PoRep".to_string());
@@ -74,6 +51,32 @@ pub enum ManifestError {
     },
 }
 
+/// Fields earlier versions took that are gone, with what replaces them: the apiserver would
+/// drop them without a word (or kubectl refuse them as unknown), so `validate` says why.
+fn retired_field(document: &serde_json::Value) -> Option<(&'static str, &'static str)> {
+    let spec = document.get("spec")?;
+    if spec.get("pieces").is_some() {
+        return Some((
+            "spec.pieces",
+            "removed: deal data comes from the manager only, as in damocles (set \
+             spec.deals.enabled: true for AcquireDeals; snapup and rebuild get their pieces \
+             when the manager allocates the sector)",
+        ));
+    }
+    if spec
+        .get("unseal")
+        .and_then(|u| u.get("destination"))
+        .is_some()
+    {
+        return Some((
+            "spec.unseal.destination",
+            "removed: the piece goes to the destinations the manager gives (AcquireUnsealDest); \
+             spec.unseal only selects which queued request the task takes",
+        ));
+    }
+    None
+}
+
 /// Parses every SealingTask in a (multi-document) YAML manifest, one result per SealingTask document;
 /// other kinds are skipped. Field errors name the field path and, for enums, list the valid values.
 pub fn parse_manifest(
@@ -88,6 +91,13 @@ pub fn parse_manifest(
             document.get("kind").and_then(|k| k.as_str()) == Some("SealingTask")
         })
         .map(|(index, document)| {
+            if let Some((path, message)) = retired_field(&document) {
+                return Err(ManifestError::Field {
+                    document: index + 1,
+                    path: path.to_string(),
+                    message: message.to_string(),
+                });
+            }
             serde_path_to_error::deserialize(document)
                 .map(|task| ManifestTask {
                     document: index + 1,

@@ -2,7 +2,7 @@
 //! status says about the step. No API calls here; the request itself comes from the task core
 //! ([`crate::task::steps`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
     Affinity, Container, EnvVar, HostPathVolumeSource, NodeAffinity, NodeSelector,
@@ -14,6 +14,7 @@ use kube::Resource;
 use kube::ResourceExt;
 
 use crate::api::{FailureLevel, SealingTask, SealingTaskStatus, SectorRef};
+use crate::step::destination::Destination;
 use crate::step::{
     DEFAULT_TERMINATION_MESSAGE_PATH, ExitCode, REQUEST_VERSION, StepInputs, StepKind, StepRequest,
     StepResult,
@@ -33,17 +34,41 @@ pub const TASK_UID_LABEL: &str = "damocles.io/task-uid";
 pub const REQUEST_ENV: &str = "DAMOCLES_STEP_REQUEST";
 const CONTAINER: &str = "step";
 
-/// The persist stores a step reads or writes: the reserved one and the committed sector's.
+/// The persist stores a step reads or writes: the reserved one, the committed sector's, and those
+/// an unseal delivers to.
 fn store_roots(request: &StepRequest) -> Vec<PathBuf> {
     let committed = [&request.inputs.cc_sector, &request.inputs.sealed]
         .into_iter()
         .flatten()
         // damocles layout: <store>/sealed/<sector>.
         .filter_map(|files| Some(files.sealed.parent()?.parent()?.to_path_buf()));
-    let mut roots: Vec<PathBuf> = request.persist.iter().cloned().chain(committed).collect();
+    let destinations = request.inputs.stores.values().cloned();
+    let mut roots: Vec<PathBuf> = request
+        .persist
+        .iter()
+        .cloned()
+        .chain(committed)
+        .chain(destinations)
+        .collect();
     roots.sort();
     roots.dedup();
     roots
+}
+
+/// The node directories of an upload's file:// destinations.
+fn delivery_dirs(request: &StepRequest) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = request
+        .inputs
+        .destinations
+        .iter()
+        .filter_map(|text| match Destination::parse(text) {
+            Ok(Destination::File(path)) => path.parent().map(Path::to_path_buf),
+            _ => None,
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
 }
 
 fn host_path_volume(name: &str, path: &str, kind: &str) -> Volume {
@@ -140,6 +165,14 @@ pub fn step_pod(
             0 => "persist".to_string(),
             n => format!("persist-{n}"),
         };
+        volumes.push(host_path_volume(&name, &path, "DirectoryOrCreate"));
+        mounts.push(mount(&name, &path, false));
+    }
+    // A file:// destination is a path on the node, as it is on damocles-worker's host: the
+    // directory is mounted, so the bytes do not stay in the container.
+    for (index, dir) in delivery_dirs(request).iter().enumerate() {
+        let name = format!("delivery-{index}");
+        let path = dir.display().to_string();
         volumes.push(host_path_volume(&name, &path, "DirectoryOrCreate"));
         mounts.push(mount(&name, &path, false));
     }
@@ -477,7 +510,6 @@ mod tests {
                 sector: None,
                 synthetic_po_rep: false,
                 deals: None,
-                pieces: None,
                 unseal: None,
                 resume_state: None,
                 suspend: false,

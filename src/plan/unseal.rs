@@ -25,7 +25,7 @@ pub(super) static PLAN: Plan = Plan {
         },
         StateSpec {
             state: S::Unsealed,
-            summary: "get the destination, upload the piece (file://, http(s)://, store://) and report it done",
+            summary: "get the manager's destinations, deliver the piece to each (http(s), market, file, store) and report it done",
             actions: &[
                 Manager(M::AcquireUnsealDest),
                 File(K::Upload),

@@ -11,6 +11,7 @@
 //! Exit codes are the failure levels of damocles-worker (see [`ExitCode`]). These types compile without
 //! the proofs stack: the operator builds requests and reads results with them.
 
+pub mod destination;
 pub mod workspace;
 
 #[cfg(feature = "proofs")]
@@ -24,6 +25,7 @@ pub mod run;
 #[cfg(feature = "proofs")]
 mod steps;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -35,7 +37,7 @@ use crate::sector::{CommD, CommR, FailureLevel, SectorRef, SectorSize};
 
 /// The request schema this build writes and understands. A request with a higher version is refused
 /// (permanent failure) rather than half-understood.
-pub const REQUEST_VERSION: u32 = 1;
+pub const REQUEST_VERSION: u32 = 2;
 
 /// Where the result goes when the request does not say: Kubernetes' default termination-message path.
 pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
@@ -106,9 +108,16 @@ pub struct StepInputs {
     /// The byte range to recover (unseal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unseal: Option<UnsealRange>,
-    /// Where upload sends the unsealed piece: file://<path>, store://<path> or http(s)://<url>.
+    /// Where upload delivers the unsealed piece: every destination the manager gave
+    /// (see [`destination::Destination`]), with any market token redacted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<String>,
+    /// The manager's piece store URL (`store:///<cid>` destinations PUT `<pieceStore><cid>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination: Option<String>,
+    pub piece_store: Option<String>,
+    /// Persist stores by instance name, for `store://<instance>/<path>` destinations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stores: BTreeMap<String, PathBuf>,
 }
 
 /// The file role of C1's output (read by C2).
@@ -345,9 +354,9 @@ pub struct StepOutputs {
     /// Verify steps: whether the proof holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,
-    /// Upload: where the bytes went.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination: Option<String>,
+    /// Upload: where the bytes went, in the order delivered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delivered: Vec<String>,
     /// C2 and snap-prove: the proof itself (base64), so the operator can submit it without reading
     /// the node's files. PoRep proofs are at most 1920 bytes, well inside the termination message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -501,11 +510,16 @@ mod tests {
     #[test]
     fn refuses_newer_schema_versions_by_name() {
         let mut json = request_json();
-        json["version"] = 2.into();
+        let newer = REQUEST_VERSION + 1;
+        json["version"] = newer.into();
         json["futureField"] = true.into();
         let err = parse_request(&json.to_string()).unwrap_err();
         assert_eq!(err.level, FailureLevel::Permanent);
-        assert!(err.message.contains("schema version 2"), "{}", err.message);
+        assert!(
+            err.message.contains(&format!("schema version {newer}")),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! life (start it when a concurrency slot is free, pin it to the workspace node, replace a pod that
 //! never ran without spending the retry budget, give up on a workspace whose node is gone).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -65,6 +66,37 @@ fn bytes32(hex_value: &str) -> Result<Bytes32, String> {
         .map_err(|_| format!("{hex_value:?} is not 32 bytes"))
 }
 
+/// The persist stores an unseal can deliver `store://<instance>/<path>` to, by instance name, as
+/// paths on the nodes: the sector's own store (its path as the manager reported it), the one the
+/// manager reserved, and every store profiles.storePaths names.
+pub fn destination_stores(
+    status: &SealingTaskStatus,
+    profiles: &Profiles,
+) -> BTreeMap<String, PathBuf> {
+    let outputs = status.outputs.as_ref();
+    let committed = outputs
+        .and_then(|o| o.committed.as_ref())
+        .and_then(|c| Some((c.instance.as_str(), c.path.as_deref()?)));
+    let reserved = outputs
+        .and_then(|o| o.store.as_ref())
+        .map(|s| (s.name.as_str(), s.path.as_str()));
+    let configured = profiles
+        .store_paths
+        .iter()
+        .map(|(name, path)| (name.as_str(), path.as_str()));
+    committed
+        .into_iter()
+        .chain(reserved)
+        .chain(configured)
+        .map(|(name, path)| {
+            (
+                name.to_string(),
+                PathBuf::from(profiles.store_path(name, path)),
+            )
+        })
+        .collect()
+}
+
 /// Everything the task has gathered, as step inputs.
 pub fn gathered_inputs(
     task: super::Task<'_>,
@@ -92,14 +124,8 @@ pub fn gathered_inputs(
         _ => None,
     };
     let plan = spec.plan;
-    // Deal data is the manager's when it listed any (as damocles-worker takes it); spec.pieces
-    // only otherwise.
-    let own_pieces = spec
-        .pieces
-        .iter()
-        .flatten()
-        .filter(|_| outputs.pieces.is_empty());
-    let manager_pieces = outputs.pieces.iter().map(|p| PieceInput {
+    // Deal data comes from the manager only, as damocles-worker takes it.
+    let pieces = outputs.pieces.iter().map(|p| PieceInput {
         cid: Some(p.cid.clone()),
         size: p.size,
         source: p.payload_size.and_then(|_| {
@@ -108,16 +134,9 @@ pub fn gathered_inputs(
         }),
         payload_size: p.payload_size,
     });
+    let unseal = outputs.unseal.as_ref();
     Ok(StepInputs {
-        pieces: own_pieces
-            .map(|p| PieceInput {
-                cid: Some(p.cid.clone()),
-                size: p.size,
-                source: p.source.clone(),
-                payload_size: None,
-            })
-            .chain(manager_pieces)
-            .collect(),
+        pieces: pieces.collect(),
         ticket,
         seed: match plan {
             // A rebuild checks its replica with a C1 run seeded by the ticket: no chain seed exists.
@@ -134,11 +153,20 @@ pub fn gathered_inputs(
         proof: outputs.proof.as_ref().map(digest),
         cc_sector: committed.clone().filter(|_| plan == PlanKind::Snapup),
         sealed: committed.filter(|_| plan == PlanKind::Unseal),
-        unseal: spec.unseal.as_ref().map(|u| UnsealRange {
+        unseal: unseal.map(|u| UnsealRange {
             offset: u.offset,
             size: u.size,
         }),
-        destination: spec.unseal.as_ref().map(|u| u.destination.clone()),
+        destinations: unseal.map(|u| u.destinations.clone()).unwrap_or_default(),
+        piece_store: profiles
+            .piece_store
+            .clone()
+            .filter(|_| plan == PlanKind::Unseal),
+        stores: if plan == PlanKind::Unseal {
+            destination_stores(status, profiles)
+        } else {
+            BTreeMap::new()
+        },
     })
 }
 

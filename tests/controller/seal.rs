@@ -2,6 +2,7 @@
 //! that sector; snap-up of another (a long-run test: scripts/test-long).
 
 use super::*;
+use crate::support::dev_manager::MARKET_TOKEN;
 use damocles_operator::api::SealingTaskStatus;
 
 /// Waits until the manager answered the task's ReportFinalized.
@@ -240,39 +241,65 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
     assert_eq!(record["rebuilds"], 1, "{record}");
     assert!(finalized(&record), "{record}");
 
-    // A retrieval asks for the second deal (unpadded bytes 1016..2032 of the sector); the task
-    // delivers exactly its bytes: the payload, then the zeros that padded it to its piece.
+    // A retrieval asks for the second deal (unpadded bytes 1016..2032 of the sector), to be
+    // delivered to a destination of every kind the manager hands out: the market's store (the
+    // manager adds the market's address and token), the manager's piece store, a file on the
+    // node and a path in a persist store. The task delivers exactly its bytes to each: the
+    // payload, then the zeros that padded it to its piece.
     let wanted = deals[1]["pieceCid"].as_str().unwrap();
-    manager
+    let file = scene.farm.root.join("retrieved/piece.bin");
+    let queued = manager
         .admin(
             "/admin/unseal",
             Some(serde_json::json!({
                 "number": sector.number, "pieceCid": wanted, "offset": 1016, "size": 1016,
-                "dest": ["file:///nowhere"],
+                "dest": [
+                    format!("market://retrievals/{wanted}"),
+                    format!("store:///{wanted}"),
+                    format!("file://{}", file.display()),
+                    format!("store://persist/retrieved/{wanted}"),
+                ],
             })),
         )
         .await;
-    let delivered = scene.farm.root.join("retrieved/piece.bin");
+    assert_eq!(queued["ok"], true, "{queued}");
     create_example(
         tasks,
         "unseal-2kib.yaml",
         "unseal",
-        serde_json::json!({
-            "sector": spec_sector,
-            "unseal": {"pieceCid": wanted, "offset": 1016, "size": 1016,
-                       "destination": format!("file://{}", delivered.display())},
-        }),
+        serde_json::json!({"sector": spec_sector, "unseal": {"pieceCid": wanted}}),
     )
     .await;
 
-    wait_phase(tasks, "unseal", Phase::Finished, Duration::from_secs(600)).await;
+    let unsealed = wait_phase(tasks, "unseal", Phase::Finished, Duration::from_secs(600)).await;
     reported_finalized(tasks, "unseal").await;
     let mut expected = second.to_vec();
     expected.resize(1016, 0);
-    assert_eq!(
-        std::fs::read(&delivered).unwrap(),
-        expected,
-        "the unsealed piece is the deal's bytes"
+    let market_store = manager
+        .state
+        .with_extension("market")
+        .join(format!("retrievals/{wanted}"));
+    for (place, bytes) in [
+        ("the market's store", std::fs::read(&market_store).unwrap()),
+        (
+            "the manager's piece store",
+            payload(&deals[1]).await.to_vec(),
+        ),
+        ("the file on the node", std::fs::read(&file).unwrap()),
+        (
+            "the persist store",
+            std::fs::read(store.join(format!("retrieved/{wanted}"))).unwrap(),
+        ),
+    ] {
+        assert_eq!(
+            bytes, expected,
+            "the unsealed piece in {place} is the deal's bytes"
+        );
+    }
+    let recorded = serde_json::to_string(&unsealed.status).unwrap();
+    assert!(
+        recorded.contains("token=redacted") && !recorded.contains(MARKET_TOKEN),
+        "the task records the destinations without the market's token: {recorded}"
     );
     let chain = manager.admin("/admin/state", None).await;
     assert_eq!(

@@ -10,6 +10,9 @@ use std::time::Duration;
 use damocles_operator::manager::ManagerClient;
 use serde_json::Value;
 
+/// The market (droplet) token the dev manager plays the market with (`--market-token`).
+pub const MARKET_TOKEN: &str = "dev-market-secret";
+
 pub struct DevManager {
     child: Option<Child>,
     pub address: String,
@@ -54,6 +57,7 @@ impl DevManager {
             .arg(state)
             .arg("--step-bin")
             .arg(env!("CARGO_BIN_EXE_damocles-step"))
+            .args(["--market-token", MARKET_TOKEN])
             .args(&args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

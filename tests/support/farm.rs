@@ -288,6 +288,17 @@ impl Scene {
             .port();
         let farm = &self.farm;
         let on_this_farm = serde_json::json!({"damocles-test": farm.label});
+        // The market's token, from a Secret, as a farm gives damocles-worker's piece_token.
+        let secret: k8s_openapi::api::core::v1::Secret =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "droplet-token"},
+                "stringData": {"token": super::dev_manager::MARKET_TOKEN},
+            }))
+            .unwrap();
+        Api::namespaced(self.client.clone(), &self.ns.name)
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
         let values = serde_json::json!({
             // The dev node records images and runs commands: the chart only needs the names.
             "image": {"repository": "registry.example/damocles-operator"},
@@ -306,6 +317,11 @@ impl Scene {
                     "image": "damocles-step:test",
                     "command": [env!("CARGO_BIN_EXE_damocles-step")],
                     "nodeSelector": on_this_farm,
+                    "env": [
+                        {"name": "RUST_LOG", "value": "info"},
+                        {"name": "PIECE_FETCHER_TOKEN", "valueFrom":
+                            {"secretKeyRef": {"name": "droplet-token", "key": "token"}}},
+                    ],
                 },
                 // Added to the chart's GPU selectors (Helm merges maps).
                 "steps": {

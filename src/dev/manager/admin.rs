@@ -149,12 +149,24 @@ pub(super) async fn queue_unseal(
     State(shared): State<Arc<Shared>>,
     Json(request): Json<UnsealQueueRequest>,
 ) -> AdminReply {
+    let mut dest = vec![];
+    for given in &request.dest {
+        match super::market::check_destination(&shared, given) {
+            Ok(checked) => dest.push(checked),
+            Err(err) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": format!("check dest url: {err}")})),
+                );
+            }
+        }
+    }
     let job = UnsealJob {
         sector: request.number,
         piece_cid: request.piece_cid,
         offset: request.offset,
         size: request.size,
-        dest: request.dest,
+        dest,
         allocated: false,
         achieved: None,
     };

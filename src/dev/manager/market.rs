@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -401,30 +401,250 @@ pub(super) async fn add_deal(
     (StatusCode::OK, Json(json!(deal)))
 }
 
-/// `GET /piecestore/<cid>` (or `<cid>.car`): a piece's bytes, as damocles-manager serves its
-/// piece stores. A name that is no piece CID is 400; a piece this manager does not hold is 404
-/// (damocles-manager redirects it to the market, which is this manager here).
-pub(super) async fn get_piece(
-    State(shared): State<Arc<Shared>>,
-    Path(name): Path<String>,
-) -> Response {
-    let cid = name.strip_suffix(".car").unwrap_or(&name);
+/// The piece CID a piece-store name stands for (`<cid>` or `<cid>.car`), or a 400 answer.
+#[allow(clippy::result_large_err)]
+fn piece_name(name: &str) -> Result<String, Response> {
+    let cid = name.strip_suffix(".car").unwrap_or(name);
     let valid = cid.len() > 10
         && cid.starts_with("baga")
         && cid
             .chars()
             .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c));
-    if !valid {
-        return (
+    if valid {
+        Ok(cid.to_string())
+    } else {
+        Err((
             StatusCode::BAD_REQUEST,
             format!("invalid piece cid {cid:?}"),
         )
-            .into_response();
+            .into_response())
     }
-    let path = piece_dir(&shared).join(cid);
-    let read = tokio::task::spawn_blocking(move || std::fs::read(path)).await;
-    match read.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
-        Ok(bytes) => (StatusCode::OK, Body::from(bytes)).into_response(),
-        Err(_) => (StatusCode::NOT_FOUND, format!("piece {cid} not found")).into_response(),
+}
+
+/// A file's bytes, or None when it does not exist.
+async fn read_piece(path: PathBuf) -> Option<Vec<u8>> {
+    tokio::task::spawn_blocking(move || std::fs::read(path))
+        .await
+        .ok()?
+        .ok()
+}
+
+/// Writes a request body to `path` through a temporary file and a rename, so a reader never sees
+/// half a piece and a failed upload leaves the old bytes. (Plain file writes: a test stand-in.)
+async fn write_piece(path: PathBuf, body: Body) -> Result<u64, String> {
+    use futures::StreamExt;
+    use std::io::Write;
+    let dir = path.parent().expect("pieces live in a directory");
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let partial = path.with_extension(format!("partial-{}", rand_suffix()));
+    let mut file = std::fs::File::create(&partial)
+        .map_err(|e| format!("create {}: {e}", partial.display()))?;
+    let mut stream = body.into_data_stream();
+    let mut written = 0u64;
+    let result = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| format!("read the body: {e}"))?;
+            file.write_all(&chunk)
+                .map_err(|e| format!("write {}: {e}", partial.display()))?;
+            written += chunk.len() as u64;
+        }
+        file.sync_all()
+            .map_err(|e| format!("sync {}: {e}", partial.display()))?;
+        std::fs::rename(&partial, &path).map_err(|e| format!("rename to {}: {e}", path.display()))
+    }
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result.map(|()| written)
+}
+
+/// `GET /piecestore/<cid>` (or `<cid>.car`): a piece's bytes, as damocles-manager serves its
+/// piece stores. A name that is no piece CID is 400; a piece this manager does not hold is
+/// redirected to the market's `/resource?resource-id=<cid>`, as damocles-manager redirects it (it
+/// never answers 404 itself).
+pub(super) async fn get_piece(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Response {
+    let cid = match piece_name(&name) {
+        Ok(cid) => cid,
+        Err(answer) => return answer,
+    };
+    match read_piece(piece_dir(&shared).join(&cid)).await {
+        Some(bytes) => (StatusCode::OK, Body::from(bytes)).into_response(),
+        None => (
+            StatusCode::FOUND,
+            [("Location", format!("/resource?resource-id={cid}"))],
+        )
+            .into_response(),
+    }
+}
+
+/// `PUT /piecestore/<cid>`: stores a piece (what a `store:///<cid>` unseal destination does), as
+/// damocles-manager writes it to its first writable piece store; 200 with an empty body.
+pub(super) async fn put_piece(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Response {
+    let cid = match piece_name(&name) {
+        Ok(cid) => cid,
+        Err(answer) => return answer,
+    };
+    match write_piece(piece_dir(&shared).join(&cid), body).await {
+        Ok(bytes) => {
+            info!(piece = %cid, bytes, "piece stored (PUT /piecestore)");
+            StatusCode::OK.into_response()
+        }
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("put piece data: {err}"),
+        )
+            .into_response(),
+    }
+}
+
+/// The query of a `/resource` request: `resource-id` and, for a PUT, `store`.
+struct ResourceQuery {
+    resource_id: String,
+    store: Option<String>,
+}
+
+#[allow(clippy::result_large_err)]
+fn resource_query(query: Option<String>) -> Result<ResourceQuery, Response> {
+    let pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let value = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let resource_id = value("resource-id")
+        .ok_or_else(|| (StatusCode::BAD_REQUEST, "no resource-id").into_response())?;
+    Ok(ResourceQuery {
+        resource_id,
+        store: value("store"),
+    })
+}
+
+/// Where the market keeps what `market://<store>/<cid>` uploads deliver.
+fn market_store(shared: &Shared, store: &str) -> Option<PathBuf> {
+    let valid = !store.is_empty()
+        && store
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    valid.then(|| {
+        shared
+            .config
+            .state_file
+            .with_extension("market")
+            .join(store)
+    })
+}
+
+/// The market's answer to a request without its token: 401, as droplet's resource endpoint.
+#[allow(clippy::result_large_err)]
+fn market_auth(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match (&shared.config.market_token, given) {
+        (Some(token), Some(given)) if token == given => Ok(()),
+        _ => Err((StatusCode::UNAUTHORIZED, "missing or wrong market token").into_response()),
+    }
+}
+
+/// `GET /resource?resource-id=<cid>`: the market (droplet) serving a piece, with its token: one
+/// of its deals' pieces, or one an unseal delivered to a market store.
+pub(super) async fn get_resource(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Err(answer) = market_auth(&shared, &headers) {
+        return answer;
+    }
+    let query = match resource_query(query) {
+        Ok(query) => query,
+        Err(answer) => return answer,
+    };
+    let cid = match piece_name(&query.resource_id) {
+        Ok(cid) => cid,
+        Err(answer) => return answer,
+    };
+    let stores = shared.config.state_file.with_extension("market");
+    let mut places = vec![piece_dir(&shared).join(&cid)];
+    if let Ok(entries) = std::fs::read_dir(&stores) {
+        places.extend(entries.flatten().map(|entry| entry.path().join(&cid)));
+    }
+    for place in places {
+        if let Some(bytes) = read_piece(place).await {
+            return (StatusCode::OK, Body::from(bytes)).into_response();
+        }
+    }
+    (StatusCode::NOT_FOUND, format!("resource {cid} not found")).into_response()
+}
+
+/// `PUT /resource?resource-id=<cid>&store=<store>` with the market token: what a
+/// `market://<store>/<cid>` unseal destination delivers to (droplet's resource endpoint).
+pub(super) async fn put_resource(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> Response {
+    if let Err(answer) = market_auth(&shared, &headers) {
+        return answer;
+    }
+    let query = match resource_query(query) {
+        Ok(query) => query,
+        Err(answer) => return answer,
+    };
+    let cid = match piece_name(&query.resource_id) {
+        Ok(cid) => cid,
+        Err(answer) => return answer,
+    };
+    let Some(store) = query
+        .store
+        .as_deref()
+        .and_then(|store| market_store(&shared, store))
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("no valid piece store named in {:?}", query.store),
+        )
+            .into_response();
+    };
+    match write_piece(store.join(&cid), body).await {
+        Ok(bytes) => {
+            info!(piece = %cid, bytes, store = ?query.store, "the market received a piece");
+            StatusCode::OK.into_response()
+        }
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err).into_response(),
+    }
+}
+
+/// An unseal destination as damocles-manager's checkDestURL takes it: http(s), file and store
+/// unchanged; market gets the market's host, scheme and token (this manager plays the market);
+/// anything else is refused.
+pub(super) fn check_destination(shared: &Shared, dest: &str) -> Result<String, String> {
+    let scheme = dest.split_once("://").map(|(scheme, _)| scheme);
+    match scheme {
+        Some("http" | "https" | "file" | "store") => Ok(dest.to_string()),
+        Some("market") => {
+            let token =
+                shared.config.market_token.as_ref().ok_or_else(|| {
+                    format!("{dest}: no market API is configured (--market-token)")
+                })?;
+            let address = shared
+                .address
+                .get()
+                .ok_or("the manager is not listening yet")?;
+            let separator = if dest.contains('?') { '&' } else { '?' };
+            Ok(format!(
+                "{dest}{separator}token={token}&host={address}&scheme=http"
+            ))
+        }
+        _ => Err(format!("{dest}: unsupported scheme")),
     }
 }

@@ -42,6 +42,10 @@ pub struct DevManagerConfig {
     /// Where store paths are found on this machine (the dev node's --host-root), to check that
     /// persisted files exist; none skips the check.
     pub store_check_root: Option<PathBuf>,
+    /// The market's (droplet's) API token: `/resource` (this manager plays the market) takes
+    /// only it, and `market://` unseal destinations get it appended as damocles-manager appends
+    /// its market token. None: no market API (market:// destinations are refused).
+    pub market_token: Option<String>,
 }
 
 /// Parses `NAME=PATH` into a writable store.
@@ -79,6 +83,9 @@ pub(super) struct Shared {
     pub(super) outage: Mutex<Option<(std::time::Instant, OutageMode)>>,
     /// The CommD of a committed-capacity sector, by proof type (computed on first use).
     pub(super) zero_comm_d: Mutex<HashMap<i64, crate::sector::CommD>>,
+    /// The address it listens on (known once bound): the market address of market:// unseal
+    /// destinations.
+    pub(super) address: std::sync::OnceLock<SocketAddr>,
     // Serializes writes of the state file.
     save: tokio::sync::Mutex<()>,
 }
@@ -202,6 +209,7 @@ pub async fn start(
         faults: Mutex::default(),
         outage: Mutex::default(),
         zero_comm_d: Mutex::default(),
+        address: std::sync::OnceLock::new(),
         save: tokio::sync::Mutex::new(()),
         config,
     });
@@ -214,13 +222,21 @@ pub async fn start(
         .route("/admin/unseal", post(queue_unseal))
         .route("/admin/outage", post(set_outage))
         .route("/admin/deals", post(super::market::add_deal))
-        .route("/piecestore/{name}", get(super::market::get_piece))
+        .route(
+            "/piecestore/{name}",
+            get(super::market::get_piece).put(super::market::put_piece),
+        )
+        .route(
+            "/resource",
+            get(super::market::get_resource).put(super::market::put_resource),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind(shared.config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", shared.config.listen))?;
     let address = listener.local_addr()?;
+    let _ = shared.address.set(address);
     info!(%address, miner = shared.config.rules.miner, head = shared.head(), state = %shared.config.state_file.display(),
           "dev manager serving damocles-manager's API on /rpc/v0 (a simulated chain: for tests and demos)");
     Ok((

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use filecoin_proofs_api::seal::{self};
 use filecoin_proofs_api::{UnpaddedByteIndex, UnpaddedBytesAmount};
 
+use crate::step::destination::{Destination, MARKET_TOKEN_ENV, REDACTED_TOKEN, redact};
 use crate::step::proofs::{prover_id, sector_id};
 use crate::step::workspace::{
     SectorFiles, check_dir, check_size, commit, create_dir, digest_file, partial_path,
@@ -171,38 +172,118 @@ pub(in crate::step) fn persist(request: &StepRequest, files: &SectorFiles) -> St
     })
 }
 
+/// Delivers the unsealed piece to every destination the manager gave, in its order, as
+/// damocles-worker's unseal upload does: a failure stops at that destination (the earlier ones
+/// are delivered again on the retry; every delivery overwrites). Failure levels follow the
+/// worker: an http(s) or piece-store PUT that fails is temporary, a market that answers anything
+/// but 200 is permanent, as is a destination the step cannot reach.
 pub(in crate::step) fn upload(request: &StepRequest, files: &SectorFiles) -> StepOutcome {
-    let destination = need(request, "destination", &request.inputs.destination)?;
+    if request.inputs.destinations.is_empty() {
+        return Err(StepError::permanent(
+            "the upload request has no inputs.destinations (the manager gave none)",
+        ));
+    }
     let source = files.output("unsealed-piece");
     let digest = digest_file(&source)?;
-    if let Some(path) = destination.strip_prefix("file://") {
-        copy_checked(&source, Path::new(path), StepKind::Upload)?;
-    } else if let Some(path) = destination.strip_prefix("store://") {
-        let root = need(
-            request,
-            "persist (the persist store root)",
-            &request.persist,
-        )?;
-        copy_checked(
-            &source,
-            &root.join(path.trim_start_matches('/')),
-            StepKind::Upload,
-        )?;
-    } else if destination.starts_with("http://") || destination.starts_with("https://") {
-        let bytes = fs::read(&source)
-            .map_err(|e| StepError::critical(format!("cannot read {}: {e}", source.display())))?;
-        ureq::put(destination)
-            .header("Content-Type", "application/octet-stream")
-            .send(&bytes[..])
-            .map_err(|e| StepError::temporary(format!("cannot upload to {destination}: {e}")))?;
-    } else {
-        return Err(StepError::permanent(format!(
-            "upload destination {destination:?} is not file://, store:// or http(s)://"
-        )));
+    let mut delivered = vec![];
+    for text in &request.inputs.destinations {
+        let destination =
+            Destination::parse(text).map_err(|e| StepError::permanent(e.to_string()))?;
+        deliver(request, &source, &destination)?;
+        tracing::info!(%destination, bytes = digest.size, "delivered the unsealed piece");
+        delivered.push(redact(text));
     }
     Ok(StepOutputs {
-        destination: Some(destination.clone()),
+        delivered,
         files: vec![named("uploaded", digest)],
         ..Default::default()
     })
+}
+
+fn deliver(
+    request: &StepRequest,
+    source: &Path,
+    destination: &Destination,
+) -> Result<(), StepError> {
+    match destination {
+        Destination::Http(url) => put(source, url, None, false),
+        Destination::PieceStore { piece } => {
+            let store = need(request, "pieceStore", &request.inputs.piece_store)?;
+            put(source, &format!("{store}{piece}"), None, false)
+        }
+        Destination::Market { endpoint, token } => {
+            let token = if token == REDACTED_TOKEN {
+                std::env::var(MARKET_TOKEN_ENV)
+                    .ok()
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| {
+                        StepError::permanent(format!(
+                            "{destination} needs the market's token: the task records the \
+                             manager's destinations without it, so set {MARKET_TOKEN_ENV} in the \
+                             upload step's env (the Secret with droplet's token, as for deal \
+                             pieces)"
+                        ))
+                    })?
+            } else {
+                token.clone()
+            };
+            put(source, endpoint, Some(&token), true)
+        }
+        Destination::File(path) => copy_checked(source, path, StepKind::Upload).map(|_| ()),
+        Destination::Store { instance, path } => {
+            let root = request.inputs.stores.get(instance).ok_or_else(|| {
+                StepError::permanent(format!(
+                    "{destination}: store {instance} is not mounted for this step"
+                ))
+            })?;
+            copy_checked(source, &root.join(path), StepKind::Upload).map(|_| ())
+        }
+    }
+}
+
+/// PUTs the file with its length (as reqwest sends a file in damocles-worker). `market`: only
+/// 200 is success and any other answer permanent (the market refused it); otherwise any 2xx, and
+/// other answers are temporary.
+fn put(source: &Path, url: &str, token: Option<&str>, market: bool) -> Result<(), StepError> {
+    let file = File::open(source)
+        .map_err(|e| StepError::critical(format!("cannot read {}: {e}", source.display())))?;
+    let length = file
+        .metadata()
+        .map_err(|e| StepError::critical(format!("cannot read {}: {e}", source.display())))?
+        .len();
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    let mut request = agent
+        .put(url)
+        .header("Content-Type", "application/octet-stream")
+        .header("Content-Length", length.to_string());
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let shown = redact(url);
+    let mut response = request
+        .send(ureq::SendBody::from_owned_reader(file))
+        .map_err(|e| StepError::temporary(format!("cannot upload to {shown}: {e}")))?;
+    let status = response.status();
+    let delivered = if market {
+        status == 200
+    } else {
+        status.is_success()
+    };
+    if delivered {
+        return Ok(());
+    }
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    let level = if market {
+        StepError::permanent
+    } else {
+        StepError::temporary
+    };
+    Err(level(format!(
+        "upload to {shown}: HTTP {status}: {}",
+        body.trim()
+    )))
 }

@@ -49,10 +49,6 @@ pub(in crate::step) fn open_source(
     }
 }
 
-/// The market's token for pieces the piece store redirects to it (damocles-worker's
-/// `piece_token`, which it passes to its fetcher in this variable).
-pub const PIECE_TOKEN_ENV: &str = "PIECE_FETCHER_TOKEN";
-
 /// GETs a piece as damocles-worker's fetcher does: the piece store without credentials; when it
 /// redirects (damocles-manager sends a piece it does not hold to the market's
 /// `/resource?resource-id=<cid>`), the new location with the market token, if one is set. Any
@@ -91,7 +87,7 @@ fn fetch_piece(source: &str) -> Result<Box<dyn Read>, StepError> {
             .ok()
             .and_then(|base| join_location(&base, location))
             .unwrap_or_else(|| location.to_string());
-        let token = std::env::var(PIECE_TOKEN_ENV)
+        let token = std::env::var(crate::step::destination::MARKET_TOKEN_ENV)
             .ok()
             .filter(|t| !t.is_empty());
         response = get(&agent(10), &url, token.as_deref())?;

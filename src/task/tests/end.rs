@@ -80,8 +80,7 @@ fn every_finished_plan_reports_finalized_as_a_call_retried_until_answered() {
 #[test]
 fn an_aborted_unseal_reports_finalized_and_other_aborts_report_aborted() {
     let spec = self::spec(json!({"plan": "unseal", "sectorSize": "2KiB",
-        "unseal": {"pieceCid": "baga6ea4seaq", "offset": 0, "size": 2032,
-                   "destination": "file:///out"}}));
+        "unseal": {"pieceCid": "baga6ea4seaq", "offset": 0, "size": 2032}}));
     let mut aborted = at(State::Aborted);
     aborted.node = Some("node-a".into());
     let ask = decide_now(task(&spec), &aborted, &Observed::default());
@@ -197,10 +196,16 @@ fn a_deleted_task_is_stopped_told_and_cleaned_before_it_is_released() {
 fn an_aborted_unseal_hands_its_request_back() {
     let spec = spec(json!({
         "plan": "unseal", "sectorSize": "2KiB",
-        "unseal": {"pieceCid": "baga6ea4seaqa", "size": 2032, "destination": "file:///out"},
+        "unseal": {"pieceCid": "baga6ea4seaqa", "size": 2032},
         "resumeState": "Aborted"
     }));
     let mut status = at(State::Unsealed);
+    status.outputs.as_mut().unwrap().unseal = Some(crate::api::UnsealTaken {
+        piece_cid: "baga6ea4seaqa".into(),
+        offset: 0,
+        size: 2032,
+        destinations: vec![],
+    });
     status.outputs.as_mut().unwrap().committed = Some(crate::api::CommittedSector {
         comm_r: None,
         instance: "store".into(),
@@ -218,7 +223,7 @@ fn an_aborted_unseal_hands_its_request_back() {
 fn an_unseal_allocation_is_kept_when_the_store_lookup_fails() {
     let spec = spec(json!({
         "plan": "unseal", "sectorSize": "2KiB",
-        "unseal": {"pieceCid": "baga6ea4seaqa", "size": 2032, "destination": "file:///out"}
+        "unseal": {"pieceCid": "baga6ea4seaqa", "size": 2032}
     }));
     let mut status = at(State::Empty);
     status.sector = None;

@@ -7,6 +7,7 @@ mod plan;
 mod resume;
 mod steps;
 mod submit;
+mod unseal;
 
 pub(super) use std::time::Duration;
 

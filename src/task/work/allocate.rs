@@ -1,11 +1,13 @@
 //! Empty and Allocated: the manager hands the task its sector (a new one, a CC sector to upgrade,
 //! one to rebuild, an unseal job) and, for the sealer, its deals.
 
-use super::{call_failed, failed, missing, randomness, sector_id, unexpected};
-use crate::api::{CommittedSector, DealPiece, SealingTaskSpec, SectorRef};
+use super::{call_failed, failed, randomness, sector_id, unexpected};
+use crate::api::{
+    CommittedSector, DealPiece, SealingTaskSpec, SectorRef, UnsealSelector, UnsealTaken,
+};
 use crate::manager::wire::{
-    AcquireDealsSpec, AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector, CidJson,
-    SectorPiece, seal_proof_type,
+    AcquireDealsSpec, AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector, CidJson, SectorId,
+    SectorPiece, SectorUnsealInfo, seal_proof_type,
 };
 use crate::manager::{Call, Method, Reply};
 use crate::plan::ManagerCall;
@@ -35,10 +37,24 @@ fn deal_pieces(pieces: Option<&Vec<SectorPiece>>) -> Vec<DealPiece> {
 }
 
 /// The piece an unseal task asks for, as the manager names it.
-pub fn unseal_piece(unseal: &crate::api::UnsealRequest) -> CidJson {
+pub fn unseal_piece(unseal: &crate::api::UnsealTaken) -> CidJson {
     CidJson {
         cid: unseal.piece_cid.clone(),
     }
+}
+
+/// Whether the request the manager handed out is the one the task's selector asks for.
+fn selected(
+    selector: Option<&UnsealSelector>,
+    sector: Option<SectorId>,
+    info: &SectorUnsealInfo,
+) -> bool {
+    sector.is_none_or(|id| id == info.sector.id)
+        && selector.is_none_or(|wanted| {
+            wanted.piece_cid == info.piece_cid.cid
+                && wanted.offset.is_none_or(|offset| offset == info.offset)
+                && wanted.size.is_none_or(|size| size == info.size)
+        })
 }
 
 impl Turn<'_> {
@@ -197,9 +213,7 @@ impl Turn<'_> {
     /// The unseal the manager has queued for this task's piece, with the sector's sealing facts;
     /// then the path of the store that holds the sector.
     fn allocate_unseal(&mut self) -> Step {
-        let Some(wanted) = self.task.spec.unseal.clone() else {
-            return Step::Outcome(missing("unseal request (spec.unseal)"));
-        };
+        let selector = self.task.spec.unseal.clone();
         if self.committed().is_some() {
             // Allocated before a failure or restart: only the store path may be missing.
             return self.resolve_store();
@@ -213,21 +227,27 @@ impl Turn<'_> {
             },
             |turn, info| {
                 let asked = turn.task.spec.sector.map(sector_id);
-                if info.piece_cid.cid != wanted.piece_cid
-                    || asked.is_some_and(|id| id != info.sector.id)
-                    || (info.offset, info.size) != (wanted.offset, wanted.size)
-                {
+                if !selected(selector.as_ref(), asked, &info) {
+                    let wanted = selector
+                        .as_ref()
+                        .map(|w| {
+                            let range =
+                                |v: Option<u64>| v.map_or("any".to_string(), |v| v.to_string());
+                            format!(
+                                "piece {} ({}+{})",
+                                w.piece_cid,
+                                range(w.offset),
+                                range(w.size)
+                            )
+                        })
+                        .unwrap_or_else(|| "any piece".to_string());
+                    let sector =
+                        asked.map_or(String::new(), |id| format!(" in sector {}", id.number));
                     let message = format!(
                         "the manager handed out the unseal of piece {} ({}+{}) in sector {}, but \
-                         this task asks for piece {} ({}+{}); it was handed back to the manager \
+                         this task asks for {wanted}{sector}; it was handed back to the manager \
                          as failed",
-                        info.piece_cid.cid,
-                        info.offset,
-                        info.size,
-                        info.sector.id.number,
-                        wanted.piece_cid,
-                        wanted.offset,
-                        wanted.size
+                        info.piece_cid.cid, info.offset, info.size, info.sector.id.number,
                     );
                     turn.effects.push(Effect::Tell(Call::AchieveUnsealSector {
                         sector: info.sector.id,
@@ -242,6 +262,12 @@ impl Turn<'_> {
                 let outputs = turn.status.outputs.get_or_insert_with(Default::default);
                 outputs.ticket = Some(randomness(&info.ticket.ticket.0, info.ticket.epoch));
                 outputs.comm_d = Some(CommD::from_bytes(info.comm_d));
+                outputs.unseal = Some(UnsealTaken {
+                    piece_cid: info.piece_cid.cid.clone(),
+                    offset: info.offset,
+                    size: info.size,
+                    destinations: vec![],
+                });
                 outputs.committed = Some(CommittedSector {
                     comm_r: None,
                     instance: info.private_info.access_instance,

@@ -33,15 +33,11 @@ impl Turn<'_> {
             access_instance: store.name.clone(),
             // The manager compares these with its list, index by index: every piece it listed,
             // fillers included, in its order.
-            pieces: if outputs.pieces.is_empty() {
-                let own = self.task.spec.pieces.iter().flatten();
-                own.map(|p| p.cid.clone())
-                    .map(|cid| CidJson { cid })
-                    .collect()
-            } else {
-                let listed = outputs.pieces.iter();
-                listed.map(|p| CidJson { cid: p.cid.clone() }).collect()
-            },
+            pieces: outputs
+                .pieces
+                .iter()
+                .map(|p| CidJson { cid: p.cid.clone() })
+                .collect(),
             proof: Bytes(proof),
         };
         self.submission(call, Call::SubmitSnapUpProof { sector, info })

@@ -2,11 +2,14 @@
 //! hands back.
 
 use super::allocate::unseal_piece;
-use super::{call_failed, missing, unexpected};
+use super::{call_failed, failed, missing, unexpected};
 use crate::api::PlanKind;
 use crate::manager::{Call, Method, Reply};
 use crate::plan::ManagerCall;
 use crate::plan::cursor::Outcome;
+use crate::sector::FailureLevel;
+use crate::step::destination::{Destination, DestinationError, redact};
+use crate::task::steps::destination_stores;
 use crate::task::{Step, Turn};
 
 /// What an aborted unseal hands back: its request, as failed (the sector itself is fine). The
@@ -14,26 +17,70 @@ use crate::task::{Step, Turn};
 /// task has ended (see work::report).
 pub(crate) fn hand_back(turn: &Turn<'_>, reason: &str) -> Option<Call> {
     let sector = turn.sector_id()?;
-    match (&turn.task.spec.unseal, turn.task.spec.plan) {
-        (Some(unseal), PlanKind::Unseal) => turn.committed().map(|_| Call::AchieveUnsealSector {
+    let taken = turn.status.outputs.as_ref()?.unseal.as_ref()?;
+    match turn.task.spec.plan {
+        PlanKind::Unseal => turn.committed().map(|_| Call::AchieveUnsealSector {
             sector,
-            piece: unseal_piece(unseal),
+            piece: unseal_piece(taken),
             error: format!("aborted: {reason}"),
         }),
         _ => None,
     }
 }
 
+/// Why the piece cannot go to `destinations` (the manager's list), checked before any byte
+/// moves: an empty list (the worker would report success having delivered nothing), a scheme
+/// damocles-worker does not deliver to, a store this task cannot mount, or no piece store.
+pub fn undeliverable(
+    destinations: &[String],
+    stores: &[&str],
+    piece_store: bool,
+) -> Option<String> {
+    if destinations.is_empty() {
+        return Some(
+            "the manager gave no destination for the piece (AcquireUnsealDest answered an empty \
+             list): nothing would receive it"
+                .to_string(),
+        );
+    }
+    let problems: Vec<String> = destinations
+        .iter()
+        .filter_map(|text| {
+            let reason = match Destination::parse(text) {
+                Err(DestinationError { reason, .. }) => reason,
+                Ok(Destination::Store { instance, .. }) if !stores.contains(&instance.as_str()) => {
+                    format!(
+                        "store {instance} is not one this task knows the path of (the \
+                         sector's store or profiles.storePaths: {stores:?}); add it to \
+                         storePaths"
+                    )
+                }
+                Ok(Destination::PieceStore { .. }) if !piece_store => {
+                    "no piece store is configured (profiles.pieceStore)".to_string()
+                }
+                Ok(_) => return None,
+            };
+            Some(format!("{}: {reason}", redact(text)))
+        })
+        .collect();
+    (!problems.is_empty()).then(|| {
+        format!(
+            "the piece cannot be delivered to the manager's destinations: {}",
+            problems.join("; ")
+        )
+    })
+}
+
 impl Turn<'_> {
     pub(super) fn unseal(&mut self, call: ManagerCall) -> Step {
-        let Some(unseal) = self.task.spec.unseal.clone() else {
-            return Step::Outcome(missing("unseal request (spec.unseal)"));
+        let Some(taken) = self.status.outputs.as_ref().and_then(|o| o.unseal.clone()) else {
+            return Step::Outcome(missing("unseal request (status.outputs.unseal)"));
         };
         let sector = match self.need_sector() {
             Ok(sector) => sector,
             Err(missing) => return missing,
         };
-        let piece = unseal_piece(&unseal);
+        let piece = unseal_piece(&taken);
         if call == ManagerCall::AcquireUnsealDest {
             let call = Call::AcquireUnsealDest { sector, piece };
             let reply = match self.answer(&call) {
@@ -42,15 +89,18 @@ impl Turn<'_> {
             };
             return Step::Outcome(match reply {
                 Ok(Reply::Destinations(destinations)) => {
-                    if !destinations.is_empty() && !destinations.contains(&unseal.destination) {
-                        self.log(
-                            false,
-                            format!(
-                                "the manager also lists {destinations:?}; the piece goes to \
-                                 spec.unseal.destination {}",
-                                unseal.destination
-                            ),
-                        );
+                    let stores = destination_stores(&self.status, &self.rules.profiles);
+                    let names: Vec<&str> = stores.keys().map(String::as_str).collect();
+                    let piece_store = self.rules.profiles.piece_store.is_some();
+                    if let Some(problem) = undeliverable(&destinations, &names, piece_store) {
+                        return Step::Outcome(failed(FailureLevel::Permanent, problem));
+                    }
+                    let recorded: Vec<String> = destinations.iter().map(|d| redact(d)).collect();
+                    self.log(false, format!("the piece goes to {}", recorded.join(", ")));
+                    if let Some(unseal) =
+                        self.status.outputs.as_mut().and_then(|o| o.unseal.as_mut())
+                    {
+                        unseal.destinations = recorded;
                     }
                     Outcome::Done
                 }

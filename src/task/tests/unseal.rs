@@ -1,0 +1,235 @@
+//! Unseal: the request and its destinations come from the manager; spec.unseal only selects.
+
+use super::*;
+use crate::manager::wire::{AllocatedSector, CidJson, SectorPrivateInfo, SectorUnsealInfo, Ticket};
+use crate::task::work::unseal::undeliverable;
+
+const PIECE: &str = "baga6ea4seaqpiece";
+
+fn handed_out(piece: &str, offset: u64) -> SectorUnsealInfo {
+    SectorUnsealInfo {
+        sector: AllocatedSector {
+            id: SECTOR_ID,
+            proof_type: 5,
+        },
+        piece_cid: CidJson { cid: piece.into() },
+        offset,
+        size: 1016,
+        private_info: SectorPrivateInfo {
+            access_instance: "store-1".into(),
+        },
+        ticket: Ticket {
+            ticket: crate::manager::wire::Randomness([1; 32]),
+            epoch: 9100,
+        },
+        comm_d: [2; 32],
+        dest: None,
+        state: None,
+        error_info: String::new(),
+    }
+}
+
+fn allocated(spec: &SealingTaskSpec, info: SectorUnsealInfo) -> Decision {
+    let mut status = at(State::Empty);
+    status.sector = None;
+    status.outputs = None;
+    let ask = decide_now(task(spec), &status, &Observed::default());
+    let call = asked_call(&ask).clone();
+    assert!(matches!(call, Call::AllocateUnsealSector(_)), "{call:?}");
+    decide_now(
+        task(spec),
+        &status,
+        &answered(&call, Ok(Reply::UnsealSector(Some(info)))),
+    )
+}
+
+/// Without a selector the task takes what the manager hands out, records it, and delivers to
+/// exactly the manager's destinations (a market token is not kept in the status).
+#[test]
+fn an_unseal_task_takes_the_managers_request_and_destinations() {
+    let spec = spec(json!({"plan": "unseal", "sectorSize": "2KiB"}));
+    let decision = allocated(&spec, handed_out(PIECE, 1016));
+    let taken = decision.status.outputs.as_ref().unwrap().unseal.clone();
+    assert_eq!(
+        taken,
+        Some(crate::api::UnsealTaken {
+            piece_cid: PIECE.into(),
+            offset: 1016,
+            size: 1016,
+            destinations: vec![],
+        })
+    );
+
+    let mut status = at(State::Unsealed);
+    let outputs = status.outputs.as_mut().unwrap();
+    outputs.unseal = taken;
+    outputs.committed = Some(crate::api::CommittedSector {
+        comm_r: None,
+        instance: "store-1".into(),
+        path: Some("/mnt/store-1".into()),
+    });
+    let ask = decide_now(task(&spec), &status, &Observed::default());
+    let call = asked_call(&ask).clone();
+    assert_eq!(
+        call,
+        Call::AcquireUnsealDest {
+            sector: SECTOR_ID,
+            piece: CidJson { cid: PIECE.into() }
+        }
+    );
+    let given = vec![
+        format!("market://retrievals/{PIECE}?token=s3cret&host=10.0.0.2:41235&scheme=http"),
+        "store://store-1/retrieved/piece".to_string(),
+        format!("store:///{PIECE}"),
+    ];
+    let rules = Rules {
+        profiles: Profiles {
+            piece_store: Some("http://manager:1789/piecestore/".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let observed = answered(&call, Ok(Reply::Destinations(given)));
+    let decision = decide(task(&spec), &status, &observed, NOW, &rules);
+    let recorded = &decision
+        .status
+        .outputs
+        .as_ref()
+        .unwrap()
+        .unseal
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        recorded.destinations[0],
+        format!("market://retrievals/{PIECE}?token=redacted&host=10.0.0.2:41235&scheme=http")
+    );
+    assert!(
+        !serde_json::to_string(&decision.status)
+            .unwrap()
+            .contains("s3cret"),
+        "the market token stays out of the status"
+    );
+
+    let request = crate::task::steps::step_request(
+        task(&spec),
+        &decision.status,
+        StepKind::Upload,
+        &rules.profiles,
+    )
+    .unwrap();
+    assert_eq!(request.inputs.destinations, recorded.destinations);
+    assert_eq!(
+        request.inputs.stores,
+        [("store-1".to_string(), "/mnt/store-1".into())].into()
+    );
+    assert_eq!(
+        request.inputs.piece_store.as_deref(),
+        Some("http://manager:1789/piecestore/")
+    );
+    let unseal = crate::task::steps::step_request(
+        task(&spec),
+        &decision.status,
+        StepKind::Unseal,
+        &rules.profiles,
+    )
+    .unwrap();
+    assert_eq!(
+        unseal.inputs.unseal,
+        Some(crate::step::UnsealRange {
+            offset: 1016,
+            size: 1016
+        })
+    );
+}
+
+/// A list the task could never deliver to pauses it before a byte moves, saying why, without
+/// the token; the manager is not told the unseal is done.
+#[test]
+fn destinations_that_cannot_be_delivered_pause_the_task() {
+    let stores = ["store-1"];
+    assert!(
+        undeliverable(&[], &stores, true)
+            .unwrap()
+            .contains("gave no destination")
+    );
+    let problem = undeliverable(
+        &[
+            "store://store-9/x".into(),
+            "ftp://host/x".into(),
+            "market://s/p?host=h&scheme=http&token=s3cret".into(),
+            "http://fine/x".into(),
+        ],
+        &stores,
+        true,
+    )
+    .unwrap();
+    assert!(
+        problem.contains("store store-9") && problem.contains("storePaths"),
+        "{problem}"
+    );
+    assert!(problem.contains("unsupported scheme ftp"), "{problem}");
+    assert!(
+        !problem.contains("s3cret") && !problem.contains("http://fine"),
+        "{problem}"
+    );
+    assert!(
+        undeliverable(&[format!("store:///{PIECE}")], &stores, false)
+            .unwrap()
+            .contains("pieceStore")
+    );
+    assert_eq!(
+        undeliverable(&["file:///out/piece".into()], &stores, false),
+        None
+    );
+
+    let spec = spec(json!({"plan": "unseal", "sectorSize": "2KiB"}));
+    let mut status = at(State::Unsealed);
+    let outputs = status.outputs.as_mut().unwrap();
+    outputs.unseal = Some(crate::api::UnsealTaken {
+        piece_cid: PIECE.into(),
+        offset: 0,
+        size: 1016,
+        destinations: vec![],
+    });
+    let call = Call::AcquireUnsealDest {
+        sector: SECTOR_ID,
+        piece: CidJson { cid: PIECE.into() },
+    };
+    let decision = decide_now(
+        task(&spec),
+        &status,
+        &answered(&call, Ok(Reply::Destinations(vec![]))),
+    );
+    let error = decision.status.last_error.unwrap();
+    assert_eq!(error.level, FailureLevel::Permanent);
+    assert!(
+        error.message.contains("gave no destination"),
+        "{}",
+        error.message
+    );
+}
+
+/// A selector that does not match what the manager handed out hands it back as failed (the
+/// manager cannot take it back any other way) and pauses the task saying both.
+#[test]
+fn a_request_the_selector_does_not_match_is_handed_back() {
+    let spec = spec(json!({"plan": "unseal", "sectorSize": "2KiB",
+        "unseal": {"pieceCid": PIECE, "offset": 0}}));
+    let decision = allocated(&spec, handed_out("baga6ea4seaqother", 0));
+    assert!(has(&decision, |e| matches!(
+        e,
+        Effect::Tell(Call::AchieveUnsealSector { piece, error, .. })
+            if piece.cid == "baga6ea4seaqother" && error.contains("handed back")
+    )));
+    let error = decision.status.last_error.unwrap();
+    assert_eq!(error.level, FailureLevel::Permanent);
+    assert!(error.message.contains(PIECE), "{}", error.message);
+
+    // The piece matches and the range the selector leaves open is taken as given.
+    let decision = allocated(&spec, handed_out(PIECE, 0));
+    assert!(decision.status.last_error.is_none());
+    assert_eq!(
+        decision.status.outputs.unwrap().unseal.unwrap().piece_cid,
+        PIECE
+    );
+}
