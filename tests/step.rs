@@ -546,6 +546,55 @@ fn requests_from_a_newer_schema_are_refused_clearly() {
     fs::remove_dir_all(root).unwrap();
 }
 
+/// A deal piece found in a local piece directory (as `<cid>.car`) is read from there, CID
+/// checked, without asking its source, as damocles-worker's local piece store comes first.
+#[test]
+fn a_piece_in_a_local_piece_directory_is_read_from_there() {
+    let root = temp_dir("piece-dirs");
+    let (piece, bytes) = deal_piece(&root, 13);
+    let mut chain = Chain::new(&root.join("probe"), sector(13), SectorSize::Size2KiB, false);
+    chain.gathered.pieces = vec![PieceInput {
+        cid: None,
+        size: 2048,
+        source: Some(format!("file://{}", piece.display())),
+        payload_size: None,
+    }];
+    let cid = run_chain(&mut chain, &[StepKind::AddPiece])[0]
+        .outputs
+        .pieces[0]
+        .cid
+        .clone();
+    let (empty, pieces) = (root.join("empty"), root.join("pieces"));
+    fs::create_dir_all(&empty).unwrap();
+    fs::create_dir_all(&pieces).unwrap();
+    fs::copy(&piece, pieces.join(format!("{cid}.car"))).unwrap();
+    let mut chain = Chain::new(&root.join("local"), sector(13), SectorSize::Size2KiB, false);
+    chain.gathered.pieces = vec![PieceInput {
+        cid: Some(cid.clone()),
+        size: 2048,
+        // Nothing listens there: the bytes must come from the directory.
+        source: Some(format!("http://127.0.0.1:9/piecestore/{cid}")),
+        payload_size: Some(bytes.len() as u64),
+    }];
+    chain.gathered.piece_dirs = vec![empty, pieces.clone()];
+    let results = run_chain(&mut chain, &[StepKind::AddPiece]);
+    assert_eq!(results[0].outputs.pieces[0].cid, cid);
+
+    // Other bytes under that name are caught by the CID check, naming the piece.
+    let mut other = bytes.clone();
+    other[0] ^= 0xff;
+    fs::write(pieces.join(format!("{cid}.car")), &other).unwrap();
+    chain.base.workspace = root.join("corrupt");
+    let (code, result) = run_with(&chain.request(StepKind::AddPiece), &[]);
+    let (_, level, message) = failure(code, &result);
+    assert_eq!(level, FailureLevel::Permanent);
+    assert!(
+        message.contains(&format!("piece {cid} does not match")),
+        "{message}"
+    );
+    fs::remove_dir_all(root).unwrap();
+}
+
 /// A loopback HTTP server that takes one request per status in `statuses` and answers it with
 /// that status; returns its address and, once done, each request's first line, Authorization
 /// and body.

@@ -283,6 +283,11 @@ pub struct Outputs {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     pub pieces: Vec<DealPiece>,
+    /// For the rebuild of a snap-upgraded sector: the CommR of its committed-capacity replica (the
+    /// sector key; the manager's UpgradePublic), which the rebuild seals again and then encodes
+    /// the upgrade's deals into. Omitted for any other task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sector_key: Option<CommR>,
     /// The unseal request the manager handed this task (unseal plan).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unseal: Option<UnsealTaken>,

@@ -92,6 +92,10 @@ enum Command {
         /// Scratch directory for the workspaces (removed afterwards).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Seal a deal sector: one piece of random bytes filling the sector, read from a file and
+        /// checked against its CID by add-piece (default: committed capacity, zeros).
+        #[arg(long)]
+        deals: bool,
     },
 }
 
@@ -186,7 +190,8 @@ fn main() -> ProcessExit {
             sector_size,
             rounds,
             dir,
-        } => match bench::run(sector_size, rounds, dir) {
+            deals,
+        } => match bench::run(sector_size, rounds, dir, deals) {
             Ok(report) => {
                 println!("{report}");
                 ProcessExit::SUCCESS

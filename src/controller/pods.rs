@@ -168,6 +168,14 @@ pub fn step_pod(
         volumes.push(host_path_volume(&name, &path, "DirectoryOrCreate"));
         mounts.push(mount(&name, &path, false));
     }
+    // Local piece directories: read-only, created empty on a node that lacks one (a missing
+    // hostPath of type Directory would keep the pod from starting).
+    for (index, dir) in request.inputs.piece_dirs.iter().enumerate() {
+        let name = format!("pieces-{index}");
+        let path = dir.display().to_string();
+        volumes.push(host_path_volume(&name, &path, "DirectoryOrCreate"));
+        mounts.push(mount(&name, &path, true));
+    }
     // A file:// destination is a path on the node, as it is on damocles-worker's host: the
     // directory is mounted, so the bytes do not stay in the container.
     for (index, dir) in delivery_dirs(request).iter().enumerate() {
@@ -765,6 +773,44 @@ mod tests {
                     "restartCount": 0, "state": {"terminated": {"exitCode": exit_code, "message": message}}}]}
         }))
         .unwrap()
+    }
+
+    /// Piece directories are mounted read-only into add-piece; an upload mounts the stores and
+    /// the file directories it delivers to, so nothing stays in the container.
+    #[test]
+    fn pods_mount_piece_directories_and_delivery_places() {
+        let profiles = Profiles::parse("pieceDirs: [/mnt/pieces-a, /mnt/pieces-b]").unwrap();
+        let task = task();
+        let mounts = |request: &StepRequest, step: StepKind| {
+            let profile = profiles.resolve(step, std::time::Duration::from_secs(60));
+            let pod = step_pod(&task, "p", request, &profile, &profiles, None, None);
+            let spec = pod.spec.unwrap();
+            let mounts = spec.containers[0].volume_mounts.clone().unwrap();
+            mounts
+                .into_iter()
+                .map(|m| (m.mount_path, m.read_only == Some(true)))
+                .collect::<Vec<_>>()
+        };
+        let add_piece = request_for(&task, StepKind::AddPiece, &profiles).unwrap();
+        let found = mounts(&add_piece, StepKind::AddPiece);
+        for dir in ["/mnt/pieces-a", "/mnt/pieces-b"] {
+            assert!(found.contains(&(dir.to_string(), true)), "{found:?}");
+        }
+        let mut upload = request_for(&task, StepKind::Upload, &profiles).unwrap();
+        upload.inputs.destinations = vec![
+            "file:///srv/retrieved/piece.bin".into(),
+            "store://store-9/retrieved/p".into(),
+        ];
+        upload.inputs.stores = [("store-9".to_string(), PathBuf::from("/mnt/store-9"))].into();
+        let found = mounts(&upload, StepKind::Upload);
+        assert!(
+            found.contains(&("/srv/retrieved".to_string(), false)),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&("/mnt/store-9".to_string(), false)),
+            "{found:?}"
+        );
     }
 
     #[test]

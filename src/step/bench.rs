@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 
 use super::run::{execute, randomness};
-use super::{REQUEST_VERSION, StepInputs, StepKind, StepRequest, StepResult};
+use super::{PieceInput, REQUEST_VERSION, StepInputs, StepKind, StepRequest, StepResult};
 use crate::sector::{SectorRef, SectorSize};
 
 /// The proof steps of a sealer task without synthetic PoRep, in plan order, read from the plan.
@@ -175,9 +175,54 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// One deal piece filling the sector: `unpadded(size)` random bytes in `dir`, with the CID an
+/// add-piece run computes for them, so the benchmarked add-piece reads and checks a real deal.
+fn deal_piece(size: SectorSize, dir: &Path) -> anyhow::Result<PieceInput> {
+    std::fs::create_dir_all(dir)?;
+    let mut payload = vec![0u8; super::run::unpadded(size.bytes()) as usize];
+    fastrand::fill(&mut payload);
+    let path = dir.join("deal.bin");
+    std::fs::write(&path, &payload)?;
+    let mut piece = PieceInput {
+        cid: None,
+        size: size.bytes(),
+        source: Some(format!("file://{}", path.display())),
+        payload_size: Some(payload.len() as u64),
+    };
+    let mut probe = Chain::new(
+        &dir.join("probe"),
+        SectorRef {
+            miner: 1000,
+            number: 1,
+        },
+        size,
+        false,
+    );
+    probe.gathered.pieces = vec![piece.clone()];
+    let result = execute(&probe.request(StepKind::AddPiece));
+    ensure_ok(&result)?;
+    piece.cid = Some(
+        result
+            .outputs
+            .pieces
+            .first()
+            .context("add-piece listed no piece")?
+            .cid
+            .clone(),
+    );
+    Ok(piece)
+}
+
 /// Runs both modes `rounds` times and returns a Markdown report. In one process, a step's peak RSS
 /// includes what earlier steps left resident (the Groth parameters C2 loaded stay cached).
-pub fn run(size: SectorSize, rounds: usize, dir: Option<PathBuf>) -> anyhow::Result<String> {
+/// `deals`: the sector holds one deal piece of random bytes (read from a file and checked against
+/// its CID by add-piece) instead of committed capacity.
+pub fn run(
+    size: SectorSize,
+    rounds: usize,
+    dir: Option<PathBuf>,
+    deals: bool,
+) -> anyhow::Result<String> {
     if rounds == 0 {
         bail!("--rounds must be at least 1");
     }
@@ -188,6 +233,16 @@ pub fn run(size: SectorSize, rounds: usize, dir: Option<PathBuf>) -> anyhow::Res
         miner: 1000,
         number: 1,
     };
+    let pieces = if deals {
+        vec![deal_piece(size, &root.join("deal"))?]
+    } else {
+        vec![]
+    };
+    let chain = |ws: &Path| {
+        let mut chain = Chain::new(ws, sector, size, false);
+        chain.gathered.pieces = pieces.clone();
+        chain
+    };
     let mut inproc: Vec<Vec<Sample>> = vec![];
     let mut procs: Vec<Vec<Sample>> = vec![];
     // Child processes first: a child's peak RSS (wait4) counts the parent's memory at fork time, so the
@@ -196,22 +251,24 @@ pub fn run(size: SectorSize, rounds: usize, dir: Option<PathBuf>) -> anyhow::Res
         let ws = root.join(format!("processes-{round}"));
         std::fs::create_dir_all(&ws)?;
         eprintln!("round {}/{rounds}: one process per step", round + 1);
-        procs.push(as_processes(
-            &mut Chain::new(&ws, sector, size, false),
-            &ws,
-        )?);
+        procs.push(as_processes(&mut chain(&ws), &ws)?);
     }
     for round in 0..rounds {
         let ws = root.join(format!("in-process-{round}"));
         eprintln!("round {}/{rounds}: in one process", round + 1);
-        inproc.push(in_process(&mut Chain::new(&ws, sector, size, false))?);
+        inproc.push(in_process(&mut chain(&ws))?);
     }
     let _ = std::fs::remove_dir_all(&root);
 
     let mut report = String::new();
+    let data = if deals {
+        "one deal piece of random bytes"
+    } else {
+        "committed capacity"
+    };
     writeln!(
         report,
-        "{size} sealer chain, {rounds} rounds, medians (TEST parameters):\n"
+        "{size} sealer chain ({data}), {rounds} rounds, medians (TEST parameters):\n"
     )?;
     writeln!(
         report,

@@ -115,6 +115,10 @@ pub struct StepInputs {
     /// The manager's piece store URL (`store:///<cid>` destinations PUT `<pieceStore><cid>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub piece_store: Option<String>,
+    /// Local piece directories add-piece looks in first for a deal piece, `<dir>/<cid>` then
+    /// `<dir>/<cid>.car`, before its source (damocles-worker's `local_pieces_dirs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub piece_dirs: Vec<PathBuf>,
     /// Persist stores by instance name, for `store://<instance>/<path>` destinations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stores: BTreeMap<String, PathBuf>,
@@ -151,6 +155,7 @@ impl StepInputs {
         match step {
             StepKind::AddPiece => StepInputs {
                 pieces: all.pieces.clone(),
+                piece_dirs: all.piece_dirs.clone(),
                 ..Default::default()
             },
             StepKind::Pc1 => StepInputs {

@@ -396,9 +396,13 @@ impl Turn<'_> {
     pub fn facts(&self) -> Facts {
         Facts {
             synthetic: self.task.spec.synthetic_po_rep,
-            // Rebuilds of snap-upgraded sectors are refused at allocation (see work::allocate):
-            // their deal data cannot be fetched yet.
-            upgraded: false,
+            // A rebuild of a snap-upgraded sector (the manager gave its UpgradePublic, which
+            // damocles-worker takes as the sign too) runs the snap steps after the re-seal.
+            upgraded: self
+                .status
+                .outputs
+                .as_ref()
+                .is_some_and(|o| o.sector_key.is_some()),
         }
     }
 

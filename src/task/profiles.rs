@@ -85,6 +85,12 @@ pub struct Profiles {
     /// damocles-worker fetches them.
     #[serde(default)]
     pub piece_store: Option<String>,
+    /// Node directories add-piece looks in first for a deal piece (`<dir>/<cid>`, then
+    /// `<dir>/<cid>.car`) before the piece store, as damocles-worker's `local_pieces_dirs`;
+    /// mounted read-only into add-piece pods. A deal's bytes are checked against its CID
+    /// wherever they come from.
+    #[serde(default)]
+    pub piece_dirs: Vec<String>,
     /// Values for every step kind.
     #[serde(default)]
     pub defaults: StepProfile,
@@ -166,7 +172,9 @@ impl Profiles {
                 .parent_cache_path
                 .iter()
                 .map(|path| ("parentCachePath", path)),
-        ) {
+        )
+        .chain(profiles.piece_dirs.iter().map(|path| ("pieceDirs", path)))
+        {
             if !path.starts_with('/') {
                 return Err(format!("{name} {path:?} must be an absolute path"));
             }
@@ -367,6 +375,11 @@ steps:
         assert!(err.contains("imagee"), "{err}");
         let err = Profiles::parse("workspaceRoot: data").unwrap_err();
         assert!(err.contains("absolute"), "{err}");
+        let err = Profiles::parse("pieceDirs: [/mnt/pieces, pieces]").unwrap_err();
+        assert!(
+            err.contains("pieceDirs \"pieces\" must be an absolute path"),
+            "{err}"
+        );
         let err = Profiles::parse("steps: {pc2: {locality: any}}").unwrap_err();
         assert!(err.contains("pc2: locality any is only for c2"), "{err}");
         let err = Profiles::parse("defaults: {locality: any}").unwrap_err();

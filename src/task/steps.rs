@@ -124,19 +124,28 @@ pub fn gathered_inputs(
         _ => None,
     };
     let plan = spec.plan;
+    let sector_key = outputs.sector_key.filter(|_| plan == PlanKind::Rebuild);
+    // The rebuild of an upgraded sector first seals it again as committed capacity (zeros), as
+    // it was before the upgrade; its deals go in at SealedChecked, for the snap steps.
+    let resealing_key = sector_key.is_some() && status.state == Some(State::Allocated);
     // Deal data comes from the manager only, as damocles-worker takes it.
-    let pieces = outputs.pieces.iter().map(|p| PieceInput {
-        cid: Some(p.cid.clone()),
-        size: p.size,
-        source: p.payload_size.and_then(|_| {
-            let store = profiles.piece_store.as_deref()?;
-            Some(format!("{store}{}", p.cid))
-        }),
-        payload_size: p.payload_size,
-    });
+    let pieces = outputs
+        .pieces
+        .iter()
+        .filter(|_| !resealing_key)
+        .map(|p| PieceInput {
+            cid: Some(p.cid.clone()),
+            size: p.size,
+            source: p.payload_size.and_then(|_| {
+                let store = profiles.piece_store.as_deref()?;
+                Some(format!("{store}{}", p.cid))
+            }),
+            payload_size: p.payload_size,
+        });
     let unseal = outputs.unseal.as_ref();
     Ok(StepInputs {
         pieces: pieces.collect(),
+        piece_dirs: profiles.piece_dirs.iter().map(PathBuf::from).collect(),
         ticket,
         seed: match plan {
             // A rebuild checks its replica with a C1 run seeded by the ticket: no chain seed exists.
@@ -151,7 +160,21 @@ pub fn gathered_inputs(
         comm_r: outputs.comm_r,
         c1_output: outputs.c1_output.as_ref().map(digest),
         proof: outputs.proof.as_ref().map(digest),
-        cc_sector: committed.clone().filter(|_| plan == PlanKind::Snapup),
+        cc_sector: match sector_key {
+            // The replica the rebuild sealed again, in its workspace.
+            Some(comm_r) => status.sector.or(spec.sector).map(|sector| {
+                let workspace =
+                    SectorFiles::new(workspace_dir(profiles, task.namespace, task.name), sector);
+                SealedFiles {
+                    sealed: workspace.sealed(),
+                    cache: workspace.cache(),
+                    comm_r: Some(comm_r),
+                    comm_d: None,
+                    ticket,
+                }
+            }),
+            None => committed.clone().filter(|_| plan == PlanKind::Snapup),
+        },
         sealed: committed.filter(|_| plan == PlanKind::Unseal),
         unseal: unseal.map(|u| UnsealRange {
             offset: u.offset,
@@ -203,6 +226,24 @@ pub fn step_request(
 }
 
 impl Turn<'_> {
+    /// For the rebuild of an upgraded sector: whether PC2 sealed a committed-capacity replica
+    /// other than the sector key the manager knows (the update encoded into it would not be the
+    /// sector's), and how.
+    fn resealed_key_differs(&self, step: StepKind) -> Option<String> {
+        let outputs = self.status.outputs.as_ref()?;
+        let key = outputs.sector_key?;
+        let sealed = outputs.comm_r?;
+        (step == StepKind::Pc2 && self.task.spec.plan == PlanKind::Rebuild && sealed != key).then(
+            || {
+                format!(
+                    "the committed-capacity replica sealed again has CommR {sealed}, but the \
+                 manager's UpgradePublic gives the sector key {key}: the ticket or sector is \
+                 not the one the upgrade was encoded into"
+                )
+            },
+        )
+    }
+
     /// Runs `step` as a pod: an outcome once the pod has ended, otherwise what to wait for.
     pub(super) fn step(&mut self, step: StepKind) -> Step {
         let state = self.position().state;
@@ -356,6 +397,9 @@ impl Turn<'_> {
             PodReport::Succeeded(result) => {
                 self.effects.push(Effect::ReleaseSlot);
                 self.absorb(step, &result);
+                if let Some(problem) = self.resealed_key_differs(step) {
+                    return Step::Outcome(super::work::failed(FailureLevel::Permanent, problem));
+                }
                 Step::Outcome(Outcome::Done)
             }
             PodReport::Failed {

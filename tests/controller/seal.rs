@@ -340,10 +340,12 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
 
 /// A sealed CC sector upgraded by a snap-up task with the market's deal (random bytes from the
 /// manager's piece store): the dev manager checks the pieces, verifies the update proof with the
-/// CommD they give, and the update replica is in the store.
+/// CommD they give, and the update replica is in the store. Then its files are lost and a
+/// rebuild task re-creates them from the manager's rebuild info (the original ticket, the
+/// upgrade's deals, UpgradePublic): the sealed and update replicas, byte for byte.
 #[tokio::test]
 #[ignore = "long run (scripts/test-long): needs the empty-sector-update parameters"]
-async fn a_sealed_cc_sector_is_snap_upgraded_with_a_deal_piece() {
+async fn a_sealed_cc_sector_is_snap_upgraded_with_a_deal_piece_and_rebuilt() {
     let scene = Scene::new("snapup").await;
     let tasks = &scene.tasks;
     let operator = scene.operator();
@@ -375,5 +377,71 @@ async fn a_sealed_cc_sector_is_snap_upgraded_with_a_deal_piece() {
         "the dev manager accepted a verified upgrade proof: {record}"
     );
     assert_eq!(record["submissions"]["SubmitSnapUpProof"], 1, "{record}");
-    assert!(store.join(format!("update/{sector}")).is_file());
+    reported_finalized(tasks, "snapup").await;
+
+    // Every file of the sector is lost: the sealed replica (the sector key) and the update.
+    let files = [
+        store.join(format!("sealed/{sector}")),
+        store.join(format!("update/{sector}")),
+        store.join(format!("cache/{sector}/p_aux")),
+        store.join(format!("update-cache/{sector}/p_aux")),
+    ];
+    let originals: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    for dir in ["sealed", "update"] {
+        std::fs::remove_file(store.join(format!("{dir}/{sector}"))).unwrap();
+    }
+    for dir in ["cache", "update-cache"] {
+        std::fs::remove_dir_all(store.join(format!("{dir}/{sector}"))).unwrap();
+    }
+    // The manager's snap-up commit job ends once the upgrade is final (900 epochs of 20 ms),
+    // taking the sector offline; then it can be marked for rebuild.
+    wait_for(
+        "the upgraded sector marked for rebuild",
+        Duration::from_secs(90),
+        || async {
+            let marked = scene
+                .manager
+                .admin(
+                    "/admin/rebuild",
+                    Some(serde_json::json!({"number": sector.number})),
+                )
+                .await;
+            (marked["ok"] == true).then_some(())
+        },
+    )
+    .await;
+    create_example(
+        tasks,
+        "rebuild-2kib.yaml",
+        "rebuild",
+        serde_json::json!({"sector": {"miner": sector.miner, "number": sector.number}}),
+    )
+    .await;
+    let rebuilt = wait_phase(tasks, "rebuild", Phase::Finished, Duration::from_secs(900)).await;
+    reported_finalized(tasks, "rebuild").await;
+    let status = rebuilt.status.unwrap();
+    let visited: Vec<State> = status.history.iter().map(|h| h.state).collect();
+    for state in [
+        State::SealedChecked,
+        State::SnapPieceAdded,
+        State::SnapEncoded,
+    ] {
+        assert!(visited.contains(&state), "{state:?} in {visited:?}");
+    }
+    assert_eq!(
+        status.outputs.unwrap().sector_key,
+        Some(committed_comm_r),
+        "the sector key is the manager's UpgradePublic"
+    );
+    for (file, original) in files.iter().zip(&originals) {
+        assert_eq!(
+            &std::fs::read(file).unwrap(),
+            original,
+            "{} rebuilt byte for byte",
+            file.display()
+        );
+    }
+    let record = scene.record(sector.number).await;
+    assert_eq!(record["rebuilds"], 1, "{record}");
+    assert_eq!(record["upgrade"]["accessInstance"], "persist", "{record}");
 }

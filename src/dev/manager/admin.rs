@@ -92,7 +92,11 @@ async fn admin_change(
     change: impl FnOnce(&mut ChainState, &ChainRules, i64) -> Result<(), ChainError>,
 ) -> AdminReply {
     let head = shared.head();
-    let changed = change(&mut shared.chain(), &shared.config.rules, head);
+    let changed = {
+        let mut chain = shared.chain();
+        chain.settle_upgrades(&shared.config.rules, head);
+        change(&mut chain, &shared.config.rules, head)
+    };
     if let Err(err) = changed {
         return (
             StatusCode::CONFLICT,

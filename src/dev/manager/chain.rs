@@ -99,6 +99,13 @@ pub struct SectorRecord {
     /// The CommD the pieces of its snap-up give, which the update proof is checked with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade_unsealed: Option<[u8; 32]>,
+    /// The public info of the committed-capacity sector a snap-up was handed out with (its
+    /// sector key), kept as damocles-manager keeps UpgradePublic for a later rebuild.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_public: Option<crate::manager::wire::SectorPublicInfo>,
+    /// The snap-up's commit job ended (the upgrade is final) and took the sector offline.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub upgrade_settled: bool,
 }
 
 /// An accepted empty-sector-update.
@@ -199,6 +206,10 @@ pub const INVALID_PROOF: &str = "invalid proof (compute error?)";
 pub const PUBLISH_ATTEMPT_FAILED: &str = "attempt to publish message but failed";
 
 const REPORTS_KEPT: usize = 64;
+
+/// Epochs after a snap-up's proof lands until damocles-manager's commit job ends and takes the
+/// sector offline (chain finality).
+pub const UPGRADE_FINALITY: i64 = 900;
 
 /// Everything the dev manager remembers; serialized to its state file.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -452,6 +463,7 @@ impl ChainState {
         rules: &ChainRules,
         id: SectorId,
         instance: &str,
+        upgrade: bool,
         files_present: bool,
     ) -> Result<bool, ChainError> {
         let record = self.online(rules, id)?;
@@ -459,7 +471,11 @@ impl ChainState {
         if !files_present {
             return Ok(false);
         }
-        record.persisted = Some(instance.to_string());
+        // damocles-manager records an upgraded replica's store as the upgrade's access instance.
+        match (&mut record.upgrade, upgrade) {
+            (Some(upgraded), true) => upgraded.access_instance = instance.to_string(),
+            _ => record.persisted = Some(instance.to_string()),
+        }
         Ok(true)
     }
 
@@ -623,6 +639,27 @@ impl ChainState {
         Ok(record)
     }
 
+    /// Ends the snap-up commit jobs whose upgrade is final at `head`: as damocles-manager's job,
+    /// it takes the sector offline (finalized), after which a rebuild or unseal may have it. A
+    /// sector online for a rebuild or unseal of the upgrade stays as it is.
+    pub fn settle_upgrades(&mut self, rules: &ChainRules, head: i64) {
+        for record in self.sectors.values_mut() {
+            let final_at = record
+                .upgrade
+                .as_ref()
+                .map(|u| u.submitted_epoch + rules.proof_landing + UPGRADE_FINALITY);
+            if final_at.is_some_and(|epoch| head >= epoch)
+                && !record.finalized
+                && !record.upgrade_settled
+                && record.rebuild.is_none()
+                && !record.unsealing
+            {
+                record.finalized = true;
+                record.upgrade_settled = true;
+            }
+        }
+    }
+
     /// As damocles-manager's ReportFinalized (sealer.go): the end of an unseal clears its flag,
     /// else the end of a rebuild its mark; an upgraded sector otherwise stays online. The sector
     /// goes offline; a second report finds it no longer online (11001).
@@ -632,7 +669,8 @@ impl ChainState {
             record.unsealing = false;
         } else if record.rebuild.take().is_some() {
             record.rebuilds += 1;
-        } else if record.upgrade.is_some() {
+        } else if record.upgrade.is_some() && !record.upgrade_settled {
+            // Its commit job is still running: the job takes it offline (settle_upgrades).
             return Ok(());
         }
         record.finalized = true;

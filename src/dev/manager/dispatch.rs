@@ -223,6 +223,7 @@ fn expect_params(params: &[Value], count: usize, method: &str) -> Result<(), Rpc
 async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Value, RpcFailure> {
     let rules = &shared.config.rules;
     let head = shared.head();
+    shared.chain().settle_upgrades(rules, head);
     let p = &params;
     let method: Option<Method> = name.parse().ok();
     let value = match method {
@@ -270,7 +271,7 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
             json!(
                 shared
                     .chain()
-                    .submit_persisted(rules, sector, &instance, present)?
+                    .submit_persisted(rules, sector, &instance, upgrade, present)?
             )
         }
         Some(Method::AcquireDeals) => {

@@ -108,6 +108,7 @@ impl ChainState {
         // damocles-manager keeps the upgrade's pieces as the sector's pieces from now on.
         record.pieces = pieces.clone();
         record.upgrade_unsealed = Some(unsealed);
+        record.upgrade_public = Some(public.clone());
         Some(AllocatedSnapUpSector {
             sector: allocated(rules, number, record),
             pieces: Some(pieces),
@@ -216,12 +217,6 @@ impl ChainState {
                 "{id:?} is not a committed sector (proof landed, files persisted): nothing to rebuild"
             )));
         }
-        if record.upgrade.is_some() {
-            return Err(ChainError::NotReady(format!(
-                "{id:?} was snap-upgraded; the dev manager does not keep deal piece data, so it \
-                 cannot hand out an upgraded sector for rebuild"
-            )));
-        }
         if !record.finalized {
             return Err(ChainError::NotReady(format!(
                 "{id:?} is still in the sealing state store (not finalized): it cannot be set \
@@ -251,10 +246,14 @@ impl ChainState {
             sector: allocated(rules, *number, record),
             ticket: record.precommit.as_ref()?.info.ticket.clone(),
             pieces: None,
-            // damocles-manager's answer for a committed-capacity sector.
+            // damocles-manager's answer for a committed-capacity sector; for an upgraded one,
+            // the upgrade's deals (AllocateSanpUpSector replaced the pieces).
             pieces_v2: (!record.pieces.is_empty()).then(|| record.pieces.clone()),
-            is_snap_up: false,
-            upgrade_public: None,
+            is_snap_up: record.upgrade.is_some(),
+            upgrade_public: record
+                .upgrade_public
+                .clone()
+                .filter(|_| record.upgrade.is_some()),
         })
     }
 
@@ -405,7 +404,7 @@ mod tests {
             .submit_pre_commit(&rules, &sector, &info, Default::default(), 10_001)
             .unwrap();
         state
-            .submit_persisted(&rules, sector.id, "store-1", true)
+            .submit_persisted(&rules, sector.id, "store-1", false, true)
             .unwrap();
         state.wait_seed(&rules, sector.id, 10_160).unwrap();
         state
@@ -510,12 +509,33 @@ mod tests {
         );
         assert!(matches!(
             state.mark_rebuild(&rules, id, 10_400),
-            Err(ChainError::NotReady(m)) if m.contains("snap-upgraded")
+            Err(ChainError::NotReady(m)) if m.contains("not finalized")
         ));
         state.finalize(&rules, id).unwrap();
         assert!(
             !state.sectors[&id.number].finalized,
-            "ReportFinalized leaves an upgraded sector online"
+            "ReportFinalized leaves an upgraded sector online while its commit job runs"
+        );
+        let final_at = 10_300 + rules.proof_landing + crate::dev::manager::chain::UPGRADE_FINALITY;
+        state.settle_upgrades(&rules, final_at - 1);
+        assert!(!state.sectors[&id.number].finalized);
+        state.settle_upgrades(&rules, final_at);
+        assert!(
+            state.sectors[&id.number].finalized,
+            "the job ends once the upgrade is final and takes the sector offline"
+        );
+        state.mark_rebuild(&rules, id, final_at).unwrap();
+        let info = state
+            .allocate_rebuild(&rules, &AllocateSectorSpec::default())
+            .unwrap();
+        assert!(info.is_snap_up);
+        assert_eq!(
+            info.upgrade_public.map(|p| p.comm_r),
+            state.sectors[&id.number]
+                .precommit
+                .as_ref()
+                .map(|p| p.info.comm_r),
+            "UpgradePublic is the committed-capacity sector's public info"
         );
     }
 
@@ -539,7 +559,9 @@ mod tests {
             assert_eq!(rebuild.ticket.epoch, 10_000 - 900);
             assert_eq!(rebuild.pieces_v2, None, "a committed-capacity sector");
             assert_eq!(state.allocate_rebuild(&rules, &spec), None, "taken once");
-            state.submit_persisted(&rules, id, "store-2", true).unwrap();
+            state
+                .submit_persisted(&rules, id, "store-2", false, true)
+                .unwrap();
             assert_eq!(state.sectors[&id.number].rebuilds, round - 1);
             state.finalize(&rules, id).unwrap();
             let record = &state.sectors[&id.number];

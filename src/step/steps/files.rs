@@ -136,35 +136,50 @@ pub(in crate::step) fn persist(request: &StepRequest, files: &SectorFiles) -> St
         &request.persist,
     )?;
     let store = SectorFiles::new(root, request.sector);
-    // A snapup persists the updated replica; a sealer or rebuild the sealed one.
-    let (replica, cache, store_replica, store_cache) = if files.update().exists() {
+    // Every replica the workspace holds: a sealer's or rebuild's sealed one, a snapup's updated
+    // one, and both for the rebuild of an upgraded sector (its sealed replica is the sector key
+    // the update was encoded into, kept so the sector stays whole).
+    let replicas = [
+        (files.sealed(), files.cache(), store.sealed(), store.cache()),
         (
             files.update(),
             files.update_cache(),
             store.update(),
             store.update_cache(),
-        )
-    } else {
-        (files.sealed(), files.cache(), store.sealed(), store.cache())
-    };
-    check_size("replica", &replica, request.sector_size.bytes())?;
-    let cache_files = persisted_cache_files(&cache)?;
-    if !cache_files.iter().any(|p| p.ends_with("p_aux")) {
+        ),
+    ];
+    let present: Vec<_> = replicas
+        .into_iter()
+        .filter(|(replica, ..)| replica.exists())
+        .collect();
+    if present.is_empty() {
         return Err(StepError::critical(format!(
-            "{} has no p_aux: PC2 did not finish",
-            cache.display()
+            "neither {} nor {} exists: no replica to persist",
+            files.sealed().display(),
+            files.update().display()
         )));
     }
-    let mut outputs = vec![named(
-        "replica",
-        copy_checked(&replica, &store_replica, StepKind::Persist)?,
-    )];
-    for file in cache_files {
-        let target = store_cache.join(file.file_name().expect("cache entries have names"));
+    let mut outputs = vec![];
+    for (replica, cache, store_replica, store_cache) in present {
+        check_size("replica", &replica, request.sector_size.bytes())?;
+        let cache_files = persisted_cache_files(&cache)?;
+        if !cache_files.iter().any(|p| p.ends_with("p_aux")) {
+            return Err(StepError::critical(format!(
+                "{} has no p_aux: PC2 did not finish",
+                cache.display()
+            )));
+        }
         outputs.push(named(
-            "cache",
-            copy_checked(&file, &target, StepKind::Persist)?,
+            "replica",
+            copy_checked(&replica, &store_replica, StepKind::Persist)?,
         ));
+        for file in cache_files {
+            let target = store_cache.join(file.file_name().expect("cache entries have names"));
+            outputs.push(named(
+                "cache",
+                copy_checked(&file, &target, StepKind::Persist)?,
+            ));
+        }
     }
     Ok(StepOutputs {
         files: outputs,

@@ -149,6 +149,14 @@ pub(in crate::step) fn read_pieces(files: &SectorFiles) -> Result<Vec<PieceOutpu
     read_json("piece list", &files.output("pieces.json"))
 }
 
+/// A deal piece in the local piece directories, as damocles-worker's local piece store finds it:
+/// `<dir>/<cid>`, then `<dir>/<cid>.car`, directory by directory.
+fn local_piece(dirs: &[PathBuf], cid: &str) -> Option<PathBuf> {
+    dirs.iter()
+        .flat_map(|dir| [dir.join(cid), dir.join(format!("{cid}.car"))])
+        .find(|path| path.is_file())
+}
+
 pub(in crate::step) fn piece_infos(pieces: &[PieceOutput]) -> Result<Vec<PieceInfo>, StepError> {
     pieces
         .iter()
@@ -257,9 +265,20 @@ pub(in crate::step) fn add_piece(request: &StepRequest, files: &SectorFiles) -> 
         Ok(())
     };
     for piece in plan {
-        let reader: Box<dyn Read> = match piece.source.as_deref() {
-            Some(source) => open_source(request, source)?,
-            None => Box::new(io::repeat(0).take(unpadded(piece.size))),
+        let local = piece
+            .cid
+            .as_deref()
+            .filter(|_| piece.source.is_some())
+            .and_then(|cid| local_piece(&request.inputs.piece_dirs, cid));
+        let reader: Box<dyn Read> = match (local, piece.source.as_deref()) {
+            (Some(path), _) => {
+                tracing::info!(piece = ?piece.cid, path = %path.display(), "piece found in a local piece directory");
+                Box::new(BufReader::new(File::open(&path).map_err(|e| {
+                    StepError::critical(format!("piece {} cannot be read: {e}", path.display()))
+                })?))
+            }
+            (None, Some(source)) => open_source(request, source)?,
+            (None, None) => Box::new(io::repeat(0).take(unpadded(piece.size))),
         };
         let payload = piece.payload_size.filter(|_| piece.source.is_some());
         add(piece.size, reader, piece.cid.as_deref(), payload)?;

@@ -194,17 +194,14 @@ impl Turn<'_> {
                     .outputs
                     .get_or_insert_with(Default::default)
                     .ticket = Some(randomness(&info.ticket.ticket.0, info.ticket.epoch));
-                turn.status
-                    .outputs
-                    .get_or_insert_with(Default::default)
-                    .pieces = deal_pieces(info.pieces_v2.as_ref());
-                if info.is_snap_up {
-                    return failed(
-                        FailureLevel::Permanent,
-                        "the sector to rebuild was snap-upgraded; rebuilding upgraded sectors \
-                         needs their deal data, which this operator version cannot fetch yet",
-                    );
-                }
+                let outputs = turn.status.outputs.get_or_insert_with(Default::default);
+                outputs.pieces = deal_pieces(info.pieces_v2.as_ref());
+                // As damocles-worker: an UpgradePublic makes it a snap-upgraded sector (IsSnapUp
+                // is not read); its pieces are then the upgrade's deals.
+                outputs.sector_key = info
+                    .upgrade_public
+                    .as_ref()
+                    .map(|public| CommR::from_bytes(public.comm_r));
                 Outcome::Done
             },
         )

@@ -2,7 +2,7 @@
 //! the manager where the sector's files are.
 
 use super::{call_failed, missing, unexpected};
-use crate::api::StoreRef;
+use crate::api::{PlanKind, StoreRef};
 use crate::manager::{Call, Method, Reply};
 use crate::plan::ManagerCall;
 use crate::plan::cursor::Outcome;
@@ -58,10 +58,12 @@ impl Turn<'_> {
         let Some(store) = store else {
             return Step::Outcome(missing("persist store"));
         };
+        // A rebuilt upgraded sector is reported by its updated replica, as damocles-worker does.
+        let upgrade = self.task.spec.plan == PlanKind::Rebuild && self.facts().upgraded;
         let call = Call::SubmitPersistedEx {
             sector,
             instance: store.name,
-            upgrade: false,
+            upgrade,
         };
         let reply = match self.answer(&call) {
             Ok(reply) => reply,
