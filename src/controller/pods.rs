@@ -49,6 +49,8 @@ fn store_roots(request: &StepRequest) -> Vec<PathBuf> {
         .cloned()
         .chain(committed)
         .chain(destinations)
+        // A rebuilt sector key lies in the task's workspace, which is mounted already.
+        .filter(|root| !root.starts_with(&request.workspace))
         .collect();
     roots.sort();
     roots.dedup();
@@ -809,6 +811,23 @@ mod tests {
         );
         assert!(
             found.contains(&("/mnt/store-9".to_string(), false)),
+            "{found:?}"
+        );
+
+        // A rebuild's sector key is in the task's workspace: not mounted a second time.
+        let mut snap = request_for(&task, StepKind::SnapEncode, &profiles).unwrap();
+        let key = crate::step::workspace::SectorFiles::new(&snap.workspace, snap.sector);
+        snap.inputs.cc_sector = Some(crate::step::SealedFiles {
+            sealed: key.sealed(),
+            cache: key.cache(),
+            comm_r: None,
+            comm_d: None,
+            ticket: None,
+        });
+        let workspace = snap.workspace.display().to_string();
+        let found = mounts(&snap, StepKind::SnapEncode);
+        assert!(
+            found.iter().all(|(path, _)| !path.starts_with(&workspace)),
             "{found:?}"
         );
     }
