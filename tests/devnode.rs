@@ -106,11 +106,15 @@ async fn the_apiserver_enforces_the_crd_cel_rules() {
         }))
         .unwrap()
     };
-    // An unseal task must say what to unseal: rejected by the apiserver with the rule's message.
+    // An unseal selector on a sealer task: rejected by the apiserver with the rule's message.
     let err = tasks
         .create(
             &PostParams::default(),
-            &task("bad", json!({"plan": "unseal", "sectorSize": "2KiB"})),
+            &task(
+                "bad",
+                json!({"plan": "sealer", "sectorSize": "2KiB",
+                       "unseal": {"pieceCid": "baga6ea4seaqa"}}),
+            ),
         )
         .await
         .expect_err("the apiserver refuses it");
@@ -121,10 +125,21 @@ async fn the_apiserver_enforces_the_crd_cel_rules() {
     assert!(
         status
             .message
-            .contains("unseal is required when plan is unseal"),
+            .contains("unseal selects an unseal request and is only allowed when plan is unseal"),
         "{}",
         status.message
     );
+    // Without a selector an unseal task takes the manager's next request: accepted.
+    tasks
+        .create(
+            &PostParams::default(),
+            &task(
+                "any-unseal",
+                json!({"plan": "unseal", "sectorSize": "2KiB"}),
+            ),
+        )
+        .await
+        .expect("an unseal task without a selector is accepted");
     tasks
         .create(
             &PostParams::default(),
