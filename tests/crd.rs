@@ -278,6 +278,58 @@ fn retired_fields_are_named_with_what_replaces_them() {
     );
 }
 
+/// Every integer the operator reads as u32 has the apiserver refuse what does not fit, so one
+/// object can never be unreadable to it.
+#[test]
+fn integers_too_large_for_the_operator_are_refused() {
+    let object = with_spec(
+        "sealer-2kib.yaml",
+        json!({"ttlSecondsAfterFinished": 4_294_967_296u64}),
+    );
+    assert_rejected(&object, None, "ttlSecondsAfterFinished");
+    assert_offline_rejected(&object, "ttlSecondsAfterFinished");
+    let fits = with_spec(
+        "sealer-2kib.yaml",
+        json!({"ttlSecondsAfterFinished": 4_294_967_295u64}),
+    );
+    assert_eq!(apiserver_errors(&fits, None), Vec::<String>::new());
+    let status = &schema()["properties"]["status"]["properties"];
+    for field in ["attempt", "actionIndex"] {
+        assert_eq!(
+            status[field]["maximum"].as_f64(),
+            Some(f64::from(u32::MAX)),
+            "{field}"
+        );
+    }
+}
+
+#[test]
+fn synthetic_porep_and_deals_are_immutable() {
+    let old = example("sealer-2kib.yaml");
+    for patch in [
+        json!({"syntheticPoRep": true}),
+        json!({"deals": {"enabled": true}}),
+    ] {
+        let changed = with_spec("sealer-2kib.yaml", patch.clone());
+        assert_rejected(
+            &changed,
+            Some(&old),
+            "syntheticPoRep and deals.enabled are immutable",
+        );
+        assert_eq!(
+            apiserver_errors(&changed, None),
+            Vec::<String>::new(),
+            "{patch}"
+        );
+    }
+    // Spelling out a default changes nothing.
+    let same = with_spec(
+        "sealer-2kib.yaml",
+        json!({"syntheticPoRep": false, "deals": {"enabled": false}}),
+    );
+    assert_eq!(apiserver_errors(&same, Some(&old)), Vec::<String>::new());
+}
+
 #[test]
 fn plan_size_and_sector_are_immutable() {
     let old = example("rebuild-2kib.yaml");

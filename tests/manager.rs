@@ -856,6 +856,36 @@ async fn answers_that_are_not_json_rpc_are_clear_errors() {
         err.contains("Venus.AssignTicket") && err.contains("3 bytes, expected 32"),
         "{err}"
     );
+
+    // An answer past the client's limit is refused unread; a huge error message is shortened.
+    let huge: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {0}\r\nconnection: close\r\n\r\n{1}",
+            6 << 20,
+            " ".repeat(6 << 20)
+        )
+        .into_boxed_str(),
+    );
+    let client = ManagerClient::new(&canned_http(huge), None, Duration::from_secs(30)).unwrap();
+    let err = client.assign_ticket(sector).await.unwrap_err().to_string();
+    assert!(
+        err.contains("larger than 4 MiB"),
+        "{}",
+        &err[..err.len().min(300)]
+    );
+    let message = "x".repeat(100_000);
+    let body = format!(r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":1,"message":"{message}"}}}}"#);
+    let long_error: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_boxed_str(),
+    );
+    let client =
+        ManagerClient::new(&canned_http(long_error), None, Duration::from_secs(5)).unwrap();
+    let err = client.assign_ticket(sector).await.unwrap_err().to_string();
+    assert!(err.len() < 1024, "shortened to {} bytes", err.len());
 }
 
 /// Posts one raw JSON-RPC body to the dev manager: the HTTP status and the decoded answer.

@@ -522,6 +522,45 @@ fn corrupt_or_missing_inputs_are_critical_and_name_the_file() {
     fs::remove_dir_all(root).unwrap();
 }
 
+/// A second damocles-step on a workspace another one holds exits at once with the lock error
+/// and touches nothing; once the holder is gone the same request runs.
+#[test]
+fn a_second_step_on_the_same_workspace_exits_with_the_lock_error() {
+    let root = temp_dir("lock");
+    let mut chain = Chain::new(&root.join("ws"), sector(21), SectorSize::Size2KiB, false);
+    chain.gathered.pieces = vec![];
+    let request = chain.request(StepKind::AddPiece);
+    fs::create_dir_all(&request.workspace).unwrap();
+    let holder = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(
+            request
+                .workspace
+                .join(damocles_operator::step::run::WORKSPACE_LOCK),
+        )
+        .unwrap();
+    holder.lock().unwrap();
+    let (code, result) = run_with(&request, &[]);
+    let (_, level, message) = failure(code, &result);
+    assert_eq!(level, FailureLevel::Temporary);
+    assert!(
+        message.contains("another damocles-step holds the lock on the workspace"),
+        "{message}"
+    );
+    assert!(
+        !SectorFiles::new(&request.workspace, request.sector)
+            .staged()
+            .exists(),
+        "nothing written"
+    );
+    drop(holder);
+    let (code, result) = run_with(&request, &[]);
+    assert_eq!(code, Some(0), "{result:?}");
+    fs::remove_dir_all(root).unwrap();
+}
+
 #[test]
 fn requests_from_a_newer_schema_are_refused_clearly() {
     let root = temp_dir("schema");

@@ -15,6 +15,18 @@ pub(super) fn sector_immutable_once_set() -> Rule {
         .field_path(".sector")
 }
 
+/// syntheticPoRep and deals.enabled decide the proof type and the sector's data: fixed once the
+/// task exists (as plan and sectorSize).
+pub(super) fn seal_choices_immutable() -> Rule {
+    Rule::new(
+        "(has(self.syntheticPoRep) && self.syntheticPoRep) == \
+         (has(oldSelf.syntheticPoRep) && oldSelf.syntheticPoRep) && \
+         (has(self.deals) && has(self.deals.enabled) && self.deals.enabled) == \
+         (has(oldSelf.deals) && has(oldSelf.deals.enabled) && oldSelf.deals.enabled)",
+    )
+    .message("syntheticPoRep and deals.enabled are immutable")
+}
+
 pub(super) fn unseal_only_for_unseal_plan() -> Rule {
     Rule::new("!has(self.unseal) || self.plan == 'unseal'")
         .message("unseal selects an unseal request and is only allowed when plan is unseal")

@@ -39,6 +39,7 @@ pub const HISTORY_LIMIT: usize = 32;
 #[x_kube(validation = cel::resume_state_in_plan())]
 #[x_kube(validation = cel::sector_immutable_once_set())]
 #[x_kube(validation = cel::unseal_only_for_unseal_plan())]
+#[x_kube(validation = cel::seal_choices_immutable())]
 #[x_kube(validation = cel::synthetic_only_for_porep_plans())]
 pub struct SealingTaskSpec {
     /// The state machine this task follows: sealer (seal a new sector), snapup (upgrade a CC sector
@@ -94,6 +95,7 @@ pub struct SealingTaskSpec {
     /// cleaned, as a Job's ttlSecondsAfterFinished does. Omitted: the task stays as the farm's
     /// record of the sector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = u32::MAX))]
     pub ttl_seconds_after_finished: Option<u32>,
 }
 
@@ -155,11 +157,13 @@ pub struct SealingTaskStatus {
     /// Index of the next action of the current state's work (see docs/state-machines.md); omitted
     /// at 0.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(max = u32::MAX))]
     pub action_index: u32,
 
     /// Restarts of step work so far (retries, replaced pods, revisited states); step pods are named
     /// `<task>-<state>-<attempt>`, so each start has a name of its own.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(max = u32::MAX))]
     pub attempt: u32,
 
     /// The work is not retried or polled again before this time (a back-off or a chain wait).
@@ -244,6 +248,7 @@ pub struct LastError {
     /// What went wrong, for a person.
     pub message: String,
     /// How many attempts of this state's work have failed.
+    #[schemars(range(max = u32::MAX))]
     pub attempts: u32,
     /// When the failure happened.
     pub time: Time,

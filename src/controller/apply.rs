@@ -125,9 +125,34 @@ impl TaskRun {
                     create.node.as_deref(),
                     create.avoid.as_deref(),
                 );
-                self.create_pod(&pod, "creating a step pod").await?;
-                info!(task = %self.key, pod = %create.name, step = %create.request.step, node = ?create.node, "step pod created");
-                observed.pods.remove(&create.name);
+                match self.create_pod(&pod, "creating a step pod").await {
+                    Err(Error::Apply { source, .. }) if refused(&source).is_some() => {
+                        // The apiserver will refuse this pod again: the task hears why, as a
+                        // failed step, instead of the operator retrying it unseen.
+                        let level = refused(&source).expect("checked");
+                        let message =
+                            format!("the apiserver refused step pod {}: {source}", create.name);
+                        warn!(task = %self.key, pod = %create.name, "{message}");
+                        observed.pods.insert(
+                            create.name.clone(),
+                            Some(crate::task::StepPod {
+                                report: crate::task::PodReport::Failed {
+                                    level,
+                                    message,
+                                    never_ran: false,
+                                },
+                                node: None,
+                                created: None,
+                                deleting: false,
+                            }),
+                        );
+                    }
+                    Err(err) => return Err(err),
+                    Ok(()) => {
+                        info!(task = %self.key, pod = %create.name, step = %create.request.step, node = ?create.node, "step pod created");
+                        observed.pods.remove(&create.name);
+                    }
+                }
             }
             Effect::CreateCleanupPod { name, node } => {
                 let rules = &self.ctx.settings.rules;
@@ -307,6 +332,10 @@ impl TaskRun {
         }
     }
 
+    pub(super) fn task_uid(&self) -> Option<String> {
+        self.task.uid()
+    }
+
     /// Deletes every pod of the task in one request: the finished step pods, kept until now for
     /// their logs, and the cleanup pod. (Deleting the task also removes them, by owner reference.)
     async fn delete_task_pods(&self) {
@@ -340,7 +369,8 @@ impl TaskRun {
                 EventType::Normal
             },
             reason: reason.into(),
-            note: Some(note),
+            // events.k8s.io refuses a note over 1 kB.
+            note: Some(crate::task::enter::bounded(&note, 1024)),
             action: reason.into(),
             secondary: None,
         };
@@ -352,5 +382,19 @@ impl TaskRun {
         {
             warn!(task = %self.key, "cannot record event {reason}: {err}");
         }
+    }
+}
+
+/// How bad a refusal of a pod create is, when the apiserver answered one: a pod it finds invalid
+/// (400, 422) is refused again, so permanent; a forbidden one (403: a ResourceQuota exceeded, an
+/// admission policy) may pass later, so temporary. None for anything else (the API unreachable).
+fn refused(source: &kube::Error) -> Option<crate::sector::FailureLevel> {
+    match source {
+        kube::Error::Api(status) => match status.code {
+            400 | 422 => Some(crate::sector::FailureLevel::Permanent),
+            403 => Some(crate::sector::FailureLevel::Temporary),
+            _ => None,
+        },
+        _ => None,
     }
 }

@@ -17,10 +17,19 @@ use crate::api::SealingTask;
 use crate::manager::{Call, Manager};
 use crate::task::{CallFailure, CleanupPod, Observed, Question, SlotsFull, StepPod};
 
-/// A step pod as the task core reads it.
-pub fn step_pod(pod: &Pod) -> StepPod {
+/// A step pod as the task core reads it. A pod with the step pod's name that another owner made
+/// is never adopted: its result is not read, and the task pauses saying whose it is.
+pub fn step_pod(pod: &Pod, task_uid: Option<&str>) -> StepPod {
+    let report = match pods::foreign_owner(pod, task_uid) {
+        Some(message) => crate::task::PodReport::Failed {
+            level: crate::sector::FailureLevel::Permanent,
+            message,
+            never_ran: false,
+        },
+        None => pods::report(pod),
+    };
     StepPod {
-        report: pods::report(pod),
+        report,
         node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
         created: pod
             .metadata
@@ -41,7 +50,10 @@ impl TaskRun {
         match question {
             Question::StepPod(name) => {
                 let pod = self.get_pod(&name).await?;
-                observed.pods.insert(name, pod.as_ref().map(step_pod));
+                let uid = self.task_uid();
+                observed
+                    .pods
+                    .insert(name, pod.as_ref().map(|p| step_pod(p, uid.as_deref())));
             }
             Question::NodeExists(node) => {
                 let nodes: Api<Node> = Api::all(self.ctx.client.clone());

@@ -296,7 +296,7 @@ pub fn cleanup_pod(
     )
     .display()
     .to_string();
-    let sector = status.sector.or(task.spec.sector);
+    let sector = status.sector;
     let persist = persist_root(status, profiles).filter(|_| sector.is_some());
     let transfer = persist
         .as_deref()
@@ -372,6 +372,33 @@ pub fn exit_code(pod: &Pod) -> Option<i32> {
 }
 
 /// Reads a step pod's status into what it means for the task.
+/// Why `pod` is not the task's own: its controlling owner is not the task with uid `task_uid`
+/// (a pod someone made with a step pod's name). None for the task's own pod.
+pub fn foreign_owner(pod: &Pod, task_uid: Option<&str>) -> Option<String> {
+    let owner = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true));
+    match (owner, task_uid) {
+        (Some(owner), Some(uid)) if owner.uid == uid => None,
+        (Some(owner), _) => Some(format!(
+            "pod {} is not this task's (its owner is {} {} uid {}): it is left alone; delete it \
+             and resume the task",
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            owner.kind,
+            owner.name,
+            owner.uid
+        )),
+        (None, _) => Some(format!(
+            "pod {} is not this task's (it has no controlling owner): it is left alone; delete \
+             it and resume the task",
+            pod.metadata.name.as_deref().unwrap_or_default()
+        )),
+    }
+}
+
 pub fn report(pod: &Pod) -> PodReport {
     let status = pod.status.clone().unwrap_or_default();
     let phase = status.phase.as_deref().unwrap_or("Pending");
@@ -829,6 +856,38 @@ mod tests {
         assert!(
             found.iter().all(|(path, _)| !path.starts_with(&workspace)),
             "{found:?}"
+        );
+    }
+
+    /// The task's own pod (owner reference to its uid) is adopted; one another owner made with
+    /// the same name, or with no owner, is not.
+    #[test]
+    fn only_a_pod_the_task_owns_is_its_step_pod() {
+        let profiles = Profiles::default();
+        let task = task();
+        let request = request_for(&task, StepKind::Pc2, &profiles).unwrap();
+        let profile = profiles.resolve(StepKind::Pc2, std::time::Duration::from_secs(60));
+        let mut pod = step_pod(
+            &task,
+            "seal-1-pc1done-0",
+            &request,
+            &profile,
+            &profiles,
+            None,
+            None,
+        );
+        assert_eq!(foreign_owner(&pod, Some("uid-1")), None);
+        let message = foreign_owner(&pod, Some("uid-2")).unwrap();
+        assert!(
+            message.contains("pod seal-1-pc1done-0 is not this task's")
+                && message.contains("uid-1"),
+            "{message}"
+        );
+        pod.metadata.owner_references = None;
+        assert!(
+            foreign_owner(&pod, Some("uid-1"))
+                .unwrap()
+                .contains("no controlling owner")
         );
     }
 

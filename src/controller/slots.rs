@@ -36,10 +36,12 @@ pub fn current_step(plan: &Plan, status: &SealingTaskStatus) -> Option<StepKind>
     })
 }
 
-/// The step kind whose slot `task` holds, per its status: a step pod exists for its current work.
+/// The step kind whose slot `task` holds, per its status: a step pod exists for its current work,
+/// running or still starting (a slow start shows as Waiting and still holds it).
 pub fn held_by(task: &SealingTask) -> Option<StepKind> {
     let status = task.status.as_ref()?;
-    if status.phase != Some(Phase::Running) || status.step_pod.is_none() {
+    let under_way = matches!(status.phase, Some(Phase::Running | Phase::Waiting));
+    if !under_way || status.step_pod.is_none() {
         return None;
     }
     current_step(task.spec.plan(), status)
@@ -127,6 +129,12 @@ mod tests {
         assert_eq!(held_by(&task("a", Some(State::C1Done), false)), None);
         assert_eq!(held_by(&task("a", Some(State::Empty), true)), None);
         assert_eq!(held_by(&task("a", None, false)), None);
+        // A pod slow to start (Waiting) holds its slot; a paused task does not.
+        let mut slow = task("a", Some(State::C1Done), true);
+        slow.status.as_mut().unwrap().phase = Some(Phase::Waiting);
+        assert_eq!(held_by(&slow), Some(StepKind::C2));
+        slow.status.as_mut().unwrap().phase = Some(Phase::Paused);
+        assert_eq!(held_by(&slow), None);
     }
 
     #[test]

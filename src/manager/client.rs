@@ -347,6 +347,32 @@ impl ManagerClient {
     }
 
     /// One JSON-RPC call; `T` is the result type (`Option<T>` where the manager may return null).
+    /// The answer's body, refused past [`MAX_ANSWER_BYTES`] without reading the rest.
+    async fn read_answer(
+        &self,
+        method: &str,
+        mut response: reqwest::Response,
+    ) -> Result<String, ManagerError> {
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(method, e))?
+        {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(ManagerError::Malformed {
+                    method: method.to_string(),
+                    message: format!(
+                        "the answer is larger than {} MiB; not read further",
+                        MAX_ANSWER_BYTES >> 20
+                    ),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
     pub async fn call_raw<T: DeserializeOwned>(
         &self,
         name: &str,
@@ -363,10 +389,7 @@ impl ManagerClient {
             .await
             .map_err(|e| self.transport_error(&method, e))?;
         let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| self.transport_error(&method, e))?;
+        let body = self.read_answer(&method, response).await?;
         // Protocol errors come as HTTP 500 with a JSON-RPC error body: read the body first.
         let parsed: Result<Response, _> = serde_json::from_str(&body);
         let response = match parsed {
@@ -389,7 +412,7 @@ impl ManagerClient {
             return Err(ManagerError::Rpc {
                 method,
                 code: error.code,
-                message: error.message,
+                message: shorten(&error.message),
             });
         }
         if !status.is_success() {
@@ -672,6 +695,10 @@ impl Manager for ManagerClient {
         self.send(call).await
     }
 }
+
+/// The largest answer the client reads. damocles-manager's biggest (a sector's piece list) is
+/// well under a megabyte; anything past this is not an answer to trust.
+const MAX_ANSWER_BYTES: usize = 4 << 20;
 
 fn shorten(body: &str) -> String {
     let mut end = body.len().min(512);

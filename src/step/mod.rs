@@ -309,10 +309,31 @@ impl StepResult {
     }
 
     /// The result as the termination message: JSON within Kubernetes' 4096-byte limit. The failure
-    /// message is shortened first; outputs are small by design (paths and digests, never data).
+    /// message is shortened first. A success too big for it drops what is also in a file (the
+    /// piece list is `outputs/pieces.json`, listed with its digest); if it still does not fit, it
+    /// becomes a permanent failure that says so, never a result the operator cannot read.
     pub fn termination_message(&self) -> String {
         let mut result = self.clone();
         let mut text = serde_json::to_string(&result).expect("results serialize");
+        if text.len() > TERMINATION_MESSAGE_LIMIT && result.failure.is_none() {
+            result.outputs.pieces.clear();
+            result.outputs.delivered.clear();
+            text = serde_json::to_string(&result).expect("results serialize");
+            if text.len() > TERMINATION_MESSAGE_LIMIT {
+                let size = text.len();
+                result.outputs = StepOutputs::default();
+                result.failure = Some(StepFailure {
+                    level: FailureLevel::Permanent,
+                    message: format!(
+                        "{} succeeded, but its result is {size} bytes, more than the \
+                         {TERMINATION_MESSAGE_LIMIT} a pod's termination message carries (a \
+                         proof this large needs a newer operator); its files are in the workspace",
+                        self.step
+                    ),
+                });
+                text = serde_json::to_string(&result).expect("results serialize");
+            }
+        }
         while text.len() > TERMINATION_MESSAGE_LIMIT {
             let Some(failure) = result.failure.as_mut() else {
                 break;
@@ -567,6 +588,33 @@ mod tests {
         let back: StepResult = serde_json::from_str(&text).unwrap();
         assert!(back.failure.unwrap().message.ends_with("[truncated]"));
         assert_eq!(result.exit_code(), ExitCode::Temporary);
+
+        // A success with a long piece list drops it (it is in pieces.json) and still succeeds;
+        // one that cannot fit (a proof over 4 KiB) is sent as a permanent failure saying so.
+        let mut many = result.clone();
+        many.failure = None;
+        many.outputs.pieces = (0..100)
+            .map(|i| PieceOutput {
+                cid: format!("baga6ea4seaq{i:0>50}"),
+                size: 128,
+            })
+            .collect();
+        let text = many.termination_message();
+        assert!(text.len() <= TERMINATION_MESSAGE_LIMIT, "{}", text.len());
+        let back: StepResult = serde_json::from_str(&text).unwrap();
+        assert!(back.failure.is_none() && back.outputs.pieces.is_empty());
+        let mut proof = many.clone();
+        proof.outputs.proof = Some("A".repeat(4096));
+        let text = proof.termination_message();
+        assert!(text.len() <= TERMINATION_MESSAGE_LIMIT, "{}", text.len());
+        let back: StepResult = serde_json::from_str(&text).unwrap();
+        let failure = back.failure.unwrap();
+        assert_eq!(failure.level, FailureLevel::Permanent);
+        assert!(
+            failure.message.contains("termination message"),
+            "{}",
+            failure.message
+        );
     }
 
     #[test]

@@ -21,6 +21,39 @@ use super::steps::{files::*, piece::*, porep::*, snap::*};
 
 pub(in crate::step) type StepOutcome = Result<StepOutputs, StepError>;
 
+/// The lock file every damocles-step run takes in its workspace.
+pub const WORKSPACE_LOCK: &str = ".damocles-step.lock";
+
+/// Takes the workspace's lock (flock; released when the process ends, however it ends), or says
+/// who holds it.
+fn lock_workspace(workspace: &Path) -> Result<fs::File, StepError> {
+    fs::create_dir_all(workspace).map_err(|e| {
+        StepError::permanent(format!(
+            "cannot create the workspace {}: {e}",
+            workspace.display()
+        ))
+    })?;
+    let path = workspace.join(WORKSPACE_LOCK);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StepError::temporary(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StepError::temporary(format!(
+            "another damocles-step holds the lock on the workspace {} (an earlier pod of this \
+             task still running?): this run did nothing",
+            workspace.display()
+        ))),
+        Err(fs::TryLockError::Error(e)) => Err(StepError::temporary(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 /// Runs one step to completion, or returns the recorded result of an identical completed run.
 /// Never panics on bad input: every failure comes back as a result with its level.
 pub fn execute(request: &StepRequest) -> StepResult {
@@ -50,6 +83,12 @@ pub fn execute(request: &StepRequest) -> StepResult {
         }
     };
 
+    // Held until this run ends: a second damocles-step on the same workspace (a replacement pod
+    // started while the old one still runs) must not write the same files.
+    let _lock = match lock_workspace(&request.workspace) {
+        Ok(lock) => lock,
+        Err(err) => return finish(Err(err), false),
+    };
     if let Some(recorded) = workspace::completed(&files, step, &digest) {
         info!(%step, sector = %request.sector, "already completed with the same inputs; returning its recorded result");
         return finish(Ok(recorded.outputs), true);

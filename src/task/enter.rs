@@ -17,6 +17,23 @@ pub fn time_at(at: i64) -> Time {
 }
 
 /// Sets a condition and returns it; its transition time moves only when its status changes.
+/// The most of a message the task keeps in its status (phase message, conditions, lastError):
+/// error texts can come from the manager or a step, and the status must stay a small object.
+pub const STATUS_TEXT_LIMIT: usize = 4096;
+
+/// `text`, cut at `limit` bytes (on a character boundary) and marked when it was cut.
+pub fn bounded(text: &str, limit: usize) -> String {
+    const MARK: &str = " [truncated]";
+    if text.len() <= limit {
+        return text.to_string();
+    }
+    let mut end = limit.saturating_sub(MARK.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &text[..end])
+}
+
 pub fn set_condition<'a>(
     status: &'a mut SealingTaskStatus,
     type_: &str,
@@ -25,6 +42,7 @@ pub fn set_condition<'a>(
     message: &str,
     now: i64,
 ) -> &'a mut Condition {
+    let message = &bounded(message, STATUS_TEXT_LIMIT);
     let conditions = &mut status.conditions;
     let index = match conditions.iter().position(|c| c.type_ == type_) {
         Some(index) => index,
@@ -65,7 +83,7 @@ pub fn set_phase(
     message: impl Into<String>,
     now: i64,
 ) {
-    let message = message.into();
+    let message = bounded(&message.into(), STATUS_TEXT_LIMIT);
     let (ready, progressing, paused) = match phase {
         Phase::Finished => ("True", "False", "False"),
         Phase::Paused => ("False", "False", "True"),

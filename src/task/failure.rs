@@ -95,7 +95,7 @@ impl Turn<'_> {
         self.status.last_error = Some(LastError {
             level,
             state,
-            message: message.clone(),
+            message: super::enter::bounded(&message, super::enter::STATUS_TEXT_LIMIT),
             attempts,
             time: self.time(),
         });
@@ -160,12 +160,17 @@ impl Turn<'_> {
         let state = self.position().state;
         match self.status.last_error.as_mut() {
             // The failure that decided the abort.
-            Some(last) if last.message == reason => last.level = FailureLevel::Abort,
+            Some(last)
+                if last.message
+                    == super::enter::bounded(reason, super::enter::STATUS_TEXT_LIMIT) =>
+            {
+                last.level = FailureLevel::Abort
+            }
             _ => {
                 self.status.last_error = Some(LastError {
                     level: FailureLevel::Abort,
                     state,
-                    message: reason.to_string(),
+                    message: super::enter::bounded(reason, super::enter::STATUS_TEXT_LIMIT),
                     attempts: 1,
                     time: self.time(),
                 });
@@ -191,7 +196,7 @@ impl Turn<'_> {
         self.status.last_error = Some(LastError {
             level: FailureLevel::Abort,
             state: self.position().state,
-            message: message.clone(),
+            message: super::enter::bounded(&message, super::enter::STATUS_TEXT_LIMIT),
             attempts: 1,
             time: self.time(),
         });

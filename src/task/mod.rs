@@ -406,9 +406,10 @@ impl Turn<'_> {
         }
     }
 
-    /// The task's sector: allocated, or given in the spec.
+    /// The task's sector, once the manager allocated it to this task. spec.sector alone never
+    /// names a sector the operator acts on (it only filters the allocation).
     pub fn sector(&self) -> Option<SectorRef> {
-        self.status.sector.or(self.task.spec.sector)
+        self.status.sector
     }
 
     pub fn sector_id(&self) -> Option<SectorId> {

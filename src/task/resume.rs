@@ -5,15 +5,13 @@ use std::collections::BTreeSet;
 use super::condition::{FAILED, PAUSED, RESUME_REJECTED, SUSPENDED};
 use super::enter::set_phase;
 use super::{Effect, Turn, Wake};
-use crate::api::{Phase, PlanKind, ResumeRecord, SealingTaskStatus, SectorRef, State};
+use crate::api::{Phase, PlanKind, ResumeRecord, SealingTaskStatus, State};
 use crate::plan::{Output, ResumeAction, validate_resume};
 
-/// What the task has established so far, for the resume rules.
-pub fn available_outputs(
-    plan: PlanKind,
-    status: &SealingTaskStatus,
-    spec_sector: Option<SectorRef>,
-) -> BTreeSet<Output> {
+/// What the task has established so far, for the resume rules. A sector counts only once the
+/// manager allocated it to this task: a spec.sector someone wrote is a filter for the allocation,
+/// never a reason to skip it.
+pub fn available_outputs(plan: PlanKind, status: &SealingTaskStatus) -> BTreeSet<Output> {
     let plan = plan.plan();
     let current = status.state.unwrap_or(State::Empty);
     let mut available: BTreeSet<_> = status
@@ -24,7 +22,7 @@ pub fn available_outputs(
         .flat_map(|s| s.produces.iter().copied())
         .collect();
     // The oldest history may have been trimmed; these outputs are recorded in status.
-    if status.sector.is_some() || spec_sector.is_some() {
+    if status.sector.is_some() {
         available.insert(Output::Sector);
         available.insert(Output::Deals);
     }
@@ -79,7 +77,7 @@ impl Turn<'_> {
             return None;
         }
         let current = self.position().state;
-        let available = available_outputs(self.task.spec.plan, &self.status, self.task.spec.sector);
+        let available = available_outputs(self.task.spec.plan, &self.status);
         let action = match validate_resume(self.task.spec.plan, current, request, &available) {
             Ok(action) => action,
             Err(err) => {
@@ -187,7 +185,7 @@ impl Turn<'_> {
 
     /// The resume targets valid now, for a paused task's message.
     pub(super) fn resume_targets(&self) -> String {
-        let available = available_outputs(self.task.spec.plan, &self.status, self.task.spec.sector);
+        let available = available_outputs(self.task.spec.plan, &self.status);
         valid_targets(self.task.spec.plan, self.position().state, &available)
     }
 }

@@ -110,7 +110,7 @@ pub fn gathered_inputs(
         .as_ref()
         .map(|t| bytes32(&t.value))
         .transpose()?;
-    let committed = match (&outputs.committed, status.sector.or(spec.sector)) {
+    let committed = match (&outputs.committed, status.sector) {
         (Some(committed), Some(sector)) => committed.path.as_ref().map(|path| {
             let store = SectorFiles::new(profiles.store_path(&committed.instance, path), sector);
             SealedFiles {
@@ -162,7 +162,7 @@ pub fn gathered_inputs(
         proof: outputs.proof.as_ref().map(digest),
         cc_sector: match sector_key {
             // The replica the rebuild sealed again, in its workspace.
-            Some(comm_r) => status.sector.or(spec.sector).map(|sector| {
+            Some(comm_r) => status.sector.map(|sector| {
                 let workspace =
                     SectorFiles::new(workspace_dir(profiles, task.namespace, task.name), sector);
                 SealedFiles {
@@ -202,8 +202,7 @@ pub fn step_request(
 ) -> Result<StepRequest, String> {
     let sector = status
         .sector
-        .or(task.spec.sector)
-        .ok_or("the task has no sector yet")?;
+        .ok_or("the task has no sector yet (the manager has not allocated one)")?;
     let persist = persist_root(status, profiles);
     // Without a persist store there is no shared place for C1's output, and C2 runs on the
     // task's node (see the pod builder).

@@ -196,6 +196,39 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
         "the deals fix the sector's unsealed CID, which the proof was verified with: {record}"
     );
 
+    // A task that names this sector without the manager allocating it to that task can do
+    // nothing to it: its resumeState cannot skip allocation, and aborting and deleting it tell the
+    // manager nothing about the sector.
+    let spec_sector = serde_json::json!({"miner": sector.miner, "number": sector.number});
+    let before = scene.record(sector.number).await;
+    create_example(
+        tasks,
+        "rebuild-2kib.yaml",
+        "intruder",
+        serde_json::json!({"sector": spec_sector, "resumeState": "TreeDBuilt"}),
+    )
+    .await;
+    let refused = wait_status(tasks, "intruder", "the intruder's resume refused", |s| {
+        condition(s, "ResumeRejected").is_some_and(|(value, _)| value == "True")
+    })
+    .await;
+    assert_eq!(refused.status.unwrap().sector, None);
+    patch_spec(
+        tasks,
+        "intruder",
+        serde_json::json!({"resumeState": "Aborted"}),
+    )
+    .await;
+    wait_phase(tasks, "intruder", Phase::Aborted, Duration::from_secs(60)).await;
+    delete_and_wait(tasks, "intruder").await;
+    let after = scene.record(sector.number).await;
+    for field in ["submissions", "reports", "aborted", "finalized", "ticket"] {
+        assert_eq!(
+            after[field], before[field],
+            "{field} of the sector: {after}"
+        );
+    }
+
     // The sector's files are lost; the manager marks it for rebuild.
     let store = scene.farm.store();
     let replica = store.join(format!("sealed/{sector}"));
@@ -208,7 +241,6 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
             Some(serde_json::json!({"number": sector.number})),
         )
         .await;
-    let spec_sector = serde_json::json!({"miner": sector.miner, "number": sector.number});
     create_example(
         tasks,
         "rebuild-2kib.yaml",

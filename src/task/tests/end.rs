@@ -267,3 +267,23 @@ fn an_unseal_allocation_is_kept_when_the_store_lookup_fails() {
         "the allocation stays recorded"
     );
 }
+
+/// A huge error text (a manager's or a step's) is cut in the status, marked, on a character
+/// boundary; a short one is kept whole.
+#[test]
+fn error_texts_in_the_status_are_bounded() {
+    use crate::task::enter::{STATUS_TEXT_LIMIT, bounded};
+    assert_eq!(bounded("short", 10), "short");
+    let long = "é".repeat(STATUS_TEXT_LIMIT);
+    let cut = bounded(&long, STATUS_TEXT_LIMIT);
+    assert!(cut.len() <= STATUS_TEXT_LIMIT && cut.ends_with(" [truncated]"));
+    let mut status = at(State::PC1Done);
+    enter::set_phase(&mut status, Phase::Paused, "x".repeat(100_000), NOW);
+    assert!(status.message.as_ref().unwrap().len() <= STATUS_TEXT_LIMIT);
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.message.len() <= STATUS_TEXT_LIMIT)
+    );
+}

@@ -73,3 +73,43 @@ fn suspend_stops_the_step_and_unsuspend_reruns_it_under_a_new_name() {
     assert_eq!(asked(&resumed), &Question::StepPod("t1-pc1done-1".into()));
     assert!(event(&resumed, "Unsuspended"));
 }
+
+/// A new task naming someone's sector cannot skip allocation with a resumeState: no state past
+/// Empty is open to it, its first call is the plan's allocation, and Aborted at creation tells
+/// the manager nothing about that sector.
+#[test]
+fn a_new_task_naming_a_sector_cannot_skip_allocation() {
+    for (plan, target, allocate) in [
+        ("sealer", "TreeDBuilt", Method::AllocateSector),
+        ("sealer", "DealsAcquired", Method::AllocateSector),
+        ("snapup", "TreeDBuilt", Method::AllocateSanpUpSector),
+        ("rebuild", "TreeDBuilt", Method::AllocateRebuildSector),
+        ("unseal", "Allocated", Method::AllocateUnsealSector),
+    ] {
+        let spec = spec(json!({"plan": plan, "sectorSize": "2KiB",
+            "sector": {"miner": 1000, "number": 7}, "resumeState": target}));
+        let fresh = SealingTaskStatus::default();
+        let decision = decide_now(task(&spec), &fresh, &Observed::default());
+        assert_eq!(
+            condition_of(&decision.status, condition::RESUME_REJECTED).map(|c| c.0),
+            Some("True".into()),
+            "{plan} {target}"
+        );
+        assert_eq!(asked_call(&decision).method(), allocate, "{plan} {target}");
+        assert_eq!(decision.status.sector, None);
+    }
+    let spec = spec(json!({"plan": "sealer", "sectorSize": "2KiB",
+        "sector": {"miner": 1000, "number": 7}, "resumeState": "Aborted"}));
+    let aborted = decide_now(
+        task(&spec),
+        &SealingTaskStatus::default(),
+        &Observed::default(),
+    );
+    assert_eq!(aborted.status.state, Some(State::Aborted));
+    let told = aborted.effects.iter().any(|e| matches!(e, Effect::Tell(_)))
+        || matches!(&aborted.wake, Wake::Ask(Question::Manager(_)));
+    assert!(
+        !told,
+        "nothing is said about a sector the task never owned: {aborted:?}"
+    );
+}
