@@ -801,6 +801,17 @@ async fn injected_faults_and_unknown_result_codes_are_clear_errors() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// An HTTP 200 response with a JSON `body`, for [`canned_http`] (kept for the test's lifetime).
+fn json_answer(body: String) -> &'static str {
+    Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_boxed_str(),
+    )
+}
+
 /// Serves one canned HTTP response per connection on a loopback port.
 fn canned_http(response: &'static str) -> String {
     use std::io::{Read, Write};
@@ -858,14 +869,7 @@ async fn answers_that_are_not_json_rpc_are_clear_errors() {
     );
 
     // An answer past the client's limit is refused unread; a huge error message is shortened.
-    let huge: &'static str = Box::leak(
-        format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {0}\r\nconnection: close\r\n\r\n{1}",
-            6 << 20,
-            " ".repeat(6 << 20)
-        )
-        .into_boxed_str(),
-    );
+    let huge = json_answer(" ".repeat(6 << 20));
     let client = ManagerClient::new(&canned_http(huge), None, Duration::from_secs(30)).unwrap();
     let err = client.assign_ticket(sector).await.unwrap_err().to_string();
     assert!(
@@ -874,14 +878,9 @@ async fn answers_that_are_not_json_rpc_are_clear_errors() {
         &err[..err.len().min(300)]
     );
     let message = "x".repeat(100_000);
-    let body = format!(r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":1,"message":"{message}"}}}}"#);
-    let long_error: &'static str = Box::leak(
-        format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .into_boxed_str(),
-    );
+    let long_error = json_answer(format!(
+        r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":1,"message":"{message}"}}}}"#
+    ));
     let client =
         ManagerClient::new(&canned_http(long_error), None, Duration::from_secs(5)).unwrap();
     let err = client.assign_ticket(sector).await.unwrap_err().to_string();

@@ -232,6 +232,17 @@ pub(in crate::step) fn proof_error(what: &str) -> impl FnOnce(anyhow::Error) -> 
     move |err| StepError::permanent(format!("{what} failed: {err:#}"))
 }
 
+/// An HTTP client that hands every status back to the step (it grades them itself), following at
+/// most `max_redirects` redirects.
+pub(in crate::step) fn http_agent(max_redirects: u32) -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .max_redirects(max_redirects)
+            .http_status_as_error(false)
+            .build(),
+    )
+}
+
 pub(in crate::step) fn need<'a, T>(
     request: &'a StepRequest,
     field: &str,

@@ -505,14 +505,21 @@ pub(super) async fn put_piece(
     }
 }
 
-/// The query of a `/resource` request: `resource-id` and, for a PUT, `store`.
-struct ResourceQuery {
-    resource_id: String,
+/// A `/resource` request the market takes: its piece (`resource-id`) and, for a PUT, `store`.
+struct ResourceRequest {
+    cid: String,
     store: Option<String>,
 }
 
+/// Reads a `/resource` request as droplet does: the market token first (401), then the query
+/// (400 without a piece CID).
 #[allow(clippy::result_large_err)]
-fn resource_query(query: Option<String>) -> Result<ResourceQuery, Response> {
+fn resource_request(
+    shared: &Shared,
+    headers: &HeaderMap,
+    query: Option<String>,
+) -> Result<ResourceRequest, Response> {
+    market_auth(shared, headers)?;
     let pairs: Vec<(String, String)> =
         url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
             .into_owned()
@@ -520,25 +527,24 @@ fn resource_query(query: Option<String>) -> Result<ResourceQuery, Response> {
     let value = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
     let resource_id = value("resource-id")
         .ok_or_else(|| (StatusCode::BAD_REQUEST, "no resource-id").into_response())?;
-    Ok(ResourceQuery {
-        resource_id,
+    Ok(ResourceRequest {
+        cid: piece_name(&resource_id)?,
         store: value("store"),
     })
 }
 
-/// Where the market keeps what `market://<store>/<cid>` uploads deliver.
+/// Where the market keeps the stores `market://<store>/<cid>` uploads deliver to.
+fn market_dir(shared: &Shared) -> PathBuf {
+    shared.config.state_file.with_extension("market")
+}
+
+/// The market store of that name, when the name is one.
 fn market_store(shared: &Shared, store: &str) -> Option<PathBuf> {
     let valid = !store.is_empty()
         && store
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    valid.then(|| {
-        shared
-            .config
-            .state_file
-            .with_extension("market")
-            .join(store)
-    })
+    valid.then(|| market_dir(shared).join(store))
 }
 
 /// The market's answer to a request without its token: 401, as droplet's resource endpoint.
@@ -561,20 +567,12 @@ pub(super) async fn get_resource(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    if let Err(answer) = market_auth(&shared, &headers) {
-        return answer;
-    }
-    let query = match resource_query(query) {
-        Ok(query) => query,
+    let cid = match resource_request(&shared, &headers, query) {
+        Ok(request) => request.cid,
         Err(answer) => return answer,
     };
-    let cid = match piece_name(&query.resource_id) {
-        Ok(cid) => cid,
-        Err(answer) => return answer,
-    };
-    let stores = shared.config.state_file.with_extension("market");
     let mut places = vec![piece_dir(&shared).join(&cid)];
-    if let Ok(entries) = std::fs::read_dir(&stores) {
+    if let Ok(entries) = std::fs::read_dir(market_dir(&shared)) {
         places.extend(entries.flatten().map(|entry| entry.path().join(&cid)));
     }
     for place in places {
@@ -593,31 +591,23 @@ pub(super) async fn put_resource(
     RawQuery(query): RawQuery,
     body: Body,
 ) -> Response {
-    if let Err(answer) = market_auth(&shared, &headers) {
-        return answer;
-    }
-    let query = match resource_query(query) {
-        Ok(query) => query,
+    let ResourceRequest { cid, store: named } = match resource_request(&shared, &headers, query) {
+        Ok(request) => request,
         Err(answer) => return answer,
     };
-    let cid = match piece_name(&query.resource_id) {
-        Ok(cid) => cid,
-        Err(answer) => return answer,
-    };
-    let Some(store) = query
-        .store
+    let Some(store) = named
         .as_deref()
         .and_then(|store| market_store(&shared, store))
     else {
         return (
             StatusCode::BAD_REQUEST,
-            format!("no valid piece store named in {:?}", query.store),
+            format!("no valid piece store named in {named:?}"),
         )
             .into_response();
     };
     match write_piece(store.join(&cid), body).await {
         Ok(bytes) => {
-            info!(piece = %cid, bytes, store = ?query.store, "the market received a piece");
+            info!(piece = %cid, bytes, store = ?named, "the market received a piece");
             StatusCode::OK.into_response()
         }
         Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err).into_response(),

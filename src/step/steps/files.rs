@@ -266,12 +266,8 @@ fn put(source: &Path, url: &str, token: Option<&str>, market: bool) -> Result<()
         .metadata()
         .map_err(|e| StepError::critical(format!("cannot read {}: {e}", source.display())))?
         .len();
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build(),
-    );
-    let mut request = agent
+    // ureq's default redirect limit, as before.
+    let mut request = http_agent(10)
         .put(url)
         .header("Content-Type", "application/octet-stream")
         .header("Content-Length", length.to_string());

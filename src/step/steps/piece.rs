@@ -54,14 +54,6 @@ pub(in crate::step) fn open_source(
 /// `/resource?resource-id=<cid>`), the new location with the market token, if one is set. Any
 /// status but 2xx is an error naming it.
 fn fetch_piece(source: &str) -> Result<Box<dyn Read>, StepError> {
-    let agent = |redirects| {
-        ureq::Agent::new_with_config(
-            ureq::Agent::config_builder()
-                .max_redirects(redirects)
-                .http_status_as_error(false)
-                .build(),
-        )
-    };
     let get = |agent: &ureq::Agent, url: &str, token: Option<&str>| {
         let mut request = agent.get(url);
         if let Some(token) = token {
@@ -73,7 +65,7 @@ fn fetch_piece(source: &str) -> Result<Box<dyn Read>, StepError> {
             .call()
             .map_err(|e| StepError::temporary(format!("cannot fetch piece {url}: {e}")))
     };
-    let mut response = get(&agent(0), source, None)?;
+    let mut response = get(&http_agent(0), source, None)?;
     let mut url = source.to_string();
     if response.status().is_redirection() {
         let location = response
@@ -90,7 +82,7 @@ fn fetch_piece(source: &str) -> Result<Box<dyn Read>, StepError> {
         let token = std::env::var(crate::step::destination::MARKET_TOKEN_ENV)
             .ok()
             .filter(|t| !t.is_empty());
-        response = get(&agent(10), &url, token.as_deref())?;
+        response = get(&http_agent(10), &url, token.as_deref())?;
     }
     let status = response.status();
     if !status.is_success() {

@@ -190,11 +190,8 @@ impl Turn<'_> {
                 if let Err(outcome) = turn.take_sector(&info.sector) {
                     return outcome;
                 }
-                turn.status
-                    .outputs
-                    .get_or_insert_with(Default::default)
-                    .ticket = Some(randomness(&info.ticket.ticket.0, info.ticket.epoch));
                 let outputs = turn.status.outputs.get_or_insert_with(Default::default);
+                outputs.ticket = Some(randomness(&info.ticket.ticket.0, info.ticket.epoch));
                 outputs.pieces = deal_pieces(info.pieces_v2.as_ref());
                 // As damocles-worker: an UpgradePublic makes it a snap-upgraded sector (IsSnapUp
                 // is not read); its pieces are then the upgrade's deals.
