@@ -100,6 +100,11 @@ pub struct RunArgs {
     /// behind an auth proxy.
     #[arg(long)]
     pub manager_token_file: Option<PathBuf>,
+    /// Send the manager token over plain http to a manager that is not on this host. Refused
+    /// by default: anyone on the path could read it. Use an https:// address instead where the
+    /// manager (or a proxy in front of it) serves TLS.
+    #[arg(long)]
+    pub allow_insecure_token: bool,
     /// Timeout of one manager call.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub manager_timeout: std::time::Duration,
@@ -290,11 +295,27 @@ impl RunArgs {
             .as_deref()
             .map(damocles_operator::manager::client::read_token)
             .transpose()?;
+        if token.is_some()
+            && !self.allow_insecure_token
+            && let Some(exposed) =
+                damocles_operator::manager::client::token_exposure(&self.manager)?
+        {
+            anyhow::bail!(
+                "refusing to send the manager token over plain http to {exposed}: use an https:// \
+                 manager address, or pass --allow-insecure-token (chart: \
+                 manager.allowInsecureToken) if the network to the manager is trusted"
+            );
+        }
         let manager = ManagerClient::new(&self.manager, token, self.manager_timeout)?;
         let mut profiles = profiles;
         if profiles.piece_store.is_none() {
             profiles.piece_store = Some(manager.piece_store());
         }
+        // Steps reach the manager and its piece store as damocles-worker does, whatever the
+        // admin listed; anything else (a market elsewhere, http destinations) must be listed.
+        let piece_store = profiles.piece_store.clone().unwrap_or_default();
+        profiles.allow_host_of(manager.endpoint());
+        profiles.allow_host_of(&piece_store);
         let instance = self
             .instance
             .or_else(|| std::env::var("POD_NAME").ok())

@@ -40,6 +40,7 @@ async fn the_chart_lints_renders_and_the_api_server_accepts_it() {
 
     let client = support::client().await;
     let ns = namespace(&client, "chart").await;
+    let watch_here = format!("watchNamespace={}", ns.name);
     for values in [
         vec![],
         vec![
@@ -52,7 +53,7 @@ async fn the_chart_lints_renders_and_the_api_server_accepts_it() {
             "--set",
             "leaderElection.enabled=false",
             "--set",
-            "watchNamespace=farm",
+            &watch_here,
         ],
     ] {
         let mut args = vec!["template", "farm", CHART, "--namespace", &ns.name];
@@ -79,13 +80,37 @@ async fn the_chart_lints_renders_and_the_api_server_accepts_it() {
         std::fs::remove_file(&manifest).ok();
         assert!(applied.status.success(), "{values:?}: {}", text(&applied));
         let out = text(&applied);
-        for kind in [
-            "deployment.apps/farm",
-            "clusterrole.rbac.authorization.k8s.io/farm",
-        ] {
+        // Cluster-wide objects carry the release namespace: two releases named alike in two
+        // namespaces do not share them.
+        let cluster_role = format!("clusterrole.rbac.authorization.k8s.io/{}-farm", ns.name);
+        for kind in ["deployment.apps/farm", &cluster_role] {
             assert!(out.contains(kind), "{out}");
         }
         let rendered = String::from_utf8_lossy(&rendered.stdout).to_string();
+        // Watching one namespace, the operator's rights over tasks, pods and events are a Role
+        // there; the ClusterRole keeps only nodes and the CRD.
+        let namespaced = values.contains(&watch_here.as_str());
+        assert_eq!(
+            out.contains("role.rbac.authorization.k8s.io/farm created")
+                && out.contains("rolebinding.rbac.authorization.k8s.io/farm created"),
+            namespaced,
+            "{out}"
+        );
+        let cluster_rules = rendered
+            .split("---")
+            .find(|doc| doc.contains("kind: ClusterRole\n"))
+            .unwrap();
+        assert_eq!(
+            cluster_rules.contains("resources: [sealingtasks]"),
+            !namespaced,
+            "{cluster_rules}"
+        );
+        assert!(
+            !rendered
+                .lines()
+                .any(|l| l.contains("verbs:") && l.contains("update")),
+            "no verb the operator does not use: {rendered}"
+        );
         let leader = values.is_empty() || values.contains(&"replicas=2");
         assert_eq!(
             rendered.contains("--leader-election-namespace"),

@@ -302,7 +302,7 @@ async fn a_failing_command_reports_its_exit_code_and_termination_message() {
         "metadata": {"name": "failing"},
         "spec": {"restartPolicy": "Never", "nodeSelector": {"test": ns.name},
                  "containers": [{"name": "step", "image": "x",
-                                 "command": ["sh", "-c", "echo 'C1 output missing' > /dev/termination-log; exit 30"]}]},
+                                 "command": ["sh", "-c", "echo one; echo two >&2; echo three; echo 'C1 output missing' > /dev/termination-log; exit 30"]}]},
     }))
     .await;
     let pod = wait_phase(&pods, "failing", &["Failed", "Succeeded"]).await;
@@ -314,6 +314,20 @@ async fn a_failing_command_reports_its_exit_code_and_termination_message() {
     assert_eq!(state.exit_code, 30);
     assert_eq!(state.reason.as_deref(), Some("Error"));
     assert_eq!(state.message.as_deref(), Some("C1 output missing\n"));
+    // Its output, through the API server as from a kubelet (pods/log), cut as asked.
+    let all = pods.logs("failing", &Default::default()).await.unwrap();
+    assert_eq!(all, "one\ntwo\nthree\n");
+    let params = kube::api::LogParams {
+        container: Some("step".into()),
+        tail_lines: Some(2),
+        ..Default::default()
+    };
+    assert_eq!(pods.logs("failing", &params).await.unwrap(), "two\nthree\n");
+    let kubectl = support::kubectl(
+        support::cluster(),
+        &["logs", "--namespace", &ns.name, "failing", "--tail", "1"],
+    );
+    assert_eq!(kubectl, "three\n");
 
     // A command that cannot start fails the pod with the reason, instead of hanging.
     create_pod(&pods, json!({

@@ -50,12 +50,17 @@ fn run_with(request: &StepRequest, env: &[(&str, &str)]) -> (Option<i32>, Option
         .expect("damocles-step runs");
     let result = fs::read(&message).ok().map(|bytes| {
         let from_file: StepResult = serde_json::from_slice(&bytes).unwrap();
-        let stdout: StepResult = serde_json::from_slice(output.stdout.trim_ascii()).unwrap();
-        assert_eq!(
-            from_file, stdout,
-            "stdout and the termination message agree"
-        );
-        from_file
+        let line = String::from_utf8_lossy(output.stdout.trim_ascii()).into_owned();
+        let stdout: StepResult = serde_json::from_str(&line).unwrap();
+        match &from_file.in_log {
+            // Too big for the message: it names the output line by its digest.
+            Some(logged) => assert_eq!(logged.find_in(&line).unwrap(), stdout),
+            None => assert_eq!(
+                from_file, stdout,
+                "stdout and the termination message agree"
+            ),
+        }
+        stdout
     });
     (output.status.code(), result)
 }
@@ -365,6 +370,8 @@ fn unseal_returns_the_original_piece_bytes_and_upload_delivers_them() {
     ];
     chain.gathered.stores = [("store-x".to_string(), store.clone())].into();
     chain.gathered.piece_store = Some(format!("http://{address}/piecestore/"));
+    chain.gathered.allowed_hosts = vec!["127.0.0.1".into()];
+    chain.gathered.delivery_roots = vec![root.join("delivered")];
     let unsealed = run_chain(&mut chain, &[StepKind::Unseal]);
     let unsealed = unsealed[0].outputs.file("unsealed-piece").unwrap();
     assert_eq!(fs::read(&unsealed.path).unwrap(), original);
@@ -430,6 +437,42 @@ fn unseal_returns_the_original_piece_bytes_and_upload_delivers_them() {
     let (_, level, message) = failure(outcome.0, &outcome.1);
     assert_eq!(level, FailureLevel::Permanent, "{message}");
     assert!(message.contains("PIECE_FETCHER_TOKEN"), "{message}");
+
+    // Nothing goes where the admin did not allow, even in a request the task did not check:
+    // a host not listed, a file outside the delivery roots, a link out of a store or a root.
+    let outside = root.join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, store.join("link")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("delivered/link")).unwrap();
+    for (destination, refusal) in [
+        (
+            "http://169.254.169.254/latest".to_string(),
+            "host 169.254.169.254 is not in profiles.allowedHosts".to_string(),
+        ),
+        (
+            format!("file://{}/x", outside.display()),
+            "is not under profiles.deliveryRoots".into(),
+        ),
+        (
+            "store://store-x/link/piece".into(),
+            format!("{}/link is a symbolic link", store.display()),
+        ),
+        (
+            format!("file://{}/delivered/link/piece", root.display()),
+            "link is a symbolic link".into(),
+        ),
+    ] {
+        request.inputs.destinations = vec![destination.clone()];
+        let outcome = run_with(&request, &[]);
+        let (_, level, message) = failure(outcome.0, &outcome.1);
+        assert_eq!(level, FailureLevel::Permanent, "{destination}: {message}");
+        assert!(message.contains(&refusal), "{destination}: {message}");
+    }
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing was written through a link"
+    );
 
     let mut request = chain.request(StepKind::Unseal);
     request.inputs.unseal = Some(UnsealRange {
@@ -693,9 +736,21 @@ fn store_redirecting_to_market(
     token: &'static str,
     requests: usize,
 ) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    store_redirecting_to(bytes, token, requests, None)
+}
+
+/// As [`store_redirecting_to_market`]; `market`: the origin the store redirects to (default
+/// its own).
+fn store_redirecting_to(
+    bytes: Vec<u8>,
+    token: &'static str,
+    requests: usize,
+    market: Option<&'static str>,
+) -> (String, std::thread::JoinHandle<Vec<String>>) {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
+    let origin = market.unwrap_or_default();
     let server = std::thread::spawn(move || {
         let mut seen = vec![];
         for stream in listener.incoming().take(requests) {
@@ -728,7 +783,7 @@ fn store_redirecting_to_market(
                 )
             };
             if let Some(cid) = path.strip_prefix("/piecestore/") {
-                let location = format!("Location: /resource?resource-id={cid}\r\n");
+                let location = format!("Location: {origin}/resource?resource-id={cid}\r\n");
                 stream
                     .write_all(head("302 Found", &location, 0).as_bytes())
                     .unwrap();
@@ -775,6 +830,7 @@ fn a_piece_the_store_redirects_is_fetched_from_the_market_with_the_token() {
         source: Some(format!("{store}{cid}")),
         payload_size: Some(bytes.len() as u64),
     }];
+    chain.gathered.allowed_hosts = vec!["127.0.0.1".into()];
     let (code, result) = run_with(
         &chain.request(StepKind::AddPiece),
         &[("PIECE_FETCHER_TOKEN", "market-secret")],
@@ -802,5 +858,27 @@ fn a_piece_the_store_redirects_is_fetched_from_the_market_with_the_token() {
         ],
         "the store is asked without credentials, the market with the token"
     );
+
+    // A redirect to a host the admin did not allow is not followed: the token stays home.
+    let (store, server) = store_redirecting_to(
+        bytes.clone(),
+        "market-secret",
+        1,
+        Some("http://169.254.169.254"),
+    );
+    let mut elsewhere = chain.clone();
+    elsewhere.base.workspace = root.join("elsewhere");
+    elsewhere.gathered.pieces[0].source = Some(format!("{store}{cid}"));
+    let (code, result) = run_with(
+        &elsewhere.request(StepKind::AddPiece),
+        &[("PIECE_FETCHER_TOKEN", "market-secret")],
+    );
+    let (_, level, message) = failure(code, &result);
+    assert_eq!(level, FailureLevel::Permanent);
+    assert!(
+        message.contains("host 169.254.169.254 is not in the allowed hosts"),
+        "{message}"
+    );
+    assert_eq!(server.join().unwrap().len(), 1, "only the store was asked");
     fs::remove_dir_all(root).unwrap();
 }

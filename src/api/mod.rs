@@ -174,7 +174,15 @@ pub struct SealingTaskStatus {
     /// started and not yet answered: after a restart the operator checks with the manager instead
     /// of submitting blindly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub submitting: Option<String>,
+
+    /// An allocation (AllocateSanpUpSector, AllocateRebuildSector, AllocateUnsealSector,
+    /// AllocateSector) asked of the manager and not yet answered: the manager hands each job out
+    /// once, so after a restart here the task pauses instead of asking blindly for another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub allocating: Option<String>,
 
     /// What the task is doing or waiting for, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -204,7 +212,14 @@ pub struct SealingTaskStatus {
 
     /// Name of the step pod currently running for this task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub step_pod: Option<String>,
+
+    /// A step pod this task stopped (deleted, replaced) that may still be running: the next
+    /// step pod starts only once it is gone, so two pods never work on one workspace at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub retiring_pod: Option<String>,
 
     /// Results established so far (commitments, randomness, proof).
     #[serde(default, skip_serializing_if = "Option::is_none")]

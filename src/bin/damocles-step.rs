@@ -269,16 +269,27 @@ fn run_step(text: Result<String, String>) -> ProcessExit {
             return ProcessExit::from(ExitCode::Permanent as u8);
         }
     };
-    let message = result.termination_message();
-    println!(
-        "{}",
-        serde_json::to_string(&result).expect("results serialize")
-    );
+    let message = result.termination_message_within(message_limit());
+    // The whole result, one line: where the operator reads a result too big for the message.
+    println!("{}", result.output_line());
     write_termination_message(message_path, &message);
-    // The exit code the pod shows agrees with the message it carries (a success too big for the
-    // message is sent as a failure).
+    // The exit code the pod shows agrees with the message it carries.
     let sent: StepResult = serde_json::from_str(&message).unwrap_or(result);
     exit(&sent)
+}
+
+/// The termination message's size: Kubernetes' 4096 bytes. Test builds (the `dev` feature) take
+/// a smaller one from DAMOCLES_STEP_MESSAGE_LIMIT, to send 2KiB results through the log path.
+fn message_limit() -> usize {
+    let limit = damocles_operator::step::TERMINATION_MESSAGE_LIMIT;
+    #[cfg(feature = "dev")]
+    if let Some(lower) = std::env::var("DAMOCLES_STEP_MESSAGE_LIMIT")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        return lower.min(limit);
+    }
+    limit
 }
 
 fn write_termination_message(path: Option<PathBuf>, message: &str) {

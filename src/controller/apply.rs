@@ -267,24 +267,46 @@ impl TaskRun {
             return Ok(());
         }
         self.status.observed_generation = self.task.metadata.generation;
-        let patch = json!({
-            "apiVersion": "damocles.io/v1alpha1",
-            "kind": "SealingTask",
-            "metadata": {"resourceVersion": self.resource_version},
-            "status": self.status,
-        });
-        let updated = self
+        let name = self.task.name_any();
+        let patch = |version: &Option<String>| {
+            json!({
+                "apiVersion": "damocles.io/v1alpha1",
+                "kind": "SealingTask",
+                "metadata": {"resourceVersion": version},
+                "status": self.status,
+            })
+        };
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut written = self
             .tasks
-            .patch_status(
-                &self.task.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map_err(|source| Error::WriteStatus {
-                task: self.key.clone(),
-                source,
-            })?;
+            .patch_status(&name, &params, &Patch::Apply(patch(&self.resource_version)))
+            .await;
+        // A sector the manager just handed out is recorded whatever else changed meanwhile (a
+        // spec or label edit): it will not be handed out again, and the operator is the only
+        // writer of status. Anything else starts over from the current object.
+        let allocation = self.status.sector.is_some() && self.status.sector != self.written.sector;
+        if allocation && matches!(&written, Err(kube::Error::Api(e)) if e.code == 409) {
+            let current = self
+                .tasks
+                .get(&name)
+                .await
+                .map_err(|source| Error::WriteStatus {
+                    task: self.key.clone(),
+                    source,
+                })?;
+            written = self
+                .tasks
+                .patch_status(
+                    &name,
+                    &params,
+                    &Patch::Apply(patch(&current.resource_version())),
+                )
+                .await;
+        }
+        let updated = written.map_err(|source| Error::WriteStatus {
+            task: self.key.clone(),
+            source,
+        })?;
         self.ctx.metrics.write("status");
         self.resource_version = updated.resource_version();
         self.written = self.status.clone();

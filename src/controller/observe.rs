@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Resource;
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject, LogParams};
 use kube::core::DeserializeGuard;
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::events::{Event as KubeEvent, EventType};
@@ -15,13 +15,18 @@ use super::apply::TaskRun;
 use super::{Context, Error, pods, readable};
 use crate::api::SealingTask;
 use crate::manager::{Call, Manager};
-use crate::task::{CallFailure, CleanupPod, Observed, Question, SlotsFull, StepPod};
+use crate::step::LoggedResult;
+use crate::task::{CallFailure, CleanupPod, Observed, PodReport, Question, SlotsFull, StepPod};
+
+/// How many of a step pod's last log lines are searched for its result line: the step prints it
+/// last, after its own log.
+const RESULT_LOG_TAIL: i64 = 50;
 
 /// A step pod as the task core reads it. A pod with the step pod's name that another owner made
 /// is never adopted: its result is not read, and the task pauses saying whose it is.
 pub fn step_pod(pod: &Pod, task_uid: Option<&str>) -> StepPod {
     let report = match pods::foreign_owner(pod, task_uid) {
-        Some(message) => crate::task::PodReport::Failed {
+        Some(message) => PodReport::Failed {
             level: crate::sector::FailureLevel::Permanent,
             message,
             never_ran: false,
@@ -51,9 +56,14 @@ impl TaskRun {
             Question::StepPod(name) => {
                 let pod = self.get_pod(&name).await?;
                 let uid = self.task_uid();
-                observed
-                    .pods
-                    .insert(name, pod.as_ref().map(|p| step_pod(p, uid.as_deref())));
+                let mut found = pod.as_ref().map(|p| step_pod(p, uid.as_deref()));
+                if let Some(view) = found.as_mut()
+                    && let PodReport::Succeeded(result) = &view.report
+                    && let Some(logged) = result.in_log.clone()
+                {
+                    view.report = self.logged_result(&name, &logged).await;
+                }
+                observed.pods.insert(name, found);
             }
             Question::NodeExists(node) => {
                 let nodes: Api<Node> = Api::all(self.ctx.client.clone());
@@ -98,6 +108,32 @@ impl TaskRun {
             }
         }
         Ok(())
+    }
+
+    /// A result too big for the termination message, from the pod's log, checked against the
+    /// digest the message carries. Unreadable (a node gone with its logs), the step runs again:
+    /// its completion marker makes that quick.
+    async fn logged_result(&self, name: &str, logged: &LoggedResult) -> PodReport {
+        let params = LogParams {
+            container: Some(pods::CONTAINER.into()),
+            tail_lines: Some(RESULT_LOG_TAIL),
+            ..Default::default()
+        };
+        let found = match self.pods.logs(name, &params).await {
+            Ok(log) => logged.find_in(&log),
+            Err(err) => Err(format!("the log of step pod {name} cannot be read: {err}")),
+        };
+        match found {
+            Ok(result) => PodReport::Succeeded(Box::new(result)),
+            Err(message) => PodReport::Failed {
+                level: crate::sector::FailureLevel::Temporary,
+                message: format!(
+                    "step pod {name} succeeded with a result too big for its termination \
+                     message, and {message}"
+                ),
+                never_ran: false,
+            },
+        }
     }
 
     async fn get_pod(&self, name: &str) -> Result<Option<Pod>, Error> {

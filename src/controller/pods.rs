@@ -14,7 +14,7 @@ use kube::Resource;
 use kube::ResourceExt;
 
 use crate::api::{FailureLevel, SealingTask, SealingTaskStatus, SectorRef};
-use crate::step::destination::Destination;
+use crate::step::destination::{Destination, delivery_root};
 use crate::step::{
     DEFAULT_TERMINATION_MESSAGE_PATH, ExitCode, REQUEST_VERSION, StepInputs, StepKind, StepRequest,
     StepResult,
@@ -32,45 +32,62 @@ pub const TASK_LABEL: &str = "damocles.io/task";
 pub const TASK_UID_LABEL: &str = "damocles.io/task-uid";
 /// The environment variable that carries the step request into the pod.
 pub const REQUEST_ENV: &str = "DAMOCLES_STEP_REQUEST";
-const CONTAINER: &str = "step";
+pub const CONTAINER: &str = "step";
 
-/// The persist stores a step reads or writes: the reserved one, the committed sector's, and those
-/// an unseal delivers to.
-fn store_roots(request: &StepRequest) -> Vec<PathBuf> {
+/// The persist stores a step reads or writes (the reserved one, the committed sector's, those an
+/// unseal delivers to), each with whether this step writes it: Persist writes the reserved
+/// store, C1 its output into the transfer directory there, Upload the stores it delivers to.
+/// Every other step only reads, and gets them read-only.
+fn store_roots(request: &StepRequest) -> Vec<(PathBuf, bool)> {
     let committed = [&request.inputs.cc_sector, &request.inputs.sealed]
         .into_iter()
         .flatten()
         // damocles layout: <store>/sealed/<sector>.
         .filter_map(|files| Some(files.sealed.parent()?.parent()?.to_path_buf()));
-    let destinations = request.inputs.stores.values().cloned();
+    let destinations: Vec<&PathBuf> = request.inputs.stores.values().collect();
+    let writes = |root: &PathBuf| match request.step {
+        StepKind::Persist => request.persist.as_ref() == Some(root),
+        StepKind::C1 => request.share.as_ref().is_some_and(|s| s.starts_with(root)),
+        StepKind::Upload => destinations.contains(&root),
+        _ => false,
+    };
     let mut roots: Vec<PathBuf> = request
         .persist
         .iter()
         .cloned()
         .chain(committed)
-        .chain(destinations)
+        .chain(destinations.iter().map(|root| root.to_path_buf()))
         // A rebuilt sector key lies in the task's workspace, which is mounted already.
         .filter(|root| !root.starts_with(&request.workspace))
         .collect();
     roots.sort();
     roots.dedup();
     roots
+        .into_iter()
+        .map(|root| {
+            let writable = writes(&root);
+            (root, writable)
+        })
+        .collect()
 }
 
-/// The node directories of an upload's file:// destinations.
-fn delivery_dirs(request: &StepRequest) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = request
+/// The delivery roots an upload's file:// destinations lie under: the root is mounted, not the
+/// file's directory, so a symbolic link below it is seen (and refused) by the step rather than
+/// followed by the kubelet on the node.
+fn delivery_mounts(request: &StepRequest) -> Vec<PathBuf> {
+    let roots = &request.inputs.delivery_roots;
+    let mut used: Vec<PathBuf> = request
         .inputs
         .destinations
         .iter()
         .filter_map(|text| match Destination::parse(text) {
-            Ok(Destination::File(path)) => path.parent().map(Path::to_path_buf),
+            Ok(Destination::File(path)) => delivery_root(roots, &path).cloned(),
             _ => None,
         })
         .collect();
-    dirs.sort();
-    dirs.dedup();
-    dirs
+    used.sort();
+    used.dedup();
+    used
 }
 
 fn host_path_volume(name: &str, path: &str, kind: &str) -> Volume {
@@ -139,6 +156,7 @@ pub fn step_pod(
     }
     env.extend(profile.env.iter().cloned());
     let anywhere = runs_anywhere(request, profile);
+    let workspace_path = request.workspace.display().to_string();
     let workspace = if anywhere {
         // Scratch for the step's own markers; it reads nothing from the task's workspace.
         Volume {
@@ -147,28 +165,30 @@ pub fn step_pod(
             ..Default::default()
         }
     } else {
-        host_path_volume("workspace", &profiles.workspace_root, "DirectoryOrCreate")
+        // The task's own workspace, not the root of all of them: a step reaches no other
+        // task's files.
+        host_path_volume("workspace", &workspace_path, "DirectoryOrCreate")
     };
     let mut volumes = vec![
         workspace,
         host_path_volume("params", &profiles.params_path, "DirectoryOrCreate"),
     ];
     let mut mounts = vec![
-        mount("workspace", &profiles.workspace_root, false),
+        mount("workspace", &workspace_path, false),
         mount("params", &profiles.params_path, true),
     ];
     if let Some(path) = &profiles.parent_cache_path {
         volumes.push(host_path_volume("parent-cache", path, "DirectoryOrCreate"));
         mounts.push(mount("parent-cache", path, false));
     }
-    for (index, root) in store_roots(request).iter().enumerate() {
+    for (index, (root, writable)) in store_roots(request).iter().enumerate() {
         let path = root.display().to_string();
         let name = match index {
             0 => "persist".to_string(),
             n => format!("persist-{n}"),
         };
         volumes.push(host_path_volume(&name, &path, "DirectoryOrCreate"));
-        mounts.push(mount(&name, &path, false));
+        mounts.push(mount(&name, &path, !writable));
     }
     // Local piece directories: read-only, created empty on a node that lacks one (a missing
     // hostPath of type Directory would keep the pod from starting).
@@ -178,9 +198,9 @@ pub fn step_pod(
         volumes.push(host_path_volume(&name, &path, "DirectoryOrCreate"));
         mounts.push(mount(&name, &path, true));
     }
-    // A file:// destination is a path on the node, as it is on damocles-worker's host: the
-    // directory is mounted, so the bytes do not stay in the container.
-    for (index, dir) in delivery_dirs(request).iter().enumerate() {
+    // A file:// destination is a path on the node, as it is on damocles-worker's host: its
+    // delivery root is mounted, so the bytes do not stay in the container.
+    for (index, dir) in delivery_mounts(request).iter().enumerate() {
         let name = format!("delivery-{index}");
         let path = dir.display().to_string();
         volumes.push(host_path_volume(&name, &path, "DirectoryOrCreate"));
@@ -271,6 +291,7 @@ pub fn step_pod(
                 volume_mounts: Some(mounts),
                 termination_message_path: Some(DEFAULT_TERMINATION_MESSAGE_PATH.into()),
                 termination_message_policy: Some("FallbackToLogsOnError".into()),
+                security_context: Some(profile.security_context.clone()),
                 ..Default::default()
             }],
             ..Default::default()
@@ -324,7 +345,7 @@ pub fn cleanup_pod(
     let mut pod = step_pod(task, name, &request, &pinned, profiles, Some(node), None);
     let spec = pod.spec.as_mut().expect("step pods have a spec");
     let container = &mut spec.containers[0];
-    let mut args = vec!["clean".into(), "--workspace".into(), workspace];
+    let mut args = vec!["clean".into(), "--workspace".into(), workspace.clone()];
     if let Some(transfer) = transfer {
         args.extend(["--transfer".into(), transfer.display().to_string()]);
     }
@@ -339,7 +360,23 @@ pub fn cleanup_pod(
         ..Default::default()
     }]);
     spec.runtime_class_name = None;
-    // The workspace and the persist store (for the transfer directory): nothing else.
+    // The workspace and the persist store (for the transfer directory): nothing else. The
+    // workspace's parent is mounted, since a mount point itself cannot be removed.
+    let parent = Path::new(&workspace)
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .display()
+        .to_string();
+    for volume in spec.volumes.iter_mut().flatten() {
+        if let (true, Some(host_path)) = (volume.name == "workspace", volume.host_path.as_mut()) {
+            host_path.path = parent.clone();
+        }
+    }
+    for mount in container.volume_mounts.iter_mut().flatten() {
+        if mount.name == "workspace" {
+            mount.mount_path = parent.clone();
+        }
+    }
     let needed = |name: &str| name == "workspace" || name == "persist";
     spec.volumes
         .as_mut()
@@ -790,6 +827,20 @@ mod tests {
                 "/mnt/store-1/transfer/s-t01000-7"
             ]
         );
+        let mounts: Vec<_> = spec.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.mount_path.as_str(), m.read_only == Some(true)))
+            .collect();
+        // The workspace's parent: a mount point itself could not be removed.
+        assert_eq!(
+            mounts,
+            [
+                ("/var/lib/damocles/workspace/farm", false),
+                ("/mnt/store-1", false)
+            ]
+        );
         let names: Vec<_> = spec.volumes.unwrap().into_iter().map(|v| v.name).collect();
         assert_eq!(names, ["workspace", "persist"]);
     }
@@ -802,6 +853,46 @@ mod tests {
                     "restartCount": 0, "state": {"terminated": {"exitCode": exit_code, "message": message}}}]}
         }))
         .unwrap()
+    }
+
+    /// A step container drops every capability and cannot gain privileges unless its profile
+    /// says otherwise; the cleanup pod is held to the same.
+    #[test]
+    fn step_containers_run_without_capabilities_unless_the_profile_says() {
+        let profiles = Profiles::parse(
+            "steps: {pc2: {securityContext: {runAsUser: 1000, capabilities: {add: [IPC_LOCK]}}}}",
+        )
+        .unwrap();
+        let task = task();
+        let security = |step: StepKind| {
+            let request = request_for(&task, step, &profiles).unwrap();
+            let profile = profiles.resolve(step, std::time::Duration::from_secs(60));
+            let pod = step_pod(&task, "p", &request, &profile, &profiles, None, None);
+            pod.spec.unwrap().containers[0]
+                .security_context
+                .clone()
+                .unwrap()
+        };
+        let pc1 = security(StepKind::Pc1);
+        assert_eq!(pc1.allow_privilege_escalation, Some(false));
+        assert_eq!(pc1.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+        assert_eq!(pc1.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let pc2 = security(StepKind::Pc2);
+        assert_eq!(pc2.run_as_user, Some(1000));
+        assert_eq!(pc2.capabilities.unwrap().add.unwrap(), ["IPC_LOCK"]);
+        let cleanup = cleanup_pod(
+            &task,
+            task.status.as_ref().unwrap(),
+            "c",
+            &profiles.defaults_only(std::time::Duration::from_secs(60)),
+            &profiles,
+            "node-a",
+        );
+        let context = cleanup.spec.unwrap().containers[0]
+            .security_context
+            .clone()
+            .unwrap();
+        assert_eq!(context.capabilities.unwrap().drop.unwrap(), ["ALL"]);
     }
 
     /// Piece directories are mounted read-only into add-piece; an upload mounts the stores and
@@ -831,15 +922,45 @@ mod tests {
             "store://store-9/retrieved/p".into(),
         ];
         upload.inputs.stores = [("store-9".to_string(), PathBuf::from("/mnt/store-9"))].into();
+        upload.inputs.delivery_roots = vec!["/srv".into(), "/unused".into()];
         let found = mounts(&upload, StepKind::Upload);
-        assert!(
-            found.contains(&("/srv/retrieved".to_string(), false)),
-            "{found:?}"
-        );
+        // The delivery root, not the file's directory: a link below it stays visible to the step.
+        assert!(found.contains(&("/srv".to_string(), false)), "{found:?}");
         assert!(
             found.contains(&("/mnt/store-9".to_string(), false)),
             "{found:?}"
         );
+        assert!(
+            found.iter().all(|(path, _)| path != "/unused"),
+            "only the roots delivered to: {found:?}"
+        );
+        // The task's own workspace, not the root of every task's.
+        assert_eq!(found[0], (upload.workspace.display().to_string(), false));
+        assert!(
+            found
+                .iter()
+                .all(|(path, _)| path != &profiles.workspace_root)
+        );
+        // The reserved store is read-only where the step only reads it, writable where it
+        // writes: Persist (the replica), C1 (its output in the transfer directory).
+        let persist = upload.persist.clone().unwrap().display().to_string();
+        assert!(found.contains(&(persist.clone(), true)), "{found:?}");
+        for (step, writable) in [
+            (StepKind::Pc1, false),
+            (StepKind::SnapProve, false),
+            (StepKind::C2, false),
+            (StepKind::Persist, true),
+        ] {
+            let request = request_for(&task, step, &profiles).unwrap();
+            let found = mounts(&request, step);
+            assert!(
+                found.contains(&(persist.clone(), !writable)),
+                "{step}: {found:?}"
+            );
+        }
+        let mut c1 = request_for(&task, StepKind::C1, &profiles).unwrap();
+        c1.share = Some(upload.persist.clone().unwrap().join("transfer/s-t01000-1"));
+        assert!(mounts(&c1, StepKind::C1).contains(&(persist.clone(), false)));
 
         // A rebuild's sector key is in the task's workspace: not mounted a second time.
         let mut snap = request_for(&task, StepKind::SnapEncode, &profiles).unwrap();
@@ -853,8 +974,12 @@ mod tests {
         });
         let workspace = snap.workspace.display().to_string();
         let found = mounts(&snap, StepKind::SnapEncode);
-        assert!(
-            found.iter().all(|(path, _)| !path.starts_with(&workspace)),
+        assert_eq!(
+            found
+                .iter()
+                .filter(|(path, _)| path.starts_with(&workspace))
+                .count(),
+            1,
             "{found:?}"
         );
     }

@@ -205,6 +205,21 @@ pub fn endpoint(address: &str) -> Result<String, ManagerError> {
     Ok(format!("{scheme}://{host}{port}{}", wire::RPC_PATH))
 }
 
+/// The host a bearer token would cross the network to in the clear: `Some(host)` when the
+/// manager address is plain http to a host other than this one (loopback).
+pub fn token_exposure(address: &str) -> Result<Option<String>, ManagerError> {
+    let url = reqwest::Url::parse(&endpoint(address)?)
+        .map_err(|_| ManagerError::Address(address.to_string()))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    Ok((url.scheme() == "http" && !loopback)
+        .then(|| url.host_str().unwrap_or_default().to_string()))
+}
+
 /// Scheme, host and port of a manager multiaddr; None for a protocol a manager address cannot
 /// have (its value could not even be skipped reliably).
 fn multiaddr_parts(address: &str) -> Option<(String, String, Option<u16>)> {
@@ -711,6 +726,26 @@ fn shorten(body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_crosses_the_network_only_encrypted() {
+        for (address, exposed) in [
+            ("http://10.0.0.5:1789", Some("10.0.0.5")),
+            ("damocles-manager:1789", Some("damocles-manager")),
+            ("/dns/manager.farm/tcp/1789", Some("manager.farm")),
+            ("https://10.0.0.5:1789", None),
+            ("/dns/manager.farm/tcp/1789/https", None),
+            ("http://127.0.0.1:1789", None),
+            ("localhost:1789", None),
+            ("http://[::1]:1789", None),
+        ] {
+            assert_eq!(
+                token_exposure(address).unwrap().as_deref(),
+                exposed,
+                "{address}"
+            );
+        }
+    }
 
     #[test]
     fn endpoints_from_the_forms_damocles_worker_accepts() {

@@ -4,7 +4,7 @@
 //! delivers to exactly what was checked.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use url::Url;
 
@@ -121,6 +121,95 @@ impl Destination {
             ))),
         }
     }
+}
+
+impl Destination {
+    /// Why the admin's allowlists forbid this destination: an http(s) or market host not in
+    /// `allowed_hosts`, a file outside every one of `delivery_roots`. `None`: allowed.
+    pub fn forbidden(
+        &self,
+        allowed_hosts: &[String],
+        delivery_roots: &[PathBuf],
+    ) -> Option<String> {
+        let host_refused = |url: &str| {
+            (!host_allowed(allowed_hosts, url)).then(|| {
+                format!(
+                    "host {} is not in profiles.allowedHosts ({allowed_hosts:?}; the manager's \
+                     and the piece store's hosts are always allowed): add it there if the farm \
+                     trusts it",
+                    host_of(url).unwrap_or_default()
+                )
+            })
+        };
+        match self {
+            Destination::Http(url) => host_refused(url),
+            Destination::Market { endpoint, .. } => host_refused(endpoint),
+            Destination::File(path) => delivery_root(delivery_roots, path).is_none().then(|| {
+                format!(
+                    "{} is not under profiles.deliveryRoots ({delivery_roots:?}): file:// \
+                     destinations are written on the node only below a directory the admin \
+                     named",
+                    path.display()
+                )
+            }),
+            Destination::Store { .. } | Destination::PieceStore { .. } => None,
+        }
+    }
+}
+
+/// The host of `url`, lower-case, without its port.
+pub fn host_of(url: &str) -> Option<String> {
+    let url = Url::parse(url).ok()?;
+    url.host_str().map(str::to_ascii_lowercase)
+}
+
+/// Whether an `allowedHosts` entry is a host (any port) or `host:port` and nothing more.
+pub fn check_allowed_host(entry: &str) -> Result<(), String> {
+    let url = Url::parse(&format!("http://{entry}/"))
+        .map_err(|e| format!("not a host or host:port: {e}"))?;
+    if entry.contains(['/', '@', '?', '#']) || url.host_str().is_none() {
+        return Err("not a host or host:port (no scheme, path or user)".into());
+    }
+    Ok(())
+}
+
+/// Whether `url` is http(s) to a host `allowed` lists: an entry `host` allows every port of it,
+/// `host:port` that port only.
+pub fn host_allowed(allowed: &[String], url: &str) -> bool {
+    let Ok(url) = Url::parse(url) else {
+        return false;
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return false;
+    }
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
+    };
+    allowed.iter().any(|entry| {
+        Url::parse(&format!("http://{entry}/")).is_ok_and(|pattern| {
+            pattern
+                .host_str()
+                .is_some_and(|h| h.eq_ignore_ascii_case(host))
+                && (pattern.port().is_none() || pattern.port() == Some(port))
+        })
+    })
+}
+
+/// The root of `roots` that `path` lies under, judged on the path as written: it must be
+/// absolute, without `.` or `..`, and strictly below the root. Symlinks are the step's to refuse
+/// (it sees the files).
+pub fn delivery_root<'a>(roots: &'a [PathBuf], path: &Path) -> Option<&'a PathBuf> {
+    use std::path::Component;
+    let clean = path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !clean {
+        return None;
+    }
+    roots
+        .iter()
+        .find(|root| path.starts_with(root) && path != root.as_path())
 }
 
 impl fmt::Display for Destination {
@@ -247,5 +336,72 @@ mod tests {
             format!("http://h:1/resource?resource-id={PIECE}&store=retrievals")
         );
         assert_eq!(redact("file:///x"), "file:///x");
+    }
+
+    #[test]
+    fn only_allowed_hosts_and_delivery_roots_are_reached() {
+        let hosts = vec!["10.0.0.2".to_string(), "market.farm:41235".to_string()];
+        let roots = vec![PathBuf::from("/srv/retrieved")];
+        let allowed = |text: &str| Destination::parse(text).unwrap().forbidden(&hosts, &roots);
+        assert_eq!(allowed("http://10.0.0.2:9999/put"), None);
+        assert_eq!(allowed("https://10.0.0.2/put"), None);
+        assert_eq!(
+            allowed(&format!(
+                "market://s/{PIECE}?host=MARKET.farm:41235&scheme=http&token=t"
+            )),
+            None
+        );
+        assert_eq!(allowed("file:///srv/retrieved/a/piece"), None);
+        assert_eq!(allowed("store://store-1/x"), None);
+        for (text, reason) in [
+            (
+                "http://evil.example/put",
+                "host evil.example is not in profiles.allowedHosts",
+            ),
+            ("http://market.farm:80/put", "host market.farm is not in"),
+            (
+                "market://s/p?host=169.254.169.254&scheme=http&token=t",
+                "host 169.254.169.254 is not in",
+            ),
+            (
+                "file:///etc/cron.d/job",
+                "/etc/cron.d/job is not under profiles.deliveryRoots",
+            ),
+            (
+                "file:///srv/retrieved-other/x",
+                "is not under profiles.deliveryRoots",
+            ),
+            // The url crate resolves the climb before we see it: still outside.
+            ("file:///srv/retrieved/../../etc/x", "/etc/x is not under"),
+        ] {
+            let reason_given = allowed(text).unwrap_or_else(|| panic!("{text} allowed"));
+            assert!(reason_given.contains(reason), "{text}: {reason_given}");
+        }
+        assert!(
+            Destination::File("/srv/retrieved".into())
+                .forbidden(&hosts, &roots)
+                .is_some(),
+            "the root itself is not a file under it"
+        );
+        assert!(
+            delivery_root(&roots, Path::new("/srv/retrieved/a/../../../etc/x")).is_none(),
+            "a climb written out is refused too"
+        );
+    }
+
+    #[test]
+    fn allowed_host_entries_are_hosts() {
+        for good in ["10.0.0.2", "market.farm:41235", "[::1]:8080", "localhost"] {
+            assert_eq!(check_allowed_host(good), Ok(()), "{good}");
+        }
+        for bad in ["http://h", "h/path", "user@h", "", "h:notaport"] {
+            assert!(check_allowed_host(bad).is_err(), "{bad} accepted");
+        }
+        assert_eq!(
+            host_of("http://Manager.Farm:1789/rpc/v0").unwrap(),
+            "manager.farm"
+        );
+        assert!(host_allowed(&["[::1]".into()], "http://[::1]:5/x"));
+        assert!(!host_allowed(&["h".into()], "ftp://h/x"));
     }
 }

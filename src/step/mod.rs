@@ -37,7 +37,7 @@ use crate::sector::{CommD, CommR, FailureLevel, SectorRef, SectorSize};
 
 /// The request schema this build writes and understands. A request with a higher version is refused
 /// (permanent failure) rather than half-understood.
-pub const REQUEST_VERSION: u32 = 2;
+pub const REQUEST_VERSION: u32 = 3;
 
 /// Where the result goes when the request does not say: Kubernetes' default termination-message path.
 pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
@@ -122,6 +122,13 @@ pub struct StepInputs {
     /// Persist stores by instance name, for `store://<instance>/<path>` destinations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stores: BTreeMap<String, PathBuf>,
+    /// Hosts the step may reach over http(s) (profiles.allowedHosts with the manager's and the
+    /// piece store's); see [`destination::host_allowed`]. Empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+    /// Directories `file://` destinations may be written under (profiles.deliveryRoots).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delivery_roots: Vec<PathBuf>,
 }
 
 /// The file role of C1's output (read by C2).
@@ -156,6 +163,7 @@ impl StepInputs {
             StepKind::AddPiece => StepInputs {
                 pieces: all.pieces.clone(),
                 piece_dirs: all.piece_dirs.clone(),
+                allowed_hosts: all.allowed_hosts.clone(),
                 ..Default::default()
             },
             StepKind::Pc1 => StepInputs {
@@ -298,6 +306,50 @@ pub struct StepResult {
     pub reused: bool,
     #[serde(default)]
     pub duration_ms: u64,
+    /// Set in a termination message too small for the whole result (a snap proof at 512 MiB
+    /// and up is 3072 bytes, 4096 in base64): the whole result is the step's line of standard
+    /// output, which the operator reads from the pod's log and checks against this digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_log: Option<LoggedResult>,
+}
+
+/// The line of a step's output that holds its whole result: its sha256 (hex) and length.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggedResult {
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl LoggedResult {
+    pub fn of(line: &str) -> Self {
+        use sha2::Digest;
+        LoggedResult {
+            sha256: hex::encode(sha2::Sha256::digest(line.as_bytes())),
+            size: line.len() as u64,
+        }
+    }
+
+    /// The result whose line this describes, among the lines of a pod's log (the last such).
+    pub fn find_in(&self, log: &str) -> Result<StepResult, String> {
+        let line = log
+            .lines()
+            .rev()
+            .map(|line| line.trim_end_matches('\r'))
+            .find(|line| line.len() as u64 == self.size && LoggedResult::of(line) == *self)
+            .ok_or_else(|| {
+                format!(
+                    "the step's result ({} bytes, sha256 {}) is not in its log's last lines",
+                    self.size, self.sha256
+                )
+            })?;
+        let result: StepResult = serde_json::from_str(line)
+            .map_err(|e| format!("the step's result in its log cannot be read: {e}"))?;
+        if result.in_log.is_some() {
+            return Err("the step's result in its log points to the log again".into());
+        }
+        Ok(result)
+    }
 }
 
 impl StepResult {
@@ -308,37 +360,41 @@ impl StepResult {
         }
     }
 
+    /// The whole result, as the step prints it on its standard output (one line).
+    pub fn output_line(&self) -> String {
+        serde_json::to_string(self).expect("results serialize")
+    }
+
     /// The result as the termination message: JSON within Kubernetes' 4096-byte limit. The failure
     /// message is shortened first. A success too big for it drops what is also in a file (the
-    /// piece list is `outputs/pieces.json`, listed with its digest); if it still does not fit, it
-    /// becomes a permanent failure that says so, never a result the operator cannot read.
+    /// piece list is `outputs/pieces.json`, listed with its digest); if it still does not fit,
+    /// the message says where the whole result is: the step's output line
+    /// ([`StepResult::output_line`]), by its digest.
     pub fn termination_message(&self) -> String {
+        self.termination_message_within(TERMINATION_MESSAGE_LIMIT)
+    }
+
+    /// As [`StepResult::termination_message`], within `limit` bytes (at most Kubernetes' 4096;
+    /// tests lower it to send small results through the log).
+    pub fn termination_message_within(&self, limit: usize) -> String {
+        let limit = limit.min(TERMINATION_MESSAGE_LIMIT);
         let mut result = self.clone();
         let mut text = serde_json::to_string(&result).expect("results serialize");
-        if text.len() > TERMINATION_MESSAGE_LIMIT && result.failure.is_none() {
+        if text.len() > limit && result.failure.is_none() {
             result.outputs.pieces.clear();
             result.outputs.delivered.clear();
             text = serde_json::to_string(&result).expect("results serialize");
-            if text.len() > TERMINATION_MESSAGE_LIMIT {
-                let size = text.len();
+            if text.len() > limit {
                 result.outputs = StepOutputs::default();
-                result.failure = Some(StepFailure {
-                    level: FailureLevel::Permanent,
-                    message: format!(
-                        "{} succeeded, but its result is {size} bytes, more than the \
-                         {TERMINATION_MESSAGE_LIMIT} a pod's termination message carries (a \
-                         proof this large needs a newer operator); its files are in the workspace",
-                        self.step
-                    ),
-                });
+                result.in_log = Some(LoggedResult::of(&self.output_line()));
                 text = serde_json::to_string(&result).expect("results serialize");
             }
         }
-        while text.len() > TERMINATION_MESSAGE_LIMIT {
+        while text.len() > limit {
             let Some(failure) = result.failure.as_mut() else {
                 break;
             };
-            let over = text.len() - TERMINATION_MESSAGE_LIMIT;
+            let over = text.len() - limit;
             let keep = failure.message.len().saturating_sub(over + 16);
             let mut cut = keep;
             while !failure.message.is_char_boundary(cut) {
@@ -582,6 +638,7 @@ mod tests {
             outputs: StepOutputs::default(),
             reused: false,
             duration_ms: 1,
+            in_log: None,
         };
         let text = result.termination_message();
         assert!(text.len() <= TERMINATION_MESSAGE_LIMIT, "{}", text.len());
@@ -603,18 +660,56 @@ mod tests {
         assert!(text.len() <= TERMINATION_MESSAGE_LIMIT, "{}", text.len());
         let back: StepResult = serde_json::from_str(&text).unwrap();
         assert!(back.failure.is_none() && back.outputs.pieces.is_empty());
-        let mut proof = many.clone();
-        proof.outputs.proof = Some("A".repeat(4096));
-        let text = proof.termination_message();
-        assert!(text.len() <= TERMINATION_MESSAGE_LIMIT, "{}", text.len());
-        let back: StepResult = serde_json::from_str(&text).unwrap();
-        let failure = back.failure.unwrap();
-        assert_eq!(failure.level, FailureLevel::Permanent);
+    }
+
+    /// A snap proof at 512 MiB and up (16 partitions of 192 bytes: 4096 in base64) cannot travel
+    /// in the termination message: the message names the output line by its digest, and the
+    /// result read back from a log holding that line is the whole result, proof intact.
+    #[test]
+    fn a_result_over_the_termination_message_travels_in_the_log_with_its_digest() {
+        use base64::Engine;
+        let proof: Vec<u8> = (0..16 * 192).map(|i| (i * 7 + 3) as u8).collect();
+        let result = StepResult {
+            version: REQUEST_VERSION,
+            step: StepKind::SnapProve,
+            sector: SectorRef {
+                miner: 1000,
+                number: 1,
+            },
+            failure: None,
+            outputs: StepOutputs {
+                proof: Some(base64::engine::general_purpose::STANDARD.encode(&proof)),
+                ..Default::default()
+            },
+            reused: false,
+            duration_ms: 1,
+            in_log: None,
+        };
+        let line = result.output_line();
+        assert!(line.len() > TERMINATION_MESSAGE_LIMIT, "{}", line.len());
+        let message = result.termination_message();
+        assert!(message.len() <= TERMINATION_MESSAGE_LIMIT);
+        let sent: StepResult = serde_json::from_str(&message).unwrap();
+        assert_eq!(sent.exit_code(), ExitCode::Ok);
+        let logged = sent.in_log.unwrap();
+        let log = format!("INFO starting snap-prove\n{line}\nINFO done\n");
+        let back = logged.find_in(&log).unwrap();
+        assert_eq!(back, result, "the whole result, proof intact");
+        let tampered = log.replace("\"proof\":\"", "\"proof\":\"B");
         assert!(
-            failure.message.contains("termination message"),
-            "{}",
-            failure.message
+            logged.find_in(&tampered).is_err(),
+            "a changed line is refused"
         );
+        assert!(logged.find_in("").unwrap_err().contains("not in its log"));
+        // At the limit exactly a result still goes in the message; a byte over, through the log.
+        let mut small = result.clone();
+        small.outputs.proof = Some(base64::engine::general_purpose::STANDARD.encode(&proof[..192]));
+        let line = small.output_line();
+        assert_eq!(small.termination_message_within(line.len()), line);
+        let over: StepResult =
+            serde_json::from_str(&small.termination_message_within(line.len() - 1)).unwrap();
+        assert_eq!(over.in_log, Some(LoggedResult::of(&line)));
+        assert_eq!(over.outputs, StepOutputs::default());
     }
 
     #[test]

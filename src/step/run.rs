@@ -80,6 +80,7 @@ pub fn execute(request: &StepRequest) -> StepResult {
             outputs,
             reused,
             duration_ms: started.elapsed().as_millis() as u64,
+            in_log: None,
         }
     };
 

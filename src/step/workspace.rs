@@ -197,6 +197,43 @@ pub fn remove_any(path: &Path) -> Result<(), StepError> {
     result.map_err(|e| io_error("cannot remove", path, e))
 }
 
+/// `root/relative`, refused when it would leave `root`: `relative` must be a plain relative path
+/// (no `..`, no leading `/`), and no part of it that exists may be a symbolic link, which could
+/// point anywhere the pod may write. The root is the admin's (a store, a delivery root) and may
+/// itself be a link.
+pub fn confine(root: &Path, relative: &Path) -> Result<PathBuf, StepError> {
+    use std::path::Component;
+    let refuse = |why: String| {
+        StepError::permanent(format!(
+            "{} cannot be written inside {}: {why}",
+            relative.display(),
+            root.display()
+        ))
+    };
+    let plain = relative
+        .components()
+        .all(|part| matches!(part, Component::Normal(_)));
+    if relative.as_os_str().is_empty() || !plain {
+        return Err(refuse(
+            "not a plain relative path (no .., no leading /)".into(),
+        ));
+    }
+    let mut path = root.to_path_buf();
+    for part in relative.components() {
+        path.push(part);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(refuse(format!("{} is a symbolic link", path.display())));
+            }
+            Ok(_) => {}
+            // What does not exist yet is created by the step, inside the root.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+            Err(e) => return Err(io_error("cannot inspect", &path, e)),
+        }
+    }
+    Ok(root.join(relative))
+}
+
 /// sha256 and size of a file, streaming.
 pub fn digest_file(path: &Path) -> Result<FileDigest, StepError> {
     let mut file = File::open(path).map_err(|e| io_error("cannot open", path, e))?;

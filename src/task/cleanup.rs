@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use super::condition::WORKSPACE_CLEANED;
+use super::condition::{DELETION_HELD, WORKSPACE_CLEANED};
 use super::enter::{condition_true, set_condition};
 use super::{CLEANUP_PATIENCE, CLEANUP_RETRY, CleanupPod, Effect, Question, Turn, Wake};
+use crate::api::State;
 
 /// The name of a task's workspace cleanup pod.
 pub fn cleanup_pod_name(task: &str) -> String {
@@ -121,6 +122,45 @@ impl Turn<'_> {
         );
         self.effects.push(Effect::DeleteTask);
         Wake::OnChange
+    }
+
+    /// A deleted sealer whose PreCommit went out (its deposit is on chain, and its sealed files
+    /// may be only in the workspace) is not abandoned: it finishes, then goes, unless the
+    /// annotation [`super::ABORT_ON_DELETE`] says to abort it. A `kubectl delete` of many tasks,
+    /// or of their namespace, thus costs no deposit. Says so once, as a Warning.
+    pub(super) fn finishes_before_deletion(&mut self) -> bool {
+        let state = self.position().state;
+        let plan = self.task.spec.plan();
+        let holds_deposit = self.task.spec.plan == crate::api::PlanKind::Sealer
+            && !state.is_terminal()
+            && plan.state(State::PCSubmitted).is_some()
+            && !plan.at_or_before(state, State::PC2Done);
+        if !holds_deposit || self.task.abort_on_delete {
+            return false;
+        }
+        if !condition_true(&self.status, DELETION_HELD) {
+            let sector = self
+                .status
+                .sector
+                .map_or("its sector".to_string(), |s| format!("sector {s}"));
+            let message = format!(
+                "deleted after its PreCommit went out: {sector} is finished first (its deposit is on \
+                 chain), then the task goes. To abort the sector instead, losing the deposit, \
+                 annotate the task {}=true",
+                super::ABORT_ON_DELETE
+            );
+            set_condition(
+                &mut self.status,
+                DELETION_HELD,
+                "True",
+                "PreCommitOnChain",
+                &message,
+                self.now,
+            );
+            self.event(true, DELETION_HELD, message);
+            self.write();
+        }
+        true
     }
 
     /// The task is being deleted: stop it, tell the manager, remove its workspace, then let it go.

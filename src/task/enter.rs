@@ -131,6 +131,7 @@ impl Turn<'_> {
         }
         status.not_before = None;
         status.submitting = None;
+        status.allocating = None;
         if state != State::Aborted {
             // An abort keeps the failure that caused it on record.
             status.last_error = None;

@@ -61,6 +61,8 @@ pub mod condition {
     pub const MANAGER_UNAVAILABLE: &str = "ManagerUnavailable";
     /// The manager was told the task's sector is finalized (ReportFinalized answered).
     pub const MANAGER_FINALIZED: &str = "ManagerFinalized";
+    /// The task was deleted past its PreCommit and finishes before it goes.
+    pub const DELETION_HELD: &str = "DeletionHeld";
 }
 
 /// A step pod not started after this long gets a status message saying why.
@@ -82,7 +84,14 @@ pub struct Task<'a> {
     pub generation: Option<i64>,
     /// When the task was deleted (seconds since the epoch), if it is being deleted.
     pub deleted_at: Option<i64>,
+    /// The annotation [`ABORT_ON_DELETE`] is "true": a deletion may abort a sector whose
+    /// PreCommit deposit is on chain.
+    pub abort_on_delete: bool,
 }
+
+/// The annotation that lets a deletion abort a sealer past its PreCommit; without it, such a
+/// task finishes before it goes.
+pub const ABORT_ON_DELETE: &str = "damocles.io/abort-on-delete";
 
 impl<'a> Task<'a> {
     pub fn of(task: &'a SealingTask) -> Self {
@@ -96,6 +105,12 @@ impl<'a> Task<'a> {
                 .deletion_timestamp
                 .as_ref()
                 .map(|t| t.0.as_second()),
+            abort_on_delete: task
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ABORT_ON_DELETE))
+                .is_some_and(|v| v == "true"),
         }
     }
 }
@@ -354,7 +369,7 @@ pub fn decide(
         effects: Vec::new(),
         reply_taken: false,
     };
-    let wake = if task.deleted_at.is_some() {
+    let wake = if task.deleted_at.is_some() && !turn.finishes_before_deletion() {
         turn.deleted()
     } else {
         turn.drive()
@@ -437,6 +452,7 @@ impl Turn<'_> {
 
     pub fn delete_step_pod(&mut self) {
         if let Some(pod) = self.status.step_pod.take() {
+            self.status.retiring_pod = Some(pod.clone());
             self.effects.push(Effect::DeletePod(pod));
         }
     }

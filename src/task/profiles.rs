@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+    Affinity, Capabilities, EnvVar, LocalObjectReference, ResourceRequirements, SeccompProfile,
+    SecurityContext, Toleration,
 };
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +59,28 @@ pub struct StepProfile {
     pub priority_class_name: Option<String>,
     /// The step pods' RuntimeClass (`nvidia` on k3s and RKE2 for GPU steps).
     pub runtime_class_name: Option<String>,
+    /// The step container's securityContext, replacing the default one (every capability
+    /// dropped, no privilege escalation, the runtime's default seccomp profile): e.g. a
+    /// `runAsUser` that owns the stores, or a capability a node's setup needs.
+    pub security_context: Option<SecurityContext>,
+}
+
+/// What a step container runs with unless its profile says otherwise: root (the hostPath
+/// workspaces and stores the kubelet creates belong to root), but with no capability, so it
+/// cannot reach past its mounts, and no way to gain privileges.
+pub fn default_step_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// The profiles file.
@@ -91,6 +114,18 @@ pub struct Profiles {
     /// wherever they come from.
     #[serde(default)]
     pub piece_dirs: Vec<String>,
+    /// Hosts (`host` for any port, `host:port` for one) that steps may fetch deal pieces from and
+    /// PUT unsealed pieces to: http(s) destinations, `market://` uploads (which carry the market
+    /// token) and the piece store's redirects (where the manager sends a piece it does not hold).
+    /// The manager's host and the piece store's are always allowed; a market on another host
+    /// must be listed.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Node directories that `file://` unseal destinations may name files under. Empty (the
+    /// default): the manager's `file://` destinations are refused, since they would write
+    /// anywhere on the node.
+    #[serde(default)]
+    pub delivery_roots: Vec<String>,
     /// Values for every step kind.
     #[serde(default)]
     pub defaults: StepProfile,
@@ -131,6 +166,7 @@ pub struct Resolved {
     pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
     pub priority_class_name: Option<String>,
     pub runtime_class_name: Option<String>,
+    pub security_context: SecurityContext,
 }
 
 /// Where a task's workspace node may be: what its first step pod asks of the scheduler.
@@ -174,10 +210,30 @@ impl Profiles {
                 .map(|path| ("parentCachePath", path)),
         )
         .chain(profiles.piece_dirs.iter().map(|path| ("pieceDirs", path)))
-        {
+        .chain(
+            profiles
+                .delivery_roots
+                .iter()
+                .map(|path| ("deliveryRoots", path)),
+        ) {
             if !path.starts_with('/') {
                 return Err(format!("{name} {path:?} must be an absolute path"));
             }
+            if path.split('/').any(|part| part == "..") {
+                return Err(format!("{name} {path:?} must not contain .."));
+            }
+        }
+        for root in &profiles.delivery_roots {
+            if root.trim_end_matches('/').is_empty() {
+                return Err(format!(
+                    "deliveryRoots {root:?} is the node's whole filesystem; name the directories \
+                     unsealed pieces may be written to"
+                ));
+            }
+        }
+        for host in &profiles.allowed_hosts {
+            crate::step::destination::check_allowed_host(host)
+                .map_err(|reason| format!("allowedHosts {host:?}: {reason}"))?;
         }
         let unpinned = std::iter::once(("defaults".to_string(), &profiles.defaults))
             .chain(profiles.steps.iter().map(|(k, p)| (k.to_string(), p)))
@@ -247,6 +303,7 @@ impl Profiles {
             image_pull_secrets: pick!(image_pull_secrets),
             priority_class_name: pick!(priority_class_name),
             runtime_class_name: pick!(runtime_class_name),
+            security_context: pick!(security_context).unwrap_or_else(default_step_security),
         }
     }
 
@@ -313,6 +370,16 @@ impl Profiles {
             ..self.clone()
         }
         .resolve(StepKind::Persist, default_backoff)
+    }
+
+    /// Allows steps to reach the host of `url` (the manager's, the piece store's): what
+    /// damocles-worker reaches without being told.
+    pub fn allow_host_of(&mut self, url: &str) {
+        if let Some(host) = crate::step::destination::host_of(url)
+            && !self.allowed_hosts.contains(&host)
+        {
+            self.allowed_hosts.push(host);
+        }
     }
 
     /// The node path of a store, given the path the manager reported.

@@ -113,6 +113,8 @@ impl Turn<'_> {
         self.status.last_error = None;
         self.status.not_before = None;
         self.status.submitting = None;
+        // A resume is the person's word that the manager's queue was checked.
+        self.status.allocating = None;
         match action {
             ResumeAction::RetryCurrent(_) => {
                 self.status.action_index = 0;

@@ -143,6 +143,8 @@ pub fn gathered_inputs(
             payload_size: p.payload_size,
         });
     let unseal = outputs.unseal.as_ref();
+    let reaches_out =
+        plan == PlanKind::Unseal || outputs.pieces.iter().any(|p| p.payload_size.is_some());
     Ok(StepInputs {
         pieces: pieces.collect(),
         piece_dirs: profiles.piece_dirs.iter().map(PathBuf::from).collect(),
@@ -189,6 +191,18 @@ pub fn gathered_inputs(
             destination_stores(status, profiles)
         } else {
             BTreeMap::new()
+        },
+        // Only where a step goes out to the network or the node: other steps' input digests
+        // stay as they were.
+        allowed_hosts: if reaches_out {
+            profiles.allowed_hosts.clone()
+        } else {
+            vec![]
+        },
+        delivery_roots: if plan == PlanKind::Unseal {
+            profiles.delivery_roots.iter().map(PathBuf::from).collect()
+        } else {
+            vec![]
         },
     })
 }
@@ -245,6 +259,9 @@ impl Turn<'_> {
 
     /// Runs `step` as a pod: an outcome once the pod has ended, otherwise what to wait for.
     pub(super) fn step(&mut self, step: StepKind) -> Step {
+        if let Some(wait) = self.retiring_pod_gone() {
+            return Step::Wake(wait);
+        }
         let state = self.position().state;
         let profile = self.rules.profiles.resolve(step, self.rules.retry_backoff);
         let name = pod_name(self.task.name, state, self.status.attempt);
@@ -416,6 +433,40 @@ impl Turn<'_> {
         }
     }
 
+    /// Waits until the step pod this task last stopped has stopped running, as a StatefulSet waits
+    /// for its pod: a replacement started beside it would work on the same workspace (the step's
+    /// workspace lock would stop it, but as a failure). A pod on a node that no longer answers
+    /// stays until the node is deleted or the pod force-deleted; the task says so meanwhile.
+    fn retiring_pod_gone(&mut self) -> Option<Wake> {
+        let old = self.status.retiring_pod.clone()?;
+        let Some(pod) = self.observed.pods.get(&old) else {
+            return Some(Wake::Ask(Question::StepPod(old)));
+        };
+        let still_running = pod.as_ref().is_some_and(|pod| {
+            !matches!(
+                pod.report,
+                PodReport::Succeeded(_) | PodReport::Failed { .. }
+            )
+        });
+        if !still_running {
+            self.status.retiring_pod = None;
+            return None;
+        }
+        let node = pod
+            .as_ref()
+            .and_then(|p| p.node.clone())
+            .map_or(String::new(), |node| format!(" on node {node}"));
+        let message = format!(
+            "waiting for step pod {old}{node} to stop before starting its replacement (if the \
+             node is lost, delete the node or force-delete the pod)"
+        );
+        if self.status.message.as_deref() != Some(message.as_str()) {
+            set_phase(&mut self.status, Phase::Waiting, message, self.now);
+            self.write();
+        }
+        Some(Wake::OnChange)
+    }
+
     /// Starts the step again under the next attempt's pod name without spending its retry budget.
     fn restart_step(&mut self, old: &str, why: &str, avoid: Option<String>) -> Wake {
         if let Some(node) = &avoid {
@@ -431,6 +482,7 @@ impl Turn<'_> {
         self.status.avoid_node = avoid;
         self.status.attempt += 1;
         self.status.step_pod = None;
+        self.status.retiring_pod = Some(old.to_string());
         let message = format!("step pod {old} replaced: {why}");
         set_phase(&mut self.status, Phase::Waiting, message, self.now);
         self.write();

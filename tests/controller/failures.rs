@@ -60,8 +60,9 @@ async fn a_rejected_precommit_aborts_the_task_and_wipes_its_workspace() {
     .await;
 }
 
-/// Deleting a running task stops its step, tells the manager and removes the workspace before the
-/// task goes away (a finalizer).
+/// Deleting a task past its PreCommit does not abandon its sector: the task goes on, saying why.
+/// Told to abort (the annotation), the deletion stops its step, tells the manager and removes the
+/// workspace before the task goes away (a finalizer).
 #[tokio::test]
 async fn deleting_a_running_task_stops_it_and_cleans_up_first() {
     let scene = Scene::new("delete").await;
@@ -85,7 +86,16 @@ async fn deleting_a_running_task_stops_it_and_cleans_up_first() {
     let workspace = scene.workspace("t");
     assert!(workspace.is_dir());
 
-    delete_and_wait(tasks, "t").await;
+    tasks.delete("t", &Default::default()).await.unwrap();
+    let held = wait_status(tasks, "t", "the deletion held", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "DeletionHeld" && c.status == "True")
+    })
+    .await;
+    assert_ne!(held.status.unwrap().phase, Some(Phase::Aborted));
+    allow_abort_on_delete(tasks, "t").await;
+    wait_gone(tasks, "t").await;
     assert!(!workspace.exists(), "{} still exists", workspace.display());
     let record = &scene.record(status.sector.unwrap().number).await;
     assert!(
@@ -142,6 +152,7 @@ async fn a_ticket_about_to_expire_sends_the_task_back_for_a_new_one() {
     assert!(once.exists(), "the first PC2 was slowed");
     let record = &scene.record(status.sector.unwrap().number).await;
     assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
+    allow_abort_on_delete(tasks, "t").await;
     tasks.delete("t", &Default::default()).await.unwrap();
 }
 
@@ -183,4 +194,73 @@ async fn a_deal_piece_whose_bytes_do_not_match_its_cid_pauses_the_task_naming_it
     );
     let visited: Vec<State> = status.history.iter().map(|h| h.state).collect();
     assert!(!visited.contains(&State::PC1Done), "{visited:?}");
+}
+
+/// A pod that someone else made with the name of a task's next step pod, even one that succeeded
+/// with a result, is not the task's: the task does not adopt it or read its result, and pauses
+/// naming it. Once it is deleted, a resume runs the task's own pod.
+#[tokio::test]
+async fn a_step_pod_name_taken_by_another_owner_is_not_adopted() {
+    let scene = Scene::new("foreign").await;
+    let tasks = &scene.tasks;
+    let forged = serde_json::json!({
+        "version": 1, "step": "add-piece", "sector": {"miner": 1000, "number": 1},
+        "outputs": {"commD": "baga6ea4seaqao7s73y24kcutaosvacpdjgfe5pw76ooefnyqw4ynr3d2y6x2mpq"},
+    });
+    let planted: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "planted-dealsacquired-0"},
+        "spec": {"restartPolicy": "Never",
+                 "nodeSelector": {"damocles-test": scene.farm.label},
+                 "containers": [{"name": "step", "image": "x", "command": ["sh", "-c",
+                     format!("echo '{forged}' > /dev/termination-log")]}]},
+    }))
+    .unwrap();
+    scene
+        .pods
+        .create(&PostParams::default(), &planted)
+        .await
+        .unwrap();
+    wait_for(
+        "the planted pod to succeed",
+        Duration::from_secs(60),
+        || async {
+            let pod = scene.pods.get("planted-dealsacquired-0").await.ok()?;
+            (pod.status?.phase.as_deref() == Some("Succeeded")).then_some(())
+        },
+    )
+    .await;
+    let _operator = scene.operator();
+    scene.seal("planted").await;
+    let paused = wait_phase(tasks, "planted", Phase::Paused, Duration::from_secs(120)).await;
+    let status = paused.status.unwrap();
+    assert_eq!(status.state, Some(State::DealsAcquired));
+    let error = status.last_error.unwrap();
+    assert!(
+        error.message.contains(
+            "pod planted-dealsacquired-0 is not this task's (it has no controlling owner)"
+        ),
+        "{}",
+        error.message
+    );
+    assert!(
+        status.outputs.and_then(|o| o.comm_d).is_none(),
+        "the planted result was not read"
+    );
+    // Left alone, not deleted.
+    assert!(
+        scene
+            .pods
+            .get_opt("planted-dealsacquired-0")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    delete_pod_and_wait(&scene.pods, "planted-dealsacquired-0").await;
+    patch_spec(tasks, "planted", serde_json::json!({"resumeState": ""})).await;
+    wait_status(tasks, "planted", "past the planted pod's state", |s| {
+        s.state.is_some_and(|state| state != State::DealsAcquired)
+    })
+    .await;
+    delete_and_wait(tasks, "planted").await;
 }

@@ -25,9 +25,38 @@ use kube::api::{Api, ListParams, PostParams};
 use support::farm::{Operator, Scene};
 use support::{unique, wait_for};
 
-/// Deletes a task and waits until its finalizer has let it go.
+/// Deletes a pod and waits until it is gone.
+async fn delete_pod_and_wait(pods: &Api<Pod>, name: &str) {
+    pods.delete(name, &Default::default()).await.unwrap();
+    wait_for("the pod deleted", Duration::from_secs(60), || async {
+        pods.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+}
+
+/// Deletes a task and waits until its finalizer has let it go: at once, whatever its state (a
+/// sealer past its PreCommit is annotated to abort rather than finish first).
 async fn delete_and_wait(api: &Api<SealingTask>, name: &str) {
+    allow_abort_on_delete(api, name).await;
     api.delete(name, &Default::default()).await.unwrap();
+    wait_gone(api, name).await;
+}
+
+/// Annotates a task so its deletion aborts its sector even past the PreCommit.
+async fn allow_abort_on_delete(api: &Api<SealingTask>, name: &str) {
+    let annotate = serde_json::json!({"metadata": {"annotations": {
+        damocles_operator::task::ABORT_ON_DELETE: "true",
+    }}});
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&annotate),
+    )
+    .await
+    .unwrap();
+}
+
+async fn wait_gone(api: &Api<SealingTask>, name: &str) {
     wait_for(
         &format!("task {name} gone"),
         Duration::from_secs(60),

@@ -18,6 +18,7 @@ async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
     // operator reads as a CID, as a task written by another version could hold) stops no other
     // task, across every restart below; it gets a Warning Event that names the field.
     let unreadable = unreadable_task(&ns.name, "bad").await;
+    hostile_tasks_are_refused_naming_the_field(&ns.name);
     scene.seal("t").await;
     let start = |crash| Operator::start_with(&ns.name, manager, &farm.profiles, crash);
 
@@ -100,6 +101,120 @@ async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
     );
     assert!(bad.metadata.finalizers.unwrap_or_default().is_empty());
     assert_eq!(bad.metadata.uid, unreadable.metadata.uid);
+}
+
+/// A table of hostile SealingTasks, applied with kubectl as a user would: each is refused by the
+/// apiserver with a message naming its field, so the operator never sees one (the test's valid
+/// task carries on beside them).
+fn hostile_tasks_are_refused_naming_the_field(namespace: &str) {
+    use damocles_operator::plan::Plan;
+    let info = support::cluster();
+    let manifest = |name: &str, spec: serde_json::Value| {
+        let mut full = serde_json::json!({"plan": "sealer", "sectorSize": "2KiB"});
+        full.as_object_mut()
+            .unwrap()
+            .extend(spec.as_object().unwrap().clone());
+        serde_json::json!({
+            "apiVersion": "damocles.io/v1alpha1", "kind": "SealingTask",
+            "metadata": {"name": name}, "spec": full,
+        })
+        .to_string()
+    };
+    let create = |input: &str| {
+        let output = support::kubectl_stdin(
+            info,
+            &["create", "--namespace", namespace, "-f", "-"],
+            input,
+        );
+        assert!(!output.status.success(), "accepted: {input:.300}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    for (what, spec, field) in [
+        (
+            "a huge string",
+            serde_json::json!({"resumeState": "A".repeat(100_000)}),
+            "spec.resumeState",
+        ),
+        (
+            "a huge piece CID",
+            serde_json::json!({"plan": "unseal", "unseal": {"pieceCid": "b".repeat(10_000)}}),
+            "spec.unseal.pieceCid",
+        ),
+        (
+            "an unknown field",
+            serde_json::json!({"sectorSise": "2KiB"}),
+            "spec.sectorSise",
+        ),
+        (
+            "a wrong type",
+            serde_json::json!({"ttlSecondsAfterFinished": "soon"}),
+            "spec.ttlSecondsAfterFinished",
+        ),
+        (
+            "an integer too large for the operator",
+            serde_json::json!({"ttlSecondsAfterFinished": 4_294_967_296u64}),
+            "spec.ttlSecondsAfterFinished",
+        ),
+        (
+            "a negative sector number",
+            serde_json::json!({"sector": {"miner": 1000, "number": -1}}),
+            "spec.sector.number",
+        ),
+        (
+            "an unknown plan",
+            serde_json::json!({"plan": "reseal"}),
+            "spec.plan",
+        ),
+        (
+            "an unknown sector size",
+            serde_json::json!({"sectorSize": "4KiB"}),
+            "spec.sectorSize",
+        ),
+    ] {
+        let refusal = create(&manifest("hostile", spec));
+        assert!(refusal.contains(field), "{what}: {refusal:.2000}");
+    }
+    // Every state of some plan that is not a resumable state of another, as that plan's
+    // resumeState, in one apply: each object is refused on its own, naming resumeState.
+    let mut documents = vec![];
+    for plan in Plan::all() {
+        let valid: Vec<&str> = plan.resumable_state_names().collect();
+        let foreign: BTreeSet<&str> = Plan::all()
+            .flat_map(|other| other.resumable_state_names())
+            .chain(["NoSuchState"])
+            .filter(|state| !valid.contains(state) && *state != "Aborted")
+            .collect();
+        for (index, state) in foreign.into_iter().enumerate() {
+            let name = format!("resume-{}-{index}", plan.kind);
+            documents.push(manifest(
+                &name,
+                serde_json::json!({"plan": plan.kind.to_string(), "resumeState": state}),
+            ));
+        }
+    }
+    let count = documents.len();
+    assert!(count > 20, "{count}");
+    let refusals = create(&documents.join("\n---\n"));
+    let refused = refusals
+        .lines()
+        .filter(|line| line.contains("is invalid") && line.contains("resumeState"))
+        .count();
+    assert_eq!(refused, count, "{refusals:.4000}");
+    let listed = support::kubectl(
+        info,
+        &[
+            "get",
+            "sealingtasks",
+            "--namespace",
+            namespace,
+            "-o",
+            "name",
+        ],
+    );
+    assert!(
+        !listed.contains("hostile") && !listed.contains("resume-"),
+        "{listed}"
+    );
 }
 
 /// Creates a SealingTask the CRD accepts but the operator's types cannot read: a valid spec, and a

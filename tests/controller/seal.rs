@@ -273,6 +273,74 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
     assert_eq!(record["rebuilds"], 1, "{record}");
     assert!(finalized(&record), "{record}");
 
+    // A retrieval whose destination lies outside the delivery roots the admin configured (a
+    // manager may name any path on the node) pauses before any byte moves, naming it, with no
+    // upload pod; aborted, it goes back to the manager as failed and the sector offline again.
+    let outside = scene.farm.root.join("outside/piece.bin");
+    let first = deals[0]["pieceCid"].as_str().unwrap();
+    let queued = manager
+        .admin(
+            "/admin/unseal",
+            Some(serde_json::json!({
+                "number": sector.number, "pieceCid": first, "offset": 0, "size": 1016,
+                "dest": [format!("file://{}", outside.display())],
+            })),
+        )
+        .await;
+    assert_eq!(queued["ok"], true, "{queued}");
+    create_example(
+        tasks,
+        "unseal-2kib.yaml",
+        "unseal-outside",
+        serde_json::json!({"sector": spec_sector, "unseal": {"pieceCid": first}}),
+    )
+    .await;
+    let paused = wait_phase(
+        tasks,
+        "unseal-outside",
+        Phase::Paused,
+        Duration::from_secs(300),
+    )
+    .await;
+    let error = paused.status.unwrap().last_error.unwrap();
+    assert!(
+        error.message.contains(&format!(
+            "{} is not under profiles.deliveryRoots",
+            outside.display()
+        )),
+        "{}",
+        error.message
+    );
+    let uploads = scene
+        .pods
+        .list(&ListParams::default().labels("damocles.io/step=upload"))
+        .await
+        .unwrap();
+    assert!(uploads.items.is_empty(), "no upload pod ran");
+    assert!(!outside.exists());
+    patch_spec(
+        tasks,
+        "unseal-outside",
+        serde_json::json!({"resumeState": "Aborted"}),
+    )
+    .await;
+    wait_status(tasks, "unseal-outside", "aborted", |s| {
+        s.phase == Some(Phase::Aborted)
+    })
+    .await;
+    delete_and_wait(tasks, "unseal-outside").await;
+    wait_for(
+        "the sector offline again",
+        Duration::from_secs(60),
+        || async { finalized(&scene.record(sector.number).await).then_some(()) },
+    )
+    .await;
+    let chain = manager.admin("/admin/state", None).await;
+    let handed_back = chain["chain"]["unseals"][0]["achieved"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(handed_back.starts_with("aborted"), "{chain}");
+
     // A retrieval asks for the second deal (unpadded bytes 1016..2032 of the sector), to be
     // delivered to a destination of every kind the manager hands out: the market's store (the
     // manager adds the market's address and token), the manager's piece store, a file on the
@@ -335,7 +403,7 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
     );
     let chain = manager.admin("/admin/state", None).await;
     assert_eq!(
-        chain["chain"]["unseals"][0]["achieved"], "",
+        chain["chain"]["unseals"][1]["achieved"], "",
         "the manager heard the unseal succeed: {chain}"
     );
     let record = scene.record(sector.number).await;

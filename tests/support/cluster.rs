@@ -145,6 +145,26 @@ pub fn kubectl_output(info: &ClusterInfo, args: &[&str]) -> std::process::Output
         .expect("kubectl runs")
 }
 
+/// Runs kubectl against the test cluster with `input` on its standard input.
+pub fn kubectl_stdin(info: &ClusterInfo, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(info.bin.join("kubectl"))
+        .args(args)
+        .env("KUBECONFIG", &info.kubeconfig)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().expect("kubectl runs")
+}
+
 /// Runs helm against the test cluster, with its caches out of the user's home.
 pub fn helm(info: &ClusterInfo, args: &[&str]) -> std::process::Output {
     Command::new(info.bin.join("helm"))

@@ -62,7 +62,7 @@ impl Operator {
             .arg("--profiles")
             .arg(profiles)
             .args(extra)
-            .env("KUBECONFIG", &cluster().kubeconfig)
+            .env("KUBECONFIG", chart_service_account(namespace))
             .env("RUST_LOG", "info")
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -73,6 +73,77 @@ impl Operator {
             metrics,
         }
     }
+}
+
+/// A kubeconfig that acts as the chart's ServiceAccount watching `namespace`: the chart's own
+/// RBAC (rendered as `helm install --set watchNamespace=<namespace>` would), and a token from the
+/// TokenRequest API, not the admin's credentials. An operator the tests start has exactly the
+/// rights an installed one has. Made once per namespace.
+pub fn chart_service_account(namespace: &str) -> PathBuf {
+    static MADE: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap();
+    if let Some((_, path)) = made.iter().find(|(ns, _)| ns == namespace) {
+        return path.clone();
+    }
+    let info = cluster();
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/damocles-operator");
+    let watch = format!("watchNamespace={namespace}");
+    let rendered = helm(
+        info,
+        &[
+            "template",
+            "op",
+            chart,
+            "--namespace",
+            namespace,
+            "--set",
+            &watch,
+            "--set",
+            "image.repository=registry.example/damocles-operator",
+            "--set",
+            "stepImage.repository=registry.example/damocles-step",
+            "--show-only",
+            "templates/rbac.yaml",
+        ],
+    );
+    assert!(
+        rendered.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let applied = super::kubectl_stdin(
+        info,
+        &["apply", "--namespace", namespace, "-f", "-"],
+        &String::from_utf8_lossy(&rendered.stdout),
+    );
+    assert!(
+        applied.status.success(),
+        "the chart's RBAC: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let token = super::kubectl(
+        info,
+        &[
+            "create",
+            "token",
+            "op",
+            "--namespace",
+            namespace,
+            "--duration",
+            "24h",
+        ],
+    );
+    let mut config: serde_json::Value = serde_json::from_str(&super::kubectl(
+        info,
+        &["config", "view", "--raw", "--minify", "-o", "json"],
+    ))
+    .unwrap();
+    config["users"] = serde_json::json!([{"name": "op", "user": {"token": token.trim()}}]);
+    config["contexts"][0]["context"]["user"] = "op".into();
+    let path = std::env::temp_dir().join(format!("{}.kubeconfig", unique("op-sa")));
+    std::fs::write(&path, config.to_string()).unwrap();
+    made.push((namespace.to_string(), path.clone()));
+    path
 }
 
 impl Operator {
@@ -313,6 +384,8 @@ impl Scene {
                 "workspaceRoot": farm.root.join("workspace"),
                 "paramsPath": farm.params,
                 "parentCachePath": farm.root.join("parents"),
+                // Where file:// unseal destinations may go.
+                "deliveryRoots": [farm.root.join("retrieved")],
                 "defaults": {
                     "image": "damocles-step:test",
                     "command": [env!("CARGO_BIN_EXE_damocles-step")],
@@ -326,7 +399,12 @@ impl Scene {
                 // Added to the chart's GPU selectors (Helm merges maps).
                 "steps": {
                     "pc2": {"nodeSelector": on_this_farm},
-                    "c2": {"nodeSelector": on_this_farm},
+                    // C2's result (its proof) is sent through the pod's log, as a snap proof at
+                    // 512 MiB and up must be: the operator reads it through the API server,
+                    // under the chart's RBAC, and checks its digest.
+                    "c2": {"nodeSelector": on_this_farm, "env": [
+                        {"name": "DAMOCLES_STEP_MESSAGE_LIMIT", "value": "512"},
+                    ]},
                 },
             },
         });

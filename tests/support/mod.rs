@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 // Each test binary uses its own part of the harness.
 #[allow(unused_imports)]
 pub use cluster::{
-    ClusterInfo, TestNamespace, client, cluster, helm, kubectl, kubectl_output, namespace,
+    ClusterInfo, TestNamespace, client, cluster, helm, kubectl, kubectl_output, kubectl_stdin,
+    namespace,
 };
 #[allow(unused_imports)]
 pub use dev_node::DevNode;

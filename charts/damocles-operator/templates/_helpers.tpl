@@ -29,3 +29,27 @@ and the step binary move together (the step request version). */}}
 app.kubernetes.io/name: damocles-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{/* What the operator does to tasks, their pods and events, and nothing more: watch tasks,
+patch their finalizer and status, delete a finished task after ttlSecondsAfterFinished; create,
+watch and delete step pods (deletecollection: a task's pods by its uid label), read a step pod's
+log for a result too big for its termination message; record Events. */}}
+{{- define "damocles-operator.taskRules" }}
+  - apiGroups: [damocles.io]
+    resources: [sealingtasks]
+    verbs: [get, list, watch, patch, delete]
+  - apiGroups: [damocles.io]
+    resources: [sealingtasks/status]
+    verbs: [patch]
+  - apiGroups: [""]
+    resources: [pods]
+    verbs: [get, list, watch, create, delete, deletecollection]
+  # A step result too big for its termination message (a snap proof at 512 MiB and up) is read
+  # from the step pod's log.
+  - apiGroups: [""]
+    resources: [pods/log]
+    verbs: [get]
+  - apiGroups: [events.k8s.io]
+    resources: [events]
+    verbs: [create, patch]
+{{- end -}}

@@ -190,10 +190,8 @@ pub(super) async fn run_step(
                 shared.config.step_bin.display()
             ))
         })?;
-    let result = request
-        .termination_message_path
-        .as_ref()
-        .and_then(|p| std::fs::read(p).ok())
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    // The whole result is the step's standard output; the termination message may only point
+    // to it (a result over 4 KiB).
+    let result = serde_json::from_slice(output.stdout.trim_ascii()).ok();
     Ok((result, output))
 }

@@ -13,6 +13,7 @@
 
 pub mod spec;
 
+mod logs;
 mod pods;
 mod process;
 
@@ -67,6 +68,8 @@ struct DevNode {
     /// (still Running, or not yet started) after its process has finished; such an event must
     /// neither start the pod again nor count as a process lost by a restart.
     started_here: Arc<Mutex<HashSet<String>>>,
+    /// The port of the kubelet log endpoint the Nodes advertise.
+    log_port: u16,
 }
 
 /// Runs until `shutdown` resolves: registers the nodes, keeps their leases, runs their pods.
@@ -83,13 +86,15 @@ pub async fn run(
     })?;
     let api_server = kube_config.cluster_url.to_string();
     let client = Client::try_from(kube_config).context("cannot connect to the cluster")?;
-    let node = DevNode {
+    let mut node = DevNode {
         client,
         api_server,
         config: Arc::new(config),
         running: Arc::default(),
         started_here: Arc::default(),
+        log_port: 0,
     };
+    node.log_port = logs::serve(node.clone()).await?;
     for spec in &node.config.nodes {
         node.register(spec).await?;
         info!(node = %spec.name, labels = ?spec.labels, capacity = ?spec.capacity, "registered node");
@@ -161,6 +166,8 @@ impl DevNode {
                     {"type": "InternalIP", "address": "127.0.0.1"},
                     {"type": "Hostname", "address": spec.name},
                 ],
+                // Where the API server reads pod logs (`kubectl logs`, pods/log).
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": self.log_port}},
                 "nodeInfo": {
                     "machineID": spec.name, "systemUUID": spec.name, "bootID": spec.name,
                     "kernelVersion": "", "osImage": "damocles dev-node (not a kubelet)",

@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use filecoin_proofs_api::seal::{self};
 use filecoin_proofs_api::{UnpaddedByteIndex, UnpaddedBytesAmount};
 
-use crate::step::destination::{Destination, MARKET_TOKEN_ENV, REDACTED_TOKEN, redact};
+use crate::step::destination::{
+    Destination, MARKET_TOKEN_ENV, REDACTED_TOKEN, delivery_root, host_allowed, redact,
+};
 use crate::step::proofs::{prover_id, sector_id};
 use crate::step::workspace::{
-    SectorFiles, check_dir, check_size, commit, create_dir, digest_file, partial_path,
+    SectorFiles, check_dir, check_size, commit, confine, create_dir, digest_file, partial_path,
 };
 use crate::step::{FileDigest, StepError, StepKind, StepOutputs, StepRequest};
 
@@ -201,9 +203,15 @@ pub(in crate::step) fn upload(request: &StepRequest, files: &SectorFiles) -> Ste
     let source = files.output("unsealed-piece");
     let digest = digest_file(&source)?;
     let mut delivered = vec![];
-    for text in &request.inputs.destinations {
+    let inputs = &request.inputs;
+    for text in &inputs.destinations {
         let destination =
             Destination::parse(text).map_err(|e| StepError::permanent(e.to_string()))?;
+        // The task checked the same before it ran this step; a request made otherwise is held
+        // to the same allowlists.
+        if let Some(why) = destination.forbidden(&inputs.allowed_hosts, &inputs.delivery_roots) {
+            return Err(StepError::permanent(format!("{destination}: {why}")));
+        }
         deliver(request, &source, &destination)?;
         tracing::info!(%destination, bytes = digest.size, "delivered the unsealed piece");
         delivered.push(redact(text));
@@ -224,7 +232,13 @@ fn deliver(
         Destination::Http(url) => put(source, url, None, false),
         Destination::PieceStore { piece } => {
             let store = need(request, "pieceStore", &request.inputs.piece_store)?;
-            put(source, &format!("{store}{piece}"), None, false)
+            let url = format!("{store}{piece}");
+            if !host_allowed(&request.inputs.allowed_hosts, &url) {
+                return Err(StepError::permanent(format!(
+                    "{destination}: the piece store {store} is not in inputs.allowedHosts"
+                )));
+            }
+            put(source, &url, None, false)
         }
         Destination::Market { endpoint, token } => {
             let token = if token == REDACTED_TOKEN {
@@ -244,14 +258,23 @@ fn deliver(
             };
             put(source, endpoint, Some(&token), true)
         }
-        Destination::File(path) => copy_checked(source, path, StepKind::Upload).map(|_| ()),
+        Destination::File(path) => {
+            let roots = &request.inputs.delivery_roots;
+            let root = delivery_root(roots, path).ok_or_else(|| {
+                StepError::permanent(format!("{destination}: not under {roots:?}"))
+            })?;
+            let relative = path.strip_prefix(root).expect("under its root");
+            let target = confine(root, relative)?;
+            copy_checked(source, &target, StepKind::Upload).map(|_| ())
+        }
         Destination::Store { instance, path } => {
             let root = request.inputs.stores.get(instance).ok_or_else(|| {
                 StepError::permanent(format!(
                     "{destination}: store {instance} is not mounted for this step"
                 ))
             })?;
-            copy_checked(source, &root.join(path), StepKind::Upload).map(|_| ())
+            let target = confine(root, Path::new(path))?;
+            copy_checked(source, &target, StepKind::Upload).map(|_| ())
         }
     }
 }
@@ -266,8 +289,9 @@ fn put(source: &Path, url: &str, token: Option<&str>, market: bool) -> Result<()
         .metadata()
         .map_err(|e| StepError::critical(format!("cannot read {}: {e}", source.display())))?
         .len();
-    // ureq's default redirect limit, as before.
-    let mut request = http_agent(10)
+    // No redirects: a redirected PUT would send the piece (and the market's token) to a host
+    // nobody checked; damocles-worker's streamed PUT does not follow one either.
+    let mut request = http_agent(0)
         .put(url)
         .header("Content-Type", "application/octet-stream")
         .header("Content-Length", length.to_string());

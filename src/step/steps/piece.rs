@@ -2,15 +2,16 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use filecoin_proofs_api::seal::{self};
 use filecoin_proofs_api::{PieceInfo, UnpaddedBytesAmount};
 
 use crate::sector::CommD;
+use crate::step::destination::{host_allowed, host_of};
 use crate::step::proofs::{data_cid, parse_data_cid};
 use crate::step::workspace::{
-    SectorFiles, check_size, commit, create_dir, digest_file, partial_path,
+    SectorFiles, check_size, commit, confine, create_dir, digest_file, partial_path,
 };
 use crate::step::{PieceInput, PieceOutput, StepError, StepKind, StepOutputs, StepRequest};
 
@@ -39,9 +40,9 @@ pub(in crate::step) fn open_source(
             "persist (the persist store root)",
             &request.persist,
         )?;
-        open_file(root.join(path.trim_start_matches('/')))
+        open_file(confine(root, Path::new(path.trim_start_matches('/')))?)
     } else if source.starts_with("http://") || source.starts_with("https://") {
-        fetch_piece(source)
+        fetch_piece(source, &request.inputs.allowed_hosts)
     } else {
         Err(StepError::permanent(format!(
             "piece source {source:?} is not store://, file:// or http(s)://"
@@ -49,13 +50,24 @@ pub(in crate::step) fn open_source(
     }
 }
 
+/// How many redirects a piece fetch follows (ureq's default limit), each to an allowed host.
+const PIECE_REDIRECTS: usize = 10;
+
 /// GETs a piece as damocles-worker's fetcher does: the piece store without credentials; when it
 /// redirects (damocles-manager sends a piece it does not hold to the market's
-/// `/resource?resource-id=<cid>`), the new location with the market token, if one is set. Any
-/// status but 2xx is an error naming it.
-fn fetch_piece(source: &str) -> Result<Box<dyn Read>, StepError> {
-    let get = |agent: &ureq::Agent, url: &str, token: Option<&str>| {
-        let mut request = agent.get(url);
+/// `/resource?resource-id=<cid>`), the new location with the market token, if one is set. Every
+/// URL, the first and each redirect, must be on a host of `allowed`: the token goes only where
+/// the admin said. Any status but 2xx is an error naming it.
+fn fetch_piece(source: &str, allowed: &[String]) -> Result<Box<dyn Read>, StepError> {
+    let get = |url: &str, token: Option<&str>| {
+        if !host_allowed(allowed, url) {
+            return Err(StepError::permanent(format!(
+                "piece {url}: host {} is not in the allowed hosts {allowed:?} \
+                 (profiles.allowedHosts; a market the manager redirects to must be listed)",
+                host_of(url).unwrap_or_default()
+            )));
+        }
+        let mut request = http_agent(0).get(url);
         if let Some(token) = token {
             request = request
                 .header("Authorization", format!("Bearer {token}"))
@@ -65,24 +77,31 @@ fn fetch_piece(source: &str) -> Result<Box<dyn Read>, StepError> {
             .call()
             .map_err(|e| StepError::temporary(format!("cannot fetch piece {url}: {e}")))
     };
-    let mut response = get(&http_agent(0), source, None)?;
+    let token = std::env::var(crate::step::destination::MARKET_TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.is_empty());
+    let mut response = get(source, None)?;
     let mut url = source.to_string();
-    if response.status().is_redirection() {
+    let mut redirects = 0;
+    while response.status().is_redirection() {
+        redirects += 1;
+        if redirects > PIECE_REDIRECTS {
+            return Err(StepError::permanent(format!(
+                "piece {source}: more than {PIECE_REDIRECTS} redirects"
+            )));
+        }
         let location = response
             .headers()
             .get("location")
             .and_then(|l| l.to_str().ok())
             .ok_or_else(|| {
-                StepError::permanent(format!("piece {source}: a redirect without a Location"))
+                StepError::permanent(format!("piece {url}: a redirect without a Location"))
             })?;
-        url = ureq::http::Uri::try_from(source)
+        url = ureq::http::Uri::try_from(url.as_str())
             .ok()
             .and_then(|base| join_location(&base, location))
             .unwrap_or_else(|| location.to_string());
-        let token = std::env::var(crate::step::destination::MARKET_TOKEN_ENV)
-            .ok()
-            .filter(|t| !t.is_empty());
-        response = get(&http_agent(10), &url, token.as_deref())?;
+        response = get(&url, token.as_deref())?;
     }
     let status = response.status();
     if !status.is_success() {
@@ -142,8 +161,10 @@ pub(in crate::step) fn read_pieces(files: &SectorFiles) -> Result<Vec<PieceOutpu
 }
 
 /// A deal piece in the local piece directories, as damocles-worker's local piece store finds it:
-/// `<dir>/<cid>`, then `<dir>/<cid>.car`, directory by directory.
+/// `<dir>/<cid>`, then `<dir>/<cid>.car`, directory by directory. Only a well-formed piece CID
+/// is looked up: the manager's text is never joined to a directory as a path.
 fn local_piece(dirs: &[PathBuf], cid: &str) -> Option<PathBuf> {
+    parse_data_cid("piece cid", cid).ok()?;
     dirs.iter()
         .flat_map(|dir| [dir.join(cid), dir.join(format!("{cid}.car"))])
         .find(|path| path.is_file())

@@ -192,6 +192,52 @@ fn a_deleted_task_is_stopped_told_and_cleaned_before_it_is_released() {
     assert!(event(&gave_up, "WorkspaceLeft"));
 }
 
+/// A sealer deleted after its PreCommit went out is not abandoned: it goes on (here, polling
+/// the chain) and says so once; the annotation lets the deletion abort it instead.
+#[test]
+fn a_sealer_deleted_past_its_precommit_finishes_first_unless_told_to_abort() {
+    let spec = sealer();
+    let mut deleted = task(&spec);
+    deleted.deleted_at = Some(NOW - 5);
+    let status = at(State::PCSubmitted);
+    let held = decide_now(deleted, &status, &Observed::default());
+    assert_ne!(held.status.state, Some(State::Aborted));
+    assert!(matches!(asked_call(&held), Call::PollPreCommitState(_)));
+    assert!(event(&held, "DeletionHeld"));
+    let held_condition = held
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "DeletionHeld")
+        .unwrap();
+    assert_eq!(held_condition.status, "True");
+    assert!(
+        held_condition
+            .message
+            .contains("damocles.io/abort-on-delete=true"),
+        "{}",
+        held_condition.message
+    );
+    let again = decide_now(deleted, &held.status, &Observed::default());
+    assert!(!event(&again, "DeletionHeld"), "said once");
+
+    deleted.abort_on_delete = true;
+    let aborted = decide_now(deleted, &held.status, &Observed::default());
+    assert_eq!(aborted.status.state, Some(State::Aborted));
+    assert!(matches!(asked_call(&aborted), Call::ReportAborted { .. }));
+
+    // Before its PreCommit, a deletion stops it at once.
+    let early = decide_now(
+        Task {
+            abort_on_delete: false,
+            ..deleted
+        },
+        &at(State::PC2Done),
+        &Observed::default(),
+    );
+    assert_eq!(early.status.state, Some(State::Aborted));
+}
+
 #[test]
 fn an_aborted_unseal_hands_its_request_back() {
     let spec = spec(json!({

@@ -49,6 +49,7 @@ pub(super) fn task(spec: &SealingTaskSpec) -> Task<'_> {
         spec,
         generation: Some(1),
         deleted_at: None,
+        abort_on_delete: false,
     }
 }
 
@@ -172,5 +173,6 @@ pub(super) fn succeeded(outputs: StepOutputs) -> PodReport {
         outputs,
         reused: false,
         duration_ms: 1500,
+        in_log: None,
     }))
 }

@@ -141,3 +141,138 @@ fn a_rebuilt_upgraded_sector_is_reported_by_its_updated_replica() {
         }
     );
 }
+
+/// A sector the manager handed out is the task's even when it is not the one spec.sector asked
+/// for: the answer is recorded (and written at once), the task pauses naming both, and a resume
+/// goes on with it instead of asking for another one-time hand-out.
+#[test]
+fn a_handed_out_sector_other_than_spec_sector_is_kept_not_lost() {
+    let mut spec = rebuild();
+    spec.sector = Some(SectorRef {
+        miner: 1000,
+        number: 8,
+    });
+    let mut status = at(State::Empty);
+    status.sector = None;
+    status.outputs = None;
+    let ask = decide_now(task(&spec), &status, &Observed::default());
+    let call = asked_call(&ask).clone();
+    let reply = Reply::RebuildSector(Some(upgraded_info()));
+    let decision = decide_now(task(&spec), &status, &answered(&call, Ok(reply)));
+    assert_eq!(
+        decision.status.sector,
+        Some(SectorRef {
+            miner: 1000,
+            number: 7
+        })
+    );
+    let outputs = decision.status.outputs.clone().unwrap();
+    assert!(outputs.ticket.is_some() && outputs.sector_key.is_some());
+    let error = decision.status.last_error.clone().unwrap();
+    assert_eq!(error.level, FailureLevel::Permanent);
+    assert!(
+        error.message.contains("handed out sector s-t01000-7")
+            && error.message.contains("delete it to hand"),
+        "{}",
+        error.message
+    );
+    assert!(has(&decision, |e| matches!(e, Effect::WriteStatus)));
+}
+
+/// A snap-up handed out without deals aborts as damocles-worker's does, and the sector it was
+/// handed is reported aborted (handed back), not forgotten.
+#[test]
+fn a_snapup_handed_out_without_deals_reports_its_sector_aborted() {
+    use crate::manager::wire::{AllocatedSnapUpSector, SectorPrivateInfo};
+    let spec = spec(json!({"plan": "snapup", "sectorSize": "2KiB"}));
+    let mut status = at(State::Empty);
+    status.sector = None;
+    status.outputs = None;
+    let ask = decide_now(task(&spec), &status, &Observed::default());
+    let call = asked_call(&ask).clone();
+    let info = upgraded_info();
+    let reply = Reply::SnapUpSector(Some(AllocatedSnapUpSector {
+        sector: info.sector,
+        pieces: None,
+        public: info.upgrade_public.unwrap(),
+        private: SectorPrivateInfo {
+            access_instance: "store-1".into(),
+        },
+    }));
+    let aborted = decide_now(task(&spec), &status, &answered(&call, Ok(reply)));
+    assert_eq!(aborted.status.sector.map(|s| s.number), Some(7));
+    assert_eq!(
+        aborted.status.last_error.as_ref().unwrap().level,
+        FailureLevel::Abort
+    );
+    let mut status = aborted.status;
+    let reports_abort = |decision: &Decision| {
+        matches!(&decision.wake, Wake::Ask(Question::Manager(call))
+            if matches!(call.as_ref(), Call::ReportAborted { sector, .. } if sector.number == 7))
+    };
+    let mut next = decide_now(task(&spec), &status, &Observed::default());
+    // Past the Aborted state's own bookkeeping, the sector is reported aborted.
+    for _ in 0..4 {
+        if reports_abort(&next) {
+            break;
+        }
+        status = next.status;
+        next = decide_now(task(&spec), &status, &Observed::default());
+    }
+    assert!(reports_abort(&next), "{:?}", next.wake);
+}
+
+/// An allocation's intent is written before it is asked. Found written with no answer recorded
+/// (the operator stopped in between), a rebuild pauses rather than take a second job, and a
+/// resume asks again; a sealer simply asks again.
+#[test]
+fn an_allocation_asked_but_never_recorded_pauses_a_one_time_job() {
+    let spec = rebuild();
+    let mut status = at(State::Empty);
+    status.sector = None;
+    status.outputs = None;
+    let asking = decide_now(task(&spec), &status, &Observed::default());
+    assert_eq!(
+        asking.status.allocating.as_deref(),
+        Some("AllocateRebuildSector")
+    );
+    assert_eq!(asking.effects.first(), Some(&Effect::WriteStatus));
+    assert!(matches!(
+        asked_call(&asking),
+        Call::AllocateRebuildSector(_)
+    ));
+
+    // Restarted: the intent is there, the answer is not.
+    let restarted = decide_now(task(&spec), &asking.status, &Observed::default());
+    let error = restarted.status.last_error.clone().unwrap();
+    assert_eq!(error.level, FailureLevel::Permanent);
+    assert!(
+        error
+            .message
+            .contains("AllocateRebuildSector was asked and its answer never recorded"),
+        "{}",
+        error.message
+    );
+    let mut resumed_spec = rebuild();
+    resumed_spec.resume_state = Some(String::new());
+    let resumed = decide_now(task(&resumed_spec), &restarted.status, &Observed::default());
+    assert!(matches!(
+        asked_call(&resumed),
+        Call::AllocateRebuildSector(_)
+    ));
+
+    // Answered (here: nothing to rebuild), the intent is done with.
+    let call = asked_call(&asking).clone();
+    let answered = decide_now(
+        task(&spec),
+        &asking.status,
+        &answered(&call, Ok(Reply::RebuildSector(None))),
+    );
+    assert_eq!(answered.status.allocating, None);
+
+    // A sealer's lost answer costs only a sector number: no intent, it asks again.
+    let sealer = sealer();
+    let asking = decide_now(task(&sealer), &status, &Observed::default());
+    assert_eq!(asking.status.allocating, None);
+    assert!(matches!(asked_call(&asking), Call::AllocateSector(_)));
+}

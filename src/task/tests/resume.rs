@@ -70,8 +70,13 @@ fn suspend_stops_the_step_and_unsuspend_reruns_it_under_a_new_name() {
     spec.suspend = false;
     let resumed = decide_now(task(&spec), &suspended.status, &Observed::default());
     assert_eq!(resumed.status.attempt, 1);
-    assert_eq!(asked(&resumed), &Question::StepPod("t1-pc1done-1".into()));
+    // The stopped pod first: its replacement starts only once it is gone.
+    assert_eq!(asked(&resumed), &Question::StepPod("t1-pc1done-0".into()));
     assert!(event(&resumed, "Unsuspended"));
+    let mut gone = Observed::default();
+    gone.pods.insert("t1-pc1done-0".into(), None);
+    let next = decide_now(task(&spec), &resumed.status, &gone);
+    assert_eq!(asked(&next), &Question::StepPod("t1-pc1done-1".into()));
 }
 
 /// A new task naming someone's sector cannot skip allocation with a resumeState: no state past

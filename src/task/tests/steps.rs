@@ -112,6 +112,48 @@ fn pods_that_never_ran_are_replaced_without_spending_retries() {
     );
 }
 
+/// A replaced pod that still runs (its deletion not yet carried out by the kubelet) keeps its
+/// replacement from starting: never two pods of a step on one workspace.
+#[test]
+fn a_replacement_waits_until_the_replaced_pod_has_stopped() {
+    let spec = sealer();
+    let status = at(State::PC1Done);
+    let starting = PodReport::Starting {
+        reason: "Pending".into(),
+        problem: None,
+    };
+    let stuck = decide_now(task(&spec), &status, &pod(starting, None, NOW - 601));
+    assert_eq!(stuck.status.retiring_pod.as_deref(), Some("t1-pc1done-0"));
+    let status = stuck.status;
+    let mut observed = pod(PodReport::Running, Some("node-a"), NOW - 601);
+    observed
+        .pods
+        .get_mut("t1-pc1done-0")
+        .unwrap()
+        .as_mut()
+        .unwrap()
+        .deleting = true;
+    let waiting = decide_now(task(&spec), &status, &observed);
+    assert_eq!(waiting.wake, Wake::OnChange);
+    assert_eq!(waiting.status.phase, Some(Phase::Waiting));
+    assert!(
+        waiting
+            .status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("waiting for step pod t1-pc1done-0 on node node-a to stop"),
+        "{:?}",
+        waiting.status.message
+    );
+    assert!(!has(&waiting, |e| matches!(e, Effect::CreateStepPod(_))));
+    // Gone: the replacement (attempt 1) is asked for, and the wait is over.
+    observed.pods.insert("t1-pc1done-0".into(), None);
+    let going = decide_now(task(&spec), &status, &observed);
+    assert_eq!(going.status.retiring_pod, None);
+    assert_eq!(asked(&going), &Question::StepPod("t1-pc1done-1".into()));
+}
+
 #[test]
 fn a_workspace_whose_node_is_gone_pauses_as_critical() {
     let spec = sealer();

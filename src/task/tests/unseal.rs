@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::manager::wire::{AllocatedSector, CidJson, SectorPrivateInfo, SectorUnsealInfo, Ticket};
-use crate::task::work::unseal::undeliverable;
+use crate::task::work::unseal::{DeliveryRules, undeliverable};
 
 const PIECE: &str = "baga6ea4seaqpiece";
 
@@ -85,6 +85,8 @@ fn an_unseal_task_takes_the_managers_request_and_destinations() {
     let rules = Rules {
         profiles: Profiles {
             piece_store: Some("http://manager:1789/piecestore/".into()),
+            allowed_hosts: vec!["manager".into(), "10.0.0.2:41235".into()],
+            delivery_roots: vec!["/srv/retrieved".into()],
             ..Default::default()
         },
         ..Default::default()
@@ -126,6 +128,12 @@ fn an_unseal_task_takes_the_managers_request_and_destinations() {
         request.inputs.piece_store.as_deref(),
         Some("http://manager:1789/piecestore/")
     );
+    // The step checks again what the task checked: it gets the same allowlists.
+    assert_eq!(request.inputs.allowed_hosts, ["manager", "10.0.0.2:41235"]);
+    assert_eq!(
+        request.inputs.delivery_roots,
+        [std::path::PathBuf::from("/srv/retrieved")]
+    );
     let unseal = crate::task::steps::step_request(
         task(&spec),
         &decision.status,
@@ -146,9 +154,16 @@ fn an_unseal_task_takes_the_managers_request_and_destinations() {
 /// the token; the manager is not told the unseal is done.
 #[test]
 fn destinations_that_cannot_be_delivered_pause_the_task() {
-    let stores = ["store-1"];
+    let roots = [std::path::PathBuf::from("/srv/retrieved")];
+    let hosts = ["fine".to_string(), "market:41235".to_string()];
+    let rules = DeliveryRules {
+        stores: &["store-1"],
+        piece_store: true,
+        allowed_hosts: &hosts,
+        delivery_roots: &roots,
+    };
     assert!(
-        undeliverable(&[], &stores, true)
+        undeliverable(&[], &rules)
             .unwrap()
             .contains("gave no destination")
     );
@@ -158,9 +173,9 @@ fn destinations_that_cannot_be_delivered_pause_the_task() {
             "ftp://host/x".into(),
             "market://s/p?host=h&scheme=http&token=s3cret".into(),
             "http://fine/x".into(),
+            "market://s/p?host=market:41235&scheme=http&token=s3cret".into(),
         ],
-        &stores,
-        true,
+        &rules,
     )
     .unwrap();
     assert!(
@@ -169,17 +184,47 @@ fn destinations_that_cannot_be_delivered_pause_the_task() {
     );
     assert!(problem.contains("unsupported scheme ftp"), "{problem}");
     assert!(
-        !problem.contains("s3cret") && !problem.contains("http://fine"),
+        problem.contains("host h is not in profiles.allowedHosts"),
         "{problem}"
     );
     assert!(
-        undeliverable(&[format!("store:///{PIECE}")], &stores, false)
+        !problem.contains("s3cret")
+            && !problem.contains("http://fine")
+            && !problem.contains("host market:41235"),
+        "only the refused are named: {problem}"
+    );
+    let no_piece_store = DeliveryRules {
+        piece_store: false,
+        ..rules
+    };
+    assert!(
+        undeliverable(&[format!("store:///{PIECE}")], &no_piece_store)
             .unwrap()
             .contains("pieceStore")
     );
     assert_eq!(
-        undeliverable(&["file:///out/piece".into()], &stores, false),
+        undeliverable(&["file:///srv/retrieved/piece".into()], &rules),
         None
+    );
+    for outside in [
+        "file:///var/lib/damocles/store/sealed/s-t01000-1",
+        "file:///etc/cron.d/job",
+        "http://169.254.169.254/latest",
+    ] {
+        let problem = undeliverable(&[outside.into()], &rules).unwrap();
+        assert!(
+            problem.contains("deliveryRoots") || problem.contains("allowedHosts"),
+            "{outside}: {problem}"
+        );
+    }
+    let no_roots = DeliveryRules {
+        delivery_roots: &[],
+        ..rules
+    };
+    assert!(
+        undeliverable(&["file:///srv/retrieved/piece".into()], &no_roots)
+            .unwrap()
+            .contains("not under profiles.deliveryRoots ([])")
     );
 
     let spec = spec(json!({"plan": "unseal", "sectorSize": "2KiB"}));

@@ -79,14 +79,42 @@ impl Turn<'_> {
         let method = call.method();
         let reply = match self.answer(&call) {
             Ok(reply) => reply,
-            Err(ask) => return ask,
+            Err(ask) => return self.allocation_intent(method, ask),
         };
+        if !matches!(&reply, Err(failure) if failure.unavailable) {
+            self.status.allocating = None;
+        }
         Step::Outcome(match reply.map(pick) {
             Ok(Ok(Some(allocated))) => take(self, allocated),
             Ok(Ok(None)) => Outcome::NotYet(self.rules.poll_interval),
             Ok(Err(other)) => unexpected(method, &other),
             Err(failure) => call_failed(failure),
         })
+    }
+
+    /// Before an allocation is asked: its intent, written first. Found already written (the
+    /// operator stopped, or the manager did not answer, between the question and the record of
+    /// its answer), the job the manager may have handed out is not known here, and the task
+    /// pauses: a rebuild, an upgrade or an unseal is handed out once. A sealer's AllocateSector
+    /// records no intent: asked again, it costs an unused sector number.
+    fn allocation_intent(&mut self, method: Method, ask: Step) -> Step {
+        if method == Method::AllocateSector {
+            return ask;
+        }
+        if self.status.allocating.as_deref() != Some(<&str>::from(method)) {
+            self.status.allocating = Some(method.to_string());
+            self.write();
+            return ask;
+        }
+        Step::Outcome(failed(
+            FailureLevel::Permanent,
+            format!(
+                "{method} was asked and its answer never recorded (the operator stopped, or the \
+                 manager did not answer, in between): the manager may have handed this task a job \
+                 it will not hand out again. Check the manager's queue (queue the job again if it \
+                 is gone), then resume this task to ask again"
+            ),
+        ))
     }
 
     fn allocate_sector(&mut self) -> Step {
@@ -100,32 +128,29 @@ impl Turn<'_> {
                 Reply::Sector(sector) => Ok(sector),
                 other => Err(Box::new(other)),
             },
-            |turn, allocated| match turn.take_sector(&allocated) {
-                Ok(()) => Outcome::Done,
-                Err(outcome) => outcome,
-            },
+            |turn, allocated| turn.take_sector(&allocated).unwrap_or(Outcome::Done),
         )
     }
 
-    /// Records the sector the manager handed out; one other than spec.sector names is refused.
-    fn take_sector(&mut self, sector: &AllocatedSector) -> Result<(), Outcome> {
+    /// Records the sector the manager handed out. One other than spec.sector names is kept all
+    /// the same (the manager handed it to this task and will not hand it out again), and the
+    /// returned failure pauses the task once the rest of the answer is recorded: resumed, the
+    /// task works on it; deleted, it reports it aborted, which hands it back.
+    fn take_sector(&mut self, sector: &AllocatedSector) -> Option<Outcome> {
         let given = SectorRef {
             miner: sector.id.miner,
             number: sector.id.number,
         };
-        if let Some(wanted) = self.task.spec.sector
-            && wanted != given
-        {
-            return Err(failed(
-                FailureLevel::Permanent,
-                format!(
-                    "the manager handed out sector {given} but spec.sector asks for {wanted}; ask \
-                     the manager to release {given}"
-                ),
-            ));
-        }
         self.status.sector = Some(given);
-        Ok(())
+        let wanted = self.task.spec.sector.filter(|wanted| *wanted != given)?;
+        Some(failed(
+            FailureLevel::Permanent,
+            format!(
+                "the manager handed out sector {given} but spec.sector asks for {wanted}; the \
+                 task keeps {given}: resume it to work on {given}, or delete it to hand {given} \
+                 back"
+            ),
+        ))
     }
 
     /// A CC sector to upgrade. Allocated once: after a restart the recorded one is kept.
@@ -144,9 +169,7 @@ impl Turn<'_> {
                 other => Err(Box::new(other)),
             },
             |turn, allocated| {
-                if let Err(outcome) = turn.take_sector(&allocated.sector) {
-                    return outcome;
-                }
+                let mismatch = turn.take_sector(&allocated.sector);
                 turn.status
                     .outputs
                     .get_or_insert_with(Default::default)
@@ -164,7 +187,7 @@ impl Turn<'_> {
                         "the manager handed out a sector to upgrade without deal pieces",
                     );
                 }
-                Outcome::Done
+                mismatch.unwrap_or(Outcome::Done)
             },
         )
     }
@@ -187,9 +210,7 @@ impl Turn<'_> {
                 other => Err(Box::new(other)),
             },
             |turn, info| {
-                if let Err(outcome) = turn.take_sector(&info.sector) {
-                    return outcome;
-                }
+                let mismatch = turn.take_sector(&info.sector);
                 let outputs = turn.status.outputs.get_or_insert_with(Default::default);
                 outputs.ticket = Some(randomness(&info.ticket.ticket.0, info.ticket.epoch));
                 outputs.pieces = deal_pieces(info.pieces_v2.as_ref());
@@ -199,7 +220,7 @@ impl Turn<'_> {
                     .upgrade_public
                     .as_ref()
                     .map(|public| CommR::from_bytes(public.comm_r));
-                Outcome::Done
+                mismatch.unwrap_or(Outcome::Done)
             },
         )
     }
@@ -250,9 +271,8 @@ impl Turn<'_> {
                     }));
                     return failed(FailureLevel::Permanent, message);
                 }
-                if let Err(outcome) = turn.take_sector(&info.sector) {
-                    return outcome;
-                }
+                // selected() has checked the sector against spec.sector.
+                let _ = turn.take_sector(&info.sector);
                 let outputs = turn.status.outputs.get_or_insert_with(Default::default);
                 outputs.ticket = Some(randomness(&info.ticket.ticket.0, info.ticket.epoch));
                 outputs.comm_d = Some(CommD::from_bytes(info.comm_d));

@@ -200,8 +200,21 @@ impl Turn<'_> {
         if let Step::Outcome(outcome) = &step
             && *outcome != Outcome::Done
         {
-            // What an unfinished call established is asked for again with the next try.
+            // What an unfinished call established is asked for again with the next try; but a
+            // sector the manager handed out is the task's whatever comes next (it will not be
+            // handed out again), with what came with it: kept, so a pause can be resumed and an
+            // abort reports it.
+            let handed_out = (self.status.sector != before.sector)
+                .then(|| (self.status.sector, self.status.outputs.clone()));
+            let answered_allocation = self.status.allocating.is_none();
             self.status = before.clone();
+            if let Some((sector, outputs)) = handed_out {
+                self.status.sector = sector;
+                self.status.outputs = outputs;
+            }
+            if answered_allocation {
+                self.status.allocating = None;
+            }
         }
         // A sector the manager handed out is written at once: forgotten in a crash, it would be
         // allocated again. Everything else a call establishes is safe to ask for again, so it is

@@ -1,6 +1,8 @@
 //! Unsealed: where the piece goes and telling the manager it went; and what an aborted unseal
 //! hands back.
 
+use std::path::PathBuf;
+
 use super::allocate::unseal_piece;
 use super::{call_failed, failed, missing, unexpected};
 use crate::api::PlanKind;
@@ -28,14 +30,26 @@ pub(crate) fn hand_back(turn: &Turn<'_>, reason: &str) -> Option<Call> {
     }
 }
 
+/// What the operator lets an unseal deliver to: the stores it knows, whether a piece store is
+/// set, and the admin's allowlists (profiles.allowedHosts, profiles.deliveryRoots).
+pub struct DeliveryRules<'a> {
+    pub stores: &'a [&'a str],
+    pub piece_store: bool,
+    pub allowed_hosts: &'a [String],
+    pub delivery_roots: &'a [PathBuf],
+}
+
 /// Why the piece cannot go to `destinations` (the manager's list), checked before any byte
 /// moves: an empty list (the worker would report success having delivered nothing), a scheme
-/// damocles-worker does not deliver to, a store this task cannot mount, or no piece store.
-pub fn undeliverable(
-    destinations: &[String],
-    stores: &[&str],
-    piece_store: bool,
-) -> Option<String> {
+/// damocles-worker does not deliver to, a store this task cannot mount, no piece store, or a
+/// host or node path the admin did not allow.
+pub fn undeliverable(destinations: &[String], rules: &DeliveryRules<'_>) -> Option<String> {
+    let DeliveryRules {
+        stores,
+        piece_store,
+        allowed_hosts,
+        delivery_roots,
+    } = *rules;
     if destinations.is_empty() {
         return Some(
             "the manager gave no destination for the piece (AcquireUnsealDest answered an empty \
@@ -58,7 +72,7 @@ pub fn undeliverable(
                 Ok(Destination::PieceStore { .. }) if !piece_store => {
                     "no piece store is configured (profiles.pieceStore)".to_string()
                 }
-                Ok(_) => return None,
+                Ok(destination) => destination.forbidden(allowed_hosts, delivery_roots)?,
             };
             Some(format!("{}: {reason}", redact(text)))
         })
@@ -91,8 +105,16 @@ impl Turn<'_> {
                 Ok(Reply::Destinations(destinations)) => {
                     let stores = destination_stores(&self.status, &self.rules.profiles);
                     let names: Vec<&str> = stores.keys().map(String::as_str).collect();
-                    let piece_store = self.rules.profiles.piece_store.is_some();
-                    if let Some(problem) = undeliverable(&destinations, &names, piece_store) {
+                    let profiles = &self.rules.profiles;
+                    let roots: Vec<PathBuf> =
+                        profiles.delivery_roots.iter().map(PathBuf::from).collect();
+                    let rules = DeliveryRules {
+                        stores: &names,
+                        piece_store: profiles.piece_store.is_some(),
+                        allowed_hosts: &profiles.allowed_hosts,
+                        delivery_roots: &roots,
+                    };
+                    if let Some(problem) = undeliverable(&destinations, &rules) {
                         return Step::Outcome(failed(FailureLevel::Permanent, problem));
                     }
                     let recorded: Vec<String> = destinations.iter().map(|d| redact(d)).collect();
