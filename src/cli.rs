@@ -16,6 +16,16 @@ use damocles_operator::task::{Profiles, Rules, TicketExpiry, TicketRules};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines on stderr look: text for people, json (one object per line, with the
+    /// task and step as fields) for Loki or Elasticsearch. The level comes from RUST_LOG.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -27,10 +37,16 @@ pub enum Command {
     /// pods shaped by the step profiles (--profiles), and status.state, phase, conditions, history
     /// and outputs show where every task is. Logs go to stderr (RUST_LOG, default info).
     Run(Box<RunArgs>),
-    /// Print the SealingTask CustomResourceDefinition as YAML (what crds/sealingtask.yaml holds).
+    /// Print the SealingTask and SealingPool CustomResourceDefinitions as YAML (what
+    /// crds/sealingtask.yaml and crds/sealingpool.yaml hold).
     ///
-    /// Install it with: damocles-operator crd | kubectl apply -f -
-    Crd,
+    /// Install them with: damocles-operator crd | kubectl apply --server-side -f -
+    Crd {
+        /// Only this one: sealingtask (crds/sealingtask.yaml) or sealingpool
+        /// (crds/sealingpool.yaml).
+        #[arg(long, value_enum)]
+        kind: Option<CrdKind>,
+    },
     /// Print the task plans (states, transitions, the work of each state).
     Plans {
         /// json: machine-readable states and transitions; markdown: docs/state-machines.md;
@@ -270,6 +286,12 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 #[cfg(feature = "dev")]
 pub fn parse_node(text: &str) -> Result<damocles_operator::dev::node::NodeSpec, String> {
     text.parse()
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum CrdKind {
+    Sealingtask,
+    Sealingpool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -5,13 +5,22 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use cli::{Cli, Command, Format};
+use cli::{Cli, Command, CrdKind, Format, LogFormat};
 use damocles_operator::api::validate::{parse_manifest, spec_errors};
 use damocles_operator::plan::{Plan, render};
 
 fn main() -> Result<ExitCode> {
-    match Cli::parse().command {
-        Command::Crd => print!("{}", damocles_operator::crd_yaml()),
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Crd { kind } => {
+            use damocles_operator::{crd_yaml, pool_crd_yaml};
+            match kind {
+                Some(CrdKind::Sealingtask) => print!("{}", crd_yaml()),
+                Some(CrdKind::Sealingpool) => print!("{}", pool_crd_yaml()),
+                None => print!("{}{}", crd_yaml(), pool_crd_yaml()),
+            }
+        }
         Command::Run(args) => {
             let (manager, settings) = args.into_parts()?;
             run_operator(manager, settings)?;
@@ -37,14 +46,19 @@ fn main() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+/// Logs go to stderr; stdout is left to what a command prints (crd, plans).
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
 }
 
 /// Runs `body` with the cluster's client configuration (in-cluster config or KUBECONFIG).
@@ -53,7 +67,6 @@ where
     F: FnOnce(kube::Config) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
-    init_logging();
     damocles_operator::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
@@ -82,7 +95,6 @@ fn dev_node(config: damocles_operator::dev::node::DevNodeConfig) -> Result<()> {
 
 #[cfg(feature = "dev")]
 fn dev_manager(config: damocles_operator::dev::manager::DevManagerConfig) -> Result<()> {
-    init_logging();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let (address, server) = damocles_operator::dev::manager::start(config).await?;

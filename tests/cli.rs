@@ -22,14 +22,12 @@ fn stderr(output: &Output) -> String {
 fn crd_prints_the_committed_file() {
     let output = run(&["crd"]);
     assert!(output.status.success());
-    let committed = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/crds/sealingtask.yaml"
-    ))
-    .unwrap();
+    let committed = |file: &str| {
+        std::fs::read_to_string(format!("{}/crds/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
     assert!(
-        stdout(&output) == committed,
-        "`crd` output differs from crds/sealingtask.yaml"
+        stdout(&output) == committed("sealingtask.yaml") + &committed("sealingpool.yaml"),
+        "`crd` output differs from crds/sealingtask.yaml and crds/sealingpool.yaml"
     );
 }
 

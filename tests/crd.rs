@@ -26,7 +26,7 @@ fn schema() -> Value {
 fn committed_crd_matches_the_generated_one() {
     assert!(
         repo_file("crds/sealingtask.yaml") == damocles_operator::crd_yaml(),
-        "crds/sealingtask.yaml is stale: run `cargo run -- crd > crds/sealingtask.yaml`"
+        "crds/sealingtask.yaml is stale: run `cargo run -- crd --kind sealingtask > crds/sealingtask.yaml`"
     );
 }
 
@@ -36,8 +36,42 @@ fn the_helm_chart_ships_the_same_crd() {
         repo_file("charts/damocles-operator/crds/sealingtask.yaml")
             == damocles_operator::crd_yaml(),
         "charts/damocles-operator/crds/sealingtask.yaml is stale: run \
-         `cargo run -- crd > charts/damocles-operator/crds/sealingtask.yaml`"
+         `cargo run -- crd --kind sealingtask > charts/damocles-operator/crds/sealingtask.yaml`"
     );
+}
+
+#[test]
+fn committed_pool_crd_matches_the_generated_one() {
+    for file in [
+        "crds/sealingpool.yaml",
+        "charts/damocles-operator/crds/sealingpool.yaml",
+    ] {
+        assert!(
+            repo_file(file) == damocles_operator::pool_crd_yaml(),
+            "{file} is stale: see docs/development.md (regenerating the CRDs)"
+        );
+    }
+    let crd: Value = serde_saphyr::from_str(&repo_file("crds/sealingpool.yaml")).unwrap();
+    assert_eq!(crd["metadata"]["name"], "sealingpools.damocles.io");
+    assert_eq!(crd["spec"]["names"]["shortNames"], json!(["sp"]));
+    assert_eq!(crd["spec"]["names"]["categories"], json!(["damocles"]));
+}
+
+/// The pool example is accepted; a pool the operator could not run is refused naming the field.
+#[test]
+fn the_pool_schema_accepts_the_example_and_refuses_what_cannot_run() {
+    let schema = pool_schema();
+    let pool = example("pool-sealer-2kib.yaml");
+    assert_eq!(errors_against(&schema, &pool, None), Vec::<String>::new());
+    let mut bad = pool.clone();
+    bad["spec"]["template"]["plan"] = json!("snapup");
+    bad["spec"]["template"]["syntheticPoRep"] = json!(true);
+    let errors = errors_against(&schema, &bad, None).join("\n");
+    assert!(errors.contains("syntheticPoRep is only for"), "{errors}");
+    let mut bad = pool;
+    bad["spec"]["inFlight"] = json!(10_001);
+    let errors = errors_against(&schema, &bad, None).join("\n");
+    assert!(errors.contains("inFlight"), "{errors}");
 }
 
 #[test]
@@ -63,7 +97,14 @@ fn crd_names_printer_columns_and_status() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(columns, ["Plan", "State", "Phase", "Node", "Age", "Error"]);
+    assert_eq!(
+        columns,
+        ["Plan", "Sector", "State", "Phase", "Node", "Age", "Error"]
+    );
+    // `kubectl get damocles` lists every kind of the operator.
+    assert_eq!(crd["spec"]["names"]["categories"], json!(["damocles"]));
+    // The long error message only with `-o wide`.
+    assert_eq!(version["additionalPrinterColumns"][6]["priority"], 1);
 }
 
 fn rules_at(schema: &Value) -> Vec<String> {
@@ -114,6 +155,7 @@ fn every_field_has_a_description() {
     }
     let mut missing = Vec::new();
     walk("", &schema(), &mut missing);
+    walk("SealingPool", &pool_schema(), &mut missing);
     assert!(
         missing.is_empty(),
         "fields without a description (kubectl explain shows nothing): {missing:?}"
@@ -123,13 +165,21 @@ fn every_field_has_a_description() {
 /// Validates an object the way the apiserver does, minus defaulting and pruning: the structural schema
 /// with a JSON-schema validator, then the CEL rules with kube-cel. Returns every message.
 fn apiserver_errors(object: &Value, old: Option<&Value>) -> Vec<String> {
-    let schema = schema();
-    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    errors_against(&schema(), object, old)
+}
+
+fn pool_schema() -> Value {
+    let crd: Value = serde_saphyr::from_str(&repo_file("crds/sealingpool.yaml")).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+fn errors_against(schema: &Value, object: &Value, old: Option<&Value>) -> Vec<String> {
+    let validator = jsonschema::validator_for(schema).expect("the schema compiles");
     let mut errors: Vec<String> = validator
         .iter_errors(object)
         .map(|e| format!("{}: {e}", e.instance_path()))
         .collect();
-    if let Err(cel) = kube_cel::Validator::new().validate(&schema, object, old) {
+    if let Err(cel) = kube_cel::Validator::new().validate(schema, object, old) {
         errors.extend(cel.iter().map(|e| e.to_string()));
     }
     errors

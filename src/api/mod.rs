@@ -2,6 +2,7 @@
 //! apiserver enforces and their offline twin in [`validate`].
 
 mod cel;
+mod pool;
 pub mod validate;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -12,6 +13,9 @@ use strum::Display;
 
 pub use crate::plan::{PlanKind, State};
 pub use crate::sector::{CommD, CommR, FailureLevel, SectorRef, SectorSize};
+pub use pool::{
+    IN_FLIGHT_MAX, Retired, SealingPool, SealingPoolSpec, SealingPoolStatus, TaskTemplate,
+};
 
 /// Upper bound of `status.history`: a task passes through at most ~20 states per attempt, and a farm
 /// holding thousands of tasks must not carry unbounded status (lotus sectors with 7,980 log entries).
@@ -27,13 +31,15 @@ pub const HISTORY_LIMIT: usize = 32;
     namespaced,
     plural = "sealingtasks",
     shortname = "st",
+    category = "damocles",
     status = "SealingTaskStatus",
     printcolumn = r#"{"name":"Plan","type":"string","jsonPath":".spec.plan"}"#,
+    printcolumn = r#"{"name":"Sector","type":"string","jsonPath":".status.sectorName"}"#,
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Node","type":"string","jsonPath":".status.node"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    printcolumn = r#"{"name":"Error","type":"string","jsonPath":".status.lastError.message"}"#
+    printcolumn = r#"{"name":"Error","type":"string","priority":1,"jsonPath":".status.lastError.message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = cel::resume_state_in_plan())]
@@ -153,6 +159,12 @@ pub struct SealingTaskStatus {
     /// The sector the task works on, as allocated by the manager (or given in spec.sector).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sector: Option<SectorRef>,
+
+    /// The sector as damocles names its files, `s-t0<miner>-<number>` (the Sector column); the
+    /// task is also labelled `damocles.io/miner` and `damocles.io/sector`, for `kubectl get st -l`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub sector_name: Option<String>,
 
     /// Index of the next action of the current state's work (see docs/state-machines.md); omitted
     /// at 0.
@@ -376,6 +388,14 @@ pub struct Randomness {
     pub value: String,
     /// Chain epoch the randomness was drawn at.
     pub epoch: i64,
+    /// When the manager handed it out (a ticket): its age decides whether PC1, PC2 and the
+    /// PreCommit may still use it.
+    #[serde(
+        default,
+        rename = "assignedAt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub assigned_at: Option<Time>,
 }
 
 /// A file produced by a step, too large for status.

@@ -2,6 +2,7 @@
 //! again, until the core waits; then write the status (once, and only if it changed) and publish
 //! one Event for the transitions taken.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,7 +69,10 @@ impl TaskRun {
     pub async fn run(mut self) -> Result<Outcome, Error> {
         let outcome = self.decide_until_wait().await;
         let saved = match outcome {
-            Ok(_) => self.write_status().await,
+            Ok(_) => match self.write_status().await {
+                Ok(()) => self.label_sector().await,
+                failed => failed,
+            },
             Err(_) => Ok(()),
         };
         let transitions = std::mem::take(&mut self.transitions);
@@ -207,6 +211,15 @@ impl TaskRun {
             } => self.event(warning, &reason, note).await,
             Effect::Transition { from, event, to } => {
                 self.ctx.metrics.transitions.inc();
+                let ended = match to {
+                    State::Finished => Some(&self.ctx.metrics.finished),
+                    State::Aborted => Some(&self.ctx.metrics.aborted),
+                    _ => None,
+                };
+                if let Some(counter) = ended {
+                    let plan = self.task.spec.plan.to_string();
+                    counter.get_or_create(&metrics::PlanLabels { plan }).inc();
+                }
                 if let Some(event) = event {
                     let from_name = from.map(|s| s.to_string()).unwrap_or_default();
                     info!(task = %self.key, from = %from_name, %event, %to, "transition");
@@ -223,6 +236,7 @@ impl TaskRun {
                     .step_seconds
                     .get_or_create(&metrics::StepLabels {
                         step: step.to_string(),
+                        sector_size: self.task.spec.sector_size.to_string(),
                     })
                     .observe(seconds);
                 info!(task = %self.key, %step, reused, seconds, "step done");
@@ -332,6 +346,34 @@ impl TaskRun {
         self.ctx.metrics.write("spec");
         self.resource_version = updated.resource_version();
         self.task.spec.resume_state = None;
+        Ok(())
+    }
+
+    /// Labels the task with its miner and sector number once it holds a sector, after that
+    /// status is written. A merge patch of metadata.labels: it leaves the user's labels alone.
+    async fn label_sector(&mut self) -> Result<(), Error> {
+        let wanted = task::sector_labels(&self.status);
+        let labels = self.task.labels();
+        if wanted
+            .iter()
+            .all(|(key, value)| labels.get(*key) == Some(value))
+        {
+            return Ok(());
+        }
+        let wanted: BTreeMap<&str, String> = wanted.into_iter().collect();
+        let patch = json!({"metadata": {"labels": wanted}});
+        let updated = self
+            .tasks
+            .patch(
+                &self.task.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|source| self.apply_error("labelling the task with its sector", source))?;
+        self.ctx.metrics.write("labels");
+        self.resource_version = updated.resource_version();
+        self.task.metadata.labels = updated.metadata.labels;
         Ok(())
     }
 

@@ -28,6 +28,14 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A SealingPool's reconcile: listing, creating or deleting its tasks, writing its status.
+    #[error("SealingPool {pool}: {action}: {source}")]
+    Pool {
+        pool: String,
+        action: &'static str,
+        #[source]
+        source: kube::Error,
+    },
     #[error("the finalizer of {task}: {source}")]
     Finalizer {
         task: String,
@@ -50,7 +58,8 @@ impl Error {
         let source = match self {
             Error::Observe { source, .. }
             | Error::Apply { source, .. }
-            | Error::WriteStatus { source, .. } => source,
+            | Error::WriteStatus { source, .. }
+            | Error::Pool { source, .. } => source,
             Error::Finalizer { source, .. } => match source.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(inner)
                 | kube::runtime::finalizer::Error::CleanupFailed(inner) => {

@@ -13,11 +13,17 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::{
+    Histogram, exponential_buckets, exponential_buckets_range,
+};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::api::SealingTask;
+use strum::IntoEnumIterator;
+
+use crate::api::{FailureLevel, SealingTask};
 use crate::manager::Method;
+use crate::plan::StepKind;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TaskLabels {
@@ -29,6 +35,13 @@ pub struct TaskLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StepLabels {
     pub step: String,
+    /// 2KiB .. 64GiB: a 32GiB PC1 and a 2KiB one do not share a histogram.
+    pub sector_size: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlanLabels {
+    pub plan: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,7 +52,8 @@ pub struct FailureLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
-    /// status, spec, pod-create, pod-delete, event.
+    /// status, spec, labels, pod-create, pod-delete, event; pool-status, task-create,
+    /// task-delete.
     pub kind: String,
 }
 
@@ -70,8 +84,9 @@ pub struct QueueLabels {
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn step_histogram() -> Histogram {
-    // 0.1 s .. ~7 h: 2KiB steps take milliseconds, 32GiB PC1 hours.
-    Histogram::new(exponential_buckets(0.1, 4.0, 13))
+    // 0.1 s .. 8 h in 20 buckets (each about twice the one before): 2KiB steps take
+    // milliseconds, a 32GiB PC1 three hours and a 64GiB one about six.
+    Histogram::new(exponential_buckets_range(0.1, 8.0 * 3600.0, 20))
 }
 
 fn manager_call_histogram() -> Histogram {
@@ -86,6 +101,10 @@ pub struct Metrics {
     pub failures: Family<FailureLabels, Counter>,
     pub retries: Counter,
     pub transitions: Counter,
+    /// Tasks that reached Finished, and Aborted, by plan (created at 0 for every plan, so an
+    /// alert on no sector finished sees a series from the start).
+    pub finished: Family<PlanLabels, Counter>,
+    pub aborted: Family<PlanLabels, Counter>,
     /// Reconciles that ended in an error (other than a write conflict, which is retried at once).
     pub reconcile_errors: Counter,
     pub api_writes: Family<WriteLabels, Counter>,
@@ -132,6 +151,43 @@ impl Default for Metrics {
             "transitions",
             "State transitions taken",
             transitions.clone(),
+        );
+        let finished = Family::<PlanLabels, Counter>::default();
+        registry.register(
+            "sectors_finished",
+            "Tasks that reached Finished, by plan (a sector sealed, upgraded, rebuilt or unsealed)",
+            finished.clone(),
+        );
+        let aborted = Family::<PlanLabels, Counter>::default();
+        registry.register(
+            "tasks_aborted",
+            "Tasks that reached Aborted, by plan",
+            aborted.clone(),
+        );
+        // Every series a farm alerts or graphs on exists from the start, at 0: a rate over a
+        // series that does not exist yet is no data, not zero.
+        for plan in crate::api::PlanKind::iter() {
+            let labels = PlanLabels {
+                plan: plan.to_string(),
+            };
+            let _ = finished.get_or_create(&labels);
+            let _ = aborted.get_or_create(&labels);
+            for level in [
+                FailureLevel::Temporary,
+                FailureLevel::Permanent,
+                FailureLevel::Critical,
+                FailureLevel::Abort,
+            ] {
+                let _ = failures.get_or_create(&FailureLabels {
+                    plan: plan.to_string(),
+                    level: level.to_string(),
+                });
+            }
+        }
+        registry.register(
+            "build",
+            "The operator's version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
         let reconcile_errors = Counter::default();
         registry.register(
@@ -189,6 +245,8 @@ impl Default for Metrics {
             failures,
             retries,
             transitions,
+            finished,
+            aborted,
             reconcile_errors,
             api_writes,
         }
@@ -238,6 +296,11 @@ impl Metrics {
             self.tasks.get_or_create(&labels).inc();
         }
         self.step_queue.clear();
+        for step in StepKind::iter() {
+            let _ = self.step_queue.get_or_create(&QueueLabels {
+                step: step.to_string(),
+            });
+        }
         for task in &tasks {
             if let Some(step) = queued_step(task) {
                 self.step_queue

@@ -8,6 +8,7 @@ pub mod leader;
 pub mod metrics;
 mod observe;
 pub mod pods;
+mod pool;
 pub mod slots;
 pub mod throttle;
 
@@ -18,7 +19,7 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::Store;
@@ -26,7 +27,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tracing::{debug, info, warn};
 
-use crate::api::SealingTask;
+use crate::api::{SealingPool, SealingTask};
 use crate::manager::{Call, Manager, ManagerClient, ManagerError, Reply};
 use crate::task::Rules;
 pub use crate::task::profiles;
@@ -126,34 +127,48 @@ pub fn limited_client(
         .build())
 }
 
-/// Refuses to run against a SealingTask CRD of another schema (an upgrade that left the old CRD
-/// in place would have the apiserver drop fields this operator writes). Without the right to
-/// read CRDs (RBAC of an older chart), it says so and goes on.
-async fn check_crd(client: &Client) -> anyhow::Result<()> {
+/// Refuses to run against a CRD of another schema (an upgrade that left the old CRD in place
+/// would have the apiserver drop fields this operator writes). Without the right to read CRDs
+/// (RBAC of an older chart), it says so and goes on. Returns whether SealingPools can be served:
+/// without their CRD (installed by an older chart) the operator runs tasks only, and says so.
+async fn check_crds(client: &Client) -> anyhow::Result<bool> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    match crds.get_opt("sealingtasks.damocles.io").await {
-        Ok(Some(crd)) => {
-            let installed = crd
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(crate::CRD_SCHEMA_ANNOTATION))
-                .map(String::as_str);
-            crate::check_installed_crd(installed).map_err(anyhow::Error::msg)
-        }
-        Ok(None) => Err(anyhow::anyhow!(
-            "the SealingTask CRD is not installed: `damocles-operator crd | kubectl apply \
-             --server-side -f -`"
-        )),
-        Err(err) => {
-            tracing::warn!(
-                "cannot read the SealingTask CRD to check its version ({err}); give the \
-                 operator `get` on customresourcedefinitions (the chart does)"
-            );
-            Ok(())
+    let mut pools = true;
+    for built in [crate::crd(), crate::pool_crd()] {
+        let name = built.name_any();
+        match crds.get_opt(&name).await {
+            Ok(Some(crd)) => {
+                let installed = crd
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(crate::CRD_SCHEMA_ANNOTATION))
+                    .map(String::as_str);
+                crate::check_installed_crd(&built, installed).map_err(anyhow::Error::msg)?;
+            }
+            Ok(None) if built.spec.names.kind == "SealingPool" => {
+                warn!(
+                    "the SealingPool CRD is not installed, so pools are off (tasks run as \
+                     usual): `damocles-operator crd | kubectl apply --server-side -f -`"
+                );
+                pools = false;
+            }
+            Ok(None) => {
+                return Err(anyhow::anyhow!(
+                    "the SealingTask CRD is not installed: `damocles-operator crd | kubectl \
+                     apply --server-side -f -`"
+                ));
+            }
+            Err(err) => {
+                warn!(
+                    "cannot read the {name} CRD to check its version ({err}); give the \
+                     operator `get` on customresourcedefinitions (the chart does)"
+                );
+            }
         }
     }
+    Ok(pools)
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -187,7 +202,7 @@ pub async fn run(
                 "cannot list SealingTasks ({e}); is the CRD installed (`damocles-operator crd | kubectl apply -f -`)?"
             )
         })?;
-    check_crd(&client).await?;
+    let pools = check_crds(&client).await?;
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
         instance: Some(settings.rules.instance.clone()),
@@ -238,8 +253,9 @@ pub async fn run(
         metrics.leader.set(1);
         info!(identity = %instance, "this replica now leads");
     }
-    info!(namespace = ?context.settings.namespace, "reconciling SealingTasks");
+    info!(namespace = ?context.settings.namespace, pools, "reconciling SealingTasks");
     let election = context.settings.leader_election.clone();
+    let pooling = pools.then(|| pool_controller(context.clone(), shutdown.clone()));
     let reconciling = controller
         .owns(pods, pod_watch)
         .graceful_shutdown_on(shutdown)
@@ -253,6 +269,11 @@ pub async fn run(
                 Ok(_) => {}
             }
         });
+    let reconciling = futures::future::join(reconciling, async move {
+        if let Some(pooling) = pooling {
+            pooling.await;
+        }
+    });
     let (Some(mut leadership), Some(election)) = (leadership, election) else {
         reconciling.await;
         return Ok(());
@@ -271,6 +292,40 @@ pub async fn run(
             election.lease
         )),
     }
+}
+
+/// The SealingPool controller: each pool reconciled when it or one of its tasks changes (a
+/// burst of task changes settles for a second first: each pool reconcile lists its tasks).
+fn pool_controller(
+    context: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> impl std::future::Future<Output = ()> + Send {
+    let client = context.client.clone();
+    let (pools, owned): (Api<SealingPool>, Api<DeserializeGuard<SealingTask>>) =
+        match &context.settings.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client)),
+        };
+    Controller::new(pools, watcher::Config::default())
+        .owns(
+            owned,
+            watcher::Config::default().labels(crate::pool::POOL_LABEL),
+        )
+        .with_config(ControllerConfig::default().debounce(Duration::from_secs(1)))
+        .graceful_shutdown_on(shutdown)
+        .run(pool::reconcile, pool::error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Err(kube::runtime::controller::Error::ReconcilerFailed(err, pool)) => {
+                    debug!(pool = %pool.name, "reconcile ended early: {err}")
+                }
+                Err(err) => warn!("pool controller: {err}"),
+                Ok(_) => {}
+            }
+        })
 }
 
 fn error_policy(

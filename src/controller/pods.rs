@@ -601,6 +601,7 @@ mod tests {
                 ticket: Some(Randomness {
                     value: "01".repeat(32),
                     epoch: 9100,
+                    assigned_at: None,
                 }),
                 comm_d: Some(crate::sector::CommD::from_bytes([5; 32])),
                 store: Some(StoreRef {

@@ -218,6 +218,7 @@ pub enum ManagerCall {
     Deserialize,
     Display,
     EnumString,
+    EnumIter,
     IntoStaticStr,
 )]
 #[serde(rename_all = "kebab-case")]

@@ -66,7 +66,27 @@ impl Turn<'_> {
                 self.effects.push(Effect::CreateCleanupPod { name, node });
                 Wake::OnChange
             }
-            Some(CleanupPod::Running) => Wake::OnChange,
+            Some(CleanupPod::Running) => match self.observed.nodes.get(&node) {
+                None => Wake::Ask(Question::NodeExists(node)),
+                // A cleanup pod bound to a node that is gone never runs: the workspace went with
+                // the node.
+                Some(false) => {
+                    let message = format!("node {node} is gone, and the workspace with it");
+                    set_condition(
+                        &mut self.status,
+                        WORKSPACE_CLEANED,
+                        "True",
+                        "NodeGone",
+                        &message,
+                        self.now,
+                    );
+                    self.write();
+                    self.effects.push(Effect::DeleteTaskPods);
+                    self.event(true, WORKSPACE_CLEANED, message);
+                    Wake::OnChange
+                }
+                Some(true) => Wake::OnChange,
+            },
             Some(CleanupPod::Exited(0)) => {
                 let message = format!("workspace removed from node {node}");
                 set_condition(

@@ -176,8 +176,9 @@ impl Turn<'_> {
                 });
             }
         }
-        let hand_back = super::work::unseal::hand_back(self, reason);
-        self.stop(reason, hand_back);
+        // An unseal's request goes back to the manager with the end report (work::report),
+        // retried until answered.
+        self.stop(reason, None);
     }
 
     /// The manager finalized the sector itself (`damocles-manager util sealer sectors abort`):

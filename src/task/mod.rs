@@ -63,6 +63,9 @@ pub mod condition {
     pub const MANAGER_FINALIZED: &str = "ManagerFinalized";
     /// The task was deleted past its PreCommit and finishes before it goes.
     pub const DELETION_HELD: &str = "DeletionHeld";
+    /// An aborted unseal's request was handed back to the manager (AchieveUnsealSector with
+    /// the error), before the sector's ReportFinalized.
+    pub const UNSEAL_HANDED_BACK: &str = "UnsealHandedBack";
 }
 
 /// A step pod not started after this long gets a status message saying why.
@@ -92,6 +95,22 @@ pub struct Task<'a> {
 /// The annotation that lets a deletion abort a sealer past its PreCommit; without it, such a
 /// task finishes before it goes.
 pub const ABORT_ON_DELETE: &str = "damocles.io/abort-on-delete";
+
+/// The labels a task carries once it holds a sector, so `kubectl get st -l damocles.io/sector=42`
+/// finds it.
+pub const MINER_LABEL: &str = "damocles.io/miner";
+pub const SECTOR_LABEL: &str = "damocles.io/sector";
+
+/// The labels `status` calls for: the miner and the sector number, once a sector is the task's;
+/// none before.
+pub fn sector_labels(status: &SealingTaskStatus) -> Vec<(&'static str, String)> {
+    status.sector.map_or_else(Vec::new, |sector| {
+        vec![
+            (MINER_LABEL, sector.miner.to_string()),
+            (SECTOR_LABEL, sector.number.to_string()),
+        ]
+    })
+}
 
 impl<'a> Task<'a> {
     pub fn of(task: &'a SealingTask) -> Self {

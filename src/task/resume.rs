@@ -145,6 +145,11 @@ impl Turn<'_> {
         if self.suspended() {
             return Wake::OnChange;
         }
+        if self.status.phase == Some(Phase::Paused) {
+            // Paused for a failure: it stays paused for that failure, so that unsuspending it
+            // does not run it again without the resume a person owes it.
+            return Wake::OnChange;
+        }
         let state = self.position().state;
         self.delete_step_pod();
         self.effects.push(Effect::ReleaseSlot);

@@ -207,6 +207,10 @@ pub fn gathered_inputs(
     })
 }
 
+/// The largest step request sent: it is one environment variable of the pod, and Linux refuses
+/// a single one over 128 KiB when the container starts.
+pub const REQUEST_LIMIT: usize = 100 * 1024;
+
 /// The request for `step` of this task, from its current status.
 pub fn step_request(
     task: super::Task<'_>,
@@ -339,13 +343,28 @@ impl Turn<'_> {
                         None => return Step::Wake(Wake::Ask(Question::NodeExists(node))),
                         Some(false) => {
                             self.effects.push(Effect::DeletePod(name));
+                            let plan = self.task.spec.plan();
+                            // Past its PreCommit a sealer's data is on chain: sealing again would
+                            // draw a new ticket, which that PreCommit does not match.
+                            let advice = if self.task.spec.plan == PlanKind::Sealer
+                                && !plan.at_or_before(state, State::PC2Done)
+                            {
+                                "its PreCommit is on chain, so sealing again with a new ticket \
+                                 cannot match it: abort this task (resumeState: Aborted); once \
+                                 the manager marks the sector for rebuild, a rebuild task \
+                                 restores its files from the original ticket"
+                                    .to_string()
+                            } else {
+                                format!(
+                                    "resume at {} to start over on another node",
+                                    plan.first_workspace_state()
+                                )
+                            };
                             return Step::Outcome(Outcome::Failed {
                                 level: FailureLevel::Critical,
                                 message: format!(
                                     "node {node}, which holds this task's workspace, no longer \
-                                     exists; its files are gone with it: resume at {} to start \
-                                     over on another node",
-                                    self.task.spec.plan().first_workspace_state()
+                                     exists; its files are gone with it: {advice}"
                                 ),
                             });
                         }
@@ -498,6 +517,17 @@ impl Turn<'_> {
                 return Step::Wake(self.fail(FailureLevel::Permanent, message));
             }
         };
+        let size = serde_json::to_string(&request)
+            .expect("requests serialize")
+            .len();
+        if size > REQUEST_LIMIT {
+            // It travels in one environment variable, which Linux caps at 128 KiB.
+            let message = format!(
+                "the {step} request is {size} bytes, more than the {REQUEST_LIMIT} a step pod's \
+                 environment carries (the manager's lists for this sector are too long)"
+            );
+            return Step::Wake(self.fail(FailureLevel::Permanent, message));
+        }
         let node = self.status.node.clone();
         let mut profile = profile;
         if node.is_none() && profile.locality == Locality::Workspace {

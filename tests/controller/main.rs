@@ -9,6 +9,7 @@ mod support;
 mod failures;
 mod manager;
 mod placement;
+mod pool;
 mod replicas;
 mod restart;
 mod resume;

@@ -4,7 +4,8 @@ use super::*;
 
 /// Two replicas share a leader-election Lease: the standby writes nothing while the leader works,
 /// and when the leader dies mid-task (no clean hand-over) the standby takes over and carries the
-/// task on until its PreCommit lands, without a second submission. (Exactly-once proofs across
+/// task on until its PreCommit lands, without a second submission, and a pool's tasks without a
+/// duplicate. (Exactly-once proofs across
 /// restarts are tests/controller/restart.rs's; this test stops before C2.)
 #[tokio::test]
 async fn of_two_replicas_only_the_leader_acts_and_the_standby_takes_over() {
@@ -32,6 +33,13 @@ async fn of_two_replicas_only_the_leader_acts_and_the_standby_takes_over() {
     })
     .await;
     scene.seal("t").await;
+    // A pool beside it (unseal tasks, which wait at the manager): the leader creates its two.
+    super::pool::create_pool(
+        &scene,
+        "u",
+        serde_json::json!({"template": {"plan": "unseal", "sectorSize": "2KiB"}, "inFlight": 2}),
+    )
+    .await;
     wait_status(&scene.tasks, "t", "the task past PC2", |s| {
         s.history.iter().any(|h| h.state == State::PC2Done)
     })
@@ -58,6 +66,15 @@ async fn of_two_replicas_only_the_leader_acts_and_the_standby_takes_over() {
         s.history.iter().any(|h| h.state == State::PCLanded)
     })
     .await;
+    // The new leader created no duplicate of the pool's tasks.
+    let pool = super::pool::pools(&scene).get("u").await.unwrap();
+    assert_eq!(pool.status.unwrap().created, 2);
+    let names: Vec<String> = super::pool::pool_tasks(&scene, "u")
+        .await
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(names, ["u-0", "u-1"]);
     let sector = task.status.unwrap().sector.unwrap();
     let record = scene.record(sector.number).await;
     assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");

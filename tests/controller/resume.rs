@@ -92,6 +92,16 @@ async fn a_running_step_survives_pod_loss_and_obeys_suspend_refused_resume_and_a
     assert!(reason.as_str().unwrap().contains("resumeState"), "{reason}");
 }
 
+/// Runs `kubectl damocles ARGS` in the scene's namespace, as the cluster's admin.
+fn plugin(scene: &Scene, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-damocles"))
+        .args(["--namespace", &scene.ns.name])
+        .args(args)
+        .env("KUBECONFIG", &crate::support::cluster::cluster().kubeconfig)
+        .output()
+        .expect("kubectl-damocles runs")
+}
+
 /// A permanent failure pauses the task with its files; a rewind to TreeDBuilt gets a new ticket
 /// and the task finishes, although its PreCommit and its proof messages each fail on chain once:
 /// each is resubmitted with reset, as damocles-manager needs (without reset it answers Accepted
@@ -125,7 +135,27 @@ async fn a_paused_task_is_rewound_by_resume_state_and_finishes() {
             })),
         )
         .await;
-    patch_spec(tasks, "t", serde_json::json!({"resumeState": "TreeDBuilt"})).await;
+    // `kubectl damocles why` says what failed and where it may resume; a resume the operator
+    // would refuse is refused before anything is patched; an accepted one is applied.
+    let why = plugin(&scene, &["why", "t"]);
+    assert!(why.status.success(), "{why:?}");
+    let report = String::from_utf8_lossy(&why.stdout);
+    assert!(
+        report.contains(&error.message)
+            && report.contains("valid now:")
+            && report.contains("TreeDBuilt"),
+        "{report}"
+    );
+    let refused = plugin(&scene, &["resume", "t", "--state", "C1Done"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("not resumed, nothing was changed"),
+        "{stderr}"
+    );
+    let unchanged = tasks.get("t").await.unwrap();
+    assert_eq!(unchanged.spec.resume_state, None, "nothing patched");
+    let resumed = plugin(&scene, &["resume", "t", "--state", "TreeDBuilt"]);
+    assert!(resumed.status.success(), "{resumed:?}");
     wait_status(tasks, "t", "the resume applied", |s| {
         s.last_resume.is_some()
     })

@@ -5,6 +5,16 @@ use super::*;
 use crate::support::dev_manager::MARKET_TOKEN;
 use damocles_operator::api::SealingTaskStatus;
 
+/// The metric names docs/metrics.md lists: the first column of its tables.
+fn documented_metrics() -> Vec<String> {
+    let doc = include_str!("../../docs/metrics.md");
+    doc.lines()
+        .filter_map(|line| line.strip_prefix("| `damocles_"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(|name| format!("damocles_{}", name.split('{').next().unwrap()))
+        .collect()
+}
+
 /// Waits until the manager answered the task's ReportFinalized.
 async fn reported_finalized(tasks: &Api<SealingTask>, name: &str) {
     wait_status(tasks, name, "ManagerFinalized", |s| {
@@ -39,6 +49,21 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified(
         "{visited:?}"
     );
     assert!(status.node.is_some(), "pinned to the node of its workspace");
+    // The Sector column and the labels `kubectl get st -l damocles.io/sector=N` selects by.
+    assert_eq!(status.sector_name, Some(sector.to_string()));
+    let by_sector = ListParams::default().labels(&format!(
+        "damocles.io/sector={},damocles.io/miner={}",
+        sector.number, sector.miner
+    ));
+    let found: Vec<String> = tasks
+        .list(&by_sector)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|t| t.name_any())
+        .collect();
+    assert_eq!(found, [name]);
 
     let record = &scene.record(sector.number).await;
     assert!(
@@ -70,7 +95,7 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified(
         1.0
     );
     assert_eq!(
-        value(r#"damocles_step_duration_seconds_count{step="c2"}"#),
+        value(r#"damocles_step_duration_seconds_count{step="c2",sector_size="2KiB"}"#),
         1.0
     );
     // Every manager call counted by method and result, and timed.
@@ -84,21 +109,55 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified(
         "polled before the submission and until it landed"
     );
     let transitions = value("damocles_transitions_total");
-    let writes: f64 = ["status", "spec", "pod-create", "pod-delete", "event"]
-        .iter()
-        .map(|kind| {
-            metrics
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix(&format!(r#"damocles_api_writes_total{{kind="{kind}"}}"#))?
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                })
-                .unwrap_or(0.0)
-        })
-        .sum();
+    let writes: f64 = [
+        "status",
+        "spec",
+        "labels",
+        "pod-create",
+        "pod-delete",
+        "event",
+    ]
+    .iter()
+    .map(|kind| {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(r#"damocles_api_writes_total{{kind="{kind}"}}"#))?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    })
+    .sum();
     eprintln!("API writes: {writes} for {transitions} transitions\n{metrics}");
+    // Every metric docs/metrics.md lists is exported (a family with no samples yet still has
+    // its TYPE line).
+    let exported = |documented: &str| {
+        let family = documented
+            .strip_suffix("_total")
+            .or_else(|| documented.strip_suffix("_info"))
+            .unwrap_or(documented);
+        metrics
+            .lines()
+            .any(|l| l.starts_with(&format!("# TYPE {family} ")))
+    };
+    let documented = documented_metrics();
+    assert!(documented.len() >= 10, "{documented:?}");
+    for name in &documented {
+        assert!(
+            exported(name),
+            "{name} is in docs/metrics.md but not exported:\n{metrics}"
+        );
+    }
+    assert_eq!(
+        value(r#"damocles_sectors_finished_total{plan="sealer"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"damocles_tasks_aborted_total{plan="rebuild"}"#),
+        0.0
+    );
     timeline.report();
     // The write budget of docs/benchmarks.md: 4 per proof-step transition, 1 per manager-only one
     // (7 and 10 for a pledge sealer), plus the workspace cleanup at the end.
@@ -171,6 +230,22 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
     )
     .await;
     let sector = sealed.sector.unwrap();
+    // The chart's logFormat json: one object per line, the task and its transitions as fields.
+    let log = operator.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let task = format!("{}/deals", scene.ns.name);
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["fields"]["message"] == "transition"
+                && line["fields"]["task"] == task.as_str()
+                && line["fields"]["to"] == "Finished"),
+        "a transition to Finished logged as JSON:\n{log}"
+    );
     let outputs = sealed.outputs.clone().unwrap();
     let recorded: Vec<(&str, Option<u64>)> = outputs
         .pieces

@@ -39,7 +39,7 @@ pub fn cluster() -> &'static ClusterInfo {
             },
             None => start_cluster(),
         };
-        let crd = repo().join("crds/sealingtask.yaml");
+        let crds = repo().join("crds");
         kubectl(
             &info,
             &[
@@ -47,7 +47,7 @@ pub fn cluster() -> &'static ClusterInfo {
                 "--server-side",
                 "--force-conflicts",
                 "-f",
-                crd.to_str().unwrap(),
+                crds.to_str().unwrap(),
             ],
         );
         kubectl(
@@ -57,6 +57,7 @@ pub fn cluster() -> &'static ClusterInfo {
                 "--for=condition=Established",
                 "--timeout=60s",
                 "crd/sealingtasks.damocles.io",
+                "crd/sealingpools.damocles.io",
             ],
         );
         info

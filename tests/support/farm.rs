@@ -183,6 +183,24 @@ pub struct HelmRelease {
     pods: PathBuf,
 }
 
+impl HelmRelease {
+    /// What the installed operator wrote to stderr (every operator container on this farm's
+    /// nodes, one release per farm).
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        for pod in std::fs::read_dir(&self.pods)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(log) = std::fs::read_to_string(pod.path().join("operator.log")) {
+                text.push_str(&log);
+            }
+        }
+        text
+    }
+}
+
 impl Drop for HelmRelease {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -379,6 +397,7 @@ impl Scene {
             "pollInterval": "1s",
             "retryBackoff": "1s",
             "metrics": {"port": port},
+            "logFormat": "json",
             "nodeSelector": on_this_farm,
             "profiles": {
                 "workspaceRoot": farm.root.join("workspace"),

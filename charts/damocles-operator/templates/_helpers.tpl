@@ -35,11 +35,18 @@ patch their finalizer and status, delete a finished task after ttlSecondsAfterFi
 watch and delete step pods (deletecollection: a task's pods by its uid label), read a step pod's
 log for a result too big for its termination message; record Events. */}}
 {{- define "damocles-operator.taskRules" }}
+  # A SealingPool creates its tasks and deletes ended ones beyond its history limit.
   - apiGroups: [damocles.io]
     resources: [sealingtasks]
-    verbs: [get, list, watch, patch, delete]
+    verbs: [get, list, watch, create, patch, delete]
   - apiGroups: [damocles.io]
     resources: [sealingtasks/status]
+    verbs: [patch]
+  - apiGroups: [damocles.io]
+    resources: [sealingpools]
+    verbs: [get, list, watch]
+  - apiGroups: [damocles.io]
+    resources: [sealingpools/status]
     verbs: [patch]
   - apiGroups: [""]
     resources: [pods]

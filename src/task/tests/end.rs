@@ -169,10 +169,16 @@ fn a_deleted_task_is_stopped_told_and_cleaned_before_it_is_released() {
     let call = asked_call(&first).clone();
     let told = decide_now(deleted, &first.status, &answered(&call, Ok(Reply::Done)));
     assert_eq!(asked(&told), &Question::CleanupPod("t1-cleanup".into()));
-    let running = Observed {
+    let mut running = Observed {
         cleanup_pod: Some(CleanupPod::Running),
         ..Default::default()
     };
+    // A running cleanup pod's node is looked up: gone, the workspace went with it.
+    assert_eq!(
+        asked(&decide_now(deleted, &told.status, &running)),
+        &Question::NodeExists("node-a".into())
+    );
+    running.nodes.insert("node-a".into(), true);
     let first = told;
     assert_eq!(
         decide_now(deleted, &first.status, &running).wake,
@@ -259,10 +265,40 @@ fn an_aborted_unseal_hands_its_request_back() {
     });
     let decision = decide_now(task(&spec), &status, &Observed::default());
     assert_eq!(decision.status.state, Some(State::Aborted));
-    assert!(has(&decision, |e| matches!(
-        e,
-        Effect::Tell(Call::AchieveUnsealSector { error, .. }) if error.starts_with("aborted")
-    )));
+    let call = asked_call(&decision).clone();
+    assert!(
+        matches!(&call, Call::AchieveUnsealSector { error, .. } if error.starts_with("aborted")),
+        "{call:?}"
+    );
+    // Not answered: asked again after a back-off, before anything else is reported.
+    let mut down = temporary("connection refused");
+    down.unavailable = true;
+    let waiting = decide_now(task(&spec), &decision.status, &answered(&call, Err(down)));
+    assert!(matches!(waiting.wake, Wake::After(_)), "{:?}", waiting.wake);
+    let later = decide(
+        task(&spec),
+        &waiting.status,
+        &Observed::default(),
+        NOW + 3600,
+        &Rules::default(),
+    );
+    assert_eq!(asked_call(&later), &call);
+    // Answered: recorded, then the sector's ReportFinalized.
+    let handed = decide(
+        task(&spec),
+        &later.status,
+        &answered(&call, Ok(Reply::Done)),
+        NOW + 3600,
+        &Rules::default(),
+    );
+    assert!(
+        handed
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "UnsealHandedBack" && c.status == "True")
+    );
+    assert_eq!(asked_call(&handed), &Call::ReportFinalized(SECTOR_ID));
 }
 
 #[test]

@@ -72,6 +72,7 @@ pub(super) fn at(state: State) -> SealingTaskStatus {
             ticket: Some(Randomness {
                 value: "01".repeat(32),
                 epoch: 9100,
+                assigned_at: None,
             }),
             ..Default::default()
         }),

@@ -54,6 +54,40 @@ fn an_accepted_resume_rewinds_and_forgets_the_node_when_the_workspace_starts_ove
     }
 }
 
+/// A task paused for a failure stays paused for it across a suspend and an unsuspend: only a
+/// resume runs it again.
+#[test]
+fn suspending_a_failed_task_does_not_unpause_it() {
+    let mut spec = sealer();
+    let mut status = at(State::PC1Done);
+    let failed = decide_now(
+        task(&spec),
+        &status,
+        &pod(
+            PodReport::Failed {
+                level: FailureLevel::Permanent,
+                message: "bad proof type".into(),
+                never_ran: false,
+            },
+            Some("node-a"),
+            NOW - 5,
+        ),
+    );
+    assert_eq!(failed.status.phase, Some(Phase::Paused));
+    status = failed.status;
+    spec.suspend = true;
+    let suspended = decide_now(task(&spec), &status, &Observed::default());
+    assert_eq!(
+        suspended.status.message, status.message,
+        "the failure stays"
+    );
+    spec.suspend = false;
+    let unsuspended = decide_now(task(&spec), &suspended.status, &Observed::default());
+    assert_eq!(unsuspended.status.phase, Some(Phase::Paused));
+    assert_eq!(unsuspended.wake, Wake::OnChange);
+    assert!(!event(&unsuspended, "Unsuspended"));
+}
+
 #[test]
 fn suspend_stops_the_step_and_unsuspend_reruns_it_under_a_new_name() {
     let mut spec = sealer();

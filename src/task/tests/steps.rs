@@ -178,6 +178,63 @@ fn a_workspace_whose_node_is_gone_pauses_as_critical() {
     );
 }
 
+/// Past its PreCommit, a sealer that lost its node is not told to seal again (a new ticket would
+/// not match the PreCommit on chain) but to abort and rebuild.
+#[test]
+fn a_lost_workspace_past_the_precommit_is_not_resealed() {
+    let spec = sealer();
+    let mut status = at(State::C1Done);
+    status.node = Some("node-a".into());
+    let mut observed = pod(
+        PodReport::Starting {
+            reason: "Pending".into(),
+            problem: None,
+        },
+        None,
+        NOW - 5,
+    );
+    observed.pods.insert(
+        "t1-c1done-0".into(),
+        observed.pods.get("t1-pc1done-0").unwrap().clone(),
+    );
+    observed.nodes.insert("node-a".into(), false);
+    let decision = decide_now(task(&spec), &status, &observed);
+    let last = decision.status.last_error.unwrap();
+    assert_eq!(last.level, FailureLevel::Critical);
+    assert!(
+        last.message.contains("its PreCommit is on chain") && !last.message.contains("resume at"),
+        "{}",
+        last.message
+    );
+}
+
+/// A cleanup pod bound to a node that is gone never runs: the task counts the workspace as gone
+/// with the node instead of waiting for it.
+#[test]
+fn a_cleanup_on_a_node_that_is_gone_does_not_wait_forever() {
+    let spec = sealer();
+    let mut status = reported(at(State::Finished));
+    status.node = Some("node-a".into());
+    let mut observed = Observed {
+        cleanup_pod: Some(CleanupPod::Running),
+        ..Default::default()
+    };
+    let ask = decide_now(task(&spec), &status, &observed);
+    assert_eq!(asked(&ask), &Question::NodeExists("node-a".into()));
+    observed.nodes.insert("node-a".into(), false);
+    let gone = decide_now(task(&spec), &status, &observed);
+    let cleaned = gone
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "WorkspaceCleaned")
+        .unwrap();
+    assert_eq!(
+        (cleaned.status.as_str(), cleaned.reason.as_str()),
+        ("True", "NodeGone")
+    );
+}
+
 #[test]
 fn a_lost_running_pod_is_started_again() {
     let spec = sealer();
@@ -335,4 +392,32 @@ fn deals_from_the_manager_are_recorded_and_fetched_from_the_piece_store() {
             (Some("baga6ea4seaqfiller"), 1024, None, None),
         ]
     );
+}
+
+/// A request too long for the pod's environment (Linux caps one variable at 128 KiB) pauses the
+/// task naming its size, instead of a pod that can never start.
+#[test]
+fn a_step_request_too_big_for_the_environment_pauses_the_task() {
+    let spec = spec(json!({"plan": "sealer", "sectorSize": "2KiB", "deals": {"enabled": true}}));
+    let mut status = at(State::DealsAcquired);
+    status.outputs.as_mut().unwrap().pieces = (0..2000)
+        .map(|i| crate::api::DealPiece {
+            cid: format!("baga6ea4seaq{i:0>100}"),
+            size: 128,
+            payload_size: Some(100),
+            deal_id: Some(i),
+        })
+        .collect();
+    let mut observed = Observed::default();
+    observed.pods.insert("t1-dealsacquired-0".into(), None);
+    let decision = decide_now(task(&spec), &status, &observed);
+    let last = decision.status.last_error.clone().unwrap();
+    assert_eq!(last.level, FailureLevel::Permanent);
+    assert!(
+        last.message
+            .contains("more than the 102400 a step pod's environment carries"),
+        "{}",
+        last.message
+    );
+    assert!(!has(&decision, |e| matches!(e, Effect::CreateStepPod(_))));
 }

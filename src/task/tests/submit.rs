@@ -236,6 +236,37 @@ fn an_expiring_ticket_rewinds_to_the_state_that_draws_it() {
     assert_eq!(aborted.status.state, Some(State::Aborted));
 }
 
+/// The ticket's age comes from when it was handed out, recorded with it: a history trimmed of
+/// its TicketAssigned entry (32 states kept) does not switch the guard off.
+#[test]
+fn a_ticket_is_aged_from_its_record_not_the_trimmed_history() {
+    let spec = sealer();
+    let mut status = at(State::PC1Done);
+    status.history.retain(|h| h.state != State::TicketAssigned);
+    let ticket = status.outputs.as_mut().unwrap().ticket.as_mut().unwrap();
+    ticket.assigned_at = Some(time(NOW - 30 * 2600));
+    let decision = decide_now(task(&spec), &status, &Observed::default());
+    assert!(event(&decision, "TicketExpiring"));
+    assert_eq!(decision.status.state, Some(State::TreeDBuilt));
+
+    // AssignTicket records when.
+    let mut drawing = at(State::TreeDBuilt);
+    drawing.outputs.as_mut().unwrap().ticket = None;
+    let ask = decide_now(task(&spec), &drawing, &Observed::default());
+    let call = asked_call(&ask).clone();
+    let ticket = crate::manager::wire::Ticket {
+        ticket: crate::manager::wire::Randomness([7; 32]),
+        epoch: 9200,
+    };
+    let drawn = decide_now(
+        task(&spec),
+        &drawing,
+        &answered(&call, Ok(Reply::Ticket(ticket))),
+    );
+    let recorded = drawn.status.outputs.unwrap().ticket.unwrap();
+    assert_eq!(recorded.assigned_at, Some(time(NOW)));
+}
+
 #[test]
 fn a_precommit_that_reached_the_manager_is_not_rewound_for_an_old_ticket() {
     let spec = sealer();

@@ -73,6 +73,7 @@ pub(crate) fn randomness(value: &[u8; 32], epoch: i64) -> Randomness {
     Randomness {
         value: hex::encode(value),
         epoch,
+        assigned_at: None,
     }
 }
 
@@ -220,6 +221,7 @@ impl Turn<'_> {
         // allocated again. Everything else a call establishes is safe to ask for again, so it is
         // written with the work that follows.
         if self.status.sector != before.sector {
+            self.status.sector_name = self.status.sector.map(|sector| sector.to_string());
             self.write();
         }
         let reply = match &self.observed.reply {

@@ -100,8 +100,12 @@ impl Turn<'_> {
                 };
                 Step::Outcome(match reply {
                     Ok(Reply::Ticket(ticket)) => {
+                        let assigned_at = Some(self.time());
                         let outputs = self.status.outputs.get_or_insert_with(Default::default);
-                        outputs.ticket = Some(super::randomness(&ticket.ticket.0, ticket.epoch));
+                        outputs.ticket = Some(Randomness {
+                            assigned_at,
+                            ..super::randomness(&ticket.ticket.0, ticket.epoch)
+                        });
                         Outcome::Done
                     }
                     Ok(other) => unexpected(Method::AssignTicket, &other),
@@ -142,16 +146,31 @@ impl Turn<'_> {
             return None;
         }
         // The ticket is drawn by the work of the state that produces it; its age counts from
-        // the state entered after that.
+        // when the manager handed it out, recorded with it. A task written by an older operator
+        // has only its history (the state entered after the draw), which keeps the last
+        // HISTORY_LIMIT states.
         let producer = plan.producer_of(Output::Ticket)?;
-        let drawn = plan.transitions_from(producer).next()?.to;
-        let assigned = self
+        let recorded = self
             .status
-            .history
-            .iter()
-            .rev()
-            .find(|h| h.state == drawn)?;
-        let elapsed = (self.now - assigned.entered.0.as_second()).max(0) as u64;
+            .outputs
+            .as_ref()
+            .and_then(|o| o.ticket.as_ref())
+            .and_then(|t| t.assigned_at.as_ref())
+            .map(|t| t.0.as_second());
+        let assigned = match recorded {
+            Some(at) => at,
+            None => {
+                let drawn = plan.transitions_from(producer).next()?.to;
+                let entry = self
+                    .status
+                    .history
+                    .iter()
+                    .rev()
+                    .find(|h| h.state == drawn)?;
+                entry.entered.0.as_second()
+            }
+        };
+        let elapsed = (self.now - assigned).max(0) as u64;
         if !self.rules.tickets.too_old(Duration::from_secs(elapsed)) {
             return None;
         }

@@ -8,7 +8,7 @@ use super::sector_id;
 use crate::api::{PlanKind, State};
 use crate::manager::wire::ERR_SECTOR_STATE_NOT_FOUND;
 use crate::manager::{Call, Reply};
-use crate::task::condition::MANAGER_FINALIZED;
+use crate::task::condition::{MANAGER_FINALIZED, UNSEAL_HANDED_BACK};
 use crate::task::enter::{condition_true, set_condition, time_at};
 use crate::task::{Question, Turn, Wake};
 
@@ -77,6 +77,73 @@ impl Turn<'_> {
         }
     }
 
+    /// An aborted unseal first hands its request back (AchieveUnsealSector with the reason), so
+    /// the manager can hand it to another worker; retried while the manager does not answer,
+    /// done once it answers (a refusal means it no longer holds the request). The
+    /// UnsealHandedBack condition records it. None once done, or where there is none.
+    fn hand_back_unseal(&mut self) -> Option<Wake> {
+        if self.position().state != State::Aborted
+            || condition_true(&self.status, UNSEAL_HANDED_BACK)
+        {
+            return None;
+        }
+        let reason = self
+            .status
+            .last_error
+            .as_ref()
+            .map_or_else(|| "aborted".to_string(), |e| e.message.clone());
+        let call = super::unseal::hand_back(self, &reason)?;
+        let method = call.method();
+        let Some(reply) = self.answered(method, true) else {
+            if let Some(at) = &self.status.not_before {
+                let wait = at.0.as_second() - self.now;
+                if wait > 0 {
+                    return Some(Wake::After(Duration::from_secs(wait as u64)));
+                }
+            }
+            return Some(Wake::Ask(Question::Manager(Box::new(call))));
+        };
+        let (reason, message) = match reply {
+            Ok(_) => (
+                "HandedBack",
+                "the unseal request went back to the manager as failed".to_string(),
+            ),
+            Err(failure) if failure.unavailable => {
+                let retry = self.rules.manager_retry_max;
+                self.status.not_before = Some(time_at(self.now + retry.as_secs() as i64));
+                self.log(
+                    true,
+                    format!(
+                        "{method}: {}; trying again in {}s",
+                        failure.message,
+                        retry.as_secs()
+                    ),
+                );
+                self.write();
+                return Some(Wake::After(retry));
+            }
+            Err(failure) => (
+                "NotHeld",
+                format!(
+                    "the manager no longer holds the unseal request: {}",
+                    failure.message
+                ),
+            ),
+        };
+        set_condition(
+            &mut self.status,
+            UNSEAL_HANDED_BACK,
+            "True",
+            reason,
+            &message,
+            self.now,
+        );
+        self.status.not_before = None;
+        self.log(false, message);
+        self.write();
+        None
+    }
+
     /// Makes the end report as a call retried until answered; the ManagerFinalized condition
     /// records it. None once told (or nothing to tell); a wake to retry at while the manager does
     /// not answer, which does not hold up the workspace cleanup.
@@ -84,6 +151,9 @@ impl Turn<'_> {
         let call = self.end_report()?;
         if condition_true(&self.status, MANAGER_FINALIZED) {
             return None;
+        }
+        if let Some(wake) = self.hand_back_unseal() {
+            return Some(wake);
         }
         let method = call.method();
         let Some(reply) = self.answered(method, true) else {
