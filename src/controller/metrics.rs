@@ -1,7 +1,10 @@
 //! Prometheus metrics and health endpoints of the operator: `/metrics`, `/healthz`, `/readyz`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -83,6 +86,70 @@ pub struct QueueLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// A reconcile that has run this long is stuck (a call that never returns): /healthz then fails,
+/// and the kubelet restarts the operator, which is safe at any point. A reconcile that waits on
+/// an unavailable manager or a slow pod ends and requeues long before this.
+pub const WEDGED_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// The reconciles in progress (tasks and pools), each with when it started.
+#[derive(Default)]
+pub struct Reconciling {
+    started: Mutex<HashMap<u64, (String, Instant)>>,
+    next: AtomicU64,
+}
+
+/// One reconcile in progress; it is forgotten when this drops.
+pub struct ReconcileGuard<'a> {
+    reconciling: &'a Reconciling,
+    id: u64,
+}
+
+impl Reconciling {
+    /// Records that the reconcile of `key` (namespace/name) started now.
+    pub fn begin(&self, key: String) -> ReconcileGuard<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.started
+            .lock()
+            .expect("not poisoned")
+            .insert(id, (key, Instant::now()));
+        ReconcileGuard {
+            reconciling: self,
+            id,
+        }
+    }
+
+    /// The longest-running reconcile in progress and how long it has run.
+    pub fn oldest(&self) -> Option<(String, Duration)> {
+        let started = self.started.lock().expect("not poisoned");
+        started
+            .values()
+            .min_by_key(|(_, at)| *at)
+            .map(|(key, at)| (key.clone(), at.elapsed()))
+    }
+}
+
+impl Drop for ReconcileGuard<'_> {
+    fn drop(&mut self) {
+        self.reconciling
+            .started
+            .lock()
+            .expect("not poisoned")
+            .remove(&self.id);
+    }
+}
+
+/// What /healthz answers, given the longest-running reconcile: an error once it is wedged.
+pub fn health(oldest: Option<(String, Duration)>) -> Result<(), String> {
+    match oldest {
+        Some((key, ran)) if ran >= WEDGED_AFTER => Err(format!(
+            "the reconcile of {key} has run for {}s (more than {}s): stuck",
+            ran.as_secs(),
+            WEDGED_AFTER.as_secs()
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn step_histogram() -> Histogram {
     // 0.1 s .. 8 h in 20 buckets (each about twice the one before): 2KiB steps take
     // milliseconds, a 32GiB PC1 three hours and a 64GiB one about six.
@@ -116,6 +183,8 @@ pub struct Metrics {
     pub manager_calls: Family<ManagerCallLabels, Counter>,
     pub manager_call_seconds: HistogramFamily<ManagerMethodLabels>,
     step_queue: Family<QueueLabels, Gauge>,
+    /// Reconciles in progress, for /healthz.
+    pub reconciling: Reconciling,
 }
 
 impl Default for Metrics {
@@ -249,6 +318,7 @@ impl Default for Metrics {
             aborted,
             reconcile_errors,
             api_writes,
+            reconciling: Reconciling::default(),
         }
     }
 }
@@ -353,7 +423,15 @@ pub async fn serve(
                 )
             }),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(|Extract(served): Extract<Served>| async move {
+                match health(served.metrics.reconciling.oldest()) {
+                    Ok(()) => (StatusCode::OK, "ok".to_string()),
+                    Err(stuck) => (StatusCode::SERVICE_UNAVAILABLE, stuck),
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(|Extract(served): Extract<Served>| async move {
@@ -384,4 +462,23 @@ pub async fn serve(
         }
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthz_fails_only_while_a_reconcile_is_stuck() {
+        let reconciling = Reconciling::default();
+        assert_eq!(health(reconciling.oldest()), Ok(()));
+        let running = reconciling.begin("farm/t".into());
+        let (key, _) = reconciling.oldest().unwrap();
+        assert_eq!(key, "farm/t");
+        assert_eq!(health(reconciling.oldest()), Ok(()));
+        let stuck = health(Some(("farm/t".into(), WEDGED_AFTER)));
+        assert!(stuck.unwrap_err().contains("farm/t has run for 900s"));
+        drop(running);
+        assert_eq!(reconciling.oldest(), None);
+    }
 }

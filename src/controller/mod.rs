@@ -360,6 +360,8 @@ async fn reconcile(
 ) -> Result<Requeue, Error> {
     let namespace = guard.namespace().unwrap_or_default();
     let name = guard.name_any();
+    let metrics = ctx.metrics.clone();
+    let _running = metrics.reconciling.begin(format!("{namespace}/{name}"));
     if let Err(invalid) = &guard.0 {
         return Err(observe::invalid_object(&ctx, &guard, &namespace, &name, invalid).await);
     }

@@ -28,6 +28,8 @@ pub(super) async fn reconcile(pool: Arc<SealingPool>, ctx: Arc<Context>) -> Resu
     let namespace = pool.namespace().unwrap_or_default();
     let name = pool.name_any();
     let key = format!("{namespace}/{name}");
+    let metrics = ctx.metrics.clone();
+    let _running = metrics.reconciling.begin(format!("SealingPool {key}"));
     let failed = |action: &'static str| {
         let pool = key.clone();
         move |source: kube::Error| Error::Pool {
