@@ -374,3 +374,59 @@ fn the_operator_refuses_a_crd_of_another_version() {
         "with this version's CRD the operator keeps running"
     );
 }
+
+/// The alerts and the dashboard: rendered as a PrometheusRule and a ConfigMap exactly from the
+/// chart's monitoring/ files, which parse as Prometheus rules and PromQL naming only metrics
+/// the operator exports (scripts/check-monitoring, with Prometheus' parser ported to Rust).
+#[test]
+fn the_alerts_and_the_dashboard_render_and_their_queries_parse() {
+    let info = cluster();
+    let rendered = chart(
+        info,
+        &[
+            "template",
+            "farm",
+            CHART,
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--set",
+            "metrics.grafanaDashboard.enabled=true",
+        ],
+    );
+    assert!(rendered.status.success(), "{}", text(&rendered));
+    let documents: Vec<serde_json::Value> = String::from_utf8_lossy(&rendered.stdout)
+        .split("\n---")
+        .filter_map(|doc| serde_saphyr::from_str(doc).ok())
+        .collect();
+    let find = |kind: &str| {
+        documents
+            .iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"].as_str().is_some())
+            .unwrap_or_else(|| panic!("no {kind} rendered"))
+            .clone()
+    };
+    let file = |name: &str| std::fs::read_to_string(format!("{CHART}/monitoring/{name}")).unwrap();
+    let rule = find("PrometheusRule");
+    let alerts: serde_json::Value = serde_saphyr::from_str(&file("alerts.yaml")).unwrap();
+    assert_eq!(rule["spec"]["groups"], alerts["groups"]);
+    let dashboard = documents
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .expect("the dashboard ConfigMap");
+    let json: serde_json::Value = serde_json::from_str(
+        dashboard["data"]["damocles-operator.json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let committed: serde_json::Value = serde_json::from_str(&file("dashboard.json")).unwrap();
+    assert_eq!(json, committed);
+
+    let checked = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/check-monitoring"
+    ))
+    .output()
+    .unwrap();
+    assert!(checked.status.success(), "{}", text(&checked));
+}

@@ -208,7 +208,12 @@ impl TaskRun {
                 warning,
                 reason,
                 note,
-            } => self.event(warning, &reason, note).await,
+            } => {
+                if reason == crate::task::work::precommit::TICKET_EXPIRING {
+                    self.ctx.metrics.ticket_expirations.inc();
+                }
+                self.event(warning, &reason, note).await
+            }
             Effect::Transition { from, event, to } => {
                 self.ctx.metrics.transitions.inc();
                 let ended = match to {

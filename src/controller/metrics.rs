@@ -168,6 +168,8 @@ pub struct Metrics {
     pub failures: Family<FailureLabels, Counter>,
     pub retries: Counter,
     pub transitions: Counter,
+    /// Tickets found too old for the work left (the task rewound for a new one, or aborted).
+    pub ticket_expirations: Counter,
     /// Tasks that reached Finished, and Aborted, by plan (created at 0 for every plan, so an
     /// alert on no sector finished sees a series from the start).
     pub finished: Family<PlanLabels, Counter>,
@@ -220,6 +222,12 @@ impl Default for Metrics {
             "transitions",
             "State transitions taken",
             transitions.clone(),
+        );
+        let ticket_expirations = Counter::default();
+        registry.register(
+            "ticket_expirations",
+            "Tickets found too old for the work left before the PreCommit (rewound or aborted)",
+            ticket_expirations.clone(),
         );
         let finished = Family::<PlanLabels, Counter>::default();
         registry.register(
@@ -314,6 +322,7 @@ impl Default for Metrics {
             failures,
             retries,
             transitions,
+            ticket_expirations,
             finished,
             aborted,
             reconcile_errors,

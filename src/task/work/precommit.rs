@@ -85,6 +85,10 @@ fn precommit_info(
     })
 }
 
+/// The Event reason when a ticket is too old for the work left: the task rewinds for a new one
+/// or aborts (--ticket-expiry).
+pub const TICKET_EXPIRING: &str = "TicketExpiring";
+
 impl Turn<'_> {
     pub(super) fn precommit(&mut self, call: ManagerCall) -> Step {
         let sector = match self.need_sector() {
@@ -203,12 +207,13 @@ impl Turn<'_> {
     }
 
     fn ticket_expired(&mut self, producer: State) -> Wake {
+        // Counted by the controller (damocles_ticket_expirations_total) from this Event.
         let state = self.position().state;
         let policy = self.rules.on_ticket_expiry;
         let message = format!(
             "the ticket is too close to expiry for the work left in {state} (policy: {policy:?})"
         );
-        self.event(true, "TicketExpiring", message.clone());
+        self.event(true, TICKET_EXPIRING, message.clone());
         match policy {
             TicketExpiry::Rewind => {
                 self.delete_step_pod();
