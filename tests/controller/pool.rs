@@ -57,7 +57,9 @@ where
     .await
 }
 
-/// Aborts the pool task `name` and waits until it is Aborted.
+/// Aborts the pool task `name` and waits until it is Aborted. It may be Paused first: an
+/// operator killed between writing an AllocateUnsealSector intent and recording the manager's
+/// answer finds the intent on restart and pauses the task (the job may have been handed out).
 async fn abort(scene: &Scene, name: &str) {
     patch_spec(
         &scene.tasks,
@@ -65,7 +67,10 @@ async fn abort(scene: &Scene, name: &str) {
         serde_json::json!({"resumeState": "Aborted"}),
     )
     .await;
-    wait_phase(&scene.tasks, name, Phase::Aborted, Duration::from_secs(60)).await;
+    wait_status(&scene.tasks, name, &format!("{name} aborted"), |s| {
+        s.phase == Some(Phase::Aborted)
+    })
+    .await;
 }
 
 /// A pool of unseal tasks: exactly inFlight in flight, replaced as they end up to the total, the
