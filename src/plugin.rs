@@ -30,11 +30,13 @@ pub fn valid_now(task: &SealingTask) -> String {
 pub fn check_resume(task: &SealingTask, target: Option<&str>) -> Result<ResumeAction, String> {
     let status = task.status.clone().unwrap_or_default();
     let available = available_outputs(task.spec.plan, &status);
-    validate_resume(task.spec.plan, current_state(task), target, &available).map_err(|refused| {
-        if current_state(task).is_terminal() {
+    let current = current_state(task);
+    validate_resume(task.spec.plan, current, target, &available).map_err(|refused| {
+        if current.is_terminal() {
             refused.to_string()
         } else {
-            format!("{refused}\nvalid now: {}", valid_now(task))
+            let valid = valid_targets(task.spec.plan, current, &available);
+            format!("{refused}\nvalid now: {valid}")
         }
     })
 }

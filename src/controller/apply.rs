@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -339,19 +338,32 @@ impl TaskRun {
             "metadata": {"resourceVersion": self.resource_version},
             "spec": {"resumeState": null},
         });
+        self.merge_patch(&patch, "clearing spec.resumeState", "spec")
+            .await?;
+        self.task.spec.resume_state = None;
+        Ok(())
+    }
+
+    /// A merge patch of the task itself, counted as a write of `kind`; the resourceVersion it
+    /// leaves is the one later writes are guarded by.
+    async fn merge_patch(
+        &mut self,
+        patch: &serde_json::Value,
+        action: &'static str,
+        kind: &str,
+    ) -> Result<SealingTask, Error> {
         let updated = self
             .tasks
             .patch(
                 &self.task.name_any(),
                 &PatchParams::default(),
-                &Patch::Merge(&patch),
+                &Patch::Merge(patch),
             )
             .await
-            .map_err(|source| self.apply_error("clearing spec.resumeState", source))?;
-        self.ctx.metrics.write("spec");
+            .map_err(|source| self.apply_error(action, source))?;
+        self.ctx.metrics.write(kind);
         self.resource_version = updated.resource_version();
-        self.task.spec.resume_state = None;
-        Ok(())
+        Ok(updated)
     }
 
     /// Labels the task with its miner and sector number once it holds a sector, after that
@@ -368,16 +380,8 @@ impl TaskRun {
         let wanted: BTreeMap<&str, String> = wanted.into_iter().collect();
         let patch = json!({"metadata": {"labels": wanted}});
         let updated = self
-            .tasks
-            .patch(
-                &self.task.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .map_err(|source| self.apply_error("labelling the task with its sector", source))?;
-        self.ctx.metrics.write("labels");
-        self.resource_version = updated.resource_version();
+            .merge_patch(&patch, "labelling the task with its sector", "labels")
+            .await?;
         self.task.metadata.labels = updated.metadata.labels;
         Ok(())
     }
@@ -431,18 +435,7 @@ impl TaskRun {
             return;
         }
         self.ctx.metrics.write("event");
-        let event = KubeEvent {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            // events.k8s.io refuses a note over 1 kB.
-            note: Some(crate::task::enter::bounded(&note, 1024)),
-            action: reason.into(),
-            secondary: None,
-        };
+        let event = super::event(warning, reason, &note);
         if let Err(err) = self
             .ctx
             .recorder

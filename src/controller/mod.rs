@@ -328,6 +328,22 @@ fn pool_controller(
         })
 }
 
+/// An Event the operator publishes, for a task or a pool; events.k8s.io refuses a note over 1 kB.
+fn event(warning: bool, reason: &str, note: &str) -> kube::runtime::events::Event {
+    use kube::runtime::events::EventType;
+    kube::runtime::events::Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(crate::task::enter::bounded(note, 1024)),
+        action: reason.into(),
+        secondary: None,
+    }
+}
+
 fn error_policy(
     _task: Arc<DeserializeGuard<SealingTask>>,
     err: &Error,

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -195,17 +194,7 @@ async fn create_task(
 
 async fn event(ctx: &Context, pool: &SealingPool, warning: bool, reason: &str, note: String) {
     ctx.metrics.write("event");
-    let event = KubeEvent {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.into(),
-        note: Some(crate::task::enter::bounded(&note, 1024)),
-        action: reason.into(),
-        secondary: None,
-    };
+    let event = super::event(warning, reason, &note);
     if let Err(err) = ctx.recorder.publish(&event, &pool.object_ref(&())).await {
         warn!(pool = %pool.name_any(), "cannot record event {reason}: {err}");
     }

@@ -10,7 +10,7 @@ use crate::manager::wire::ERR_SECTOR_STATE_NOT_FOUND;
 use crate::manager::{Call, Reply};
 use crate::task::condition::{MANAGER_FINALIZED, UNSEAL_HANDED_BACK};
 use crate::task::enter::{condition_true, set_condition, time_at};
-use crate::task::{Question, Turn, Wake};
+use crate::task::{CallFailure, Question, Turn, Wake};
 
 impl Turn<'_> {
     /// The ReportState of the state the task is in, sent again: the manager records the same
@@ -67,14 +67,50 @@ impl Turn<'_> {
             }
             (State::Aborted, _) => Some(Call::ReportAborted {
                 sector,
-                reason: self
-                    .status
-                    .last_error
-                    .as_ref()
-                    .map_or_else(|| "aborted".to_string(), |e| e.message.clone()),
+                reason: self.abort_reason(),
             }),
             _ => None,
         }
+    }
+
+    /// The reason an aborted task recorded, as the manager is told it.
+    fn abort_reason(&self) -> String {
+        self.status
+            .last_error
+            .as_ref()
+            .map_or_else(|| "aborted".to_string(), |e| e.message.clone())
+    }
+
+    /// The manager's answer to `call`, a call retried until answered: Err with the wake to ask
+    /// it (or to wait for the back-off in status.notBefore) while there is none.
+    fn answer_of_retried(&mut self, call: Call) -> Result<Result<Reply, CallFailure>, Wake> {
+        if let Some(reply) = self.answered(call.method(), true) {
+            return Ok(reply);
+        }
+        if let Some(at) = &self.status.not_before {
+            let wait = at.0.as_second() - self.now;
+            if wait > 0 {
+                return Err(Wake::After(Duration::from_secs(wait as u64)));
+            }
+        }
+        Err(Wake::Ask(Question::Manager(Box::new(call))))
+    }
+
+    /// A retried call not answered: `message` logged, asked again after manager_retry_max.
+    fn retry_later(&mut self, message: String) -> Wake {
+        let retry = self.rules.manager_retry_max;
+        self.status.not_before = Some(time_at(self.now + retry.as_secs() as i64));
+        self.log(true, message);
+        self.write();
+        Wake::After(retry)
+    }
+
+    /// A retried call answered: recorded as the condition `type_` True, the back-off cleared.
+    fn answered_retried(&mut self, type_: &str, reason: &str, message: String) {
+        set_condition(&mut self.status, type_, "True", reason, &message, self.now);
+        self.status.not_before = None;
+        self.log(false, message);
+        self.write();
     }
 
     /// An aborted unseal first hands its request back (AchieveUnsealSector with the reason), so
@@ -87,21 +123,12 @@ impl Turn<'_> {
         {
             return None;
         }
-        let reason = self
-            .status
-            .last_error
-            .as_ref()
-            .map_or_else(|| "aborted".to_string(), |e| e.message.clone());
+        let reason = self.abort_reason();
         let call = super::unseal::hand_back(self, &reason)?;
         let method = call.method();
-        let Some(reply) = self.answered(method, true) else {
-            if let Some(at) = &self.status.not_before {
-                let wait = at.0.as_second() - self.now;
-                if wait > 0 {
-                    return Some(Wake::After(Duration::from_secs(wait as u64)));
-                }
-            }
-            return Some(Wake::Ask(Question::Manager(Box::new(call))));
+        let reply = match self.answer_of_retried(call) {
+            Ok(reply) => reply,
+            Err(wake) => return Some(wake),
         };
         let (reason, message) = match reply {
             Ok(_) => (
@@ -109,18 +136,9 @@ impl Turn<'_> {
                 "the unseal request went back to the manager as failed".to_string(),
             ),
             Err(failure) if failure.unavailable => {
-                let retry = self.rules.manager_retry_max;
-                self.status.not_before = Some(time_at(self.now + retry.as_secs() as i64));
-                self.log(
-                    true,
-                    format!(
-                        "{method}: {}; trying again in {}s",
-                        failure.message,
-                        retry.as_secs()
-                    ),
-                );
-                self.write();
-                return Some(Wake::After(retry));
+                let retry = self.rules.manager_retry_max.as_secs();
+                let message = format!("{method}: {}; trying again in {retry}s", failure.message);
+                return Some(self.retry_later(message));
             }
             Err(failure) => (
                 "NotHeld",
@@ -130,17 +148,7 @@ impl Turn<'_> {
                 ),
             ),
         };
-        set_condition(
-            &mut self.status,
-            UNSEAL_HANDED_BACK,
-            "True",
-            reason,
-            &message,
-            self.now,
-        );
-        self.status.not_before = None;
-        self.log(false, message);
-        self.write();
+        self.answered_retried(UNSEAL_HANDED_BACK, reason, message);
         None
     }
 
@@ -156,14 +164,9 @@ impl Turn<'_> {
             return Some(wake);
         }
         let method = call.method();
-        let Some(reply) = self.answered(method, true) else {
-            if let Some(at) = &self.status.not_before {
-                let wait = at.0.as_second() - self.now;
-                if wait > 0 {
-                    return Some(Wake::After(Duration::from_secs(wait as u64)));
-                }
-            }
-            return Some(Wake::Ask(Question::Manager(Box::new(call))));
+        let reply = match self.answer_of_retried(call) {
+            Ok(reply) => reply,
+            Err(wake) => return Some(wake),
         };
         let (reason, message) = match reply {
             Ok(_) => (
@@ -177,12 +180,8 @@ impl Turn<'_> {
                 "the manager already holds the sector offline (finalized)".to_string(),
             ),
             Err(failure) => {
-                let retry = self.rules.manager_retry_max;
-                let message = format!(
-                    "{method}: {}; trying again in {}s",
-                    failure.message,
-                    retry.as_secs()
-                );
+                let retry = self.rules.manager_retry_max.as_secs();
+                let message = format!("{method}: {}; trying again in {retry}s", failure.message);
                 set_condition(
                     &mut self.status,
                     MANAGER_FINALIZED,
@@ -191,23 +190,10 @@ impl Turn<'_> {
                     &message,
                     self.now,
                 );
-                self.status.not_before = Some(time_at(self.now + retry.as_secs() as i64));
-                self.log(true, message);
-                self.write();
-                return Some(Wake::After(retry));
+                return Some(self.retry_later(message));
             }
         };
-        set_condition(
-            &mut self.status,
-            MANAGER_FINALIZED,
-            "True",
-            reason,
-            &message,
-            self.now,
-        );
-        self.status.not_before = None;
-        self.log(false, message);
-        self.write();
+        self.answered_retried(MANAGER_FINALIZED, reason, message);
         None
     }
 }
