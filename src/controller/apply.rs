@@ -178,6 +178,7 @@ impl TaskRun {
             Effect::DeleteTaskPods => self.delete_task_pods().await,
             Effect::DeleteTask => {
                 self.ctx.metrics.write("task-delete");
+                self.crash_point(false, "task-delete");
                 match self
                     .tasks
                     .delete(&self.task.name_any(), &DeleteParams::background())
@@ -187,20 +188,28 @@ impl TaskRun {
                     Err(kube::Error::Api(status)) if status.code == 404 => {}
                     Err(source) => return Err(self.apply_error("deleting the task", source)),
                 }
+                self.crash_point(true, "task-delete");
             }
             Effect::ClearResumeRequest => self.clear_resume_request().await?,
             Effect::ReleaseSlot => self.ctx.slots.release(&self.key),
             Effect::Tell(call) => {
+                let effect = format!("call:{}", call.method());
+                self.crash_point(false, &effect);
                 if let Err(err) = self.ctx.manager.call(&call).await {
                     warn!(task = %self.key, "{}: {err}", call.method());
                 }
+                self.crash_point(true, &effect);
             }
             Effect::ReportState(call) => {
                 let manager = self.ctx.manager.clone();
+                let (plan, state) = (self.task.spec.plan, self.status.state);
                 tokio::spawn(async move {
+                    let effect = "call:ReportState";
+                    crate::dev::crash_schedule_point(false, effect, plan, state);
                     if let Err(err) = manager.call(&call).await {
                         warn!("ReportState: {err}");
                     }
+                    crate::dev::crash_schedule_point(true, effect, plan, state);
                 });
             }
             Effect::Event {
@@ -269,6 +278,12 @@ impl TaskRun {
         Ok(())
     }
 
+    /// A point of the crash schedule (dev builds only): the operator may die right before
+    /// (`after` false) or right after `effect`, in the task's current state.
+    pub(super) fn crash_point(&self, after: bool, effect: &str) {
+        crate::dev::crash_schedule_point(after, effect, self.task.spec.plan, self.status.state);
+    }
+
     fn apply_error(&self, action: &'static str, source: kube::Error) -> Error {
         Error::Apply {
             task: self.key.clone(),
@@ -295,6 +310,7 @@ impl TaskRun {
             })
         };
         let params = PatchParams::apply(FIELD_MANAGER).force();
+        self.crash_point(false, "status");
         let mut written = self
             .tasks
             .patch_status(&name, &params, &Patch::Apply(patch(&self.resource_version)))
@@ -328,6 +344,7 @@ impl TaskRun {
         self.ctx.metrics.write("status");
         self.resource_version = updated.resource_version();
         self.written = self.status.clone();
+        self.crash_point(true, "status");
         Ok(())
     }
 
@@ -352,6 +369,8 @@ impl TaskRun {
         action: &'static str,
         kind: &str,
     ) -> Result<SealingTask, Error> {
+        let effect = format!("patch:{kind}");
+        self.crash_point(false, &effect);
         let updated = self
             .tasks
             .patch(
@@ -363,6 +382,7 @@ impl TaskRun {
             .map_err(|source| self.apply_error(action, source))?;
         self.ctx.metrics.write(kind);
         self.resource_version = updated.resource_version();
+        self.crash_point(true, &effect);
         Ok(updated)
     }
 
@@ -388,21 +408,26 @@ impl TaskRun {
 
     async fn create_pod(&self, pod: &Pod, action: &'static str) -> Result<(), Error> {
         self.ctx.metrics.write("pod-create");
-        match self.pods.create(&PostParams::default(), pod).await {
+        self.crash_point(false, "pod-create");
+        let created = match self.pods.create(&PostParams::default(), pod).await {
             Ok(_) => Ok(()),
             // A restarted operator adopts the pod it created before.
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
             Err(source) => Err(self.apply_error(action, source)),
-        }
+        };
+        self.crash_point(true, "pod-create");
+        created
     }
 
     async fn delete_pod(&self, name: &str) {
         self.ctx.metrics.write("pod-delete");
+        self.crash_point(false, "pod-delete");
         match self.pods.delete(name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(err) => warn!(task = %self.key, pod = name, "cannot delete a step pod: {err}"),
         }
+        self.crash_point(true, "pod-delete");
     }
 
     pub(super) fn task_uid(&self) -> Option<String> {
@@ -416,6 +441,7 @@ impl TaskRun {
             return;
         };
         self.ctx.metrics.write("pod-delete");
+        self.crash_point(false, "pods-delete");
         let selector = format!("{}={uid}", pods::TASK_UID_LABEL);
         if let Err(err) = self
             .pods
@@ -427,6 +453,7 @@ impl TaskRun {
         {
             warn!(task = %self.key, "cannot delete the task's finished pods: {err}");
         }
+        self.crash_point(true, "pods-delete");
     }
 
     async fn event(&self, warning: bool, reason: &str, note: String) {

@@ -400,7 +400,24 @@ async fn reconcile(
             Outcome::Released => {}
         }
     }
-    finalizer(&tasks, FINALIZER, Arc::new(current), |event| async move {
+    // The finalizer's own writes (added on a new task, removed once released) are crash-schedule
+    // points too; the reconcile's other writes are inside TaskRun.
+    let finalizer_write = match (
+        deleting,
+        current.finalizers().iter().any(|f| f == FINALIZER),
+    ) {
+        (true, _) => Some("finalizer-remove"),
+        (false, false) if current.metadata.deletion_timestamp.is_none() => Some("finalizer-add"),
+        _ => None,
+    };
+    let (plan, state) = (
+        current.spec.plan,
+        current.status.as_ref().and_then(|s| s.state),
+    );
+    if let Some(effect) = finalizer_write {
+        crate::dev::crash_schedule_point(false, effect, plan, state);
+    }
+    let done = finalizer(&tasks, FINALIZER, Arc::new(current), |event| async move {
         match event {
             FinalizerEvent::Apply(task) => match TaskRun::new((*task).clone(), ctx).run().await? {
                 Outcome::Requeue(requeue) => Ok(requeue),
@@ -414,5 +431,9 @@ async fn reconcile(
     .map_err(|source| Error::Finalizer {
         task: format!("{namespace}/{name}"),
         source: Box::new(source),
-    })
+    })?;
+    if let Some(effect) = finalizer_write {
+        crate::dev::crash_schedule_point(true, effect, plan, state);
+    }
+    Ok(done)
 }

@@ -155,10 +155,13 @@ impl TaskRun {
         if submission {
             crate::dev::crash_point("before-submit", call.method());
         }
+        let effect = format!("call:{}", call.method());
+        self.crash_point(false, &effect);
         let reply = self.ctx.manager.call(call).await;
         if submission {
             crate::dev::crash_point("after-submit", call.method());
         }
+        self.crash_point(true, &effect);
         reply.map_err(|err| CallFailure {
             level: err.level(),
             message: err.to_string(),

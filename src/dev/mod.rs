@@ -8,17 +8,38 @@ pub mod manager;
 #[cfg(feature = "dev")]
 pub mod node;
 
+#[cfg(feature = "dev")]
+pub mod crash;
+
 /// Test hook: `DAMOCLES_OPERATOR_CRASH=before-submit:SubmitProof` (or `after-submit:...`) kills
-/// the operator at that point, as a crash or an OOM kill would, so tests can prove a restart
-/// neither loses nor repeats a submission. Compiled out without the `dev` feature.
+/// the operator at that point, as a crash or an OOM kill would. Compiled out without the `dev`
+/// feature. See [`crash`].
 pub fn crash_point(point: &str, method: crate::manager::Method) {
     #[cfg(feature = "dev")]
-    if std::env::var("DAMOCLES_OPERATOR_CRASH").ok().as_deref()
-        == Some(&format!("{point}:{method}"))
-    {
-        tracing::warn!("DAMOCLES_OPERATOR_CRASH: dying at {point}:{method}");
-        std::process::abort();
-    }
+    crash::submission(point, method);
     #[cfg(not(feature = "dev"))]
     let _ = (point, method);
+}
+
+/// A point of the crash schedule (`DAMOCLES_OPERATOR_CRASH_SCHEDULE`, see [`crash`]), right
+/// before (`after` false) or right after `effect`. Compiled out without the `dev` feature.
+pub fn crash_schedule_point(
+    after: bool,
+    effect: &str,
+    plan: crate::plan::PlanKind,
+    state: Option<crate::api::State>,
+) {
+    #[cfg(feature = "dev")]
+    crash::point(
+        if after {
+            crash::When::After
+        } else {
+            crash::When::Before
+        },
+        effect,
+        plan,
+        state,
+    );
+    #[cfg(not(feature = "dev"))]
+    let _ = (after, effect, plan, state);
 }

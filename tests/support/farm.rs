@@ -42,6 +42,18 @@ impl Operator {
         crash: Option<&str>,
         extra: &[&str],
     ) -> Operator {
+        let env = [("DAMOCLES_OPERATOR_CRASH", crash.unwrap_or_default())];
+        Self::start_env(namespace, &manager.address, profiles, &env, extra)
+    }
+
+    /// `env`: more variables for the operator (a crash schedule: DAMOCLES_OPERATOR_CRASH_SCHEDULE).
+    pub fn start_env(
+        namespace: &str,
+        manager: &str,
+        profiles: &std::path::Path,
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Operator {
         let log = profiles.with_file_name(format!("{}.operator.log", unique("op")));
         let metrics = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -49,14 +61,8 @@ impl Operator {
             .unwrap()
             .to_string();
         let child = Command::new(env!("CARGO_BIN_EXE_damocles-operator"))
-            .env("DAMOCLES_OPERATOR_CRASH", crash.unwrap_or_default())
-            .args([
-                "run",
-                "--namespace",
-                namespace,
-                "--manager",
-                &manager.address,
-            ])
+            .envs(env.iter().copied())
+            .args(["run", "--namespace", namespace, "--manager", manager])
             .args(["--poll-interval", "1s", "--retry-backoff", "1s"])
             .args(["--metrics-address", &metrics])
             .arg("--profiles")

@@ -137,6 +137,27 @@ pub(super) async fn mark_rebuild(
     .await
 }
 
+/// Takes an online sector offline, as ReportFinalized does: what a farm admin does by hand
+/// (`damocles-manager util sealer sectors finalize`) after a rebuild or unseal job was handed to a
+/// worker that lost it, before queueing the job again (a job is only handed out for an offline
+/// sector).
+pub(super) async fn finalize(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<RebuildRequest>,
+) -> AdminReply {
+    let miner = shared.config.rules.miner;
+    admin_change(&shared, |chain, rules, _| {
+        chain.finalize(
+            rules,
+            SectorId {
+                miner,
+                number: request.number,
+            },
+        )
+    })
+    .await
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct UnsealQueueRequest {

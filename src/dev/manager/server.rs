@@ -220,6 +220,7 @@ pub async fn start(
         .route("/admin/state", get(get_state))
         .route("/admin/rebuild", post(mark_rebuild))
         .route("/admin/unseal", post(queue_unseal))
+        .route("/admin/finalize", post(super::admin::finalize))
         .route("/admin/outage", post(set_outage))
         .route("/admin/deals", post(super::market::add_deal))
         .route(

@@ -263,6 +263,18 @@ fn a_ticket_is_aged_from_its_record_not_the_trimmed_history() {
         &drawing,
         &answered(&call, Ok(Reply::Ticket(ticket))),
     );
+    // Written before the PC1 pod that seals with it is created: asked again after a crash, the
+    // manager would draw another ticket while that pod lives on.
+    let order: Vec<&str> = drawn
+        .effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::WriteStatus => Some("write"),
+            Effect::CreateStepPod(_) => Some("pod"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order.first(), Some(&"write"), "{:?}", drawn.effects);
     let recorded = drawn.status.outputs.unwrap().ticket.unwrap();
     assert_eq!(recorded.assigned_at, Some(time(NOW)));
 }

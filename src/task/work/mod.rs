@@ -218,10 +218,23 @@ impl Turn<'_> {
             }
         }
         // A sector the manager handed out is written at once: forgotten in a crash, it would be
-        // allocated again. Everything else a call establishes is safe to ask for again, so it is
-        // written with the work that follows.
+        // allocated again. So are the ticket and the reserved store: asked again they may differ
+        // (a ticket follows the chain head, a store its free space), while a step pod created
+        // with the first answer survives the crash and is adopted by its name (the crash
+        // schedule found a PC1 pod sealing with one ticket and the status holding another).
+        // Everything else a call establishes is the same when asked again (deals bound to the
+        // sector, the seed, the unseal destinations), so it is written with the work that follows.
+        let volatile = |status: &crate::api::SealingTaskStatus| {
+            let outputs = status.outputs.as_ref();
+            (
+                outputs.and_then(|o| o.ticket.clone()),
+                outputs.and_then(|o| o.store.clone()),
+            )
+        };
         if self.status.sector != before.sector {
             self.status.sector_name = self.status.sector.map(|sector| sector.to_string());
+            self.write();
+        } else if volatile(&self.status) != volatile(&before) {
             self.write();
         }
         let reply = match &self.observed.reply {

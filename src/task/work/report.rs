@@ -93,6 +93,11 @@ impl Turn<'_> {
                 return Err(Wake::After(Duration::from_secs(wait as u64)));
             }
         }
+        // What the task has come to is written before the manager hears of it: an operator
+        // stopped after the report but before writing would find the sector offline at its next
+        // heartbeat and take its own ReportFinalized for an abort at the manager (the crash
+        // schedule found a finished sealer aborted so).
+        self.write();
         Err(Wake::Ask(Question::Manager(Box::new(call))))
     }
 

@@ -1,0 +1,477 @@
+//! The crash schedule (issue 21): the operator killed right before and right after every effect
+//! it applies (each status write, manager call, pod create and delete, spec patch, finalizer
+//! write) in every state a task passes, one new point per start, restarted at once each time,
+//! until the tasks end without meeting a new point. Then: the tasks ended as a fault-free run
+//! ends them (the proof verified by the manager, the rebuilt replica the original bit for bit,
+//! the unsealed piece the deal's bytes), the manager saw one allocation, one PreCommit, one proof
+//! per sector, no two pods of one step of one task were ever alive together (a watch on pods
+//! checks it all along), and nothing is left behind. The report lists every point and what came
+//! of it (target/crash-schedule.md; docs/crash-schedule.md keeps one).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use kube::runtime::watcher;
+
+use super::*;
+
+/// The operator under the crash schedule: restarted whenever it dies.
+struct Supervised {
+    schedule: PathBuf,
+    stop: Arc<AtomicBool>,
+    /// How many times it started, and every death that was not a crash point (it should have
+    /// none).
+    starts: Arc<Mutex<usize>>,
+    odd_exits: Arc<Mutex<Vec<String>>>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Supervised {
+    fn start(scene: &Scene) -> Supervised {
+        let schedule = scene.farm.root.join("crash-schedule.txt");
+        std::fs::write(&schedule, "").unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let starts = Arc::new(Mutex::new(0));
+        let odd_exits = Arc::new(Mutex::new(Vec::new()));
+        let (namespace, manager, profiles) = (
+            scene.ns.name.clone(),
+            scene.manager.address.clone(),
+            scene.farm.profiles.clone(),
+        );
+        let handle = tokio::spawn({
+            let (schedule, stop, starts, odd_exits) = (
+                schedule.clone(),
+                stop.clone(),
+                starts.clone(),
+                odd_exits.clone(),
+            );
+            async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let env = [(
+                        "DAMOCLES_OPERATOR_CRASH_SCHEDULE",
+                        schedule.to_str().unwrap(),
+                    )];
+                    let mut operator =
+                        Operator::start_env(&namespace, &manager, &profiles, &env, &[]);
+                    *starts.lock().unwrap() += 1;
+                    loop {
+                        if stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        if let Some(status) = operator.child.try_wait().unwrap() {
+                            if status.signal() != Some(libc_sigabrt()) {
+                                let log =
+                                    std::fs::read_to_string(&operator.log).unwrap_or_default();
+                                odd_exits
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("{status}: {}", tail(&log)));
+                            }
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        });
+        Supervised {
+            schedule,
+            stop,
+            starts,
+            odd_exits,
+            handle,
+        }
+    }
+
+    /// The points hit so far, in order.
+    fn points(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.schedule)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    async fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.await.unwrap();
+        let starts = *self.starts.lock().unwrap();
+        let odd = self.odd_exits.lock().unwrap().clone();
+        (starts, odd)
+    }
+}
+
+fn libc_sigabrt() -> i32 {
+    6
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}
+
+/// Watches the namespace's pods: no two pods of one step of one task alive (neither succeeded nor
+/// failed, deleted or not) at the same moment.
+struct PodWatch {
+    overlaps: Arc<Mutex<Vec<String>>>,
+    seen: Arc<Mutex<BTreeSet<String>>>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl PodWatch {
+    fn start(pods: Api<Pod>) -> PodWatch {
+        let overlaps = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Mutex::new(BTreeSet::new()));
+        let handle = tokio::spawn({
+            let (overlaps, seen) = (overlaps.clone(), seen.clone());
+            async move {
+                // name -> (task uid, step) of each pod alive.
+                let mut alive: BTreeMap<String, (String, String)> = BTreeMap::new();
+                let mut stream = std::pin::pin!(watcher(pods, Default::default()));
+                while let Some(event) = stream.next().await {
+                    let Ok(event) = event else { continue };
+                    let (pod, gone) = match event {
+                        watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => (pod, false),
+                        watcher::Event::Delete(pod) => (pod, true),
+                        _ => continue,
+                    };
+                    let name = pod.name_any();
+                    let labels = pod.labels();
+                    let key = (
+                        labels
+                            .get("damocles.io/task-uid")
+                            .cloned()
+                            .unwrap_or_default(),
+                        labels.get("damocles.io/step").cloned().unwrap_or_default(),
+                    );
+                    seen.lock().unwrap().insert(name.clone());
+                    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+                    if gone || matches!(phase, Some("Succeeded" | "Failed")) {
+                        alive.remove(&name);
+                        continue;
+                    }
+                    alive.insert(name.clone(), key.clone());
+                    let together: Vec<&String> = alive
+                        .iter()
+                        .filter(|(_, k)| **k == key)
+                        .map(|(n, _)| n)
+                        .collect();
+                    if together.len() > 1 {
+                        overlaps
+                            .lock()
+                            .unwrap()
+                            .push(format!("step {} of task {}: {together:?}", key.1, key.0));
+                    }
+                }
+            }
+        });
+        PodWatch {
+            overlaps,
+            seen,
+            handle,
+        }
+    }
+}
+
+impl Drop for PodWatch {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// One task driven to Finished under the crash schedule. A pause is the documented outcome of a
+/// crash between a one-time allocation's intent and the record of its answer (the manager may
+/// have handed out a job it will not hand out again): the test does what its message says (puts
+/// the job back in the manager's queue when it was taken, resumes the task) and notes it
+/// against the point that caused it. Any other pause fails the test.
+async fn finish(
+    scene: &Scene,
+    run: &Supervised,
+    name: &str,
+    outcomes: &mut BTreeMap<String, String>,
+    requeue: impl AsyncFn(),
+) -> SealingTask {
+    let deadline = std::time::Instant::now() + Duration::from_secs(900);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task {name} not Finished in 15 minutes"
+        );
+        let task = scene.tasks.get(name).await.unwrap();
+        let status = task.status.clone().unwrap_or_default();
+        match status.phase {
+            Some(Phase::Finished) => return task,
+            Some(Phase::Paused) => {
+                let error = status
+                    .last_error
+                    .clone()
+                    .map(|e| e.message)
+                    .unwrap_or_default();
+                assert!(
+                    error.contains("was asked and its answer never recorded"),
+                    "task {name} paused: {error}"
+                );
+                let point = run.points().last().cloned().unwrap_or_default();
+                outcomes.insert(
+                    point,
+                    format!("{name} paused after this crash (allocation uncertain, as designed): the job put back in the queue if taken, resumed"),
+                );
+                requeue().await;
+                // A resume without a state: ask again.
+                patch_spec(&scene.tasks, name, serde_json::json!({"resumeState": ""})).await;
+                wait_for("the resume taken", Duration::from_secs(120), || async {
+                    let task = scene.tasks.get(name).await.ok()?;
+                    task.spec.resume_state.is_none().then_some(())
+                })
+                .await;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_crash_at_every_point_of_the_sealer_rebuild_and_unseal_loses_and_repeats_nothing() {
+    let scene = Scene::new("crash").await;
+    let tasks = &scene.tasks;
+    let manager = &scene.manager;
+    // Where the unseal below may deliver its piece.
+    let profiles = &scene.farm.profiles;
+    let mut text = std::fs::read_to_string(profiles).unwrap();
+    let retrieved = scene.farm.root.join("retrieved");
+    text.push_str(&format!("deliveryRoots: [{}]\n", retrieved.display()));
+    std::fs::write(profiles, text).unwrap();
+    let pods = PodWatch::start(scene.pods.clone());
+    let run = Supervised::start(&scene);
+    let mut outcomes: BTreeMap<String, String> = BTreeMap::new();
+    let started = std::time::Instant::now();
+
+    // A sealer with two deals of random bytes.
+    let mut deals = vec![];
+    for payload_size in [1000, 900] {
+        deals.push(manager.add_deal(payload_size).await);
+    }
+    create_example(
+        tasks,
+        "sealer-2kib.yaml",
+        "sealer",
+        serde_json::json!({"deals": {"enabled": true}}),
+    )
+    .await;
+    let sealed = finish(&scene, &run, "sealer", &mut outcomes, async || {}).await;
+    let sector = sealed.status.unwrap().sector.unwrap();
+    let record = scene.record(sector.number).await;
+    assert!(record["proof"].is_object(), "a verified proof: {record}");
+    assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
+    assert_eq!(record["submissions"]["SubmitProof"], 1, "{record}");
+    // SubmitPersistedEx is no chain message: the manager checks the files each time it is
+    // asked, and a restarted operator replays from its last written status.
+    let persisted_asked = record["submissions"]["SubmitPersisted"]
+        .as_u64()
+        .unwrap_or(0);
+    // A crash between AllocateSector's answer and the status write that records it leaves that
+    // sector allocated at the manager and unused (damocles-worker leaves one the same way; the
+    // manager's API has no way to ask again for the same one). Each such sector is one of those
+    // crash points, and none was used: no PreCommit, no proof, no deal.
+    let chain = manager.admin("/admin/state", None).await;
+    let sectors = chain["chain"]["sectors"].as_object().unwrap();
+    let sealer_points = run.points().len();
+    let allocation_window = run
+        .points()
+        .iter()
+        .filter(|p| {
+            *p == "after call:AllocateSector sealer/Empty" || *p == "before status sealer/Allocated"
+        })
+        .count();
+    let leaked: Vec<&String> = sectors
+        .keys()
+        .filter(|n| **n != sector.number.to_string())
+        .collect();
+    assert!(leaked.len() <= allocation_window, "{leaked:?}: {chain}");
+    for number in &leaked {
+        let record = &sectors[number.as_str()];
+        assert!(
+            record["precommit"].is_null()
+                && record["proof"].is_null()
+                && record["pieces"].is_null(),
+            "an unrecorded allocation was used: {record}"
+        );
+    }
+
+    let spec_sector = serde_json::json!({"miner": sector.miner, "number": sector.number});
+    wait_for("the sector finalized", Duration::from_secs(60), || async {
+        (scene.record(sector.number).await["finalized"] == true).then_some(())
+    })
+    .await;
+    delete_and_wait(tasks, "sealer").await;
+
+    // Its files lost, the sector is rebuilt.
+    let store = scene.farm.store();
+    let replica = store.join(format!("sealed/{sector}"));
+    let original = std::fs::read(&replica).unwrap();
+    std::fs::remove_file(&replica).unwrap();
+    std::fs::remove_dir_all(store.join(format!("cache/{sector}"))).unwrap();
+    let number = serde_json::json!({"number": sector.number});
+    // A rebuild job handed out and lost (the task paused): the sector is online again; the admin
+    // takes it offline and marks it for rebuild again, as damocles-manager requires.
+    let mark_rebuild = async || {
+        if scene.record(sector.number).await["rebuild"]["allocated"] == true {
+            manager.admin("/admin/finalize", Some(number.clone())).await;
+        }
+        let marked = manager.admin("/admin/rebuild", Some(number.clone())).await;
+        assert!(
+            marked["ok"] == true || marked["error"].is_string(),
+            "{marked}"
+        );
+    };
+    mark_rebuild().await;
+    create_example(
+        tasks,
+        "rebuild-2kib.yaml",
+        "rebuild",
+        serde_json::json!({"sector": spec_sector}),
+    )
+    .await;
+    finish(&scene, &run, "rebuild", &mut outcomes, mark_rebuild).await;
+    assert_eq!(
+        std::fs::read(&replica).unwrap(),
+        original,
+        "the rebuilt replica is the original, bit for bit"
+    );
+    wait_for("the rebuild finalized", Duration::from_secs(60), || async {
+        let record = scene.record(sector.number).await;
+        (record["finalized"] == true && record["rebuild"].is_null()).then_some(())
+    })
+    .await;
+    // Each rebuild job lost and taken offline by hand counts as one ended too.
+    assert!(scene.record(sector.number).await["rebuilds"].as_u64() >= Some(1));
+    delete_and_wait(tasks, "rebuild").await;
+    let rebuild_points = run.points().len() - sealer_points;
+
+    // The second deal is unsealed to a file.
+    let wanted = deals[1]["pieceCid"].as_str().unwrap().to_string();
+    let file = scene.farm.root.join("retrieved/piece.bin");
+    let queue_unseal = async || {
+        let chain = manager.admin("/admin/state", None).await;
+        let jobs = chain["chain"]["unseals"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if jobs.iter().any(|job| job["allocated"] == false) {
+            return; // still queued: the resume asks for it again
+        }
+        if !jobs.is_empty() {
+            // Handed out and lost: the sector is online (unsealing); offline first.
+            manager.admin("/admin/finalize", Some(number.clone())).await;
+        }
+        let queued = manager
+            .admin(
+                "/admin/unseal",
+                Some(serde_json::json!({
+                    "number": sector.number, "pieceCid": wanted, "offset": 1016, "size": 1016,
+                    "dest": [format!("file://{}", file.display())],
+                })),
+            )
+            .await;
+        assert_eq!(queued["ok"], true, "{queued}");
+    };
+    queue_unseal().await;
+    create_example(
+        tasks,
+        "unseal-2kib.yaml",
+        "unseal",
+        serde_json::json!({"sector": spec_sector, "unseal": {"pieceCid": wanted}}),
+    )
+    .await;
+    finish(&scene, &run, "unseal", &mut outcomes, queue_unseal).await;
+    let url = format!("http://{}/piecestore/{wanted}", manager.address);
+    let mut expected = reqwest::get(url)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    expected.resize(1016, 0);
+    assert_eq!(std::fs::read(&file).unwrap(), expected, "the deal's bytes");
+    delete_and_wait(tasks, "unseal").await;
+
+    // Nothing left behind: no pod, no workspace.
+    wait_for("every pod gone", Duration::from_secs(60), || async {
+        scene
+            .pods
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    for task in ["sealer", "rebuild", "unseal"] {
+        assert!(
+            !scene.workspace(task).exists(),
+            "{task}'s workspace removed"
+        );
+    }
+    let points = run.points();
+    let (starts, odd_exits) = run.stop().await;
+    let overlaps = pods.overlaps.lock().unwrap().clone();
+    let pods_seen = pods.seen.lock().unwrap().len();
+
+    let mut report = format!(
+        "# Crash schedule\n\n{} points hit ({} sealer, {} rebuild, {} unseal), {starts} operator \
+         starts, {pods_seen} pods, {:.0} s; SubmitPersistedEx asked {persisted_asked} times (no chain \
+         message; the manager checks the files each time). Sectors allocated and left unused by \
+         a crash before their number was recorded: {}. Lost tasks: 0. Duplicate submissions: 0. Concurrent \
+         pods of one step: {}. Operator deaths other than at a point: {}.\n\n| # | point | \
+         outcome |\n|---|---|---|\n",
+        points.len(),
+        sealer_points,
+        rebuild_points,
+        points.len() - sealer_points - rebuild_points,
+        started.elapsed().as_secs_f64(),
+        leaked.len(),
+        overlaps.len(),
+        odd_exits.len(),
+    );
+    for (index, point) in points.iter().enumerate() {
+        let outcome = outcomes
+            .get(point)
+            .map(String::as_str)
+            .unwrap_or("recovered");
+        report.push_str(&format!("| {} | `{point}` | {outcome} |\n", index + 1));
+    }
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/crash-schedule.md");
+    std::fs::write(&out, &report).unwrap();
+    eprintln!("{report}");
+    assert!(
+        overlaps.is_empty(),
+        "two pods of one step alive together: {overlaps:?}"
+    );
+    assert!(
+        odd_exits.is_empty(),
+        "the operator died other than at a point: {odd_exits:?}"
+    );
+    for plan in ["sealer", "rebuild", "unseal"] {
+        for effect in [
+            "status",
+            "pod-create",
+            "pods-delete",
+            "finalizer-add",
+            "finalizer-remove",
+            "call:ReportFinalized",
+        ] {
+            assert!(
+                points
+                    .iter()
+                    .any(|p| p.contains(&format!(" {effect} {plan}/"))),
+                "no {effect} point of {plan} hit: {points:?}"
+            );
+        }
+    }
+}
