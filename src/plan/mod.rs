@@ -493,4 +493,6 @@ pub enum PlanError {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 mod end;
 mod manager;
 mod plan;
+mod properties;
 mod rebuild;
 mod resume;
 mod steps;
