@@ -15,6 +15,8 @@
 pub mod api;
 pub mod controller;
 pub mod dev;
+#[cfg(feature = "dev")]
+pub mod fuzzing;
 pub mod manager;
 pub mod plan;
 pub mod plugin;

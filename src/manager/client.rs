@@ -274,7 +274,7 @@ pub fn read_token(path: &std::path::Path) -> Result<String, ManagerError> {
 
 /// The pieces `AcquireDeals` returned: the newest managers send `SectorPieces`, older ones legacy
 /// `Deals` (`{"ID","PayloadSize","Piece":{"Size","Offset","Cid"}}`), read here into the same form.
-fn pieces_of(method: &str, value: Value) -> Result<Vec<SectorPiece>, ManagerError> {
+pub fn pieces_of(method: &str, value: Value) -> Result<Vec<SectorPiece>, ManagerError> {
     let Value::Array(items) = value else {
         return match value {
             Value::Null => Ok(vec![]),
@@ -403,48 +403,9 @@ impl ManagerClient {
             .send()
             .await
             .map_err(|e| self.transport_error(&method, e))?;
-        let status = response.status();
+        let status = response.status().as_u16();
         let body = self.read_answer(&method, response).await?;
-        // Protocol errors come as HTTP 500 with a JSON-RPC error body: read the body first.
-        let parsed: Result<Response, _> = serde_json::from_str(&body);
-        let response = match parsed {
-            Ok(response) => response,
-            Err(_) if !status.is_success() => {
-                return Err(ManagerError::Http {
-                    method,
-                    status: status.as_u16(),
-                    body: shorten(&body),
-                });
-            }
-            Err(err) => {
-                return Err(ManagerError::Malformed {
-                    method,
-                    message: format!("{err}; body: {}", shorten(&body)),
-                });
-            }
-        };
-        if let Some(error) = response.error {
-            return Err(ManagerError::Rpc {
-                method,
-                code: error.code,
-                message: shorten(&error.message),
-            });
-        }
-        if !status.is_success() {
-            return Err(ManagerError::Http {
-                method,
-                status: status.as_u16(),
-                body: shorten(&body),
-            });
-        }
-        let result = response.result.unwrap_or(Value::Null);
-        serde_path_to_error::deserialize(result).map_err(|e| {
-            let path = e.path().to_string();
-            ManagerError::Malformed {
-                method,
-                message: format!("at {path}: {}", e.into_inner()),
-            }
-        })
+        parse_answer(method, status, &body)
     }
 
     fn transport_error(&self, method: &str, err: reqwest::Error) -> ManagerError {
@@ -714,6 +675,56 @@ impl Manager for ManagerClient {
 /// The largest answer the client reads. damocles-manager's biggest (a sector's piece list) is
 /// well under a megabyte; anything past this is not an answer to trust.
 const MAX_ANSWER_BYTES: usize = 4 << 20;
+
+/// The result of a JSON-RPC answer: `status` the HTTP status, `body` what came with it. Protocol
+/// errors come as HTTP 500 with a JSON-RPC error body, so the body is read first. Pure, so the
+/// fuzz targets (src/fuzzing.rs) reach it with any bytes.
+pub fn parse_answer<T: DeserializeOwned>(
+    method: String,
+    status: u16,
+    body: &str,
+) -> Result<T, ManagerError> {
+    let success = (200..300).contains(&status);
+    let parsed: Result<Response, _> = serde_json::from_str(body);
+    let response = match parsed {
+        Ok(response) => response,
+        Err(_) if !success => {
+            return Err(ManagerError::Http {
+                method,
+                status,
+                body: shorten(body),
+            });
+        }
+        Err(err) => {
+            return Err(ManagerError::Malformed {
+                method,
+                message: format!("{err}; body: {}", shorten(body)),
+            });
+        }
+    };
+    if let Some(error) = response.error {
+        return Err(ManagerError::Rpc {
+            method,
+            code: error.code,
+            message: shorten(&error.message),
+        });
+    }
+    if !success {
+        return Err(ManagerError::Http {
+            method,
+            status,
+            body: shorten(body),
+        });
+    }
+    let result = response.result.unwrap_or(Value::Null);
+    serde_path_to_error::deserialize(result).map_err(|e| {
+        let path = e.path().to_string();
+        ManagerError::Malformed {
+            method,
+            message: format!("at {path}: {}", e.into_inner()),
+        }
+    })
+}
 
 fn shorten(body: &str) -> String {
     let mut end = body.len().min(512);

@@ -245,6 +245,12 @@ async fn a_crash_at_every_point_of_the_sealer_rebuild_and_unseal_loses_and_repea
     let retrieved = scene.farm.root.join("retrieved");
     text.push_str(&format!("deliveryRoots: [{}]\n", retrieved.display()));
     std::fs::write(profiles, text).unwrap();
+    // A task the operator cannot read (a status field the schema takes as any string but the
+    // operator reads as a CID, as a task written by another version could hold) stops no other
+    // task across every restart below, and gets one Warning Event naming the field; hostile tasks
+    // are refused by the apiserver, naming the field.
+    let unreadable = super::restart::unreadable_task(&scene.ns.name, "bad").await;
+    super::restart::hostile_tasks_are_refused_naming_the_field(&scene.ns.name);
     let pods = PodWatch::start(scene.pods.clone());
     let run = Supervised::start(&scene);
     let mut outcomes: BTreeMap<String, String> = BTreeMap::new();
@@ -262,8 +268,50 @@ async fn a_crash_at_every_point_of_the_sealer_rebuild_and_unseal_loses_and_repea
         serde_json::json!({"deals": {"enabled": true}}),
     )
     .await;
+    // A resume asked while C2 runs is refused, recorded once and cleared; the task carries on.
+    // (The pod, not the status, says C2 runs: under the schedule the status is written late.)
+    let pod = wait_for("the C2 pod", Duration::from_secs(300), || async {
+        let seen = pods.seen.lock().unwrap();
+        seen.iter().find(|name| name.contains("-c1done-")).cloned()
+    })
+    .await;
+    patch_spec(
+        tasks,
+        "sealer",
+        serde_json::json!({"resumeState": "Finished"}),
+    )
+    .await;
+    let refused = resume_cleared(tasks, "sealer").await.status.unwrap();
+    let condition = refused
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ResumeRejected" && c.status == "True")
+        .expect("a ResumeRejected condition");
+    assert!(condition.message.contains("Finished"), "{condition:?}");
     let sealed = finish(&scene, &run, "sealer", &mut outcomes, async || {}).await;
-    let sector = sealed.status.unwrap().sector.unwrap();
+    let sealed_status = sealed.status.unwrap();
+    let sector = sealed_status.sector.unwrap();
+    assert!(
+        sealed_status
+            .history
+            .iter()
+            .any(|h| h.state == State::C1Done),
+        "{:?}",
+        sealed_status.history
+    );
+    let c2_pods: Vec<String> = pods
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|name| name.contains("-c1done-"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        c2_pods,
+        [pod],
+        "the C2 pod adopted across every restart, never replaced"
+    );
     let record = scene.record(sector.number).await;
     assert!(record["proof"].is_object(), "a verified proof: {record}");
     assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
@@ -399,6 +447,27 @@ async fn a_crash_at_every_point_of_the_sealer_rebuild_and_unseal_loses_and_repea
     expected.resize(1016, 0);
     assert_eq!(std::fs::read(&file).unwrap(), expected, "the deal's bytes");
     delete_and_wait(tasks, "unseal").await;
+
+    // The unreadable task: warned about, naming the field, and left alone (no status, no
+    // finalizer written) by every operator that started.
+    let warned = wait_for("the InvalidObject event", Duration::from_secs(30), || {
+        super::restart::invalid_object_event(&scene.ns.name, "bad")
+    })
+    .await;
+    assert!(warned.contains("commD"), "{warned}");
+    let resource = kube::api::ApiResource::erase::<SealingTask>(&());
+    let raw: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(scene.client.clone(), &scene.ns.name, &resource);
+    let bad = raw.get("bad").await.unwrap();
+    assert_eq!(bad.data.get("status"), unreadable.data.get("status"));
+    assert!(
+        bad.metadata
+            .finalizers
+            .clone()
+            .unwrap_or_default()
+            .is_empty()
+    );
+    raw.delete("bad", &Default::default()).await.unwrap();
 
     // Nothing left behind: no pod, no workspace.
     wait_for("every pod gone", Duration::from_secs(60), || async {

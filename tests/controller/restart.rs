@@ -1,112 +1,13 @@
-//! Crashes and restarts: no submission lost or repeated; an unreadable task stops no other.
+//! Crashes and restarts: a submitted PreCommit survives a restart and an old ticket; an unreadable
+//! task and hostile ones (used by the crash schedule, crash.rs, which kills the operator at every
+//! point of every plan).
 
 use super::*;
-
-/// The operator dies right before submitting the PreCommit (intent recorded) and right after (before
-/// recording it), right before submitting the proof, right after submitting the proof, and is
-/// SIGKILLed while C2 runs: each time a new operator picks the task up, adopts the running pod, and
-/// the dev manager, answering as damocles-manager does (a submission that never arrived polls
-/// Failed), counts exactly one submission of each kind.
-#[tokio::test]
-async fn a_restarted_operator_neither_loses_nor_repeats_a_submission() {
-    let scene = Scene::new("restart").await;
-    let ns = &scene.ns;
-    let farm = &scene.farm;
-    let manager = &scene.manager;
-    let tasks = &scene.tasks;
-    // A task the operator cannot read (a status field the schema takes as any string but the
-    // operator reads as a CID, as a task written by another version could hold) stops no other
-    // task, across every restart below; it gets a Warning Event that names the field.
-    let unreadable = unreadable_task(&ns.name, "bad").await;
-    hostile_tasks_are_refused_naming_the_field(&ns.name);
-    scene.seal("t").await;
-    let start = |crash| Operator::start_with(&ns.name, manager, &farm.profiles, crash);
-
-    start(Some("before-submit:SubmitPreCommit")).died().await;
-    let status = tasks.get("t").await.unwrap().status.unwrap();
-    assert_eq!(
-        (status.state, status.submitting.as_deref()),
-        (Some(State::PC2Done), Some("SubmitPreCommit"))
-    );
-
-    start(Some("after-submit:SubmitPreCommit")).died().await;
-    let status = tasks.get("t").await.unwrap().status.unwrap();
-    assert_eq!(status.state, Some(State::PC2Done));
-    assert_eq!(status.submitting.as_deref(), Some("SubmitPreCommit"));
-
-    let mut during_c2 = start(None);
-    let c2 = wait_status(tasks, "t", "C2 running", |s| {
-        s.state == Some(State::C1Done) && s.phase == Some(Phase::Running) && s.step_pod.is_some()
-    })
-    .await;
-    let pod = c2.status.unwrap().step_pod.unwrap();
-    // A resume refused while C2 runs is recorded once and cleared; the task carries on (below,
-    // to Finished).
-    patch_spec(tasks, "t", serde_json::json!({"resumeState": "Finished"})).await;
-    let refused = resume_cleared(tasks, "t").await;
-    let status = refused.status.unwrap();
-    let condition = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "ResumeRejected" && c.status == "True")
-        .expect("a ResumeRejected condition");
-    assert!(condition.message.contains("Finished"), "{condition:?}");
-    assert_eq!(status.step_pod.as_deref(), Some(pod.as_str()));
-    assert_eq!(status.phase, Some(Phase::Running));
-    drop(during_c2.child.kill());
-    during_c2.died().await;
-
-    start(Some("before-submit:SubmitProof")).died().await;
-    let status = tasks.get("t").await.unwrap().status.unwrap();
-    assert_eq!(
-        (status.state, status.submitting.as_deref()),
-        (Some(State::C2Done), Some("SubmitProof"))
-    );
-    assert_eq!(
-        status.attempt, 0,
-        "the C2 pod {pod} was adopted, not replaced"
-    );
-
-    start(Some("after-submit:SubmitProof")).died().await;
-    let _operator = start(None);
-    wait_phase(tasks, "t", Phase::Finished, Duration::from_secs(600)).await;
-
-    let sector = tasks
-        .get("t")
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .sector
-        .unwrap();
-    let record = &scene.record(sector.number).await;
-    assert_eq!(record["submissions"]["SubmitPreCommit"], 1, "{record}");
-    assert_eq!(record["submissions"]["SubmitProof"], 1, "{record}");
-
-    let warned = wait_for("the InvalidObject event", Duration::from_secs(30), || {
-        invalid_object_event(&ns.name, "bad")
-    })
-    .await;
-    assert!(warned.contains("commD"), "{warned}");
-    // Left alone: the operator wrote nothing to it, not even a finalizer.
-    let resource = kube::api::ApiResource::erase::<SealingTask>(&());
-    let raw: Api<kube::api::DynamicObject> =
-        Api::namespaced_with(support::client().await, &ns.name, &resource);
-    let bad = raw.get("bad").await.unwrap();
-    assert_eq!(
-        bad.data.get("status"),
-        unreadable.data.get("status"),
-        "{:?}",
-        bad.data
-    );
-    assert!(bad.metadata.finalizers.unwrap_or_default().is_empty());
-    assert_eq!(bad.metadata.uid, unreadable.metadata.uid);
-}
 
 /// A table of hostile SealingTasks, applied with kubectl as a user would: each is refused by the
 /// apiserver with a message naming its field, so the operator never sees one (the test's valid
 /// task carries on beside them).
-fn hostile_tasks_are_refused_naming_the_field(namespace: &str) {
+pub(super) fn hostile_tasks_are_refused_naming_the_field(namespace: &str) {
     use damocles_operator::plan::Plan;
     let info = support::cluster();
     let manifest = |name: &str, spec: serde_json::Value| {
@@ -220,7 +121,7 @@ fn hostile_tasks_are_refused_naming_the_field(namespace: &str) {
 /// Creates a SealingTask the CRD accepts but the operator's types cannot read: a valid spec, and a
 /// status whose CommD is no CID (the apiserver checks only that it is a string). Integers too
 /// large for the operator cannot be written at all: the CRD gives each its maximum.
-async fn unreadable_task(namespace: &str, name: &str) -> kube::api::DynamicObject {
+pub(super) async fn unreadable_task(namespace: &str, name: &str) -> kube::api::DynamicObject {
     let resource = kube::api::ApiResource::erase::<SealingTask>(&());
     let api: Api<kube::api::DynamicObject> =
         Api::namespaced_with(support::client().await, namespace, &resource);
@@ -259,7 +160,7 @@ async fn unreadable_task(namespace: &str, name: &str) -> kube::api::DynamicObjec
 }
 
 /// The note of the InvalidObject Warning Event on task `name`, once there is one.
-async fn invalid_object_event(namespace: &str, name: &str) -> Option<String> {
+pub(super) async fn invalid_object_event(namespace: &str, name: &str) -> Option<String> {
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(support::client().await, namespace);
     let list = events.list(&ListParams::default()).await.ok()?;
