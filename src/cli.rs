@@ -212,6 +212,12 @@ pub struct DevNodeArgs {
     /// ErrImagePull, then ImagePullBackOff, as kubelet reports it.
     #[arg(long = "missing-image")]
     pub missing_images: Vec<String>,
+    /// Benchmarks only: a step pod (one whose container has DAMOCLES_STEP_REQUEST) runs nothing;
+    /// it goes Running, then Succeeded at once with a well-formed result for its request (every
+    /// commitment, file and proof a step gives). Other pods succeed at once too. Pair with
+    /// `dev-manager --unverified-proofs`. The tests never use it: their steps run for real.
+    #[arg(long)]
+    pub instant_steps: bool,
 }
 
 /// `damocles-operator dev-manager`.
@@ -265,6 +271,10 @@ pub struct DevManagerArgs {
     /// a market API.
     #[arg(long)]
     pub market_token: Option<String>,
+    /// Benchmarks only (with `dev-node --instant-steps`): take every PoRep and snap-up proof as
+    /// valid without verifying it. The tests never use it: the proofs they submit are verified.
+    #[arg(long)]
+    pub unverified_proofs: bool,
 }
 
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -397,6 +407,7 @@ impl DevNodeArgs {
             host_root: self.host_root,
             remove_nodes_on_exit: self.remove_nodes_on_exit,
             missing_images: self.missing_images,
+            instant_steps: self.instant_steps,
         }
     }
 }
@@ -439,6 +450,7 @@ impl DevManagerArgs {
             stores: self.stores,
             store_check_root: self.check_files_under,
             market_token: self.market_token,
+            unverified_proofs: self.unverified_proofs,
         }
     }
 }

@@ -10,6 +10,8 @@ pub mod node;
 
 #[cfg(feature = "dev")]
 pub mod crash;
+#[cfg(feature = "dev")]
+pub mod instant;
 
 /// Test hook: `DAMOCLES_OPERATOR_CRASH=before-submit:SubmitProof` (or `after-submit:...`) kills
 /// the operator at that point, as a crash or an OOM kill would. Compiled out without the `dev`

@@ -46,6 +46,9 @@ pub struct DevManagerConfig {
     /// only it, and `market://` unseal destinations get it appended as damocles-manager appends
     /// its market token. None: no market API (market:// destinations are refused).
     pub market_token: Option<String>,
+    /// Benchmarks only (with `dev-node --instant-steps`): every PoRep and snap-up proof is taken as
+    /// valid without running the verifier. The tests never set it.
+    pub unverified_proofs: bool,
 }
 
 /// Parses `NAME=PATH` into a writable store.
@@ -88,6 +91,10 @@ pub(super) struct Shared {
     pub(super) address: std::sync::OnceLock<SocketAddr>,
     // Serializes writes of the state file.
     save: tokio::sync::Mutex<()>,
+    /// Changes made to the chain, counted as each caller asks to save them, and how many of them
+    /// the state file holds: a group commit (one write serves every change made before it).
+    changes: std::sync::atomic::AtomicU64,
+    saved: std::sync::atomic::AtomicU64,
 }
 
 pub(super) fn unix_ms() -> u64 {
@@ -160,17 +167,27 @@ impl Shared {
         present
     }
 
+    /// Writes the state (synced) before the caller answers: the change the caller made is on disk
+    /// when this returns. Callers queued behind one write share the next (a group commit), so a
+    /// busy manager writes its whole state once per batch of calls, not once per call: with a
+    /// thousand sectors, once per call would make the manager the bottleneck of a benchmark.
     pub(super) async fn save(&self) -> anyhow::Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mine = self.changes.fetch_add(1, SeqCst) + 1;
         let _guard = self.save.lock().await;
+        if self.saved.load(SeqCst) >= mine {
+            return Ok(());
+        }
+        // Every change counted so far was made before it was counted, so the copy below holds it.
+        let covered = self.changes.load(SeqCst);
         let persisted = Persisted {
             genesis_unix_ms: self.genesis_unix_ms,
             start_epoch: self.start_epoch,
             chain: self.chain.lock().expect("chain lock").clone(),
         };
-        write_atomic(
-            &self.config.state_file,
-            &serde_json::to_vec_pretty(&persisted)?,
-        )
+        write_atomic(&self.config.state_file, &serde_json::to_vec(&persisted)?)?;
+        self.saved.store(covered, SeqCst);
+        Ok(())
     }
 }
 
@@ -211,6 +228,8 @@ pub async fn start(
         zero_comm_d: Mutex::default(),
         address: std::sync::OnceLock::new(),
         save: tokio::sync::Mutex::new(()),
+        changes: Default::default(),
+        saved: Default::default(),
         config,
     });
     shared.save().await?;

@@ -23,6 +23,9 @@ pub(super) async fn verify(
     sector: SectorId,
     proof: &[u8],
 ) -> Result<bool, RpcFailure> {
+    if shared.config.unverified_proofs {
+        return Ok(!proof.is_empty());
+    }
     let record = shared.record(sector)?;
     let (Some(precommit), Some(seed)) = (record.precommit, record.seed) else {
         return Err(RpcFailure::logic(format!(
@@ -59,6 +62,9 @@ pub(super) async fn verify_snap(
     sector: SectorId,
     info: &SnapUpOnChainInfo,
 ) -> Result<bool, RpcFailure> {
+    if shared.config.unverified_proofs {
+        return Ok(!info.proof.0.is_empty());
+    }
     let record = shared.record(sector)?;
     let Some(precommit) = record.precommit else {
         return Err(RpcFailure::logic(format!(

@@ -52,6 +52,8 @@ pub struct DevNodeConfig {
     pub remove_nodes_on_exit: bool,
     /// Images no registry has: their pods never start (ErrImagePull, then ImagePullBackOff).
     pub missing_images: Vec<String>,
+    /// Benchmarks only: pods succeed at once, step pods with [`crate::dev::instant::result`].
+    pub instant_steps: bool,
 }
 
 /// How to stop a running pod: after how long SIGTERM becomes SIGKILL.
