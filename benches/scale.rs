@@ -15,7 +15,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -317,16 +316,8 @@ async fn run(count: usize, window: Option<Duration>, qps: Option<u32>) -> Row {
         .stdout(Stdio::piped())
         .spawn()
         .expect("dev-manager starts");
-    let mut line = String::new();
-    BufReader::new(manager.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let address = support::announced_address(&mut manager);
     let _manager = Killed(manager);
-    let address = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
 
     let metrics_address = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

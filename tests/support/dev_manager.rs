@@ -2,7 +2,6 @@
 //! with damocles-step).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -63,15 +62,7 @@ impl DevManager {
             .stdout(Stdio::piped())
             .spawn()
             .expect("dev-manager starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("{line:?}"))
-            .to_string();
+        let address = super::announced_address(&mut child);
         DevManager {
             child: Some(child),
             address,

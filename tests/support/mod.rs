@@ -28,6 +28,19 @@ pub use cluster::{
 #[allow(unused_imports)]
 pub use dev_node::DevNode;
 
+/// The address a `damocles-operator dev-manager` child (stdout piped) announces on its first line.
+pub fn announced_address(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("the dev manager's stdout piped"))
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_string()
+}
+
 /// A unique, DNS-safe name for this test run.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);

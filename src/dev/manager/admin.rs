@@ -114,25 +114,28 @@ async fn admin_change(
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(super) struct RebuildRequest {
+pub(super) struct SectorRequest {
     number: u64,
+}
+
+impl SectorRequest {
+    /// The sector of this manager's miner the request names.
+    fn id(&self, shared: &Shared) -> SectorId {
+        SectorId {
+            miner: shared.config.rules.miner,
+            number: self.number,
+        }
+    }
 }
 
 /// Marks a committed sector's files as lost, so AllocateRebuildSector hands it out.
 pub(super) async fn mark_rebuild(
     State(shared): State<Arc<Shared>>,
-    Json(request): Json<RebuildRequest>,
+    Json(request): Json<SectorRequest>,
 ) -> AdminReply {
-    let miner = shared.config.rules.miner;
+    let id = request.id(&shared);
     admin_change(&shared, |chain, rules, head| {
-        chain.mark_rebuild(
-            rules,
-            SectorId {
-                miner,
-                number: request.number,
-            },
-            head,
-        )
+        chain.mark_rebuild(rules, id, head)
     })
     .await
 }
@@ -143,19 +146,10 @@ pub(super) async fn mark_rebuild(
 /// sector).
 pub(super) async fn finalize(
     State(shared): State<Arc<Shared>>,
-    Json(request): Json<RebuildRequest>,
+    Json(request): Json<SectorRequest>,
 ) -> AdminReply {
-    let miner = shared.config.rules.miner;
-    admin_change(&shared, |chain, rules, _| {
-        chain.finalize(
-            rules,
-            SectorId {
-                miner,
-                number: request.number,
-            },
-        )
-    })
-    .await
+    let id = request.id(&shared);
+    admin_change(&shared, |chain, rules, _| chain.finalize(rules, id)).await
 }
 
 #[derive(Deserialize)]

@@ -72,17 +72,7 @@ impl DevNode {
             children.push(child);
             metas.push((container.clone(), message_file, log));
         }
-        let running: Vec<_> = metas
-            .iter()
-            .map(|(c, ..)| container_status(c, json!({"running": {"startedAt": started}})))
-            .collect();
-        self.patch_status(pod, json!({"status": {
-            "phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
-            "podIPs": [{"ip": "127.0.0.1"}], "hostIPs": [{"ip": "127.0.0.1"}], "startTime": started,
-            "conditions": conditions("True"),
-            "containerStatuses": running,
-        }}))
-        .await;
+        self.report_running(pod, &started).await;
 
         let pgids: Vec<i32> = children
             .iter()
@@ -147,10 +137,12 @@ impl DevNode {
         Ok(())
     }
 
-    /// `--instant-steps`: the status writes kubelet makes for a pod that runs and exits 0 (Running,
-    /// then Succeeded), the step's result in the termination message, and nothing run.
-    async fn succeed_at_once(&self, pod: &Pod) {
-        let started = now();
+    /// The status kubelet writes once every container of `pod` has started at `started`.
+    async fn report_running(
+        &self,
+        pod: &Pod,
+        started: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    ) {
         let running: Vec<_> = containers(pod)
             .iter()
             .map(|c| container_status(c, json!({"running": {"startedAt": started}})))
@@ -162,6 +154,13 @@ impl DevNode {
             "containerStatuses": running,
         }}))
         .await;
+    }
+
+    /// `--instant-steps`: the status writes kubelet makes for a pod that runs and exits 0 (Running,
+    /// then Succeeded), the step's result in the termination message, and nothing run.
+    async fn succeed_at_once(&self, pod: &Pod) {
+        let started = now();
+        self.report_running(pod, &started).await;
         let statuses: Vec<_> = containers(pod)
             .iter()
             .map(|container| {
