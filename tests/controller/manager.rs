@@ -131,7 +131,13 @@ async fn a_two_minute_manager_outage_pauses_no_task_and_the_task_finishes() {
     assert!(waited, "the task waited for the manager");
     scene.manager.restart();
 
-    let done = wait_phase(&tasks, "a", Phase::Finished, Duration::from_secs(600)).await;
+    wait_phase(&tasks, "a", Phase::Finished, Duration::from_secs(600)).await;
+    // Finished is written before the manager is told (crash-schedule.md): the report's answer
+    // follows it.
+    let done = wait_status(&tasks, "a", "the end reported", |s| {
+        condition(s, "ManagerFinalized").is_some()
+    })
+    .await;
     let status = done.status.unwrap();
     assert_eq!(
         condition(&status, "ManagerUnavailable"),
