@@ -43,6 +43,40 @@ fn allocated(spec: &SealingTaskSpec, info: SectorUnsealInfo) -> Decision {
     )
 }
 
+/// Nothing to unseal yet: the intent is cleared, and the task does not ask again before the
+/// poll interval, even when woken sooner (by the watch event of that very status write).
+#[test]
+fn an_unseal_task_with_nothing_handed_out_asks_again_only_after_the_poll_interval() {
+    let spec = spec(json!({"plan": "unseal", "sectorSize": "2KiB"}));
+    let mut status = at(State::Empty);
+    status.sector = None;
+    status.outputs = None;
+    let ask = decide_now(task(&spec), &status, &Observed::default());
+    let call = asked_call(&ask).clone();
+    let none = decide_now(
+        task(&spec),
+        &ask.status,
+        &answered(&call, Ok(Reply::UnsealSector(None))),
+    );
+    assert_eq!(none.status.allocating, None);
+    let poll = Rules::default().poll_interval;
+    assert_eq!(none.wake, Wake::After(poll));
+    let woken = decide_now(task(&spec), &none.status, &Observed::default());
+    assert!(
+        matches!(woken.wake, Wake::After(_)),
+        "no new question: {:?}",
+        woken.wake
+    );
+    let later = decide(
+        task(&spec),
+        &none.status,
+        &Observed::default(),
+        NOW + poll.as_secs() as i64,
+        &Rules::default(),
+    );
+    assert!(matches!(asked_call(&later), Call::AllocateUnsealSector(_)));
+}
+
 /// Without a selector the task takes what the manager hands out, records it, and delivers to
 /// exactly the manager's destinations (a market token is not kept in the status).
 #[test]

@@ -86,7 +86,17 @@ impl Turn<'_> {
         }
         Step::Outcome(match reply.map(pick) {
             Ok(Ok(Some(allocated))) => take(self, allocated),
-            Ok(Ok(None)) => Outcome::NotYet(self.rules.poll_interval),
+            Ok(Ok(None)) => {
+                let poll = self.rules.poll_interval;
+                if method != Method::AllocateSector {
+                    // Clearing the intent is a status write, whose own watch event wakes the
+                    // task at once: without a time to ask again, it would ask the manager (and
+                    // write twice) as fast as the apiserver answers instead of once a poll.
+                    let next = self.now + poll.as_secs() as i64;
+                    self.status.not_before = Some(crate::task::enter::time_at(next));
+                }
+                Outcome::NotYet(poll)
+            }
             Ok(Err(other)) => unexpected(method, &other),
             Err(failure) => call_failed(failure),
         })

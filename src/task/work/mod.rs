@@ -208,6 +208,7 @@ impl Turn<'_> {
             let handed_out = (self.status.sector != before.sector)
                 .then(|| (self.status.sector, self.status.outputs.clone()));
             let answered_allocation = self.status.allocating.is_none();
+            let not_before = self.status.not_before.clone();
             self.status = before.clone();
             if let Some((sector, outputs)) = handed_out {
                 self.status.sector = sector;
@@ -215,6 +216,10 @@ impl Turn<'_> {
             }
             if answered_allocation {
                 self.status.allocating = None;
+            }
+            if answered_allocation && before.allocating.is_some() {
+                // With the time to ask again, when nothing was handed out (see allocation).
+                self.status.not_before = not_before;
             }
         }
         // A sector the manager handed out is written at once: forgotten in a crash, it would be
