@@ -8,6 +8,7 @@
 //!
 //!   scripts/bench-scale                    # 100 and 1000 tasks to the end
 //!   scripts/bench-scale 10000 --window 300 # 10000 tasks, measured for 5 minutes
+//!   scripts/bench-scale 100 --step-seconds 20 # each step pod Running 20 s: a steady load
 //!
 //! Results: docs/benchmarks.md. Never a test: nothing here asserts a time.
 
@@ -30,19 +31,29 @@ struct Args {
     counts: Vec<usize>,
     /// Stop measuring after this long, ended or not.
     window: Option<Duration>,
-    /// The operator's --kube-api-qps (its burst twice that); its default (20) when none.
+    /// The operator's --kube-api-qps (its burst twice that); its default when none.
     qps: Option<u32>,
+    /// How long each step pod runs (the dev node's --instant-step-duration); at once when none.
+    step_seconds: Option<u64>,
 }
 
 fn args() -> Args {
     let mut counts = vec![];
     let mut window = None;
     let mut qps = None;
+    let mut step_seconds = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--bench" => {}
             "--qps" => qps = Some(args.next().and_then(|s| s.parse().ok()).expect("--qps N")),
+            "--step-seconds" => {
+                step_seconds = Some(
+                    args.next()
+                        .and_then(|s| s.parse().ok())
+                        .expect("--step-seconds SECONDS"),
+                )
+            }
             "--window" => {
                 let seconds: u64 = args
                     .next()
@@ -64,6 +75,7 @@ fn args() -> Args {
         counts,
         window,
         qps,
+        step_seconds,
     }
 }
 
@@ -72,7 +84,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut rows = vec![];
     for &count in &args.counts {
-        let row = runtime.block_on(run(count, args.window, args.qps));
+        let row = runtime.block_on(run(count, &args));
         eprintln!("{row:#?}");
         rows.push(row);
     }
@@ -104,18 +116,28 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| tasks | finished | s | transitions/s | writes/sector (apiserver, operator's) | \
+        "| tasks | finished | s | transitions/s | operator writes/sector (apiserver) | \
          writes/sector (operator's metric) | step→step p50 / p99 ms | operator CPU s | peak RSS MB |\n\
          |---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for row in rows {
         let per_sector = |n: f64| n / row.finished.max(1) as f64;
+        // The scheduler records one Event per pod it binds; the rest of the Events are ours.
+        let scheduler_events = row
+            .requests
+            .get("POST pods/binding")
+            .copied()
+            .unwrap_or(0.0);
         let operator_writes: f64 = row
             .requests
             .iter()
             .filter(|(key, _)| operator_write(key))
             .map(|(_, n)| n)
-            .sum();
+            .sum::<f64>()
+            - scheduler_events
+            // Pod DELETEs come from the dev node too (kubelet's final delete of a stopped pod):
+            // the operator's own (one delete-collection per task) are its metric's.
+            + row.operator_writes.get("pod-delete").copied().unwrap_or(0.0);
         let metric_writes: f64 = row.operator_writes.values().sum();
         let mut latency = row.latency_ms.clone();
         latency.sort_by(f64::total_cmp);
@@ -159,15 +181,17 @@ fn table(rows: &[Row]) -> String {
     out
 }
 
-/// The writes that are the operator's: the task's status and patches, its pods' creation and
-/// deletion, its Events. (Pod status patches are the dev node's, bindings the scheduler's, the
-/// task creations the benchmark's.)
+/// The writes that are the operator's: the task's status and patches, its pods' creation, its
+/// Events (less the scheduler's, see `table`; its pod deletions are added there from its own
+/// metric). Pod status patches and pod DELETEs are the dev node's (kubelet removes a pod it has
+/// stopped with a DELETE; the apiserver counts a delete-collection as DELETE too), bindings the
+/// scheduler's, the task creations the benchmark's.
 fn operator_write(key: &str) -> bool {
     let (verb, resource) = key.split_once(' ').unwrap_or((key, ""));
     match resource {
         "sealingtasks/status" => true,
         "sealingtasks" => verb != "POST" && verb != "GET" && verb != "LIST" && verb != "WATCH",
-        "pods" => verb == "POST" || verb == "DELETE" || verb == "DELETECOLLECTION",
+        "pods" => verb == "POST",
         "events" => verb == "POST" || verb == "PATCH",
         _ => false,
     }
@@ -261,7 +285,9 @@ fn operator_metric(text: &str, name: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-async fn run(count: usize, window: Option<Duration>, qps: Option<u32>) -> Row {
+async fn run(count: usize, args: &Args) -> Row {
+    let (window, qps) = (args.window, args.qps);
+    let step = format!("{}s", args.step_seconds.unwrap_or(0));
     let client = support::client().await;
     let ns = support::namespace(&client, &format!("scale-{count}")).await;
     let label = support::unique("bench");
@@ -272,7 +298,7 @@ async fn run(count: usize, window: Option<Duration>, qps: Option<u32>) -> Row {
         &[format!(
             "{label}-node,pods=1000000,cpu=100000,memory=1000Ti,label:damocles-bench={label}"
         )],
-        &["--instant-steps"],
+        &["--instant-steps", "--instant-step-duration", &step],
     )
     .await;
     let profiles = root.join("profiles.yaml");
@@ -431,8 +457,14 @@ async fn run(count: usize, window: Option<Duration>, qps: Option<u32>) -> Row {
             }
             let page = tasks.list(&params).await.unwrap();
             for task in &page.items {
+                // Done once its workspace is cleaned: the task's last writes come with that.
+                let cleaned = task.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "WorkspaceCleaned" && c.status == "True")
+                });
                 match task.status.as_ref().and_then(|s| s.phase) {
-                    Some(Phase::Finished) => done += 1,
+                    Some(Phase::Finished) if cleaned => done += 1,
                     Some(Phase::Paused) => paused += 1,
                     Some(Phase::Aborted) => aborted += 1,
                     _ => {}

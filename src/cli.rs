@@ -177,11 +177,13 @@ pub struct RunArgs {
     #[arg(long, default_value = "damocles-operator")]
     pub leader_election_lease: String,
     /// Requests per second to the Kubernetes API, on average (client-side limit; reads and
-    /// watches count too).
-    #[arg(long, default_value_t = 20.0)]
+    /// watches count too). A step transition costs about two requests (tasks and pods are read
+    /// from watch caches), so 100 allows about 50 transitions a second; the apiserver's own
+    /// priority and fairness protects it beyond that.
+    #[arg(long, default_value_t = 100.0)]
     pub kube_api_qps: f64,
     /// How many Kubernetes API requests may go at once before the --kube-api-qps pace applies.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 200)]
     pub kube_api_burst: u32,
     /// How long a leader's claim lasts without renewal: the longest a standby waits to take
     /// over from a leader that died (one that shuts down cleanly hands over at once).
@@ -218,6 +220,10 @@ pub struct DevNodeArgs {
     /// `dev-manager --unverified-proofs`. The tests never use it: their steps run for real.
     #[arg(long)]
     pub instant_steps: bool,
+    /// Benchmarks only, with --instant-steps: how long a step pod stays Running before it
+    /// succeeds (a steady load of long steps rather than a flood of instant ones).
+    #[arg(long, default_value = "0s", value_parser = parse_duration, requires = "instant_steps")]
+    pub instant_step_duration: std::time::Duration,
 }
 
 /// `damocles-operator dev-manager`.
@@ -408,6 +414,7 @@ impl DevNodeArgs {
             remove_nodes_on_exit: self.remove_nodes_on_exit,
             missing_images: self.missing_images,
             instant_steps: self.instant_steps,
+            instant_step_duration: self.instant_step_duration,
         }
     }
 }

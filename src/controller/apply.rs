@@ -1,6 +1,6 @@
 //! One reconcile of one task: decide, carry the effects out, answer the core's questions, decide
-//! again, until the core waits; then write the status (once, and only if it changed) and publish
-//! one Event for the transitions taken.
+//! again, until the core waits; then write the status (once, and only if it changed) and, when
+//! the task has ended, publish one Event for the transitions taken.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +22,8 @@ use crate::task::{self, Effect, Observed, Task, Wake};
 
 /// How often a deleted task whose workspace cleanup is still running looks again.
 const CLEANUP_RECHECK: Duration = Duration::from_secs(5);
+/// How soon a task whose new pod turned out to exist already looks at it again.
+const ADOPTED_RECHECK: Duration = Duration::from_secs(1);
 /// The most decisions one reconcile makes; a plan chains far fewer manager calls in a row.
 const DECISION_LIMIT: usize = 128;
 
@@ -40,11 +42,17 @@ pub struct TaskRun {
     pub(super) key: String,
     status: SealingTaskStatus,
     written: SealingTaskStatus,
+    /// A status the core asked to be written (WriteStatus) and not written yet: it is written
+    /// before the next effect outside the operator, or at the reconcile's end even if that failed.
+    unwritten: Option<SealingTaskStatus>,
     resource_version: Option<String>,
     tasks: Api<SealingTask>,
     pub(super) pods: Api<Pod>,
     /// Transitions taken in this reconcile (from, event, to), for its one Event.
     transitions: Vec<(Option<State>, Event, State)>,
+    /// A pod this reconcile created already existed (made before a restart, or not yet in the
+    /// cache): it may have finished already, which no later watch event would say.
+    adopted: bool,
 }
 
 impl TaskRun {
@@ -56,7 +64,9 @@ impl TaskRun {
             tasks: Api::namespaced(ctx.client.clone(), &namespace),
             pods: Api::namespaced(ctx.client.clone(), &namespace),
             written: status.clone(),
+            unwritten: None,
             transitions: Vec::new(),
+            adopted: false,
             resource_version: task.resource_version(),
             status,
             task,
@@ -66,17 +76,31 @@ impl TaskRun {
 
     /// Runs the task until the core waits, then writes what is left to write.
     pub async fn run(mut self) -> Result<Outcome, Error> {
+        let read_at = self.resource_version.clone();
         let outcome = self.decide_until_wait().await;
         let saved = match outcome {
             Ok(_) => match self.write_status().await {
                 Ok(()) => self.label_sector().await,
                 failed => failed,
             },
-            Err(_) => Ok(()),
+            // What the core asked to keep (an allocated sector, a ticket) is kept even though a
+            // later effect failed; the rest of this reconcile's status is decided again.
+            Err(_) => self.write_unwritten().await,
         };
+        if self.resource_version != read_at {
+            // The next reconcile may find the watch cache not yet holding these writes.
+            let uid = self.task.uid();
+            let ctx = &self.ctx;
+            ctx.own_writes
+                .wrote(&self.key, uid.as_deref(), self.resource_version.as_deref());
+        }
+        // One Event when the task ends, listing the transitions of that reconcile. The steps
+        // before it are in status.history and the log: an Event per step would double the
+        // task's API writes.
         let transitions = std::mem::take(&mut self.transitions);
-        if let (Some((_, last_event, _)), Some((first_state, _, _))) =
+        if let (Some((_, last_event, last_state)), Some((first_state, _, _))) =
             (transitions.last(), transitions.first())
+            && last_state.is_terminal()
             && self.status == self.written
         {
             let mut note = first_state.map(|s| s.to_string()).unwrap_or_default();
@@ -103,6 +127,9 @@ impl TaskRun {
             match decision.wake {
                 Wake::Ask(question) => self.answer(question, &mut observed).await?,
                 Wake::After(delay) => return Ok(Outcome::Requeue(Requeue::requeue(delay))),
+                Wake::OnChange if self.adopted => {
+                    return Ok(Outcome::Requeue(Requeue::requeue(ADOPTED_RECHECK)));
+                }
                 Wake::OnChange => return Ok(Outcome::Requeue(Requeue::await_change())),
                 Wake::Release => return Ok(Outcome::Released),
                 Wake::CleanupPending => {
@@ -115,8 +142,36 @@ impl TaskRun {
     }
 
     async fn apply(&mut self, effect: Effect, observed: &mut Observed) -> Result<(), Error> {
+        match &effect {
+            // Written with the pod's name: a crash right after reads as a lost pod, which the
+            // task starts again, and a step boundary costs one write instead of two.
+            Effect::CreateStepPod(_) | Effect::CreateCleanupPod { .. } => {
+                if self.unwritten.take().is_some() {
+                    self.write_status().await?;
+                }
+            }
+            Effect::DeletePod(_)
+            | Effect::DeleteTaskPods
+            | Effect::DeleteTask
+            | Effect::ClearResumeRequest
+            | Effect::Tell(_) => self.write_unwritten().await?,
+            Effect::WriteStatus
+            | Effect::ReleaseSlot
+            | Effect::ReportState(_)
+            | Effect::Event { .. }
+            | Effect::Transition { .. }
+            | Effect::StepFinished { .. }
+            | Effect::Failure { .. }
+            | Effect::Log { .. } => {}
+        }
         match effect {
-            Effect::WriteStatus => self.write_status().await?,
+            // A sector the manager just handed out is written at once: until it is, every
+            // crash (at any of the effects that follow, a ReportState included) costs the
+            // manager an allocated sector no task will use.
+            Effect::WriteStatus if self.status.sector != self.written.sector => {
+                self.write_status().await?
+            }
+            Effect::WriteStatus => self.unwritten = Some(self.status.clone()),
             Effect::CreateStepPod(create) => {
                 let profiles = &self.ctx.settings.rules.profiles;
                 let pod = pods::step_pod(
@@ -292,10 +347,23 @@ impl TaskRun {
         }
     }
 
+    /// Writes the status the core asked to be written, if any, before an effect outside the
+    /// operator (a manager call, a pod deleted, a task patch) that must not happen without it.
+    pub(super) async fn write_unwritten(&mut self) -> Result<(), Error> {
+        let Some(unwritten) = self.unwritten.take() else {
+            return Ok(());
+        };
+        let current = std::mem::replace(&mut self.status, unwritten);
+        let written = self.write_status().await;
+        self.status = current;
+        written
+    }
+
     /// Writes the status when it changed, guarded by the resourceVersion we read: a concurrent
     /// change makes this fail and the reconcile start over from the current object, never
     /// overwrite it.
     async fn write_status(&mut self) -> Result<(), Error> {
+        self.unwritten = None;
         if self.status == self.written {
             return Ok(());
         }
@@ -342,6 +410,7 @@ impl TaskRun {
             source,
         })?;
         self.ctx.metrics.write("status");
+        debug!(task = %self.key, state = ?self.status.state, phase = ?self.status.phase, message = ?self.status.message, "status written");
         self.resource_version = updated.resource_version();
         self.written = self.status.clone();
         self.crash_point(true, "status");
@@ -406,13 +475,23 @@ impl TaskRun {
         Ok(())
     }
 
-    async fn create_pod(&self, pod: &Pod, action: &'static str) -> Result<(), Error> {
+    async fn create_pod(&mut self, pod: &Pod, action: &'static str) -> Result<(), Error> {
         self.ctx.metrics.write("pod-create");
         self.crash_point(false, "pod-create");
         let created = match self.pods.create(&PostParams::default(), pod).await {
-            Ok(_) => Ok(()),
+            Ok(mut created) => {
+                pods::slim(&mut created);
+                let key = format!("{}/{}", self.task_namespace(), created.name_any());
+                self.ctx
+                    .created_pods
+                    .created(key, created, std::time::Instant::now());
+                Ok(())
+            }
             // A restarted operator adopts the pod it created before.
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                self.adopted = true;
+                Ok(())
+            }
             Err(source) => Err(self.apply_error(action, source)),
         };
         self.crash_point(true, "pod-create");
@@ -422,6 +501,8 @@ impl TaskRun {
     async fn delete_pod(&self, name: &str) {
         self.ctx.metrics.write("pod-delete");
         self.crash_point(false, "pod-delete");
+        let key = format!("{}/{name}", self.task_namespace());
+        self.ctx.created_pods.forget(&key);
         match self.pods.delete(name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
@@ -432,6 +513,14 @@ impl TaskRun {
 
     pub(super) fn task_uid(&self) -> Option<String> {
         self.task.uid()
+    }
+
+    pub(super) fn status(&self) -> &SealingTaskStatus {
+        &self.status
+    }
+
+    pub(super) fn task_namespace(&self) -> String {
+        self.task.namespace().unwrap_or_default()
     }
 
     /// Deletes every pod of the task in one request: the finished step pods, kept until now for
@@ -462,6 +551,7 @@ impl TaskRun {
             return;
         }
         self.ctx.metrics.write("event");
+        debug!(task = %self.key, reason, "event: {note}");
         let event = super::event(warning, reason, &note);
         if let Err(err) = self
             .ctx

@@ -7,6 +7,7 @@ pub mod error;
 pub mod leader;
 pub mod metrics;
 mod observe;
+mod own_writes;
 pub mod pods;
 mod pool;
 pub mod slots;
@@ -19,12 +20,12 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use crate::api::{SealingPool, SealingTask};
@@ -37,6 +38,10 @@ pub use error::Error;
 
 /// Keeps a deleted task until its step is stopped, the manager told and its workspace removed.
 pub const FINALIZER: &str = "damocles.io/cleanup";
+
+/// How long a reconcile that found the cache behind the operator's own last write waits at most
+/// for that write's watch event (which normally comes within milliseconds and wakes it first).
+const OWN_WRITE_EVENT_WAIT: Duration = Duration::from_secs(2);
 
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "damocles-operator";
@@ -89,6 +94,10 @@ impl Manager for MeteredManager {
 pub(crate) struct Context {
     client: Client,
     cache: TaskCache,
+    /// The operator's pods (step and cleanup pods), slimmed to what it reads of them.
+    pod_cache: Store<Pod>,
+    own_writes: own_writes::OwnWrites,
+    created_pods: Arc<own_writes::CreatedPods>,
     slots: slots::Slots,
     events: throttle::EventBudget,
     metrics: Arc<metrics::Metrics>,
@@ -207,9 +216,44 @@ pub async fn run(
         controller: FIELD_MANAGER.into(),
         instance: Some(settings.rules.instance.clone()),
     };
-    let controller = Controller::new(tasks, watcher::Config::default());
+    // The task cache leaves out managed fields (the apiserver's bookkeeping of who wrote what,
+    // a kilobyte per task the operator never reads).
+    let (task_cache, task_cache_writer) = reflector::store();
+    let task_events = watcher(tasks, watcher::Config::default())
+        .default_backoff()
+        .modify(|task: &mut DeserializeGuard<SealingTask>| {
+            task.meta_mut().managed_fields = None;
+        })
+        .reflect(task_cache_writer)
+        .applied_objects();
+    let controller = Controller::for_stream(task_events, task_cache);
+    // One watch of the operator's unfinished pods both wakes their tasks and fills the cache
+    // step pods are read from. A pod that finishes leaves the watch (the apiserver sends it as
+    // deleted, in its final state, which wakes its task); one the status names is then read
+    // from the apiserver. So the cache holds about one pod per task, not every finished step
+    // pod kept for its log, and only what the operator reads of it.
+    let pod_watch = watcher::Config::default()
+        .labels(&format!("{}={}", pods::MANAGED_BY.0, pods::MANAGED_BY.1))
+        .fields("status.phase!=Succeeded,status.phase!=Failed");
+    let created_pods = Arc::new(own_writes::CreatedPods::default());
+    let (pod_cache, pod_cache_writer) = reflector::store();
+    let pod_events = watcher(pods, pod_watch)
+        .default_backoff()
+        .modify({
+            let created_pods = created_pods.clone();
+            move |pod: &mut Pod| {
+                let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+                created_pods.seen(key, std::time::Instant::now());
+                pods::slim(pod);
+            }
+        })
+        .reflect(pod_cache_writer)
+        .touched_objects();
     let context = Arc::new(Context {
         cache: controller.store(),
+        pod_cache,
+        own_writes: own_writes::OwnWrites::default(),
+        created_pods,
         slots: slots::Slots::default(),
         events: throttle::EventBudget::default(),
         metrics: metrics.clone(),
@@ -221,11 +265,6 @@ pub async fn run(
         }),
         settings,
     });
-    let pod_watch = watcher::Config::default().labels(&format!(
-        "{}={}",
-        pods::MANAGED_BY.0,
-        pods::MANAGED_BY.1
-    ));
     let shutdown = shutdown.shared();
     let leading = context.settings.leader_election.is_none();
     metrics.leader.set(i64::from(leading));
@@ -257,7 +296,7 @@ pub async fn run(
     let election = context.settings.leader_election.clone();
     let pooling = pools.then(|| pool_controller(context.clone(), shutdown.clone()));
     let reconciling = controller
-        .owns(pods, pod_watch)
+        .owns_stream(pod_events)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -294,8 +333,10 @@ pub async fn run(
     }
 }
 
-/// The SealingPool controller: each pool reconciled when it or one of its tasks changes (a
-/// burst of task changes settles for a second first: each pool reconcile lists its tasks).
+/// The SealingPool controller: each pool reconciled when it or one of its tasks changes. No
+/// debounce: its tasks write their status now and then (a task waiting at the manager once a
+/// poll), and a debounce that every such write restarts would keep a pool of busy tasks from
+/// ever being reconciled. Triggers that come while a pool's reconcile runs make one more run.
 fn pool_controller(
     context: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -314,7 +355,6 @@ fn pool_controller(
             owned,
             watcher::Config::default().labels(crate::pool::POOL_LABEL),
         )
-        .with_config(ControllerConfig::default().debounce(Duration::from_secs(1)))
         .graceful_shutdown_on(shutdown)
         .run(pool::reconcile, pool::error_policy, context)
         .for_each(|result| async move {
@@ -345,11 +385,19 @@ fn event(warning: bool, reason: &str, note: &str) -> kube::runtime::events::Even
 }
 
 fn error_policy(
-    _task: Arc<DeserializeGuard<SealingTask>>,
+    task: Arc<DeserializeGuard<SealingTask>>,
     err: &Error,
     ctx: Arc<Context>,
 ) -> Requeue {
-    if !err.is_conflict() {
+    if err.is_conflict() {
+        // Someone else wrote it: the next reconcile reads it from the apiserver, not the cache.
+        let key = format!(
+            "{}/{}",
+            task.namespace().unwrap_or_default(),
+            task.name_any()
+        );
+        ctx.own_writes.conflicted(&key);
+    } else {
         ctx.metrics.reconcile_errors.inc();
     }
     match err {
@@ -381,14 +429,31 @@ async fn reconcile(
     if let Err(invalid) = &guard.0 {
         return Err(observe::invalid_object(&ctx, &guard, &namespace, &name, invalid).await);
     }
-    // The watch cache can lag behind our own last status write: act on the current object only.
     let tasks: Api<SealingTask> = Api::namespaced(ctx.client.clone(), &namespace);
-    let Some(current) = tasks
-        .get_opt(&name)
-        .await
-        .map_err(|source| Error::observe(&namespace, &name, source))?
-    else {
-        return Ok(Requeue::await_change());
+    let key = format!("{namespace}/{name}");
+    let copy = match &guard.0 {
+        Ok(cached) => ctx.own_writes.cached_copy(&key, cached),
+        Err(_) => own_writes::CachedCopy::Unknown,
+    };
+    let current = match (&guard.0, copy) {
+        (Ok(cached), own_writes::CachedCopy::Current) => cached.clone(),
+        // Our last write's watch event reconciles the task again; the requeue is a safety net.
+        (_, own_writes::CachedCopy::BehindOwnWrite) => {
+            return Ok(Requeue::requeue(OWN_WRITE_EVENT_WAIT));
+        }
+        // Someone else wrote it at a version we do not know: act on the current object only.
+        _ => {
+            let Some(fresh) = tasks
+                .get_opt(&name)
+                .await
+                .map_err(|source| Error::observe(&namespace, &name, source))?
+            else {
+                ctx.own_writes.forget(&key);
+                return Ok(Requeue::await_change());
+            };
+            ctx.own_writes.read_fresh(&key, &fresh);
+            fresh
+        }
     };
     let deleting = current.metadata.deletion_timestamp.is_some()
         && current.finalizers().iter().any(|f| f == FINALIZER);
@@ -397,7 +462,7 @@ async fn reconcile(
         // normal wait, not an error.
         match TaskRun::new(current.clone(), ctx.clone()).run().await? {
             Outcome::Requeue(requeue) => return Ok(requeue),
-            Outcome::Released => {}
+            Outcome::Released => ctx.own_writes.forget(&key),
         }
     }
     // The finalizer's own writes (added on a new task, removed once released) are crash-schedule

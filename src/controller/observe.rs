@@ -9,6 +9,7 @@ use kube::api::{Api, ApiResource, DynamicObject, LogParams};
 use kube::core::DeserializeGuard;
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::reflector::ObjectRef;
 use tracing::warn;
 
 use super::apply::TaskRun;
@@ -54,7 +55,13 @@ impl TaskRun {
     ) -> Result<(), Error> {
         match question {
             Question::StepPod(name) => {
-                let pod = self.get_pod(&name).await?;
+                // Only a pod the status names can be wrongly taken for lost; one it does not name
+                // yet and the cache lacks is created, and if it exists after all, adopted (and
+                // read again shortly: it may have finished).
+                let named = [&self.status().step_pod, &self.status().retiring_pod]
+                    .iter()
+                    .any(|pod| pod.as_deref() == Some(name.as_str()));
+                let pod = self.get_pod(&name, named).await?;
                 let uid = self.task_uid();
                 let mut found = pod.as_ref().map(|p| step_pod(p, uid.as_deref()));
                 if let Some(view) = found.as_mut()
@@ -86,9 +93,11 @@ impl TaskRun {
                 observed.slot = Some((step, taken));
             }
             Question::Manager(call) => {
+                self.write_unwritten().await?;
                 let reply = self.call_manager(&call).await;
                 observed.reply = Some((*call, reply));
             }
+            // A question to the manager, not an effect: it waits for no write.
             Question::SectorState(call) => {
                 let reply = self.call_manager(&call).await;
                 if let Err(failure) = &reply {
@@ -97,7 +106,7 @@ impl TaskRun {
                 observed.sector_state = Some(reply);
             }
             Question::CleanupPod(name) => {
-                let pod = self.get_pod(&name).await?;
+                let pod = self.get_pod(&name, true).await?;
                 observed.cleanup_pod = Some(match pod.as_ref() {
                     None => CleanupPod::Absent,
                     Some(pod) => match pods::exit_code(pod) {
@@ -136,11 +145,34 @@ impl TaskRun {
         }
     }
 
-    async fn get_pod(&self, name: &str) -> Result<Option<Pod>, Error> {
-        self.pods
+    /// A pod of this task: from the operator's pod cache (unfinished pods), or as this operator
+    /// created it if the watch has not seen it yet. Otherwise, when `confirm_absence`, from the
+    /// apiserver: a finished pod is not in the cache, and a pod the status names, wrongly taken
+    /// for gone, would be reported lost and started again. A pod the status does not name yet and
+    /// neither has is taken for absent: created, it is adopted if it exists after all.
+    async fn get_pod(&self, name: &str, confirm_absence: bool) -> Result<Option<Arc<Pod>>, Error> {
+        let namespace = self.task_namespace();
+        let cached = self
+            .ctx
+            .pod_cache
+            .get(&ObjectRef::new(name).within(&namespace));
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        let key = format!("{namespace}/{name}");
+        let created = self.ctx.created_pods.get(&key, std::time::Instant::now());
+        if created.is_some() || !confirm_absence {
+            return Ok(created);
+        }
+        let mut fresh = self
+            .pods
             .get_opt(name)
             .await
-            .map_err(|source| self.observe_error(source))
+            .map_err(|source| self.observe_error(source))?;
+        if let Some(pod) = fresh.as_mut() {
+            pods::slim(pod);
+        }
+        Ok(fresh.map(Arc::new))
     }
 
     fn observe_error(&self, source: kube::Error) -> Error {

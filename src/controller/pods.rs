@@ -408,6 +408,32 @@ pub fn exit_code(pod: &Pod) -> Option<i32> {
         .map(|t| t.exit_code)
 }
 
+/// Reduces `pod` to what the operator reads of it (its report, node, owner, timestamps, the
+/// step container's name and image), as its pod cache keeps it. A step pod carries its request
+/// (up to 128 KiB) in its environment and every pod its volumes and managed fields; with every
+/// finished step pod kept until its task ends, a farm of thousands of tasks would otherwise hold
+/// each of those in memory.
+pub fn slim(pod: &mut Pod) {
+    let metadata = &mut pod.metadata;
+    metadata.managed_fields = None;
+    metadata.annotations = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        *spec = PodSpec {
+            node_name: spec.node_name.take(),
+            containers: spec
+                .containers
+                .iter_mut()
+                .map(|container| Container {
+                    name: std::mem::take(&mut container.name),
+                    image: container.image.take(),
+                    ..Container::default()
+                })
+                .collect(),
+            ..PodSpec::default()
+        };
+    }
+}
+
 /// Reads a step pod's status into what it means for the task.
 /// Why `pod` is not the task's own: its controlling owner is not the task with uid `task_uid`
 /// (a pod someone made with a step pod's name). None for the task's own pod.
@@ -1015,6 +1041,67 @@ mod tests {
                 .unwrap()
                 .contains("no controlling owner")
         );
+    }
+
+    /// The pod cache's slim copy of a pod reads exactly as the whole pod does.
+    #[test]
+    fn a_slim_pod_reads_as_the_whole_pod() {
+        let profiles = Profiles::default();
+        let task = task();
+        let request = request_for(&task, StepKind::Pc2, &profiles).unwrap();
+        let profile = profiles.resolve(StepKind::Pc2, std::time::Duration::from_secs(60));
+        let mut pod = step_pod(
+            &task,
+            "seal-1-pc1done-0",
+            &request,
+            &profile,
+            &profiles,
+            Some("node-a"),
+            None,
+        );
+        pod.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+            ));
+        let ok = r#"{"version":1,"step":"pc2","sector":{"miner":1000,"number":7},"outputs":{},"reused":false,"durationMs":5}"#;
+        let statuses = [
+            terminated_pod(0, ok).status,
+            terminated_pod(137, "").status,
+            Some(k8s_openapi::api::core::v1::PodStatus {
+                phase: Some("Pending".into()),
+                container_statuses: Some(vec![k8s_openapi::api::core::v1::ContainerStatus {
+                    name: CONTAINER.into(),
+                    state: Some(k8s_openapi::api::core::v1::ContainerState {
+                        waiting: Some(k8s_openapi::api::core::v1::ContainerStateWaiting {
+                            reason: Some("ErrImagePull".into()),
+                            message: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        ];
+        for status in statuses {
+            pod.status = status;
+            let mut slim_pod = pod.clone();
+            slim(&mut slim_pod);
+            assert!(
+                serde_json::to_string(&slim_pod).unwrap().len() * 2
+                    < serde_json::to_string(&pod).unwrap().len(),
+                "slimmer"
+            );
+            assert_eq!(report(&slim_pod), report(&pod));
+            assert_eq!(exit_code(&slim_pod), exit_code(&pod));
+            for uid in [Some("uid-1"), Some("uid-2"), None] {
+                assert_eq!(foreign_owner(&slim_pod, uid), foreign_owner(&pod, uid));
+                assert_eq!(
+                    crate::controller::observe::step_pod(&slim_pod, uid),
+                    crate::controller::observe::step_pod(&pod, uid)
+                );
+            }
+        }
     }
 
     #[test]

@@ -97,9 +97,9 @@ impl Turn<'_> {
                     &message,
                     self.now,
                 );
+                // The condition records it; no Event (a routine step costs no extra write).
                 self.write();
                 self.effects.push(Effect::DeleteTaskPods);
-                self.event(false, WORKSPACE_CLEANED, message);
                 Wake::OnChange
             }
             Some(CleanupPod::Exited(code)) => {

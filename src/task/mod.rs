@@ -297,8 +297,11 @@ pub enum Wake {
 /// One thing the executor does, in the order given.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
-    /// Write the decision's status now, before the effects and question that follow (intent
-    /// before a submission, an allocated sector, a pod's name once the pod exists).
+    /// Keep the decision's status: it is written before the next effect outside the operator
+    /// (a manager call, a pod created or deleted, a task patch) and at the reconcile's end even
+    /// when a later effect fails (intent before a submission, an allocated sector, a ticket). A
+    /// pod creation that comes next is written with it: the status names the pod just before it
+    /// exists.
     WriteStatus,
     CreateStepPod(Box<PodToCreate>),
     /// The pod that removes the task's workspace from `node`.

@@ -40,6 +40,15 @@ async fn of_two_replicas_only_the_leader_acts_and_the_standby_takes_over() {
         serde_json::json!({"template": {"plan": "unseal", "sectorSize": "2KiB"}, "inFlight": 2}),
     )
     .await;
+    wait_for(
+        "the leader's pool tasks",
+        Duration::from_secs(60),
+        || async {
+            let pool = super::pool::pools(&scene).get("u").await.ok()?;
+            (pool.status?.created == 2).then_some(())
+        },
+    )
+    .await;
     wait_status(&scene.tasks, "t", "the task past PC2", |s| {
         s.history.iter().any(|h| h.state == State::PC2Done)
     })

@@ -159,9 +159,11 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified(
         0.0
     );
     timeline.report();
-    // The write budget of docs/benchmarks.md: 4 per proof-step transition, 1 per manager-only one
-    // (7 and 10 for a pledge sealer), plus the workspace cleanup at the end.
-    assert!(writes <= 38.0, "{writes} API writes for one sealer task");
+    // The write budget of docs/benchmarks.md: a pod and a status write per step (8 pods with
+    // the workspace cleanup), two status writes per submission (intent, outcome), one per chain
+    // wait and for the end, one Event (the end), the sector labels, the pods' delete-collection.
+    // 26 measured on 2026-12-01; two more for a step pod slow to start or one more poll.
+    assert!(writes <= 28.0, "{writes} API writes for one sealer task");
     let ready = reqwest::get(format!("http://{operator_metrics}/readyz"))
         .await
         .unwrap();

@@ -54,6 +54,8 @@ pub struct DevNodeConfig {
     pub missing_images: Vec<String>,
     /// Benchmarks only: pods succeed at once, step pods with [`crate::dev::instant::result`].
     pub instant_steps: bool,
+    /// How long an instant step pod stays Running before it succeeds.
+    pub instant_step_duration: std::time::Duration,
 }
 
 /// How to stop a running pod: after how long SIGTERM becomes SIGKILL.

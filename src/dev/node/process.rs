@@ -161,6 +161,7 @@ impl DevNode {
     async fn succeed_at_once(&self, pod: &Pod) {
         let started = now();
         self.report_running(pod, &started).await;
+        tokio::time::sleep(self.config.instant_step_duration).await;
         let statuses: Vec<_> = containers(pod)
             .iter()
             .map(|container| {
