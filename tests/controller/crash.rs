@@ -116,14 +116,14 @@ fn tail(log: &str) -> String {
 
 /// Watches the namespace's pods: no two pods of one step of one task alive (neither succeeded nor
 /// failed, deleted or not) at the same moment.
-struct PodWatch {
-    overlaps: Arc<Mutex<Vec<String>>>,
+pub(super) struct PodWatch {
+    pub(super) overlaps: Arc<Mutex<Vec<String>>>,
     seen: Arc<Mutex<BTreeSet<String>>>,
     handle: tokio::task::JoinHandle<()>,
 }
 
 impl PodWatch {
-    fn start(pods: Api<Pod>) -> PodWatch {
+    pub(super) fn start(pods: Api<Pod>) -> PodWatch {
         let overlaps = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::new(Mutex::new(BTreeSet::new()));
         let handle = tokio::spawn({

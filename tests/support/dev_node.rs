@@ -14,6 +14,8 @@ use super::{cluster, unique, wait_for};
 pub struct DevNode {
     child: Child,
     pub root: PathBuf,
+    nodes: Vec<String>,
+    args: Vec<String>,
 }
 
 impl DevNode {
@@ -24,11 +26,32 @@ impl DevNode {
     /// With more `dev-node` flags (e.g. `--missing-image`).
     pub async fn start_args(client: &Client, nodes: &[String], args: &[&str]) -> DevNode {
         let root = std::env::temp_dir().join(unique("damocles-dev-node"));
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = Self::spawn(&root, nodes, &args);
+        wait_ready(client, nodes).await;
+        DevNode {
+            child,
+            root,
+            nodes: nodes.to_vec(),
+            args,
+        }
+    }
+
+    /// Kills the agent as a crash would (SIGKILL: no clean-up, its nodes stay) and starts it
+    /// again on the same root, as kubelet comes back after a crash with its state directory.
+    pub async fn crash_and_restart(&mut self, client: &Client) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.root, &self.nodes, &self.args);
+        wait_ready(client, &self.nodes).await;
+    }
+
+    fn spawn(root: &std::path::Path, nodes: &[String], args: &[String]) -> Child {
         let mut command = Command::new(env!("CARGO_BIN_EXE_damocles-operator"));
         command
             .arg("dev-node")
             .arg("--root")
-            .arg(&root)
+            .arg(root)
             .arg("--remove-nodes-on-exit")
             .args(args);
         for node in nodes {
@@ -44,30 +67,32 @@ impl DevNode {
             &std::env::var_os("PATH").unwrap_or_default(),
         )))
         .unwrap();
-        let child = command
+        command
             .env("PATH", path)
             .env("KUBECONFIG", &cluster().kubeconfig)
             .spawn()
-            .expect("dev-node starts");
-        let api: Api<Node> = Api::all(client.clone());
-        for spec in nodes {
-            let name = spec.split(',').next().unwrap().to_string();
-            wait_for(
-                &format!("node {name} Ready"),
-                Duration::from_secs(30),
-                || async {
-                    let node = api.get_opt(&name).await.ok().flatten()?;
-                    let ready = node
-                        .status?
-                        .conditions?
-                        .into_iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True");
-                    ready.then_some(())
-                },
-            )
-            .await;
-        }
-        DevNode { child, root }
+            .expect("dev-node starts")
+    }
+}
+
+async fn wait_ready(client: &Client, nodes: &[String]) {
+    let api: Api<Node> = Api::all(client.clone());
+    for spec in nodes {
+        let name = spec.split(',').next().unwrap().to_string();
+        wait_for(
+            &format!("node {name} Ready"),
+            Duration::from_secs(30),
+            || async {
+                let node = api.get_opt(&name).await.ok().flatten()?;
+                let ready = node
+                    .status?
+                    .conditions?
+                    .into_iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                ready.then_some(())
+            },
+        )
+        .await;
     }
 }
 

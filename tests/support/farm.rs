@@ -46,7 +46,8 @@ impl Operator {
         Self::start_env(namespace, &manager.address, profiles, &env, extra)
     }
 
-    /// `env`: more variables for the operator (a crash schedule: DAMOCLES_OPERATOR_CRASH_SCHEDULE).
+    /// `env`: more variables for the operator (a crash schedule: DAMOCLES_OPERATOR_CRASH_SCHEDULE;
+    /// another KUBECONFIG).
     pub fn start_env(
         namespace: &str,
         manager: &str,
@@ -61,6 +62,11 @@ impl Operator {
             .unwrap()
             .to_string();
         let child = Command::new(env!("CARGO_BIN_EXE_damocles-operator"))
+            .env("KUBECONFIG", chart_service_account(namespace))
+            .env(
+                "RUST_LOG",
+                std::env::var("DAMOCLES_TEST_OPERATOR_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .envs(env.iter().copied())
             .args(["run", "--namespace", namespace, "--manager", manager])
             .args(["--poll-interval", "1s", "--retry-backoff", "1s"])
@@ -68,8 +74,6 @@ impl Operator {
             .arg("--profiles")
             .arg(profiles)
             .args(extra)
-            .env("KUBECONFIG", chart_service_account(namespace))
-            .env("RUST_LOG", "info")
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("the operator starts");
