@@ -137,7 +137,11 @@ fn table(rows: &[Row]) -> String {
             - scheduler_events
             // Pod DELETEs come from the dev node too (kubelet's final delete of a stopped pod):
             // the operator's own (one delete-collection per task) are its metric's.
-            + row.operator_writes.get("pod-delete").copied().unwrap_or(0.0);
+            + row
+                .operator_writes
+                .get(r#"{kind="pod-delete"}"#)
+                .copied()
+                .unwrap_or(0.0);
         let metric_writes: f64 = row.operator_writes.values().sum();
         let mut latency = row.latency_ms.clone();
         latency.sort_by(f64::total_cmp);
