@@ -1011,23 +1011,28 @@ mod tests {
         );
     }
 
-    /// The task's own pod (owner reference to its uid) is adopted; one another owner made with
-    /// the same name, or with no owner, is not.
-    #[test]
-    fn only_a_pod_the_task_owns_is_its_step_pod() {
+    /// The PC2 step pod of [`task`], with the default profiles, pinned to `node` if given.
+    fn pc2_pod(node: Option<&str>) -> Pod {
         let profiles = Profiles::default();
         let task = task();
         let request = request_for(&task, StepKind::Pc2, &profiles).unwrap();
         let profile = profiles.resolve(StepKind::Pc2, std::time::Duration::from_secs(60));
-        let mut pod = step_pod(
+        step_pod(
             &task,
             "seal-1-pc1done-0",
             &request,
             &profile,
             &profiles,
+            node,
             None,
-            None,
-        );
+        )
+    }
+
+    /// The task's own pod (owner reference to its uid) is adopted; one another owner made with
+    /// the same name, or with no owner, is not.
+    #[test]
+    fn only_a_pod_the_task_owns_is_its_step_pod() {
+        let mut pod = pc2_pod(None);
         assert_eq!(foreign_owner(&pod, Some("uid-1")), None);
         let message = foreign_owner(&pod, Some("uid-2")).unwrap();
         assert!(
@@ -1046,19 +1051,7 @@ mod tests {
     /// The pod cache's slim copy of a pod reads exactly as the whole pod does.
     #[test]
     fn a_slim_pod_reads_as_the_whole_pod() {
-        let profiles = Profiles::default();
-        let task = task();
-        let request = request_for(&task, StepKind::Pc2, &profiles).unwrap();
-        let profile = profiles.resolve(StepKind::Pc2, std::time::Duration::from_secs(60));
-        let mut pod = step_pod(
-            &task,
-            "seal-1-pc1done-0",
-            &request,
-            &profile,
-            &profiles,
-            Some("node-a"),
-            None,
-        );
+        let mut pod = pc2_pod(Some("node-a"));
         pod.metadata.creation_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
