@@ -544,3 +544,140 @@ async fn a_crash_at_every_point_of_the_sealer_rebuild_and_unseal_loses_and_repea
         }
     }
 }
+
+/// The snap-up plan under the crash schedule. A long run: it needs the empty-sector-update
+/// parameters, which CI does not generate. A committed-capacity sector is sealed without faults,
+/// then upgraded with a deal of random bytes while the operator dies at every point of the
+/// snap-up plan: the upgrade proof verified by the manager once (one commit job), the new CommD
+/// the deal's, no two pods of one step alive together, nothing left behind. The report goes to
+/// target/crash-schedule-snapup.md (docs/crash-schedule.md keeps one).
+#[tokio::test]
+#[ignore = "long run (scripts/test-long): needs the empty-sector-update parameters"]
+async fn a_crash_at_every_point_of_the_snap_up_loses_and_repeats_nothing() {
+    let scene = Scene::new("crash-snap").await;
+    let tasks = &scene.tasks;
+    let manager = &scene.manager;
+    let sealed = {
+        let _operator = scene.operator();
+        create_example(tasks, "sealer-2kib.yaml", "cc", serde_json::json!({})).await;
+        let task = wait_phase(tasks, "cc", Phase::Finished, Duration::from_secs(600)).await;
+        let sector = task.status.clone().unwrap().sector.unwrap();
+        wait_for(
+            "the CC sector finalized",
+            Duration::from_secs(60),
+            || async { (scene.record(sector.number).await["finalized"] == true).then_some(()) },
+        )
+        .await;
+        delete_and_wait(tasks, "cc").await;
+        task.status.unwrap()
+    };
+    let sector = sealed.sector.unwrap();
+    let committed_comm_r = sealed.outputs.unwrap().comm_r.unwrap();
+    let deal = manager.add_deal(2000).await;
+    let cid = deal["pieceCid"].as_str().unwrap().to_string();
+
+    let pods = PodWatch::start(scene.pods.clone());
+    let run = Supervised::start(&scene);
+    let mut outcomes: BTreeMap<String, String> = BTreeMap::new();
+    let started = std::time::Instant::now();
+    let number = serde_json::json!({"number": sector.number});
+    // An upgrade handed out and lost (the task paused): the admin gives it back, so the resumed
+    // task is handed the same sector and deal again.
+    let release = async || {
+        let record = scene.record(sector.number).await;
+        if record["snapupAllocated"] == true && record["upgrade"].is_null() {
+            let released = manager
+                .admin("/admin/release-snapup", Some(number.clone()))
+                .await;
+            assert_eq!(released["ok"], true, "{released}");
+        }
+    };
+    create_example(tasks, "snapup-2kib.yaml", "snapup", serde_json::json!({})).await;
+    let upgraded = finish(&scene, &run, "snapup", &mut outcomes, release).await;
+    let status = upgraded.status.unwrap();
+    assert_eq!(status.sector, Some(sector));
+    let outputs = status.outputs.unwrap();
+    assert_eq!(outputs.comm_d.map(|c| c.to_string()), Some(cid));
+    assert_ne!(outputs.comm_r.unwrap(), committed_comm_r, "a new CommR");
+    super::seal::reported_finalized(tasks, "snapup").await;
+    let record = scene.record(sector.number).await;
+    assert!(
+        record["upgrade"].is_object(),
+        "the dev manager accepted a verified upgrade proof: {record}"
+    );
+    // A resubmission after a crash between the answer and its record is refused by the commit
+    // job already running ("duplicate commit job"), which the operator takes as done: one
+    // upgrade, however often it was asked.
+    let snap_asked = record["submissions"]["SubmitSnapUpProof"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(snap_asked >= 1, "{record}");
+    delete_and_wait(tasks, "snapup").await;
+    wait_for("every pod gone", Duration::from_secs(60), || async {
+        scene
+            .pods
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        !scene.workspace("snapup").exists(),
+        "the snap-up's workspace removed"
+    );
+
+    let points = run.points();
+    let (starts, odd_exits) = run.stop().await;
+    let overlaps = pods.overlaps.lock().unwrap().clone();
+    let pods_seen = pods.seen.lock().unwrap().len();
+    let mut report = format!(
+        "{} snap-up points hit, {starts} operator starts, {pods_seen} pods, {:.0} s; \
+         SubmitSnapUpProof asked {snap_asked} times (one upgrade accepted: a repeat meets the \
+         commit job already running). Lost tasks: 0. Duplicate upgrades: 0. Concurrent pods of \
+         one step: {}. Operator deaths other than at a point: {}.\n\n| # | point | outcome \
+         |\n|---|---|---|\n",
+        points.len(),
+        started.elapsed().as_secs_f64(),
+        overlaps.len(),
+        odd_exits.len(),
+    );
+    for (index, point) in points.iter().enumerate() {
+        let outcome = outcomes
+            .get(point)
+            .map(String::as_str)
+            .unwrap_or("recovered");
+        report.push_str(&format!("| {} | `{point}` | {outcome} |\n", index + 1));
+    }
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/crash-schedule-snapup.md");
+    std::fs::write(&out, &report).unwrap();
+    eprintln!("{report}");
+    assert!(
+        overlaps.is_empty(),
+        "two pods of one step alive together: {overlaps:?}"
+    );
+    assert!(
+        odd_exits.is_empty(),
+        "the operator died other than at a point: {odd_exits:?}"
+    );
+    for effect in [
+        "status",
+        "pod-create",
+        "pods-delete",
+        "finalizer-add",
+        "finalizer-remove",
+        "call:AllocateSanpUpSector",
+        "call:StoreBasicInfo",
+        "call:SubmitSnapUpProof",
+        "call:ReportFinalized",
+    ] {
+        assert!(
+            points
+                .iter()
+                .any(|p| p.contains(&format!(" {effect} snapup/"))),
+            "no {effect} point of snapup hit: {points:?}"
+        );
+    }
+}

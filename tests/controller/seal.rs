@@ -16,7 +16,7 @@ fn documented_metrics() -> Vec<String> {
 }
 
 /// Waits until the manager answered the task's ReportFinalized.
-async fn reported_finalized(tasks: &Api<SealingTask>, name: &str) {
+pub(super) async fn reported_finalized(tasks: &Api<SealingTask>, name: &str) {
     wait_status(tasks, name, "ManagerFinalized", |s| {
         condition(s, "ManagerFinalized").is_some_and(|(status, _)| status == "True")
     })

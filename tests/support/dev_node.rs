@@ -107,7 +107,9 @@ impl Drop for DevNode {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = std::fs::remove_dir_all(&self.root);
+                if std::env::var_os("DAMOCLES_TEST_KEEP_FARM").is_none() {
+                    let _ = std::fs::remove_dir_all(&self.root);
+                }
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));

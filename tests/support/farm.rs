@@ -501,7 +501,9 @@ impl Scene {
 
 impl Drop for Scene {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        // DAMOCLES_TEST_KEEP_FARM keeps a passing test's farm too (its operator logs, workspaces
+        // and manager state), as a failing one's is kept.
+        if !std::thread::panicking() && std::env::var_os("DAMOCLES_TEST_KEEP_FARM").is_none() {
             std::fs::remove_dir_all(&self.farm.root).ok();
         }
     }

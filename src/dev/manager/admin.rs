@@ -140,6 +140,15 @@ pub(super) async fn mark_rebuild(
     .await
 }
 
+/// Gives back an upgrade handed out to a worker that lost it (ChainState::release_snapup).
+pub(super) async fn release_snapup(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<SectorRequest>,
+) -> AdminReply {
+    let id = request.id(&shared);
+    admin_change(&shared, |chain, rules, _| chain.release_snapup(rules, id)).await
+}
+
 /// Takes an online sector offline, as ReportFinalized does: what a farm admin does by hand
 /// (`damocles-manager util sealer sectors finalize`) after a rebuild or unseal job was handed to a
 /// worker that lost it, before queueing the job again (a job is only handed out for an offline

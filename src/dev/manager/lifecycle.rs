@@ -119,6 +119,35 @@ impl ChainState {
         })
     }
 
+    /// A handed-out upgrade whose worker lost it, given back as a farm admin does with
+    /// damocles-manager (`util sealer sectors abort`, `util market release-deals`, then
+    /// `util sealer snap fetch` to list the sector as a candidate again): the sector offline as
+    /// the committed-capacity sector it was, its deals free for another sector.
+    pub fn release_snapup(&mut self, rules: &ChainRules, id: SectorId) -> Result<(), ChainError> {
+        let record = self.online(rules, id)?;
+        if record.upgrade.is_some() {
+            return Err(ChainError::NotReady(format!(
+                "{id:?}: its upgrade proof was accepted and is being committed, not lost"
+            )));
+        }
+        if !record.snapup_allocated {
+            return Err(ChainError::NotReady(format!(
+                "{id:?} was not handed out for a snap upgrade"
+            )));
+        }
+        record.snapup_allocated = false;
+        record.finalized = true;
+        record.pieces.clear();
+        record.upgrade_unsealed = None;
+        record.upgrade_public = None;
+        for deal in self.deals.iter_mut() {
+            if deal.sector == Some(id.number) {
+                deal.sector = None;
+            }
+        }
+        Ok(())
+    }
+
     pub fn submit_snapup(
         &mut self,
         rules: &ChainRules,
@@ -468,6 +497,16 @@ mod tests {
         assert_eq!(snap.public.comm_r, [1; 32]);
         assert_eq!(snap.private.access_instance, "store-1");
         assert_eq!(state.snapup_candidate(&rules, &spec, 10_200), None);
+        // Lost by its worker and given back by the admin: a candidate again, then handed out
+        // again as before.
+        state.release_snapup(&rules, id).unwrap();
+        assert!(state.sectors[&id.number].finalized, "offline again");
+        assert!(state.sectors[&id.number].upgrade_public.is_none());
+        assert_eq!(state.snapup_candidate(&rules, &spec, 10_200), Some(number));
+        let again = state
+            .allocate_snapup(&rules, number, 10_200, vec![deal_piece()], [9; 32])
+            .unwrap();
+        assert_eq!(again, snap);
 
         let submit = |state: &mut ChainState, sha: &str, verified, files_present| {
             let checks = SnapUpChecks {
@@ -507,6 +546,10 @@ mod tests {
             state.sectors[&id.number].submissions["SubmitSnapUpProof"],
             5
         );
+        assert!(matches!(
+            state.release_snapup(&rules, id),
+            Err(ChainError::NotReady(m)) if m.contains("accepted")
+        ));
         assert!(matches!(
             state.mark_rebuild(&rules, id, 10_400),
             Err(ChainError::NotReady(m)) if m.contains("not finalized")

@@ -240,6 +240,7 @@ pub async fn start(
         .route("/admin/rebuild", post(mark_rebuild))
         .route("/admin/unseal", post(queue_unseal))
         .route("/admin/finalize", post(super::admin::finalize))
+        .route("/admin/release-snapup", post(super::admin::release_snapup))
         .route("/admin/outage", post(set_outage))
         .route("/admin/deals", post(super::market::add_deal))
         .route(
