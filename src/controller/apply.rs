@@ -483,7 +483,7 @@ impl TaskRun {
                 pods::slim(&mut created);
                 let key = format!("{}/{}", self.task_namespace(), created.name_any());
                 self.ctx
-                    .created_pods
+                    .uncached_pods
                     .created(key, created, std::time::Instant::now());
                 Ok(())
             }
@@ -502,7 +502,7 @@ impl TaskRun {
         self.ctx.metrics.write("pod-delete");
         self.crash_point(false, "pod-delete");
         let key = format!("{}/{name}", self.task_namespace());
-        self.ctx.created_pods.forget(&key);
+        self.ctx.uncached_pods.forget(&key);
         match self.pods.delete(name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}

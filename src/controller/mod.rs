@@ -91,13 +91,67 @@ impl Manager for MeteredManager {
     }
 }
 
+/// A pod watch event as the pod cache takes it: slimmed; a pod seen finished as deleted from the
+/// cache (and remembered in `uncached` with its final state); a finished pod's deletion dropped,
+/// its finish having said all the operator reads. A finished pod listed after the watch
+/// restarted is deleted from the cache without being remembered: it still wakes its task, which
+/// reads it from the apiserver (a relist may list every finished pod kept for its log).
+fn pod_cache_event(
+    event: watcher::Event<Pod>,
+    uncached: &own_writes::UncachedPods,
+) -> Option<watcher::Event<Pod>> {
+    use watcher::Event;
+    let finished = |pod: &Pod| {
+        pod.status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|phase| matches!(phase, "Succeeded" | "Failed"))
+    };
+    let key = |pod: &Pod| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+    let now = std::time::Instant::now();
+    match event {
+        Event::Apply(pod) | Event::InitApply(pod) | Event::Delete(pod)
+            if finished(&pod) && pod.metadata.deletion_timestamp.is_some() =>
+        {
+            None
+        }
+        Event::Delete(pod) if finished(&pod) => None,
+        Event::Apply(mut pod) if finished(&pod) => {
+            pods::slim(&mut pod);
+            uncached.finished(key(&pod), pod.clone(), now);
+            Some(Event::Delete(pod))
+        }
+        Event::InitApply(mut pod) if finished(&pod) => {
+            pods::slim(&mut pod);
+            Some(Event::Delete(pod))
+        }
+        Event::Apply(mut pod) => {
+            uncached.seen(key(&pod), now);
+            pods::slim(&mut pod);
+            Some(Event::Apply(pod))
+        }
+        Event::InitApply(mut pod) => {
+            uncached.seen(key(&pod), now);
+            pods::slim(&mut pod);
+            Some(Event::InitApply(pod))
+        }
+        Event::Delete(mut pod) => {
+            pods::slim(&mut pod);
+            Some(Event::Delete(pod))
+        }
+        Event::Init => Some(Event::Init),
+        Event::InitDone => Some(Event::InitDone),
+    }
+}
+
 pub(crate) struct Context {
     client: Client,
     cache: TaskCache,
-    /// The operator's pods (step and cleanup pods), slimmed to what it reads of them.
+    /// The operator's unfinished pods (step and cleanup pods), slimmed to what it reads of them.
     pod_cache: Store<Pod>,
     own_writes: own_writes::OwnWrites,
-    created_pods: Arc<own_writes::CreatedPods>,
+    /// Pods just created or just finished, which the pod cache does not hold.
+    uncached_pods: Arc<own_writes::UncachedPods>,
     slots: slots::Slots,
     events: throttle::EventBudget,
     metrics: Arc<metrics::Metrics>,
@@ -227,24 +281,27 @@ pub async fn run(
         .reflect(task_cache_writer)
         .applied_objects();
     let controller = Controller::for_stream(task_events, task_cache);
-    // One watch of the operator's unfinished pods both wakes their tasks and fills the cache
-    // step pods are read from. A pod that finishes leaves the watch (the apiserver sends it as
-    // deleted, in its final state, which wakes its task); one the status names is then read
-    // from the apiserver. So the cache holds about one pod per task, not every finished step
-    // pod kept for its log, and only what the operator reads of it.
-    let pod_watch = watcher::Config::default()
-        .labels(&format!("{}={}", pods::MANAGED_BY.0, pods::MANAGED_BY.1))
-        .fields("status.phase!=Succeeded,status.phase!=Failed");
-    let created_pods = Arc::new(own_writes::CreatedPods::default());
+    // One watch of the operator's pods both wakes their tasks and fills the cache step pods are
+    // read from. The cache holds unfinished pods only, slimmed to what the operator reads: a pod
+    // seen finishing leaves it (the event wakes its task, which reads the final state from
+    // `uncached_pods`, or from the apiserver a minute later), so it holds about one pod per
+    // task, not every finished step pod kept for its log. (A field selector on the phase would
+    // keep finished pods out too, but the apiserver sends a pod leaving a selector as deleted
+    // with the last content that matched, so each finish would cost a GET.)
+    let pod_watch = watcher::Config::default().labels(&format!(
+        "{}={}",
+        pods::MANAGED_BY.0,
+        pods::MANAGED_BY.1
+    ));
+    let uncached_pods = Arc::new(own_writes::UncachedPods::default());
     let (pod_cache, pod_cache_writer) = reflector::store();
     let pod_events = watcher(pods, pod_watch)
         .default_backoff()
-        .modify({
-            let created_pods = created_pods.clone();
-            move |pod: &mut Pod| {
-                let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
-                created_pods.seen(key, std::time::Instant::now());
-                pods::slim(pod);
+        .filter_map({
+            let uncached_pods = uncached_pods.clone();
+            move |event| {
+                let event = event.map(|event| pod_cache_event(event, &uncached_pods));
+                std::future::ready(event.transpose())
             }
         })
         .reflect(pod_cache_writer)
@@ -253,7 +310,7 @@ pub async fn run(
         cache: controller.store(),
         pod_cache,
         own_writes: own_writes::OwnWrites::default(),
-        created_pods,
+        uncached_pods,
         slots: slots::Slots::default(),
         events: throttle::EventBudget::default(),
         metrics: metrics.clone(),
@@ -501,4 +558,74 @@ async fn reconcile(
         crate::dev::crash_schedule_point(true, effect, plan, state);
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use watcher::Event;
+
+    fn pod(name: &str, phase: &str, deleting: bool) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name,
+                "namespace": "farm",
+                "deletionTimestamp": deleting.then_some("2026-12-01T00:00:00Z"),
+                "annotations": {"big": "x"},
+            },
+            "status": {"phase": phase},
+        }))
+        .expect("a pod")
+    }
+
+    fn name(event: &Option<Event<Pod>>) -> Option<(&'static str, String)> {
+        match event.as_ref()? {
+            Event::Apply(p) => Some(("apply", p.name_any())),
+            Event::InitApply(p) => Some(("init-apply", p.name_any())),
+            Event::Delete(p) => Some(("delete", p.name_any())),
+            Event::Init | Event::InitDone => None,
+        }
+    }
+
+    #[test]
+    fn a_finished_pod_leaves_the_cache_and_is_remembered_with_its_final_state() {
+        let uncached = own_writes::UncachedPods::default();
+        let now = std::time::Instant::now;
+        let running = pod_cache_event(Event::Apply(pod("p", "Running", false)), &uncached);
+        assert_eq!(name(&running), Some(("apply", "p".into())));
+        let Some(Event::Apply(slim)) = running else {
+            unreachable!()
+        };
+        assert!(slim.metadata.annotations.is_none(), "slimmed");
+        assert!(uncached.get("farm/p", now()).is_none(), "the cache has it");
+
+        let done = pod_cache_event(Event::Apply(pod("p", "Succeeded", false)), &uncached);
+        assert_eq!(
+            name(&done),
+            Some(("delete", "p".into())),
+            "out of the cache"
+        );
+        let remembered = uncached.get("farm/p", now()).expect("remembered");
+        assert_eq!(
+            remembered.status.as_ref().unwrap().phase.as_deref(),
+            Some("Succeeded")
+        );
+        // Its deletion (the task's end) tells nothing more: no event, no wake.
+        for event in [
+            Event::Apply(pod("p", "Succeeded", true)),
+            Event::Delete(pod("p", "Succeeded", true)),
+            Event::Delete(pod("p", "Failed", false)),
+        ] {
+            assert!(pod_cache_event(event, &uncached).is_none());
+        }
+        // A running pod deleted is a deletion the task must hear of.
+        let lost = pod_cache_event(Event::Delete(pod("q", "Running", true)), &uncached);
+        assert_eq!(name(&lost), Some(("delete", "q".into())));
+        // Listed after the watch restarted: a finished pod wakes its task but is not kept.
+        let listed = pod_cache_event(Event::InitApply(pod("r", "Failed", false)), &uncached);
+        assert_eq!(name(&listed), Some(("delete", "r".into())));
+        assert!(uncached.get("farm/r", now()).is_none());
+        let listed = pod_cache_event(Event::InitApply(pod("s", "Pending", false)), &uncached);
+        assert_eq!(name(&listed), Some(("init-apply", "s".into())));
+    }
 }

@@ -145,10 +145,10 @@ impl TaskRun {
         }
     }
 
-    /// A pod of this task: from the operator's pod cache (unfinished pods), or as this operator
-    /// created it if the watch has not seen it yet. Otherwise, when `confirm_absence`, from the
-    /// apiserver: a finished pod is not in the cache, and a pod the status names, wrongly taken
-    /// for gone, would be reported lost and started again. A pod the status does not name yet and
+    /// A pod of this task: from the operator's pod cache (unfinished pods), as this operator
+    /// created it if the watch has not seen it yet, or as the watch saw it finish in the last
+    /// minute. Otherwise, when `confirm_absence`, from the apiserver: a pod the status names,
+    /// wrongly taken for gone, would be reported lost and started again. A pod the status does not name yet and
     /// neither has is taken for absent: created, it is adopted if it exists after all.
     async fn get_pod(&self, name: &str, confirm_absence: bool) -> Result<Option<Arc<Pod>>, Error> {
         let namespace = self.task_namespace();
@@ -160,7 +160,7 @@ impl TaskRun {
             return Ok(cached);
         }
         let key = format!("{namespace}/{name}");
-        let created = self.ctx.created_pods.get(&key, std::time::Instant::now());
+        let created = self.ctx.uncached_pods.get(&key, std::time::Instant::now());
         if created.is_some() || !confirm_absence {
             return Ok(created);
         }

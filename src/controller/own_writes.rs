@@ -122,27 +122,41 @@ impl OwnWrites {
     }
 }
 
-/// Pods this operator created that its pod watch has not seen yet, as the apiserver answered
-/// their creation: a reconcile soon after a create (woken by the task's own status write) reads
-/// the pod from here rather than asking the apiserver. Once the watch has seen a pod (or after
-/// [`CREATED_POD_TTL`]) it is read from the cache, or from the apiserver if it has finished.
+/// Pods the pod cache does not hold, as last known: one this operator just created that its pod
+/// watch has not seen yet (as the apiserver answered the creation: a reconcile soon after a
+/// create, woken by the task's own status write, reads it from here rather than asking the
+/// apiserver), and one the watch just saw finish (the cache holds unfinished pods only, and the
+/// task the finish wakes reads the pod's result from here instead of a GET). After
+/// [`CREATED_POD_TTL`] or [`FINISHED_POD_TTL`] a pod is read from the cache, or from the
+/// apiserver.
 #[derive(Default)]
-pub struct CreatedPods {
+pub struct UncachedPods {
     pods: Mutex<HashMap<String, Sighting>>,
 }
 
 enum Sighting {
     /// Created then, as the apiserver answered; not seen by the watch since.
     Created(Instant, Arc<Pod>),
-    /// Seen by the watch then (perhaps before the create call returned).
+    /// Seen by the watch then (perhaps before the create call returned), unfinished.
     Seen(Instant),
+    /// Seen finished by the watch then, in this final state.
+    Finished(Instant, Arc<Pod>),
 }
 
 impl Sighting {
     fn at(&self) -> Instant {
         match self {
-            Sighting::Created(at, _) | Sighting::Seen(at) => *at,
+            Sighting::Created(at, _) | Sighting::Seen(at) | Sighting::Finished(at, _) => *at,
         }
+    }
+
+    /// Still worth remembering at `now`.
+    fn fresh(&self, now: Instant) -> bool {
+        let ttl = match self {
+            Sighting::Created(..) | Sighting::Seen(_) => CREATED_POD_TTL,
+            Sighting::Finished(..) => FINISHED_POD_TTL,
+        };
+        now.duration_since(self.at()) < ttl
     }
 }
 
@@ -150,26 +164,38 @@ impl Sighting {
 /// for (a pod that finished or was deleted before the watch saw it would otherwise read as new).
 pub const CREATED_POD_TTL: Duration = Duration::from_secs(30);
 
-impl CreatedPods {
+/// The task a pod's finish wakes reads it within moments unless thousands of tasks are queued in
+/// front of it; past this it reads the pod from the apiserver. Bounds the memory kept: the pods
+/// that finished in the last minute.
+pub const FINISHED_POD_TTL: Duration = Duration::from_secs(60);
+
+impl UncachedPods {
     /// Pod `key` (namespace/name) was just created, and the apiserver answered `pod`.
     pub fn created(&self, key: String, pod: Pod, now: Instant) {
         let mut pods = self.lock();
-        pods.retain(|_, sighting| now.duration_since(sighting.at()) < CREATED_POD_TTL);
-        if !matches!(pods.get(&key), Some(Sighting::Seen(_))) {
-            pods.insert(key, Sighting::Created(now, Arc::new(pod)));
-        }
+        pods.retain(|_, sighting| sighting.fresh(now));
+        pods.entry(key)
+            .or_insert_with(|| Sighting::Created(now, Arc::new(pod)));
     }
 
-    /// The pod watch saw pod `key`: from now on it is the cache's (or the apiserver's) to say.
+    /// The pod watch saw pod `key` unfinished: from now on it is the cache's to say.
     pub fn seen(&self, key: String, now: Instant) {
         self.lock().insert(key, Sighting::Seen(now));
     }
 
-    /// Pod `key` as created, if it was created in the last [`CREATED_POD_TTL`] and the watch has
-    /// not seen it since.
+    /// The pod watch saw pod `key` finished, as `pod`.
+    pub fn finished(&self, key: String, pod: Pod, now: Instant) {
+        let mut pods = self.lock();
+        pods.retain(|_, sighting| sighting.fresh(now));
+        pods.insert(key, Sighting::Finished(now, Arc::new(pod)));
+    }
+
+    /// Pod `key` as created or as it finished, if that is recent and the cache does not hold it.
     pub fn get(&self, key: &str, now: Instant) -> Option<Arc<Pod>> {
         match self.lock().get(key)? {
-            Sighting::Created(at, pod) if now.duration_since(*at) < CREATED_POD_TTL => {
+            sighting @ (Sighting::Created(_, pod) | Sighting::Finished(_, pod))
+                if sighting.fresh(now) =>
+            {
                 Some(pod.clone())
             }
             _ => None,
@@ -182,7 +208,7 @@ impl CreatedPods {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Sighting>> {
-        self.pods.lock().expect("created pods lock")
+        self.pods.lock().expect("uncached pods lock")
     }
 }
 
@@ -244,7 +270,7 @@ mod tests {
 
     #[test]
     fn a_created_pod_is_remembered_until_the_watch_sees_it_or_its_time_is_up() {
-        let pods = CreatedPods::default();
+        let pods = UncachedPods::default();
         let start = Instant::now();
         pods.created("farm/p".into(), Pod::default(), start);
         assert!(pods.get("farm/p", start + CREATED_POD_TTL / 2).is_some());
@@ -269,5 +295,29 @@ mod tests {
             1,
             "expired entries are dropped as others come"
         );
+    }
+
+    #[test]
+    fn a_finished_pod_is_read_as_the_watch_saw_it_finish_for_a_minute() {
+        let pods = UncachedPods::default();
+        let start = Instant::now();
+        let done = Pod {
+            status: Some(k8s_openapi::api::core::v1::PodStatus {
+                phase: Some("Succeeded".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        pods.created("farm/p".into(), Pod::default(), start);
+        pods.seen("farm/p".into(), start);
+        pods.finished("farm/p".into(), done.clone(), start);
+        let read = pods.get("farm/p", start + FINISHED_POD_TTL / 2).unwrap();
+        assert_eq!(*read, done);
+        assert!(pods.get("farm/p", start + FINISHED_POD_TTL).is_none());
+        // Its final state is not taken back by a create answer that arrives late.
+        pods.created("farm/p".into(), Pod::default(), start);
+        assert_eq!(*pods.get("farm/p", start).unwrap(), done);
+        pods.forget("farm/p");
+        assert!(pods.get("farm/p", start).is_none());
     }
 }
