@@ -123,19 +123,24 @@ fn next_steps(task: &SealingTask, name: &str, state: State, phase: Phase) -> Str
     }
 }
 
-/// The label selector `kubectl damocles list` asks for.
-pub fn list_selector(sector: Option<u64>, miner: Option<u64>, pool: Option<&str>) -> String {
-    let mut terms = Vec::new();
+/// The field and label selectors `kubectl damocles list` asks for: the sector by the task's status
+/// (the SealingTask's selectable fields), the pool by the label it gives its tasks.
+pub fn list_selectors(
+    sector: Option<u64>,
+    miner: Option<u64>,
+    pool: Option<&str>,
+) -> (String, String) {
+    let mut fields = Vec::new();
     if let Some(sector) = sector {
-        terms.push(format!("{}={sector}", crate::task::SECTOR_LABEL));
+        fields.push(format!("status.sector.number={sector}"));
     }
     if let Some(miner) = miner {
-        terms.push(format!("{}={miner}", crate::task::MINER_LABEL));
+        fields.push(format!("status.sector.miner={miner}"));
     }
-    if let Some(pool) = pool {
-        terms.push(format!("{}={pool}", crate::pool::POOL_LABEL));
-    }
-    terms.join(",")
+    let labels = pool.map_or_else(String::new, |pool| {
+        format!("{}={pool}", crate::pool::POOL_LABEL)
+    });
+    (fields.join(","), labels)
 }
 
 #[cfg(test)]
@@ -224,9 +229,15 @@ mod tests {
     #[test]
     fn list_selects_by_sector_miner_and_pool() {
         assert_eq!(
-            list_selector(Some(42), Some(1000), Some("cc")),
-            "damocles.io/sector=42,damocles.io/miner=1000,damocles.io/pool=cc"
+            list_selectors(Some(42), Some(1000), Some("cc")),
+            (
+                "status.sector.number=42,status.sector.miner=1000".to_string(),
+                "damocles.io/pool=cc".to_string()
+            )
         );
-        assert_eq!(list_selector(None, None, None), "");
+        assert_eq!(
+            list_selectors(None, None, None),
+            (String::new(), String::new())
+        );
     }
 }

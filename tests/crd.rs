@@ -105,6 +105,26 @@ fn crd_names_printer_columns_and_status() {
     assert_eq!(crd["spec"]["names"]["categories"], json!(["damocles"]));
     // The long error message only with `-o wide`.
     assert_eq!(version["additionalPrinterColumns"][6]["priority"], 1);
+    // `kubectl get st --field-selector status.sector.number=42` (the apiserver evaluates these
+    // against each task's status: the operator writes no labels for them).
+    let selectable: Vec<&str> = version["selectableFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["jsonPath"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        selectable,
+        [
+            ".spec.plan",
+            ".status.sectorName",
+            ".status.sector.miner",
+            ".status.sector.number",
+            ".status.state",
+            ".status.phase",
+            ".status.node"
+        ]
+    );
 }
 
 fn rules_at(schema: &Value) -> Vec<String> {

@@ -39,7 +39,14 @@ pub const HISTORY_LIMIT: usize = 32;
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Node","type":"string","jsonPath":".status.node"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    printcolumn = r#"{"name":"Error","type":"string","priority":1,"jsonPath":".status.lastError.message"}"#
+    printcolumn = r#"{"name":"Error","type":"string","priority":1,"jsonPath":".status.lastError.message"}"#,
+    selectable = ".spec.plan",
+    selectable = ".status.sectorName",
+    selectable = ".status.sector.miner",
+    selectable = ".status.sector.number",
+    selectable = ".status.state",
+    selectable = ".status.phase",
+    selectable = ".status.node"
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = cel::resume_state_in_plan())]
@@ -160,8 +167,9 @@ pub struct SealingTaskStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sector: Option<SectorRef>,
 
-    /// The sector as damocles names its files, `s-t0<miner>-<number>` (the Sector column); the
-    /// task is also labelled `damocles.io/miner` and `damocles.io/sector`, for `kubectl get st -l`.
+    /// The sector as damocles names its files, `s-t0<miner>-<number>` (the Sector column). Tasks
+    /// are selected by sector with `kubectl get st --field-selector status.sectorName=s-t01000-42`
+    /// (or `status.sector.number=42`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub sector_name: Option<String>,

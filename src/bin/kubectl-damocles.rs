@@ -120,9 +120,9 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 tasks
             };
-            let selector = plugin::list_selector(sector, miner, pool.as_deref());
+            let (fields, labels) = plugin::list_selectors(sector, miner, pool.as_deref());
             let found = tasks
-                .list(&ListParams::default().labels(&selector))
+                .list(&ListParams::default().fields(&fields).labels(&labels))
                 .await
                 .context("listing SealingTasks")?;
             println!(

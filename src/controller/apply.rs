@@ -2,7 +2,6 @@
 //! again, until the core waits; then write the status (once, and only if it changed) and, when
 //! the task has ended, publish one Event for the transitions taken.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,10 +78,7 @@ impl TaskRun {
         let read_at = self.resource_version.clone();
         let outcome = self.decide_until_wait().await;
         let saved = match outcome {
-            Ok(_) => match self.write_status().await {
-                Ok(()) => self.label_sector().await,
-                failed => failed,
-            },
+            Ok(_) => self.write_status().await,
             // What the core asked to keep (an allocated sector, a ticket) is kept even though a
             // later effect failed; the rest of this reconcile's status is decided again.
             Err(_) => self.write_unwritten().await,
@@ -453,26 +449,6 @@ impl TaskRun {
         self.resource_version = updated.resource_version();
         self.crash_point(true, &effect);
         Ok(updated)
-    }
-
-    /// Labels the task with its miner and sector number once it holds a sector, after that
-    /// status is written. A merge patch of metadata.labels: it leaves the user's labels alone.
-    async fn label_sector(&mut self) -> Result<(), Error> {
-        let wanted = task::sector_labels(&self.status);
-        let labels = self.task.labels();
-        if wanted
-            .iter()
-            .all(|(key, value)| labels.get(*key) == Some(value))
-        {
-            return Ok(());
-        }
-        let wanted: BTreeMap<&str, String> = wanted.into_iter().collect();
-        let patch = json!({"metadata": {"labels": wanted}});
-        let updated = self
-            .merge_patch(&patch, "labelling the task with its sector", "labels")
-            .await?;
-        self.task.metadata.labels = updated.metadata.labels;
-        Ok(())
     }
 
     async fn create_pod(&mut self, pod: &Pod, action: &'static str) -> Result<(), Error> {

@@ -96,22 +96,6 @@ pub struct Task<'a> {
 /// task finishes before it goes.
 pub const ABORT_ON_DELETE: &str = "damocles.io/abort-on-delete";
 
-/// The labels a task carries once it holds a sector, so `kubectl get st -l damocles.io/sector=42`
-/// finds it.
-pub const MINER_LABEL: &str = "damocles.io/miner";
-pub const SECTOR_LABEL: &str = "damocles.io/sector";
-
-/// The labels `status` calls for: the miner and the sector number, once a sector is the task's;
-/// none before.
-pub fn sector_labels(status: &SealingTaskStatus) -> Vec<(&'static str, String)> {
-    status.sector.map_or_else(Vec::new, |sector| {
-        vec![
-            (MINER_LABEL, sector.miner.to_string()),
-            (SECTOR_LABEL, sector.number.to_string()),
-        ]
-    })
-}
-
 impl<'a> Task<'a> {
     pub fn of(task: &'a SealingTask) -> Self {
         Self {

@@ -49,21 +49,25 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified(
         "{visited:?}"
     );
     assert!(status.node.is_some(), "pinned to the node of its workspace");
-    // The Sector column and the labels `kubectl get st -l damocles.io/sector=N` selects by.
+    // The Sector column, and the selectable fields `kubectl get st --field-selector` selects by
+    // (the apiserver evaluates them against the status: no labels to write).
     assert_eq!(status.sector_name, Some(sector.to_string()));
-    let by_sector = ListParams::default().labels(&format!(
-        "damocles.io/sector={},damocles.io/miner={}",
-        sector.number, sector.miner
-    ));
-    let found: Vec<String> = tasks
-        .list(&by_sector)
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|t| t.name_any())
-        .collect();
-    assert_eq!(found, [name]);
+    let (fields, _) =
+        damocles_operator::plugin::list_selectors(Some(sector.number), Some(sector.miner), None);
+    for selector in [
+        fields,
+        format!("status.sectorName={sector},status.phase=Finished,spec.plan=sealer"),
+    ] {
+        let found: Vec<String> = tasks
+            .list(&ListParams::default().fields(&selector))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|t| t.name_any())
+            .collect();
+        assert_eq!(found, [name], "{selector}");
+    }
 
     let record = &scene.record(sector.number).await;
     assert!(
@@ -109,27 +113,20 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified(
         "polled before the submission and until it landed"
     );
     let transitions = value("damocles_transitions_total");
-    let writes: f64 = [
-        "status",
-        "spec",
-        "labels",
-        "pod-create",
-        "pod-delete",
-        "event",
-    ]
-    .iter()
-    .map(|kind| {
-        metrics
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(&format!(r#"damocles_api_writes_total{{kind="{kind}"}}"#))?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-            .unwrap_or(0.0)
-    })
-    .sum();
+    let writes: f64 = ["status", "spec", "pod-create", "pod-delete", "event"]
+        .iter()
+        .map(|kind| {
+            metrics
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!(r#"damocles_api_writes_total{{kind="{kind}"}}"#))?
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+                .unwrap_or(0.0)
+        })
+        .sum();
     eprintln!("API writes: {writes} for {transitions} transitions\n{metrics}");
     // Every metric docs/metrics.md lists is exported (a family with no samples yet still has
     // its TYPE line).
@@ -161,9 +158,9 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified(
     timeline.report();
     // The write budget of docs/benchmarks.md: a pod and a status write per step (8 pods with
     // the workspace cleanup), two status writes per submission (intent, outcome), one per chain
-    // wait and for the end, one Event (the end), the sector labels, the pods' delete-collection.
-    // 26 measured on 2026-12-01; two more for a step pod slow to start or one more poll.
-    assert!(writes <= 28.0, "{writes} API writes for one sealer task");
+    // wait and for the end, one Event (the end), the pods' delete-collection. 25 measured on
+    // 2026-12-01; two more for a step pod slow to start or one more poll.
+    assert!(writes <= 27.0, "{writes} API writes for one sealer task");
     let ready = reqwest::get(format!("http://{operator_metrics}/readyz"))
         .await
         .unwrap();

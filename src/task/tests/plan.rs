@@ -33,14 +33,6 @@ fn an_allocated_sector_is_written_before_the_next_call_and_manager_work_chains()
     let second = decide_now(task(&spec), &first.status, &answered(&call, Ok(allocated)));
     assert_eq!(second.status.sector, Some(SECTOR));
     assert_eq!(second.status.sector_name, Some(SECTOR.to_string()));
-    assert_eq!(
-        crate::task::sector_labels(&second.status),
-        [
-            (crate::task::MINER_LABEL, SECTOR.miner.to_string()),
-            (crate::task::SECTOR_LABEL, SECTOR.number.to_string())
-        ]
-    );
-    assert!(crate::task::sector_labels(&first.status).is_empty());
     assert!(has(&second, |e| *e == Effect::WriteStatus));
     // Allocated -> DealsAcquired (no deals asked for) -> the add-piece step's pod is looked up.
     assert_eq!(second.status.state, Some(State::DealsAcquired));
