@@ -128,9 +128,10 @@ pub struct RunArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub poll_interval: std::time::Duration,
     /// How often to ask the manager, while a step runs, whether it still holds the sector (a
-    /// ReportState of the current state, also sent once per reconcile of a task under way). A
-    /// sector aborted at the manager (`damocles-manager util sealer sectors abort`) stops its task
-    /// within this long. 0s: report state changes only, as damocles-worker does.
+    /// ReportState of the current state, also sent by a reconcile of a task under way when none
+    /// went out in the last half of this). A sector aborted at the manager (`damocles-manager
+    /// util sealer sectors abort`) stops its task within this long. 0s: report state changes
+    /// only, as damocles-worker does.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub manager_heartbeat: std::time::Duration,
     /// The longest wait between tries while the manager does not answer (connection refused,

@@ -109,7 +109,14 @@ impl TaskRun {
     }
 
     async fn decide_until_wait(&mut self) -> Result<Outcome, Error> {
-        let mut observed = Observed::default();
+        let mut observed = Observed {
+            heartbeat_recent: self.ctx.heartbeats.recent(
+                &self.key,
+                self.ctx.settings.rules.manager_heartbeat,
+                std::time::Instant::now(),
+            ),
+            ..Observed::default()
+        };
         for _ in 0..DECISION_LIMIT {
             let now = Timestamp::now().as_second();
             let rules = &self.ctx.settings.rules;

@@ -4,6 +4,7 @@
 
 mod apply;
 pub mod error;
+mod heartbeats;
 pub mod leader;
 pub mod metrics;
 mod observe;
@@ -152,6 +153,7 @@ pub(crate) struct Context {
     own_writes: own_writes::OwnWrites,
     /// Pods just created or just finished, which the pod cache does not hold.
     uncached_pods: Arc<own_writes::UncachedPods>,
+    heartbeats: heartbeats::Heartbeats,
     slots: slots::Slots,
     events: throttle::EventBudget,
     metrics: Arc<metrics::Metrics>,
@@ -311,6 +313,7 @@ pub async fn run(
         pod_cache,
         own_writes: own_writes::OwnWrites::default(),
         uncached_pods,
+        heartbeats: heartbeats::Heartbeats::default(),
         slots: slots::Slots::default(),
         events: throttle::EventBudget::default(),
         metrics: metrics.clone(),
@@ -506,6 +509,7 @@ async fn reconcile(
                 .map_err(|source| Error::observe(&namespace, &name, source))?
             else {
                 ctx.own_writes.forget(&key);
+                ctx.heartbeats.forget(&key);
                 return Ok(Requeue::await_change());
             };
             ctx.own_writes.read_fresh(&key, &fresh);
@@ -519,7 +523,10 @@ async fn reconcile(
         // normal wait, not an error.
         match TaskRun::new(current.clone(), ctx.clone()).run().await? {
             Outcome::Requeue(requeue) => return Ok(requeue),
-            Outcome::Released => ctx.own_writes.forget(&key),
+            Outcome::Released => {
+                ctx.own_writes.forget(&key);
+                ctx.heartbeats.forget(&key);
+            }
         }
     }
     // The finalizer's own writes (added on a new task, removed once released) are crash-schedule

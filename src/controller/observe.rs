@@ -100,6 +100,9 @@ impl TaskRun {
             // A question to the manager, not an effect: it waits for no write.
             Question::SectorState(call) => {
                 let reply = self.call_manager(&call).await;
+                self.ctx
+                    .heartbeats
+                    .sent(&self.key, std::time::Instant::now());
                 if let Err(failure) = &reply {
                     warn!(task = %self.key, "heartbeat: {}", failure.message);
                 }

@@ -234,6 +234,9 @@ pub struct Observed {
     /// The manager's answer to this reconcile's heartbeat (a ReportState), kept for the whole
     /// reconcile: asked once.
     pub sector_state: Option<Result<Reply, CallFailure>>,
+    /// This task's heartbeat went out less than half of `manager_heartbeat` ago (the executor
+    /// keeps that in memory; a restarted operator sends it again): this reconcile sends none.
+    pub heartbeat_recent: bool,
 }
 
 /// The pod that removes an ended task's workspace.

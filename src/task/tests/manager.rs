@@ -151,6 +151,15 @@ fn the_heartbeat_ends_a_task_whose_sector_the_manager_aborted() {
     let running = decide(task(&spec), &status, &observed, NOW, &rules);
     assert_eq!(running.wake, Wake::After(Duration::from_secs(60)));
     assert_eq!(running.status.state, Some(State::PC1Done));
+    // One sent moments ago (a step boundary right after a heartbeat): none asked, the step's
+    // pod looked at straight away, the timed wake still set.
+    let recent = Observed {
+        heartbeat_recent: true,
+        ..pod(PodReport::Running, Some("node-a"), NOW - 5)
+    };
+    let skipped = decide(task(&spec), &status, &recent, NOW, &rules);
+    assert_eq!(skipped.wake, Wake::After(Duration::from_secs(60)));
+    assert!(!matches!(skipped.wake, Wake::Ask(Question::SectorState(_))));
 
     // Aborted at the manager: the step pod goes, no ReportAborted (the sector is offline there).
     observed.sector_state = Some(Ok(Reply::State(Some(

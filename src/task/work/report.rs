@@ -35,12 +35,18 @@ impl Turn<'_> {
         Some(self.report_call(sector, prev, state.to_string(), event))
     }
 
-    /// Once per reconcile of a task under way (when `manager_heartbeat` is set): asks the manager
+    /// When due (`manager_heartbeat` set, none sent in the last half of it): asks the manager
     /// how the sector stands. A sector it finalized (aborted from its CLI) ends the task here,
     /// its step interrupted; damocles-worker finds out only at its next state change. A heartbeat
-    /// without an answer changes nothing: the plan's next call meets the same manager.
+    /// without an answer changes nothing: the plan's next call meets the same manager. Not one
+    /// per reconcile: each step boundary would then wait on a manager round trip (the scale
+    /// benchmark's slowest transitions), while the timed wake of a running step still sends one
+    /// every `manager_heartbeat`.
     pub(in crate::task) fn heartbeat(&mut self) -> Option<Wake> {
         self.rules.manager_heartbeat?;
+        if self.observed.heartbeat_recent && self.observed.sector_state.is_none() {
+            return None;
+        }
         let call = self.current_state_report()?;
         match &self.observed.sector_state {
             None => Some(Wake::Ask(Question::SectorState(Box::new(call)))),
