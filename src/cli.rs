@@ -186,6 +186,12 @@ pub struct RunArgs {
     /// How many Kubernetes API requests may go at once before the --kube-api-qps pace applies.
     #[arg(long, default_value_t = 200)]
     pub kube_api_burst: u32,
+    /// How many tasks are reconciled at once; the rest wait their turn in the queue. Each
+    /// reconcile in flight holds a copy of its task, so this bounds the operator's memory when
+    /// thousands of tasks have work at the same moment (a restart, a burst of finished steps);
+    /// a reconcile waiting on a slow manager holds its place until the call times out.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrent_reconciles: u16,
     /// How long a leader's claim lasts without renewal: the longest a standby waits to take
     /// over from a leader that died (one that shuts down cleanly hands over at once).
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
@@ -400,6 +406,7 @@ impl RunArgs {
             leader_election,
             api_qps: self.kube_api_qps,
             api_burst: self.kube_api_burst,
+            concurrent_reconciles: self.concurrent_reconciles,
         };
         Ok((manager, settings))
     }

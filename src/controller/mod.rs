@@ -73,6 +73,10 @@ pub struct Settings {
     /// at once (kube-rs has none of its own; client-go's defaults are 5 and 10).
     pub api_qps: f64,
     pub api_burst: u32,
+    /// How many tasks are reconciled at once (kube-runtime's default is no limit: with thousands
+    /// of tasks due together, each in-flight reconcile holding copies of its task, memory grew
+    /// with the backlog).
+    pub concurrent_reconciles: u16,
 }
 
 /// The manager client, each call counted and timed in the metrics (by method and result).
@@ -91,6 +95,9 @@ impl Manager for MeteredManager {
         reply
     }
 }
+
+/// Where `kubectl apply` keeps the manifest it last applied (the whole spec, again).
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// A pod watch event as the pod cache takes it: slimmed; a pod seen finished as deleted from the
 /// cache (and remembered in `uncached` with its final state); a finished pod's deletion dropped,
@@ -273,16 +280,23 @@ pub async fn run(
         instance: Some(settings.rules.instance.clone()),
     };
     // The task cache leaves out managed fields (the apiserver's bookkeeping of who wrote what,
-    // a kilobyte per task the operator never reads).
+    // a kilobyte per task the operator never reads) and the copy of the manifest `kubectl apply`
+    // keeps in an annotation.
     let (task_cache, task_cache_writer) = reflector::store();
     let task_events = watcher(tasks, watcher::Config::default())
         .default_backoff()
         .modify(|task: &mut DeserializeGuard<SealingTask>| {
-            task.meta_mut().managed_fields = None;
+            let metadata = task.meta_mut();
+            metadata.managed_fields = None;
+            if let Some(annotations) = metadata.annotations.as_mut() {
+                annotations.remove(LAST_APPLIED);
+            }
         })
         .reflect(task_cache_writer)
         .applied_objects();
-    let controller = Controller::for_stream(task_events, task_cache);
+    let controller = Controller::for_stream(task_events, task_cache).with_config(
+        kube::runtime::controller::Config::default().concurrency(settings.concurrent_reconciles),
+    );
     // One watch of the operator's pods both wakes their tasks and fills the cache step pods are
     // read from. The cache holds unfinished pods only, slimmed to what the operator reads: a pod
     // seen finishing leaves it (the event wakes its task, which reads the final state from
