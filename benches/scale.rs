@@ -9,6 +9,7 @@
 //!   scripts/bench-scale                    # 100 and 1000 tasks to the end
 //!   scripts/bench-scale 10000 --window 300 # 10000 tasks, measured for 5 minutes
 //!   scripts/bench-scale 100 --step-seconds 20 # each step pod Running 20 s: a steady load
+//!   scripts/bench-scale 100 --step-seconds 10 --stagger 10 # tasks created over 10 s, not at once
 //!
 //! Results: docs/benchmarks.md. Never a test: nothing here asserts a time.
 
@@ -35,6 +36,9 @@ struct Args {
     qps: Option<u32>,
     /// How long each step pod runs (the dev node's --instant-step-duration); at once when none.
     step_seconds: Option<u64>,
+    /// Spread the tasks' creation evenly over this long: with steps of equal length, tasks
+    /// created together finish every step together, a burst no farm sees.
+    stagger: Duration,
 }
 
 fn args() -> Args {
@@ -42,6 +46,7 @@ fn args() -> Args {
     let mut window = None;
     let mut qps = None;
     let mut step_seconds = None;
+    let mut stagger = Duration::ZERO;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -53,6 +58,13 @@ fn args() -> Args {
                         .and_then(|s| s.parse().ok())
                         .expect("--step-seconds SECONDS"),
                 )
+            }
+            "--stagger" => {
+                let seconds: u64 = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--stagger SECONDS");
+                stagger = Duration::from_secs(seconds);
             }
             "--window" => {
                 let seconds: u64 = args
@@ -76,6 +88,7 @@ fn args() -> Args {
         window,
         qps,
         step_seconds,
+        stagger,
     }
 }
 
@@ -427,12 +440,15 @@ async fn run(count: usize, args: &Args) -> Row {
     .unwrap();
     let template: SealingTask = serde_saphyr::from_str(&example).unwrap();
     let started = Instant::now();
+    let stagger = args.stagger;
     futures::stream::iter(0..count)
         .map(|index| {
             let mut task = template.clone();
             task.metadata.name = Some(format!("s-{index:05}"));
             let tasks = tasks.clone();
+            let at = started + stagger.mul_f64(index as f64 / count as f64);
             async move {
+                tokio::time::sleep_until(at.into()).await;
                 tasks
                     .create(&PostParams::default(), &task)
                     .await
