@@ -99,15 +99,17 @@ impl Manager for MeteredManager {
 /// Where `kubectl apply` keeps the manifest it last applied (the whole spec, again).
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// A pod watch event as the pod cache takes it: slimmed; a pod seen finished as deleted from the
-/// cache (and remembered in `uncached` with its final state); a finished pod's deletion dropped,
-/// its finish having said all the operator reads. A finished pod listed after the watch
-/// restarted is deleted from the cache without being remembered: it still wakes its task, which
-/// reads it from the apiserver (a relist may list every finished pod kept for its log).
+/// A pod watch event as the pod cache takes it: slimmed, and a finished pod as deleted from the
+/// cache (the cache holds unfinished pods only). A pod seen finishing is remembered in
+/// `uncached` with its final state, which its task reads instead of asking the apiserver. One
+/// being deleted, or gone, is not: its task asks the apiserver, which says whether it is still
+/// there (a pod deleted mid-step is lost and its step started again). A finished pod listed after
+/// the watch restarted is not remembered either: it still wakes its task, which reads it from the
+/// apiserver (a relist may list every finished pod kept for its log).
 fn pod_cache_event(
     event: watcher::Event<Pod>,
     uncached: &own_writes::UncachedPods,
-) -> Option<watcher::Event<Pod>> {
+) -> watcher::Event<Pod> {
     use watcher::Event;
     let finished = |pod: &Pod| {
         pod.status
@@ -118,37 +120,36 @@ fn pod_cache_event(
     let key = |pod: &Pod| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
     let now = std::time::Instant::now();
     match event {
-        Event::Apply(pod) | Event::InitApply(pod) | Event::Delete(pod)
-            if finished(&pod) && pod.metadata.deletion_timestamp.is_some() =>
-        {
-            None
-        }
-        Event::Delete(pod) if finished(&pod) => None,
         Event::Apply(mut pod) if finished(&pod) => {
             pods::slim(&mut pod);
-            uncached.finished(key(&pod), pod.clone(), now);
-            Some(Event::Delete(pod))
+            if pod.metadata.deletion_timestamp.is_some() {
+                uncached.forget(&key(&pod));
+            } else {
+                uncached.finished(key(&pod), pod.clone(), now);
+            }
+            Event::Delete(pod)
         }
         Event::InitApply(mut pod) if finished(&pod) => {
             pods::slim(&mut pod);
-            Some(Event::Delete(pod))
+            Event::Delete(pod)
         }
         Event::Apply(mut pod) => {
             uncached.seen(key(&pod), now);
             pods::slim(&mut pod);
-            Some(Event::Apply(pod))
+            Event::Apply(pod)
         }
         Event::InitApply(mut pod) => {
             uncached.seen(key(&pod), now);
             pods::slim(&mut pod);
-            Some(Event::InitApply(pod))
+            Event::InitApply(pod)
         }
         Event::Delete(mut pod) => {
+            uncached.forget(&key(&pod));
             pods::slim(&mut pod);
-            Some(Event::Delete(pod))
+            Event::Delete(pod)
         }
-        Event::Init => Some(Event::Init),
-        Event::InitDone => Some(Event::InitDone),
+        Event::Init => Event::Init,
+        Event::InitDone => Event::InitDone,
     }
 }
 
@@ -313,12 +314,9 @@ pub async fn run(
     let (pod_cache, pod_cache_writer) = reflector::store();
     let pod_events = watcher(pods, pod_watch)
         .default_backoff()
-        .filter_map({
+        .map({
             let uncached_pods = uncached_pods.clone();
-            move |event| {
-                let event = event.map(|event| pod_cache_event(event, &uncached_pods));
-                std::future::ready(event.transpose())
-            }
+            move |event| event.map(|event| pod_cache_event(event, &uncached_pods))
         })
         .reflect(pod_cache_writer)
         .touched_objects();
@@ -599,8 +597,8 @@ mod tests {
         .expect("a pod")
     }
 
-    fn name(event: &Option<Event<Pod>>) -> Option<(&'static str, String)> {
-        match event.as_ref()? {
+    fn name(event: &Event<Pod>) -> Option<(&'static str, String)> {
+        match event {
             Event::Apply(p) => Some(("apply", p.name_any())),
             Event::InitApply(p) => Some(("init-apply", p.name_any())),
             Event::Delete(p) => Some(("delete", p.name_any())),
@@ -614,7 +612,7 @@ mod tests {
         let now = std::time::Instant::now;
         let running = pod_cache_event(Event::Apply(pod("p", "Running", false)), &uncached);
         assert_eq!(name(&running), Some(("apply", "p".into())));
-        let Some(Event::Apply(slim)) = running else {
+        let Event::Apply(slim) = running else {
             unreachable!()
         };
         assert!(slim.metadata.annotations.is_none(), "slimmed");
@@ -631,17 +629,15 @@ mod tests {
             remembered.status.as_ref().unwrap().phase.as_deref(),
             Some("Succeeded")
         );
-        // Its deletion (the task's end) tells nothing more: no event, no wake.
-        for event in [
-            Event::Apply(pod("p", "Succeeded", true)),
-            Event::Delete(pod("p", "Succeeded", true)),
-            Event::Delete(pod("p", "Failed", false)),
-        ] {
-            assert!(pod_cache_event(event, &uncached).is_none());
-        }
-        // A running pod deleted is a deletion the task must hear of.
-        let lost = pod_cache_event(Event::Delete(pod("q", "Running", true)), &uncached);
-        assert_eq!(name(&lost), Some(("delete", "q".into())));
+        // Deleted: out of the cache, and its task asks the apiserver whether it is still there.
+        let gone = pod_cache_event(Event::Delete(pod("p", "Succeeded", true)), &uncached);
+        assert_eq!(name(&gone), Some(("delete", "p".into())));
+        assert!(uncached.get("farm/p", now()).is_none());
+        // A running pod deleted mid-step, killed: its last Running copy leaves the cache, and
+        // its Failed state (the kill, not the step) is not taken for the step's result.
+        let killed = pod_cache_event(Event::Apply(pod("q", "Failed", true)), &uncached);
+        assert_eq!(name(&killed), Some(("delete", "q".into())));
+        assert!(uncached.get("farm/q", now()).is_none());
         // Listed after the watch restarted: a finished pod wakes its task but is not kept.
         let listed = pod_cache_event(Event::InitApply(pod("r", "Failed", false)), &uncached);
         assert_eq!(name(&listed), Some(("delete", "r".into())));
