@@ -578,6 +578,8 @@ async fn a_real_proven_sector_is_snap_upgraded() {
         source: Some(format!("{}{cid}", client.piece_store())),
         payload_size: Some(2000),
     }];
+    // The piece comes from the dev manager's piece store, as profiles.allowedHosts allows.
+    snap_chain.gathered.allowed_hosts = vec!["127.0.0.1".into()];
     let store_files = damocles_operator::step::workspace::SectorFiles::new(&store_dir, sector_ref);
     snap_chain.gathered.cc_sector = Some(damocles_operator::step::SealedFiles {
         sealed: store_files.sealed(),
