@@ -234,6 +234,82 @@ async fn finish(
     }
 }
 
+/// Waits until the namespace has no pod left.
+async fn every_pod_gone(scene: &Scene) {
+    wait_for("every pod gone", Duration::from_secs(60), || async {
+        scene
+            .pods
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
+
+/// The report of a run, `report` (its summary) then every point hit with what came of it,
+/// written to target/`file` and printed.
+fn write_report(
+    mut report: String,
+    points: &[String],
+    outcomes: &BTreeMap<String, String>,
+    file: &str,
+) {
+    for (index, point) in points.iter().enumerate() {
+        let outcome = outcomes
+            .get(point)
+            .map(String::as_str)
+            .unwrap_or("recovered");
+        report.push_str(&format!("| {} | `{point}` | {outcome} |\n", index + 1));
+    }
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(file);
+    std::fs::write(&out, &report).unwrap();
+    eprintln!("{report}");
+}
+
+/// What every run must show: no two pods of one step ever alive together, no death but at a
+/// point, and in each of `plans` a point hit at every effect every plan has (status writes, pod
+/// creates, the end's pod deletion, the finalizer's add and removal, ReportFinalized) and at
+/// each of that plan's own `effects`.
+fn assert_run(
+    points: &[String],
+    overlaps: &[String],
+    odd_exits: &[String],
+    plans: &[&str],
+    effects: &[&str],
+) {
+    assert!(
+        overlaps.is_empty(),
+        "two pods of one step alive together: {overlaps:?}"
+    );
+    assert!(
+        odd_exits.is_empty(),
+        "the operator died other than at a point: {odd_exits:?}"
+    );
+    let every_plan = [
+        "status",
+        "pod-create",
+        "pods-delete",
+        "finalizer-add",
+        "finalizer-remove",
+        "call:ReportFinalized",
+    ];
+    for plan in plans {
+        for effect in every_plan.iter().chain(effects) {
+            assert!(
+                points
+                    .iter()
+                    .any(|p| p.contains(&format!(" {effect} {plan}/"))),
+                "no {effect} point of {plan} hit: {points:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_crash_at_every_point_of_the_sealer_rebuild_and_unseal_loses_and_repeats_nothing() {
     let scene = Scene::new("crash").await;
@@ -470,17 +546,7 @@ async fn a_crash_at_every_point_of_the_sealer_rebuild_and_unseal_loses_and_repea
     raw.delete("bad", &Default::default()).await.unwrap();
 
     // Nothing left behind: no pod, no workspace.
-    wait_for("every pod gone", Duration::from_secs(60), || async {
-        scene
-            .pods
-            .list(&Default::default())
-            .await
-            .ok()?
-            .items
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    every_pod_gone(&scene).await;
     for task in ["sealer", "rebuild", "unseal"] {
         assert!(
             !scene.workspace(task).exists(),
@@ -492,7 +558,7 @@ async fn a_crash_at_every_point_of_the_sealer_rebuild_and_unseal_loses_and_repea
     let overlaps = pods.overlaps.lock().unwrap().clone();
     let pods_seen = pods.seen.lock().unwrap().len();
 
-    let mut report = format!(
+    let report = format!(
         "# Crash schedule\n\n{} points hit ({} sealer, {} rebuild, {} unseal), {starts} operator \
          starts, {pods_seen} pods, {:.0} s; SubmitPersistedEx asked {persisted_asked} times (no chain \
          message; the manager checks the files each time). Sectors allocated and left unused by \
@@ -508,41 +574,14 @@ async fn a_crash_at_every_point_of_the_sealer_rebuild_and_unseal_loses_and_repea
         overlaps.len(),
         odd_exits.len(),
     );
-    for (index, point) in points.iter().enumerate() {
-        let outcome = outcomes
-            .get(point)
-            .map(String::as_str)
-            .unwrap_or("recovered");
-        report.push_str(&format!("| {} | `{point}` | {outcome} |\n", index + 1));
-    }
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/crash-schedule.md");
-    std::fs::write(&out, &report).unwrap();
-    eprintln!("{report}");
-    assert!(
-        overlaps.is_empty(),
-        "two pods of one step alive together: {overlaps:?}"
+    write_report(report, &points, &outcomes, "crash-schedule.md");
+    assert_run(
+        &points,
+        &overlaps,
+        &odd_exits,
+        &["sealer", "rebuild", "unseal"],
+        &[],
     );
-    assert!(
-        odd_exits.is_empty(),
-        "the operator died other than at a point: {odd_exits:?}"
-    );
-    for plan in ["sealer", "rebuild", "unseal"] {
-        for effect in [
-            "status",
-            "pod-create",
-            "pods-delete",
-            "finalizer-add",
-            "finalizer-remove",
-            "call:ReportFinalized",
-        ] {
-            assert!(
-                points
-                    .iter()
-                    .any(|p| p.contains(&format!(" {effect} {plan}/"))),
-                "no {effect} point of {plan} hit: {points:?}"
-            );
-        }
-    }
 }
 
 /// The snap-up plan under the crash schedule. A long run: it needs the empty-sector-update
@@ -613,17 +652,7 @@ async fn a_crash_at_every_point_of_the_snap_up_loses_and_repeats_nothing() {
         .unwrap_or(0);
     assert!(snap_asked >= 1, "{record}");
     delete_and_wait(tasks, "snapup").await;
-    wait_for("every pod gone", Duration::from_secs(60), || async {
-        scene
-            .pods
-            .list(&Default::default())
-            .await
-            .ok()?
-            .items
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    every_pod_gone(&scene).await;
     assert!(
         !scene.workspace("snapup").exists(),
         "the snap-up's workspace removed"
@@ -633,7 +662,7 @@ async fn a_crash_at_every_point_of_the_snap_up_loses_and_repeats_nothing() {
     let (starts, odd_exits) = run.stop().await;
     let overlaps = pods.overlaps.lock().unwrap().clone();
     let pods_seen = pods.seen.lock().unwrap().len();
-    let mut report = format!(
+    let report = format!(
         "{} snap-up points hit, {starts} operator starts, {pods_seen} pods, {:.0} s; \
          SubmitSnapUpProof asked {snap_asked} times (one upgrade accepted: a repeat meets the \
          commit job already running). Lost tasks: 0. Duplicate upgrades: 0. Concurrent pods of \
@@ -644,40 +673,16 @@ async fn a_crash_at_every_point_of_the_snap_up_loses_and_repeats_nothing() {
         overlaps.len(),
         odd_exits.len(),
     );
-    for (index, point) in points.iter().enumerate() {
-        let outcome = outcomes
-            .get(point)
-            .map(String::as_str)
-            .unwrap_or("recovered");
-        report.push_str(&format!("| {} | `{point}` | {outcome} |\n", index + 1));
-    }
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/crash-schedule-snapup.md");
-    std::fs::write(&out, &report).unwrap();
-    eprintln!("{report}");
-    assert!(
-        overlaps.is_empty(),
-        "two pods of one step alive together: {overlaps:?}"
+    write_report(report, &points, &outcomes, "crash-schedule-snapup.md");
+    assert_run(
+        &points,
+        &overlaps,
+        &odd_exits,
+        &["snapup"],
+        &[
+            "call:AllocateSanpUpSector",
+            "call:StoreBasicInfo",
+            "call:SubmitSnapUpProof",
+        ],
     );
-    assert!(
-        odd_exits.is_empty(),
-        "the operator died other than at a point: {odd_exits:?}"
-    );
-    for effect in [
-        "status",
-        "pod-create",
-        "pods-delete",
-        "finalizer-add",
-        "finalizer-remove",
-        "call:AllocateSanpUpSector",
-        "call:StoreBasicInfo",
-        "call:SubmitSnapUpProof",
-        "call:ReportFinalized",
-    ] {
-        assert!(
-            points
-                .iter()
-                .any(|p| p.contains(&format!(" {effect} snapup/"))),
-            "no {effect} point of snapup hit: {points:?}"
-        );
-    }
 }
