@@ -299,10 +299,12 @@ fn run_visiting(
         }
         // A task sent back to redo its work (a resume to an earlier state, a ticket that
         // expired) seals again: its next submissions are new ones.
-        if let (Some(from), Some(to)) = (before.state, status.state)
-            && from != to
-            && plan.plan().at_or_before(to, from)
-        {
+        // So does one a person told to retry its state's work: a submission may then go again,
+        // without reset, which the manager answers as a duplicate (or as mismatched, if it
+        // differs from what it holds).
+        let went_back = matches!((before.state, status.state), (Some(from), Some(to))
+            if from != to && plan.plan().at_or_before(to, from));
+        if went_back || status.last_resume != before.last_resume {
             world.accepted.clear();
         }
         for effect in &decision.effects {
