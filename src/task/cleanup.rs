@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::condition::{DELETION_HELD, WORKSPACE_CLEANED};
 use super::enter::{condition_true, set_condition};
-use super::{CLEANUP_PATIENCE, CLEANUP_RETRY, CleanupPod, Effect, Question, Turn, Wake};
+use super::{CLEANUP_PATIENCE, CLEANUP_RETRY, CleanupPod, Effect, PodReport, Question, Turn, Wake};
 use crate::api::State;
 
 /// The name of a task's workspace cleanup pod.
@@ -40,7 +40,9 @@ impl Turn<'_> {
     }
 
     /// Removes the workspace with a pod on its node; the result is the WorkspaceCleaned
-    /// condition (False with the reason while it cannot be done).
+    /// condition (False with the reason while it cannot be done). The task's pods are deleted
+    /// before the condition is written: a crash between the two runs the cleanup again, where
+    /// the other order would leave the finished step pods to a task that counts itself clean.
     fn clean_workspace(&mut self) -> Wake {
         if self.workspace_cleaned() {
             return Wake::OnChange;
@@ -54,8 +56,8 @@ impl Turn<'_> {
                 "no step ran, so there was no workspace",
                 self.now,
             );
-            self.write();
             self.effects.push(Effect::DeleteTaskPods);
+            self.write();
             return Wake::OnChange;
         };
         let name = cleanup_pod_name(self.task.name);
@@ -80,8 +82,8 @@ impl Turn<'_> {
                         &message,
                         self.now,
                     );
-                    self.write();
                     self.effects.push(Effect::DeleteTaskPods);
+                    self.write();
                     self.event(true, WORKSPACE_CLEANED, message);
                     Wake::OnChange
                 }
@@ -98,8 +100,8 @@ impl Turn<'_> {
                     self.now,
                 );
                 // The condition records it; no Event (a routine step costs no extra write).
-                self.write();
                 self.effects.push(Effect::DeleteTaskPods);
+                self.write();
                 Wake::OnChange
             }
             Some(CleanupPod::Exited(code)) => {

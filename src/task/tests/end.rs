@@ -135,7 +135,14 @@ fn an_ended_task_removes_its_workspace_and_then_expires() {
     assert_eq!(failed.wake, Wake::After(CLEANUP_RETRY));
     observed.cleanup_pod = Some(CleanupPod::Exited(0));
     let cleaned = decide_now(task(&spec), &status, &observed);
-    assert!(has(&cleaned, |e| *e == Effect::DeleteTaskPods));
+    // The pods go before the condition is written: a crash between the two cleans again
+    // instead of leaving the step pods to a task that counts itself clean.
+    assert_eq!(
+        cleaned.effects,
+        vec![Effect::DeleteTaskPods, Effect::WriteStatus],
+        "{:?}",
+        cleaned.effects
+    );
     // Ended 10 s ago with a TTL of 60 s: 50 s to go, then deleted.
     assert_eq!(cleaned.wake, Wake::After(Duration::from_secs(50)));
     let later = decide(
