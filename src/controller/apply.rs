@@ -115,6 +115,10 @@ impl TaskRun {
                 self.ctx.settings.rules.manager_heartbeat,
                 std::time::Instant::now(),
             ),
+            remembered: self
+                .ctx
+                .memory
+                .recall(&self.key, self.task.uid().as_deref()),
             ..Observed::default()
         };
         for _ in 0..DECISION_LIMIT {
@@ -165,7 +169,8 @@ impl TaskRun {
             | Effect::Transition { .. }
             | Effect::StepFinished { .. }
             | Effect::Failure { .. }
-            | Effect::Log { .. } => {}
+            | Effect::Log { .. }
+            | Effect::Remember(_) => {}
         }
         match effect {
             // A sector the manager just handed out is written at once: until it is, every
@@ -332,6 +337,12 @@ impl TaskRun {
                     info!(task = %self.key, "{message}");
                 }
             }
+            Effect::Remember(facts) => {
+                observed.remembered.merge(&facts);
+                let uid = self.task.uid();
+                let known = observed.remembered.clone();
+                self.ctx.memory.keep(&self.key, uid.as_deref(), known);
+            }
         }
         Ok(())
     }
@@ -416,6 +427,7 @@ impl TaskRun {
         debug!(task = %self.key, state = ?self.status.state, phase = ?self.status.phase, message = ?self.status.message, "status written");
         self.resource_version = updated.resource_version();
         self.written = self.status.clone();
+        self.ctx.memory.written(&self.key, &self.written);
         self.crash_point(true, "status");
         Ok(())
     }

@@ -6,6 +6,7 @@ mod apply;
 pub mod error;
 mod heartbeats;
 pub mod leader;
+mod memory;
 pub mod metrics;
 mod observe;
 mod own_writes;
@@ -162,6 +163,8 @@ pub(crate) struct Context {
     /// Pods just created or just finished, which the pod cache does not hold.
     uncached_pods: Arc<own_writes::UncachedPods>,
     heartbeats: heartbeats::Heartbeats,
+    /// Facts about tasks waiting for their next status write.
+    memory: memory::Memory,
     slots: slots::Slots,
     events: throttle::EventBudget,
     metrics: Arc<metrics::Metrics>,
@@ -326,6 +329,7 @@ pub async fn run(
         own_writes: own_writes::OwnWrites::default(),
         uncached_pods,
         heartbeats: heartbeats::Heartbeats::default(),
+        memory: memory::Memory::default(),
         slots: slots::Slots::default(),
         events: throttle::EventBudget::default(),
         metrics: metrics.clone(),
@@ -522,6 +526,7 @@ async fn reconcile(
             else {
                 ctx.own_writes.forget(&key);
                 ctx.heartbeats.forget(&key);
+                ctx.memory.forget(&key);
                 return Ok(Requeue::await_change());
             };
             ctx.own_writes.read_fresh(&key, &fresh);
@@ -538,6 +543,7 @@ async fn reconcile(
             Outcome::Released => {
                 ctx.own_writes.forget(&key);
                 ctx.heartbeats.forget(&key);
+                ctx.memory.forget(&key);
             }
         }
     }

@@ -14,7 +14,7 @@ pub fn cleanup_pod_name(task: &str) -> String {
 }
 
 impl Turn<'_> {
-    fn workspace_cleaned(&self) -> bool {
+    pub(super) fn workspace_cleaned(&self) -> bool {
         condition_true(&self.status, WORKSPACE_CLEANED)
     }
 
@@ -46,6 +46,25 @@ impl Turn<'_> {
     fn clean_workspace(&mut self) -> Wake {
         if self.workspace_cleaned() {
             return Wake::OnChange;
+        }
+        // A first step stopped while its node was only in memory (lost with a restart): its
+        // pod, while it is there, says where the workspace is.
+        if self.status.node.is_none()
+            && let Some(pod) = self
+                .status
+                .retiring_pod
+                .clone()
+                .or(self.status.step_pod.clone())
+        {
+            match self.observed.pods.get(&pod) {
+                None => return Wake::Ask(Question::StepPod(pod)),
+                Some(found) => {
+                    self.status.node = found
+                        .as_ref()
+                        .filter(|p| !matches!(p.report, PodReport::Starting { .. }))
+                        .and_then(|p| p.node.clone());
+                }
+            }
         }
         let Some(node) = self.status.node.clone() else {
             set_condition(

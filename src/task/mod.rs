@@ -237,6 +237,86 @@ pub struct Observed {
     /// This task's heartbeat went out less than half of `manager_heartbeat` ago (the executor
     /// keeps that in memory; a restarted operator sends it again): this reconcile sends none.
     pub heartbeat_recent: bool,
+    /// What this operator found out about the task earlier and kept in memory instead of
+    /// writing it at once ([`Effect::Remember`]).
+    pub remembered: Remembered,
+}
+
+/// Facts about a task that wait in the operator's memory for the next status write the task
+/// makes anyway, instead of costing a write of their own when found. Only facts that are found
+/// again after a restart, and only while another write is sure to follow: the node of a running
+/// first step (its pod still says where it runs, and the step's end is written), and the
+/// manager's answer to the end report while the workspace cleanup is still to be recorded (a
+/// report made again is answered "already offline"). Every decision sees them as if written.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Remembered {
+    /// The node the pod of the task's first workspace step runs on.
+    pub workspace: Option<WorkspaceNode>,
+    /// The ManagerFinalized condition the manager's answer to the end report makes True.
+    pub end_report: Option<EndReport>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkspaceNode {
+    pub pod: String,
+    pub node: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndReport {
+    pub reason: String,
+    pub message: String,
+    pub at: i64,
+}
+
+impl Remembered {
+    /// Adds what `newer` knows.
+    pub fn merge(&mut self, newer: &Remembered) {
+        if newer.workspace.is_some() {
+            self.workspace.clone_from(&newer.workspace);
+        }
+        if newer.end_report.is_some() {
+            self.end_report.clone_from(&newer.end_report);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.workspace.is_none() && self.end_report.is_none()
+    }
+
+    /// `status` with these facts in it, where they still apply: the node while the status still
+    /// names that pod as its step and has no node, the report while the task has ended and its
+    /// status does not have it yet.
+    pub fn apply_to(&self, status: &mut SealingTaskStatus) {
+        if let Some(WorkspaceNode { pod, node }) = &self.workspace
+            && status.node.is_none()
+            && status.step_pod.as_deref() == Some(pod.as_str())
+        {
+            status.node = Some(node.clone());
+        }
+        let ended = status.state.is_some_and(|state| state.is_terminal());
+        if let Some(report) = &self.end_report
+            && ended
+            && !enter::condition_true(status, condition::MANAGER_FINALIZED)
+        {
+            enter::set_condition(
+                status,
+                condition::MANAGER_FINALIZED,
+                "True",
+                &report.reason,
+                &report.message,
+                report.at,
+            );
+            status.not_before = None;
+        }
+    }
+
+    /// Whether `status` holds every fact that still applies to it: nothing is left to remember.
+    pub fn written_in(&self, status: &SealingTaskStatus) -> bool {
+        let mut with = status.clone();
+        self.apply_to(&mut with);
+        with == *status
+    }
 }
 
 /// The pod that removes an ended task's workspace.
@@ -338,6 +418,9 @@ pub enum Effect {
         warning: bool,
         message: String,
     },
+    /// Keep these facts in memory for the task's next status write (see [`Remembered`]); the
+    /// decision's status has them, but a decision that changes nothing else writes nothing.
+    Remember(Remembered),
 }
 
 /// A step pod to create.
@@ -369,12 +452,14 @@ pub fn decide(
     now: i64,
     rules: &Rules,
 ) -> Decision {
+    let mut known = status.clone();
+    observed.remembered.apply_to(&mut known);
     let mut turn = Turn {
         task,
         rules,
         observed,
         now,
-        status: status.clone(),
+        status: known,
         effects: Vec::new(),
         reply_taken: false,
     };
@@ -383,8 +468,22 @@ pub fn decide(
     } else {
         turn.drive()
     };
+    // A decision whose only news is what is kept in memory leaves the status as it was, so the
+    // executor has nothing to write; one that changes anything else writes the facts with it.
+    let mut remembered = observed.remembered.clone();
+    for effect in &turn.effects {
+        if let Effect::Remember(facts) = effect {
+            remembered.merge(facts);
+        }
+    }
+    let mut unchanged = status.clone();
+    remembered.apply_to(&mut unchanged);
     Decision {
-        status: turn.status,
+        status: if turn.status == unchanged {
+            status.clone()
+        } else {
+            turn.status
+        },
         effects: turn.effects,
         wake,
     }
@@ -457,6 +556,12 @@ impl Turn<'_> {
 
     pub fn write(&mut self) {
         self.effects.push(Effect::WriteStatus);
+    }
+
+    /// Keeps `facts` in memory for the next write, and in this decision's status now.
+    pub fn remember(&mut self, facts: Remembered) {
+        facts.apply_to(&mut self.status);
+        self.effects.push(Effect::Remember(facts));
     }
 
     pub fn delete_step_pod(&mut self) {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::enter::set_phase;
 use super::profiles::{Locality, Profiles, Resolved};
 use super::{
-    Effect, PodReport, PodToCreate, Question, SLOT_RECHECK, SLOW_START, StartProblem, Step, Turn,
-    Wake,
+    Effect, PodReport, PodToCreate, Question, Remembered, SLOT_RECHECK, SLOW_START, StartProblem,
+    Step, Turn, Wake, WorkspaceNode,
 };
 use crate::api::{Artifact, Phase, PlanKind, SealingTaskStatus, State};
 use crate::plan::cursor::Outcome;
@@ -310,13 +310,24 @@ impl Turn<'_> {
                 }
         );
         // The workspace lives where the first workspace step ran; a pod that never started there
-        // wrote nothing, and its replacement may go elsewhere.
+        // wrote nothing, and its replacement may go elsewhere. Kept in memory while the pod runs
+        // (it is written with the step's end): a first step costs no write of its own.
         if ran
             && profile.locality == Locality::Workspace
             && self.status.node.is_none()
             && let Some(node) = pod.node.clone()
         {
-            self.status.node = Some(node);
+            if self.status.step_pod.as_deref() == Some(name.as_str()) {
+                self.remember(Remembered {
+                    workspace: Some(WorkspaceNode {
+                        pod: name.clone(),
+                        node,
+                    }),
+                    ..Remembered::default()
+                });
+            } else {
+                self.status.node = Some(node);
+            }
         }
         // Should this pod be replaced before it ran, its replacement prefers another node where
         // nothing pins it (see the pod builder).

@@ -54,14 +54,67 @@ fn every_finished_plan_reports_finalized_as_a_call_retried_until_answered() {
             NOW + 61,
             &Rules::default(),
         );
+        // The answer waits in memory for the cleanup's write, which records it with its own.
         assert_eq!(
-            condition(&later.status),
+            later.status, unanswered.status,
+            "{plan}: nothing to write yet"
+        );
+        assert_eq!(
+            condition(&known(&later)),
             Some(("True".into(), "Reported".into())),
             "{plan}"
         );
+        assert_eq!(known(&later).not_before, None);
         // Told once: the next decision does not ask again.
-        let done = decide_now(task(&spec), &later.status, &Observed::default());
+        let memory = Observed {
+            remembered: remembered(&later),
+            ..Default::default()
+        };
+        let done = decide_now(task(&spec), &later.status, &memory);
         assert_eq!(asked(&done), &Question::CleanupPod("t1-cleanup".into()));
+        let cleaned = Observed {
+            cleanup_pod: Some(CleanupPod::Exited(0)),
+            ..memory.clone()
+        };
+        let cleaned = decide_now(task(&spec), &later.status, &cleaned);
+        assert_eq!(
+            condition(&cleaned.status),
+            Some(("True".into(), "Reported".into())),
+            "{plan}: written with the workspace's removal"
+        );
+        assert!(has(&cleaned, |e| *e == Effect::DeleteTaskPods));
+        // Lost with a restart: asked again, and answered "already offline" (below).
+        let restarted = decide(
+            task(&spec),
+            &later.status,
+            &Observed::default(),
+            NOW + 62,
+            &Rules::default(),
+        );
+        assert_eq!(asked_call(&restarted), &call, "{plan}");
+        // With the workspace removed already, no write follows: the answer is written at once.
+        let mut removed = unanswered.status.clone();
+        enter::set_condition(
+            &mut removed,
+            condition::WORKSPACE_CLEANED,
+            "True",
+            "Removed",
+            "gone",
+            NOW,
+        );
+        let answered_late = decide(
+            task(&spec),
+            &removed,
+            &answered(&call, Ok(Reply::Done)),
+            NOW + 61,
+            &Rules::default(),
+        );
+        assert_eq!(
+            condition(&answered_late.status),
+            Some(("True".into(), "Reported".into())),
+            "{plan}"
+        );
+        assert!(remembered(&answered_late).is_empty());
 
         // 11001: the manager holds the sector offline already; nothing left to tell.
         let offline = CallFailure {
@@ -71,7 +124,7 @@ fn every_finished_plan_reports_finalized_as_a_call_retried_until_answered() {
         };
         let already = decide_now(task(&spec), &ended, &answered(&call, Err(offline)));
         assert_eq!(
-            condition(&already.status),
+            condition(&known(&already)),
             Some(("True".into(), "AlreadyOffline".into()))
         );
     }
@@ -178,6 +231,7 @@ fn a_deleted_task_is_stopped_told_and_cleaned_before_it_is_released() {
     assert_eq!(asked(&told), &Question::CleanupPod("t1-cleanup".into()));
     let mut running = Observed {
         cleanup_pod: Some(CleanupPod::Running),
+        remembered: remembered(&told),
         ..Default::default()
     };
     // A running cleanup pod's node is looked up: gone, the workspace went with it.
@@ -193,11 +247,15 @@ fn a_deleted_task_is_stopped_told_and_cleaned_before_it_is_released() {
     );
     let done = Observed {
         cleanup_pod: Some(CleanupPod::Exited(0)),
+        remembered: running.remembered.clone(),
         ..Default::default()
     };
+    let released = decide_now(deleted, &first.status, &done);
+    assert_eq!(released.wake, Wake::Release);
     assert_eq!(
-        decide_now(deleted, &first.status, &done).wake,
-        Wake::Release
+        condition_of(&released.status, condition::MANAGER_FINALIZED),
+        Some(("True".into(), "Reported".into())),
+        "the report's answer is written with the cleanup, before the task goes"
     );
     deleted.deleted_at = Some(NOW - 601);
     let gave_up = decide_now(deleted, &first.status, &running);

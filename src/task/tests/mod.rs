@@ -141,6 +141,24 @@ pub(super) fn temporary(message: &str) -> CallFailure {
     }
 }
 
+/// What `decision` asked the executor to keep in memory for the next write.
+pub(super) fn remembered(decision: &Decision) -> Remembered {
+    let mut facts = Remembered::default();
+    for effect in &decision.effects {
+        if let Effect::Remember(more) = effect {
+            facts.merge(more);
+        }
+    }
+    facts
+}
+
+/// `decision`'s status as the next decision sees it: with what it keeps in memory.
+pub(super) fn known(decision: &Decision) -> SealingTaskStatus {
+    let mut status = decision.status.clone();
+    remembered(decision).apply_to(&mut status);
+    status
+}
+
 pub(super) fn has(decision: &Decision, wanted: impl Fn(&Effect) -> bool) -> bool {
     decision.effects.iter().any(wanted)
 }

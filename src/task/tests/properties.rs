@@ -243,6 +243,8 @@ fn run_visiting(
     let mut status = SealingTaskStatus::default();
     let mut written = status.clone();
     let mut observed = Observed::default();
+    // The executor's memory of the task (facts waiting for a write); a crash loses it.
+    let mut memory = Remembered::default();
     let mut now = NOW;
     let mut deleted_at = None;
     let rules = Rules::default();
@@ -318,6 +320,10 @@ fn run_visiting(
                     world.pods.remove(name);
                 }
                 Effect::DeleteTaskPods => world.pods.clear(),
+                Effect::Remember(facts) => {
+                    memory.merge(facts);
+                    observed.remembered = memory.clone();
+                }
                 _ => {}
             }
         }
@@ -366,13 +372,18 @@ fn run_visiting(
             Wake::After(_) | Wake::OnChange | Wake::CleanupPending => {
                 // The reconcile ends: its status written, what it observed forgotten.
                 written = status.clone();
-                observed = Observed::default();
+                observed = Observed {
+                    remembered: memory.clone(),
+                    ..Observed::default()
+                };
                 now += 1 + tape.pick(120) as i64;
                 match tape.pick(24) {
                     // A crash before the last write: the status as last written.
                     0 | 1 => {
                         trace.push("crash".into());
-                        status = written.clone()
+                        status = written.clone();
+                        memory = Remembered::default();
+                        observed = Observed::default();
                     }
                     2 => spec.resume_state = Some(String::new()),
                     3 | 4 => {
@@ -390,6 +401,7 @@ fn run_visiting(
             trace.push("crash".into());
             status = written.clone();
             observed = Observed::default();
+            memory = Remembered::default();
         }
     }
     Ok(())

@@ -421,3 +421,63 @@ fn a_step_request_too_big_for_the_environment_pauses_the_task() {
     );
     assert!(!has(&decision, |e| matches!(e, Effect::CreateStepPod(_))));
 }
+
+/// The node a first workspace step runs on is kept in memory while the pod runs, written with
+/// the next write the task makes; after a restart the pod says it again, and a task stopped
+/// meanwhile finds its workspace from the stopped pod.
+#[test]
+fn a_running_first_step_costs_no_write_for_its_node() {
+    let spec = sealer();
+    let mut status = at(State::PC1Done);
+    status.step_pod = Some("t1-pc1done-0".into());
+    enter::set_phase(
+        &mut status,
+        Phase::Running,
+        "PC1Done: running pc2 in pod t1-pc1done-0",
+        NOW - 10,
+    );
+    let running = pod(PodReport::Running, Some("node-a"), NOW - 5);
+    let seen = decide_now(task(&spec), &status, &running);
+    assert_eq!(seen.status, status, "nothing to write while the pod runs");
+    assert_eq!(known(&seen).node.as_deref(), Some("node-a"));
+
+    // Aborted while it runs: the abort's write carries the node, and the cleanup goes there.
+    let mut aborted = spec.clone();
+    aborted.resume_state = Some("Aborted".into());
+    let mut remembered_run = running.clone();
+    remembered_run.remembered = remembered(&seen);
+    let stopped = decide_now(task(&aborted), &status, &remembered_run);
+    assert_eq!(stopped.status.state, Some(State::Aborted));
+    assert_eq!(stopped.status.node.as_deref(), Some("node-a"));
+
+    // The same after a restart, the memory lost: the stopped pod is asked where it ran.
+    let mut restarted = decide_now(task(&aborted), &status, &Observed::default());
+    let mut observed = Observed::default();
+    for _ in 0..4 {
+        match &restarted.wake {
+            Wake::Ask(Question::StepPod(name)) => {
+                assert_eq!(name, "t1-pc1done-0");
+                observed.pods.insert(
+                    name.clone(),
+                    Some(StepPod {
+                        report: PodReport::Running,
+                        node: Some("node-a".into()),
+                        created: Some(NOW - 5),
+                        deleting: true,
+                    }),
+                );
+            }
+            Wake::Ask(Question::Manager(call)) => {
+                observed.reply = Some(((**call).clone(), Ok(Reply::Done)));
+            }
+            _ => break,
+        }
+        restarted = decide_now(task(&aborted), &restarted.status, &observed);
+        observed.reply = None;
+    }
+    assert_eq!(restarted.status.node.as_deref(), Some("node-a"));
+    assert_eq!(
+        asked(&restarted),
+        &Question::CleanupPod("t1-cleanup".into())
+    );
+}

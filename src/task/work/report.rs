@@ -10,7 +10,7 @@ use crate::manager::wire::ERR_SECTOR_STATE_NOT_FOUND;
 use crate::manager::{Call, Reply};
 use crate::task::condition::{MANAGER_FINALIZED, UNSEAL_HANDED_BACK};
 use crate::task::enter::{condition_true, set_condition, time_at};
-use crate::task::{CallFailure, Question, Turn, Wake};
+use crate::task::{CallFailure, EndReport, Question, Remembered, Turn, Wake};
 
 impl Turn<'_> {
     /// The ReportState of the state the task is in, sent again: the manager records the same
@@ -204,7 +204,20 @@ impl Turn<'_> {
                 return Some(self.retry_later(message));
             }
         };
-        self.answered_retried(MANAGER_FINALIZED, reason, message);
+        if self.workspace_cleaned() {
+            self.answered_retried(MANAGER_FINALIZED, reason, message);
+        } else {
+            // The workspace cleanup's end is written next: the answer goes with it.
+            self.log(false, message.clone());
+            self.remember(Remembered {
+                end_report: Some(EndReport {
+                    reason: reason.to_string(),
+                    message,
+                    at: self.now,
+                }),
+                ..Remembered::default()
+            });
+        }
         None
     }
 }
