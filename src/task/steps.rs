@@ -347,8 +347,13 @@ impl Turn<'_> {
         }
         match pod.report {
             PodReport::Starting { reason, problem } => {
+                let age = pod.created.map(|t| self.now - t).unwrap_or(0).max(0) as u64;
+                // A pod pinned to a node that is gone never starts. Most pods start within
+                // seconds, so the node is looked up only for one slow to start: not a read of
+                // the Node at every step of every task.
                 if let Some(node) = self.status.node.clone()
                     && profile.locality == Locality::Workspace
+                    && age >= SLOW_START.as_secs()
                 {
                     match self.observed.nodes.get(&node) {
                         None => return Step::Wake(Wake::Ask(Question::NodeExists(node))),
@@ -382,7 +387,6 @@ impl Turn<'_> {
                         Some(true) => {}
                     }
                 }
-                let age = pod.created.map(|t| self.now - t).unwrap_or(0).max(0) as u64;
                 // An image one node cannot pull may be that node's trouble (its registry access):
                 // a pod free to go elsewhere gets one try on another node first.
                 let elsewhere = avoid.is_some() && self.status.avoid_node.is_none();

@@ -163,7 +163,10 @@ fn a_workspace_whose_node_is_gone_pauses_as_critical() {
         reason: "Pending".into(),
         problem: None,
     };
-    let mut observed = pod(starting, None, NOW - 5);
+    // Just created: no lookup of the node (most pods start within seconds).
+    let fresh = decide_now(task(&spec), &status, &pod(starting.clone(), None, NOW - 5));
+    assert!(!matches!(fresh.wake, Wake::Ask(_)), "{:?}", fresh.wake);
+    let mut observed = pod(starting, None, NOW - 25);
     let first = decide_now(task(&spec), &status, &observed);
     assert_eq!(asked(&first), &Question::NodeExists("node-a".into()));
     observed.nodes.insert("node-a".into(), false);
@@ -191,7 +194,7 @@ fn a_lost_workspace_past_the_precommit_is_not_resealed() {
             problem: None,
         },
         None,
-        NOW - 5,
+        NOW - 25,
     );
     observed.pods.insert(
         "t1-c1done-0".into(),
