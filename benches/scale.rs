@@ -243,6 +243,8 @@ fn apiserver_requests() -> BTreeMap<String, f64> {
             "pods/status",
             "pods/binding",
             "events",
+            // The operator reads a Node to check a workspace node still exists.
+            "nodes",
         ]
         .contains(&resource.as_str())
         {

@@ -114,7 +114,13 @@ impl TaskRun {
                     None => CleanupPod::Absent,
                     Some(pod) => match pods::exit_code(pod) {
                         Some(code) => CleanupPod::Exited(code),
-                        None => CleanupPod::Running,
+                        None => CleanupPod::Running {
+                            created: pod
+                                .metadata
+                                .creation_timestamp
+                                .as_ref()
+                                .map(|t| t.0.as_second()),
+                        },
                     },
                 });
             }

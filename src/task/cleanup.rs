@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use super::condition::{DELETION_HELD, WORKSPACE_CLEANED};
 use super::enter::{condition_true, set_condition};
-use super::{CLEANUP_PATIENCE, CLEANUP_RETRY, CleanupPod, Effect, PodReport, Question, Turn, Wake};
+use super::{
+    CLEANUP_PATIENCE, CLEANUP_RETRY, CleanupPod, Effect, PodReport, Question, SLOW_START, Turn,
+    Wake,
+};
 use crate::api::State;
 
 /// The name of a task's workspace cleanup pod.
@@ -87,7 +90,15 @@ impl Turn<'_> {
                 self.effects.push(Effect::CreateCleanupPod { name, node });
                 Wake::OnChange
             }
-            Some(CleanupPod::Running) => match self.observed.nodes.get(&node) {
+            // Most cleanup pods are done within seconds: the node is looked up only for one
+            // that is not.
+            Some(CleanupPod::Running { created })
+                if (self.now - created.unwrap_or(self.now)) < SLOW_START.as_secs() as i64 =>
+            {
+                let age = (self.now - created.unwrap_or(self.now)).max(0) as u64;
+                Wake::After(SLOW_START - Duration::from_secs(age))
+            }
+            Some(CleanupPod::Running { .. }) => match self.observed.nodes.get(&node) {
                 None => Wake::Ask(Question::NodeExists(node)),
                 // A cleanup pod bound to a node that is gone never runs: the workspace went with
                 // the node.

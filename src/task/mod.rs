@@ -323,7 +323,10 @@ impl Remembered {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CleanupPod {
     Absent,
-    Running,
+    /// Not exited yet (Pending or Running), created at this time (seconds since the epoch).
+    Running {
+        created: Option<i64>,
+    },
     Exited(i32),
 }
 

@@ -230,7 +230,9 @@ fn a_deleted_task_is_stopped_told_and_cleaned_before_it_is_released() {
     let told = decide_now(deleted, &first.status, &answered(&call, Ok(Reply::Done)));
     assert_eq!(asked(&told), &Question::CleanupPod("t1-cleanup".into()));
     let mut running = Observed {
-        cleanup_pod: Some(CleanupPod::Running),
+        cleanup_pod: Some(CleanupPod::Running {
+            created: Some(NOW - 30),
+        }),
         remembered: remembered(&told),
         ..Default::default()
     };

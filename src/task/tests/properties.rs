@@ -363,7 +363,9 @@ fn run_visiting(
                 Question::CleanupPod(_) => {
                     observed.cleanup_pod = Some(match tape.pick(3) {
                         0 => CleanupPod::Absent,
-                        1 => CleanupPod::Running,
+                        1 => CleanupPod::Running {
+                            created: Some(now - tape.pick(60) as i64),
+                        },
                         _ => CleanupPod::Exited(0),
                     })
                 }

@@ -219,9 +219,20 @@ fn a_cleanup_on_a_node_that_is_gone_does_not_wait_forever() {
     let mut status = reported(at(State::Finished));
     status.node = Some("node-a".into());
     let mut observed = Observed {
-        cleanup_pod: Some(CleanupPod::Running),
+        cleanup_pod: Some(CleanupPod::Running {
+            created: Some(NOW - 30),
+        }),
         ..Default::default()
     };
+    // Just created: the node is not looked up yet, the task looks again when it would be.
+    let fresh = Observed {
+        cleanup_pod: Some(CleanupPod::Running {
+            created: Some(NOW - 5),
+        }),
+        ..Default::default()
+    };
+    let waiting = decide_now(task(&spec), &status, &fresh);
+    assert_eq!(waiting.wake, Wake::After(Duration::from_secs(15)));
     let ask = decide_now(task(&spec), &status, &observed);
     assert_eq!(asked(&ask), &Question::NodeExists("node-a".into()));
     observed.nodes.insert("node-a".into(), false);
