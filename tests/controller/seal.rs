@@ -157,10 +157,12 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified(
     );
     timeline.report();
     // The write budget of docs/benchmarks.md: a pod and a status write per step (8 pods with
-    // the workspace cleanup), two status writes per submission (intent, outcome), one per chain
-    // wait and for the end, one Event (the end), the pods' delete-collection. 25 measured on
-    // 2026-12-01; two more for a step pod slow to start or one more poll.
-    assert!(writes <= 27.0, "{writes} API writes for one sealer task");
+    // the workspace cleanup; the first step's node waits in memory for its end), two status
+    // writes per submission (intent, outcome), one per chain wait, two at the end (Finished
+    // before ReportFinalized; the workspace removed, with the report's answer), one Event (the
+    // end), the pods' delete-collection. 23 measured on 2026-12-01; two more for a step pod
+    // slow to start or one more poll.
+    assert!(writes <= 25.0, "{writes} API writes for one sealer task");
     let ready = reqwest::get(format!("http://{operator_metrics}/readyz"))
         .await
         .unwrap();
