@@ -93,10 +93,9 @@ impl Turn<'_> {
             // Most cleanup pods are done within seconds: the node is looked up only for one
             // that is not.
             Some(CleanupPod::Running { created })
-                if (self.now - created.unwrap_or(self.now)) < SLOW_START.as_secs() as i64 =>
+                if self.seconds_since(created) < SLOW_START.as_secs() =>
             {
-                let age = (self.now - created.unwrap_or(self.now)).max(0) as u64;
-                Wake::After(SLOW_START - Duration::from_secs(age))
+                Wake::After(SLOW_START - Duration::from_secs(self.seconds_since(created)))
             }
             Some(CleanupPod::Running { .. }) => match self.observed.nodes.get(&node) {
                 None => Wake::Ask(Question::NodeExists(node)),

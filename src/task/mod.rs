@@ -512,6 +512,12 @@ impl Turn<'_> {
         Time(Timestamp::from_second(self.now).expect("now is a valid time"))
     }
 
+    /// Whole seconds from `at` (seconds since the epoch) to now; 0 when `at` is unknown or
+    /// still to come (a clock behind the apiserver's).
+    pub fn seconds_since(&self, at: Option<i64>) -> u64 {
+        at.map_or(0, |t| (self.now - t).max(0) as u64)
+    }
+
     pub fn position(&self) -> Position {
         Position {
             state: self.status.state.unwrap_or(State::Empty),

@@ -347,7 +347,7 @@ impl Turn<'_> {
         }
         match pod.report {
             PodReport::Starting { reason, problem } => {
-                let age = pod.created.map(|t| self.now - t).unwrap_or(0).max(0) as u64;
+                let age = self.seconds_since(pod.created);
                 // A pod pinned to a node that is gone never starts. Most pods start within
                 // seconds, so the node is looked up only for one slow to start: not a read of
                 // the Node at every step of every task.

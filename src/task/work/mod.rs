@@ -266,7 +266,7 @@ impl Turn<'_> {
     fn manager_unavailable(&mut self, method: Method, failure: &CallFailure) -> Wake {
         let state = self.position().state;
         let since = self.outage_since();
-        let outage = since.map_or(0, |t| (self.now - t).max(0) as u64);
+        let outage = self.seconds_since(since);
         let longest = self.rules.manager_retry_max.max(MANAGER_RETRY_MIN);
         let delay = Duration::from_secs(outage)
             .max(MANAGER_RETRY_MIN)
