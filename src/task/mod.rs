@@ -280,6 +280,15 @@ impl Remembered {
         }
     }
 
+    /// Adds what `effects` ask to keep ([`Effect::Remember`]).
+    pub fn merge_kept(&mut self, effects: &[Effect]) {
+        for effect in effects {
+            if let Effect::Remember(facts) = effect {
+                self.merge(facts);
+            }
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.workspace.is_none() && self.end_report.is_none()
     }
@@ -474,11 +483,7 @@ pub fn decide(
     // A decision whose only news is what is kept in memory leaves the status as it was, so the
     // executor has nothing to write; one that changes anything else writes the facts with it.
     let mut remembered = observed.remembered.clone();
-    for effect in &turn.effects {
-        if let Effect::Remember(facts) = effect {
-            remembered.merge(facts);
-        }
-    }
+    remembered.merge_kept(&turn.effects);
     let mut unchanged = status.clone();
     remembered.apply_to(&mut unchanged);
     Decision {

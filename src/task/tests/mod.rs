@@ -144,11 +144,7 @@ pub(super) fn temporary(message: &str) -> CallFailure {
 /// What `decision` asked the executor to keep in memory for the next write.
 pub(super) fn remembered(decision: &Decision) -> Remembered {
     let mut facts = Remembered::default();
-    for effect in &decision.effects {
-        if let Effect::Remember(more) = effect {
-            facts.merge(more);
-        }
-    }
+    facts.merge_kept(&decision.effects);
     facts
 }
 
