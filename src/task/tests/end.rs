@@ -47,12 +47,11 @@ fn every_finished_plan_reports_finalized_as_a_call_retried_until_answered() {
             &Question::CleanupPod("t1-cleanup".into()),
             "{plan}: not asked again before the retry time"
         );
-        let later = decide(
+        let later = decide_at(
             task(&spec),
             &unanswered.status,
             &answered(&call, Ok(Reply::Done)),
             NOW + 61,
-            &Rules::default(),
         );
         // The answer waits in memory for the cleanup's write, which records it with its own.
         assert_eq!(
@@ -84,13 +83,7 @@ fn every_finished_plan_reports_finalized_as_a_call_retried_until_answered() {
         );
         assert!(has(&cleaned, |e| *e == Effect::DeleteTaskPods));
         // Lost with a restart: asked again, and answered "already offline" (below).
-        let restarted = decide(
-            task(&spec),
-            &later.status,
-            &Observed::default(),
-            NOW + 62,
-            &Rules::default(),
-        );
+        let restarted = decide_at(task(&spec), &later.status, &Observed::default(), NOW + 62);
         assert_eq!(asked_call(&restarted), &call, "{plan}");
         // With the workspace removed already, no write follows: the answer is written at once.
         let mut removed = unanswered.status.clone();
@@ -102,12 +95,11 @@ fn every_finished_plan_reports_finalized_as_a_call_retried_until_answered() {
             "gone",
             NOW,
         );
-        let answered_late = decide(
+        let answered_late = decide_at(
             task(&spec),
             &removed,
             &answered(&call, Ok(Reply::Done)),
             NOW + 61,
-            &Rules::default(),
         );
         assert_eq!(
             condition(&answered_late.status),
@@ -198,13 +190,7 @@ fn an_ended_task_removes_its_workspace_and_then_expires() {
     );
     // Ended 10 s ago with a TTL of 60 s: 50 s to go, then deleted.
     assert_eq!(cleaned.wake, Wake::After(Duration::from_secs(50)));
-    let later = decide(
-        task(&spec),
-        &cleaned.status,
-        &Observed::default(),
-        NOW + 60,
-        &Rules::default(),
-    );
+    let later = decide_at(task(&spec), &cleaned.status, &Observed::default(), NOW + 60);
     assert!(has(&later, |e| *e == Effect::DeleteTask));
 }
 
@@ -342,21 +328,19 @@ fn an_aborted_unseal_hands_its_request_back() {
     down.unavailable = true;
     let waiting = decide_now(task(&spec), &decision.status, &answered(&call, Err(down)));
     assert!(matches!(waiting.wake, Wake::After(_)), "{:?}", waiting.wake);
-    let later = decide(
+    let later = decide_at(
         task(&spec),
         &waiting.status,
         &Observed::default(),
         NOW + 3600,
-        &Rules::default(),
     );
     assert_eq!(asked_call(&later), &call);
     // Answered: recorded, then the sector's ReportFinalized.
-    let handed = decide(
+    let handed = decide_at(
         task(&spec),
         &later.status,
         &answered(&call, Ok(Reply::Done)),
         NOW + 3600,
-        &Rules::default(),
     );
     assert!(
         handed

@@ -30,7 +30,7 @@ fn an_outage_is_waited_out_with_a_growing_back_off_and_spends_no_retry() {
     let status = at(State::PCSubmitted);
     let poll = Call::PollPreCommitState(SECTOR_ID);
     let down = answered(&poll, Err(unavailable("cannot reach the manager")));
-    let first = decide(task(&spec), &status, &down, NOW, &Rules::default());
+    let first = decide_now(task(&spec), &status, &down);
     assert_eq!(first.wake, Wake::After(work::MANAGER_RETRY_MIN));
     assert_eq!(first.status.phase, Some(Phase::Waiting));
     assert_eq!(first.status.last_error, None, "no failure recorded");
@@ -51,22 +51,10 @@ fn an_outage_is_waited_out_with_a_growing_back_off_and_spends_no_retry() {
     );
 
     // Before the retry time nothing is asked.
-    let early = decide(
-        task(&spec),
-        &first.status,
-        &Observed::default(),
-        NOW + 2,
-        &Rules::default(),
-    );
+    let early = decide_at(task(&spec), &first.status, &Observed::default(), NOW + 2);
     assert_eq!(early.wake, Wake::After(Duration::from_secs(3)));
     // Each later wait is as long as the outage so far, up to the cap.
-    let again = decide(
-        task(&spec),
-        &first.status,
-        &down,
-        NOW + 20,
-        &Rules::default(),
-    );
+    let again = decide_at(task(&spec), &first.status, &down, NOW + 20);
     assert_eq!(again.wake, Wake::After(Duration::from_secs(20)));
     assert!(
         !event(&again, condition::MANAGER_UNAVAILABLE),
@@ -81,12 +69,11 @@ fn an_outage_is_waited_out_with_a_growing_back_off_and_spends_no_retry() {
         state: OnChainState::Pending,
         desc: None,
     }));
-    let back = decide(
+    let back = decide_at(
         task(&spec),
         &capped.status,
         &answered(&poll, pending),
         NOW + 541,
-        &Rules::default(),
     );
     assert_eq!(
         condition_of(&back.status, condition::MANAGER_UNAVAILABLE),

@@ -108,7 +108,17 @@ pub(super) fn decide_now(
     status: &SealingTaskStatus,
     observed: &Observed,
 ) -> Decision {
-    decide(task, status, observed, NOW, &Rules::default())
+    decide_at(task, status, observed, NOW)
+}
+
+/// A decision at `now` under the default rules.
+pub(super) fn decide_at(
+    task: Task<'_>,
+    status: &SealingTaskStatus,
+    observed: &Observed,
+    now: i64,
+) -> Decision {
+    decide(task, status, observed, now, &Rules::default())
 }
 
 pub(super) fn asked(decision: &Decision) -> &Question {

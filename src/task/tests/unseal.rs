@@ -67,12 +67,11 @@ fn an_unseal_task_with_nothing_handed_out_asks_again_only_after_the_poll_interva
         "no new question: {:?}",
         woken.wake
     );
-    let later = decide(
+    let later = decide_at(
         task(&spec),
         &none.status,
         &Observed::default(),
         NOW + poll.as_secs() as i64,
-        &Rules::default(),
     );
     assert!(matches!(asked_call(&later), Call::AllocateUnsealSector(_)));
 }
