@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::{Context, Error, FIELD_MANAGER, metrics, pods};
 use crate::api::{SealingTask, SealingTaskStatus, State};
-use crate::manager::Manager;
+use crate::manager::{Call, Manager};
 use crate::plan::Event;
 use crate::task::{self, Effect, Observed, Task, Wake};
 
@@ -44,6 +44,9 @@ pub struct TaskRun {
     /// A status the core asked to be written (WriteStatus) and not written yet: it is written
     /// before the next effect outside the operator, or at the reconcile's end even if that failed.
     unwritten: Option<SealingTaskStatus>,
+    /// State reports held until the allocation they follow is written: a crash in between leaves
+    /// the manager told of a sector no task records.
+    held_reports: Vec<(Call, Option<State>)>,
     resource_version: Option<String>,
     tasks: Api<SealingTask>,
     pub(super) pods: Api<Pod>,
@@ -64,6 +67,7 @@ impl TaskRun {
             pods: Api::namespaced(ctx.client.clone(), &namespace),
             written: status.clone(),
             unwritten: None,
+            held_reports: Vec::new(),
             transitions: Vec::new(),
             adopted: false,
             resource_version: task.resource_version(),
@@ -173,12 +177,10 @@ impl TaskRun {
             | Effect::Remember(_) => {}
         }
         match effect {
-            // A sector the manager just handed out is written at once: until it is, every
-            // crash (at any of the effects that follow, a ReportState included) costs the
-            // manager an allocated sector no task will use.
-            Effect::WriteStatus if self.status.sector != self.written.sector => {
-                self.write_status().await?
-            }
+            // A sector the manager just handed out is written like the rest, before the next
+            // effect outside the operator (the first step pod, which it then names too, or a
+            // manager call): what comes between is the core's own work, and the state reports
+            // about it wait for the write (see `report_state`).
             Effect::WriteStatus => self.unwritten = Some(self.status.clone()),
             Effect::CreateStepPod(create) => {
                 let profiles = &self.ctx.settings.rules.profiles;
@@ -264,16 +266,12 @@ impl TaskRun {
                 self.crash_point(true, &effect);
             }
             Effect::ReportState(call) => {
-                let manager = self.ctx.manager.clone();
-                let (plan, state) = (self.task.spec.plan, self.status.state);
-                tokio::spawn(async move {
-                    let effect = "call:ReportState";
-                    crate::dev::crash_schedule_point(false, effect, plan, state);
-                    if let Err(err) = manager.call(&call).await {
-                        warn!("ReportState: {err}");
-                    }
-                    crate::dev::crash_schedule_point(true, effect, plan, state);
-                });
+                let state = self.status.state;
+                if self.allocation_unwritten() {
+                    self.held_reports.push((call, state));
+                } else {
+                    self.report_state(call, state);
+                }
             }
             Effect::Event {
                 warning,
@@ -345,6 +343,29 @@ impl TaskRun {
             }
         }
         Ok(())
+    }
+
+    /// Whether the manager's answer to an allocation (a sector handed out, a one-time job's
+    /// answer to its recorded intent) is not written yet.
+    fn allocation_unwritten(&self) -> bool {
+        let (status, written) = (&self.status, &self.written);
+        (status.sector.is_some() && status.sector != written.sector)
+            || (written.allocating.is_some() && status.allocating != written.allocating)
+    }
+
+    /// Tells the manager of a state change, in the background: best effort, as damocles-worker
+    /// does.
+    fn report_state(&self, call: Call, state: Option<State>) {
+        let manager = self.ctx.manager.clone();
+        let plan = self.task.spec.plan;
+        tokio::spawn(async move {
+            let effect = "call:ReportState";
+            crate::dev::crash_schedule_point(false, effect, plan, state);
+            if let Err(err) = manager.call(&call).await {
+                warn!("ReportState: {err}");
+            }
+            crate::dev::crash_schedule_point(true, effect, plan, state);
+        });
     }
 
     /// A point of the crash schedule (dev builds only): the operator may die right before
@@ -429,6 +450,9 @@ impl TaskRun {
         self.written = self.status.clone();
         self.ctx.memory.written(&self.key, &self.written);
         self.crash_point(true, "status");
+        for (call, state) in std::mem::take(&mut self.held_reports) {
+            self.report_state(call, state);
+        }
         Ok(())
     }
 

@@ -397,7 +397,8 @@ async fn a_crash_at_every_point_of_the_sealer_rebuild_and_unseal_loses_and_repea
     let persisted_asked = record["submissions"]["SubmitPersisted"]
         .as_u64()
         .unwrap_or(0);
-    // A crash between AllocateSector's answer and the status write that records it leaves that
+    // A crash between AllocateSector's answer and the status write that records it (with the
+    // first step's pod, in DealsAcquired; in Allocated when deals are acquired first) leaves that
     // sector allocated at the manager and unused (damocles-worker leaves one the same way; the
     // manager's API has no way to ask again for the same one). Each such sector is one of those
     // crash points, and none was used: no PreCommit, no proof, no deal.
@@ -408,7 +409,12 @@ async fn a_crash_at_every_point_of_the_sealer_rebuild_and_unseal_loses_and_repea
         .points()
         .iter()
         .filter(|p| {
-            *p == "after call:AllocateSector sealer/Empty" || *p == "before status sealer/Allocated"
+            [
+                "after call:AllocateSector sealer/Empty",
+                "before status sealer/Allocated",
+                "before status sealer/DealsAcquired",
+            ]
+            .contains(&p.as_str())
         })
         .count();
     let leaked: Vec<&String> = sectors

@@ -222,8 +222,9 @@ impl Turn<'_> {
                 self.status.not_before = not_before;
             }
         }
-        // A sector the manager handed out is written at once: forgotten in a crash, it would be
-        // allocated again. So are the ticket and the reserved store: asked again they may differ
+        // A sector the manager handed out is written before the next effect outside the
+        // operator: forgotten in a crash, it would be allocated again. So are the ticket and the
+        // reserved store: asked again they may differ
         // (a ticket follows the chain head, a store its free space), while a step pod created
         // with the first answer survives the crash and is adopted by its name (the crash
         // schedule found a PC1 pod sealing with one ticket and the status holding another).
