@@ -191,8 +191,9 @@ pub struct SealingTaskStatus {
     pub not_before: Option<Time>,
 
     /// A non-idempotent manager call (SubmitPreCommit, SubmitProof, SubmitSnapUpProof) that was
-    /// started and not yet answered: after a restart the operator checks with the manager instead
-    /// of submitting blindly.
+    /// started: set before the call, kept through the wait it starts (PCSubmitted,
+    /// ProofSubmitted) and cleared by the next state. After a restart the operator checks with
+    /// the manager instead of submitting blindly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub submitting: Option<String>,

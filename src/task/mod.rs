@@ -633,6 +633,9 @@ impl Turn<'_> {
                     continue;
                 }
                 Next::Act(action) => {
+                    if self.answered_from_before() {
+                        continue;
+                    }
                     if let Some(wake) = self.ticket_guard(action) {
                         return wake;
                     }

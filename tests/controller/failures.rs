@@ -25,7 +25,16 @@ async fn a_rejected_precommit_aborts_the_task_and_wipes_its_workspace() {
     )
     .await;
     let workspace = scene.workspace("t");
-    wait_status(tasks, "t", "PC2 done", |s| s.state == Some(State::PC2Done)).await;
+    // PC2's end, the PreCommit's intent and the wait for its landing are one write, made before
+    // the call the manager takes 3 s to refuse.
+    let submitting = wait_status(tasks, "t", "the PreCommit submitting", |s| {
+        s.state == Some(State::PCSubmitted)
+    })
+    .await;
+    assert_eq!(
+        submitting.status.unwrap().submitting.as_deref(),
+        Some("SubmitPreCommit")
+    );
     assert!(
         workspace.join("sealed").is_dir(),
         "the workspace holds the sealed file"

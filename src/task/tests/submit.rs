@@ -43,25 +43,44 @@ fn a_submission_asks_the_manager_first_and_records_its_intent_before_it_is_sent(
         &pc2_done(),
         &answered(&poll, poll_answer(OnChainState::Failed)),
     );
+    // The intent is written as the wait the PreCommit starts: PCSubmitted, waiting on the
+    // chain, in the one write before the call.
     assert_eq!(
         decision.status.submitting.as_deref(),
         Some("SubmitPreCommit")
     );
-    assert_eq!(decision.effects, vec![Effect::WriteStatus]);
+    assert_eq!(decision.status.state, Some(State::PCSubmitted));
+    assert_eq!(decision.status.phase, Some(Phase::Waiting));
+    assert_eq!(decision.effects.last(), Some(&Effect::WriteStatus));
     let call = asked_call(&decision).clone();
     assert_eq!(call.method(), Method::SubmitPreCommit);
     assert!(reset_of(&call));
+    // Accepted, nothing changes but the next question: the wait as written.
     let after = decide_now(
         task(&spec),
         &decision.status,
         &answered(&call, submit_answer(SubmitResult::Accepted, None)),
     );
-    assert_eq!(after.status.state, Some(State::PCSubmitted));
-    assert_eq!(after.status.submitting, None);
+    assert_eq!(after.status, decision.status);
     assert_eq!(
         asked_call(&after),
         &Call::PollPreCommitState(work::sector_id(SECTOR))
     );
+    let waiting = decide_now(
+        task(&spec),
+        &after.status,
+        &answered(asked_call(&after), poll_answer(OnChainState::Pending)),
+    );
+    assert_eq!(waiting.status, decision.status, "the wait needs no write");
+    assert!(matches!(waiting.wake, Wake::After(_)));
+    // Landed, the next state clears the intent.
+    let landed = decide_now(
+        task(&spec),
+        &after.status,
+        &answered(asked_call(&after), poll_answer(OnChainState::Landed)),
+    );
+    assert_eq!(landed.status.state, Some(State::PCLanded));
+    assert_eq!(landed.status.submitting, None);
     // A live message the task did not send since it entered PC2Done (a rewind by hand): sent
     // without reset, so a different PreCommit is answered Mismatched instead of passing.
     let held = decide_now(
@@ -95,8 +114,67 @@ fn after_a_restart_a_recorded_submission_is_polled_before_it_is_sent_again() {
         let call = asked_call(&lost);
         assert_eq!(call.method(), Method::SubmitPreCommit, "{state:?}");
         assert!(reset_of(call), "{state:?}");
-        assert!(lost.effects.is_empty(), "the intent is already written");
+        assert_eq!(lost.status.state, Some(State::PCSubmitted), "{state:?}");
+        assert!(has(&lost, |e| *e == Effect::WriteStatus), "{state:?}");
     }
+}
+
+/// Written as PCSubmitted before the call, a PreCommit the manager does not take (or does not
+/// answer) goes back to PC2Done, where the answer is handled as it always was; the intent is kept
+/// while the call may have reached the manager. A restart in PCSubmitted polls and, when the
+/// manager holds nothing, goes back to send it.
+#[test]
+fn a_submission_written_as_its_wait_goes_back_when_the_manager_does_not_take_it() {
+    let spec = sealer();
+    let poll = Call::PollPreCommitState(work::sector_id(SECTOR));
+    let intent = decide_now(
+        task(&spec),
+        &pc2_done(),
+        &answered(&poll, poll_answer(OnChainState::Failed)),
+    );
+    assert_eq!(intent.status.state, Some(State::PCSubmitted));
+    let call = asked_call(&intent).clone();
+
+    let mismatched = submit_answer(SubmitResult::MismatchedSubmission, Some("other commR"));
+    let refused = decide_now(task(&spec), &intent.status, &answered(&call, mismatched));
+    assert_eq!(refused.status.state, Some(State::PC2Done));
+    assert_eq!(refused.status.phase, Some(Phase::Paused));
+    assert!(has(&refused, |e| *e == Effect::WriteStatus));
+
+    let unanswered = decide_now(
+        task(&spec),
+        &intent.status,
+        &answered(
+            &call,
+            Err(CallFailure {
+                unavailable: true,
+                ..temporary("connection reset")
+            }),
+        ),
+    );
+    assert_eq!(unanswered.status.state, Some(State::PC2Done));
+    assert_eq!(unanswered.status.phase, Some(Phase::Waiting));
+    assert_eq!(
+        unanswered.status.submitting.as_deref(),
+        Some("SubmitPreCommit"),
+        "it may have reached the manager"
+    );
+
+    // A restart before the call: PCSubmitted polls, finds nothing, goes back and sends it.
+    let restarted = decide_now(
+        task(&spec),
+        &intent.status,
+        &answered(&poll, poll_answer(OnChainState::NotFound)),
+    );
+    assert_eq!(restarted.status.state, Some(State::PC2Done));
+    assert_eq!(asked_call(&restarted), &poll, "asked again before sending");
+    // ...and after the call: the manager holds it, the wait goes on.
+    let held = decide_now(
+        task(&spec),
+        &intent.status,
+        &answered(&poll, poll_answer(OnChainState::Pending)),
+    );
+    assert_eq!(held.status, intent.status);
 }
 
 #[test]

@@ -19,8 +19,8 @@ use crate::api::Phase;
 use crate::api::{CommittedSector, Randomness};
 use crate::manager::wire::{OnChainState, SectorId};
 use crate::manager::{Call, Method, PollOutcome, Reply, SubmitOutcome};
-use crate::plan::ManagerCall;
-use crate::plan::cursor::Outcome;
+use crate::plan::cursor::{self, Decision, Next, Outcome};
+use crate::plan::{Action, ManagerCall};
 use crate::sector::{FailureLevel, SectorRef};
 
 /// The first wait after the manager stops answering; each later one is as long as the outage
@@ -345,6 +345,13 @@ impl Turn<'_> {
     /// that has none. A live message after a restart mid-submission (the intent recorded) means
     /// it is done; without the intent it goes out without reset, so a different submission is
     /// answered Mismatched instead of passing silently. The intent is written before the call.
+    ///
+    /// A submission with a poll is written as the wait it starts: the task enters the next state
+    /// (PCSubmitted, ProofSubmitted), waiting on the chain, with the intent, in one write before
+    /// the call, so an accepted submission needs no write of its own. A restart finds it there
+    /// and polls: a message the manager holds is waited on, none is sent again from the state
+    /// before (the poll's Resubmit). An answer other than accepted takes the task back to the
+    /// submitting state (see [`Turn::answered_from_before`]), where it is handled as before.
     fn submission(&mut self, call: ManagerCall, mut request: Call) -> Step {
         let method = request.method();
         if let Some(reply) = self.answered(method, true) {
@@ -362,7 +369,9 @@ impl Turn<'_> {
             });
         }
         let recovering = self.status.submitting.as_deref() == Some(<&str>::from(call));
-        if let Some(poll) = request.sector().and_then(|s| submission_poll(method, s)) {
+        let poll = request.sector().and_then(|s| submission_poll(method, s));
+        let waits_on_chain = poll.is_some();
+        if let Some(poll) = poll {
             let reply = match self.answer(&poll) {
                 Ok(reply) => reply,
                 Err(ask) => return ask,
@@ -377,11 +386,69 @@ impl Turn<'_> {
                 Err(outcome) => return Step::Outcome(outcome),
             }
         }
-        if !recovering {
+        if waits_on_chain {
+            self.enter_submitted();
+        }
+        if waits_on_chain || !recovering {
             self.status.submitting = Some(call.to_string());
             self.write();
         }
         Step::Wake(Wake::Ask(Question::Manager(Box::new(request))))
+    }
+
+    /// Enters the state a submission leads to, waiting on the chain as its poll will (see
+    /// [`Turn::submission`]).
+    fn enter_submitted(&mut self) {
+        let plan = self.task.spec.plan();
+        if let Ok(Decision {
+            next: Next::Enter { event, state },
+            ..
+        }) = cursor::after(plan, self.position(), self.facts(), Outcome::Done)
+        {
+            self.enter(Some(event), state);
+            let message = self.waiting_for();
+            set_phase(&mut self.status, Phase::Waiting, message, self.now);
+        }
+    }
+
+    /// The manager's answer to a submission made from the state before this one (written as
+    /// this state's wait, see [`Turn::submission`]). Accepted, it is taken and this state's work
+    /// goes on; any other answer takes the task back to the submitting state, the intent kept
+    /// (a call left unanswered may have reached the manager), whose work then reads it: true.
+    pub(in crate::task) fn answered_from_before(&mut self) -> bool {
+        let Some((asked, reply)) = &self.observed.reply else {
+            return false;
+        };
+        let method = asked.method();
+        if self.reply_taken
+            || !is_submission(method)
+            || self.status.submitting.as_deref() != Some(<&str>::from(method))
+        {
+            return false;
+        }
+        let plan = self.task.spec.plan();
+        let submits = |action: &Action| matches!(action, Action::Manager(call) if <&str>::from(*call) == <&str>::from(method));
+        let Some(from) = plan
+            .states
+            .iter()
+            .find(|spec| spec.actions.iter().any(submits))
+            .map(|spec| spec.state)
+        else {
+            return false;
+        };
+        if from == self.position().state {
+            return false;
+        }
+        let accepted = matches!(reply, Ok(Reply::Submit(resp))
+            if submitted(method, resp.res.into(), resp.desc.clone()) == Outcome::Done);
+        if accepted {
+            self.reply_taken = true;
+            return false;
+        }
+        let submitting = self.status.submitting.take();
+        self.enter(None, from);
+        self.status.submitting = submitting;
+        true
     }
 
     /// Polls the chain (PollPreCommitState, PollProofState): landed, not yet, resubmit, failed.
@@ -390,7 +457,19 @@ impl Turn<'_> {
             Ok(reply) => reply,
             Err(ask) => return ask,
         };
+        let submission = match call.method() {
+            Method::PollPreCommitState => Some(Method::SubmitPreCommit),
+            Method::PollProofState => Some(Method::SubmitProof),
+            _ => None,
+        };
+        let intent = submission
+            .is_some_and(|method| self.status.submitting.as_deref() == Some(<&str>::from(method)));
         Step::Outcome(match reply {
+            // The intent is written as this wait before the call (see `submission`): a message
+            // an older manager never got is NotFound there, and is sent from the state before.
+            Ok(Reply::Poll(poll)) if intent && poll.state == OnChainState::NotFound => {
+                Outcome::Resubmit
+            }
             Ok(Reply::Poll(poll)) => polled(poll.state.into(), self.rules.poll_interval, poll.desc),
             Ok(other) => unexpected(call.method(), &other),
             Err(failure) => call_failed(failure),
