@@ -384,7 +384,12 @@ async fn run(count: usize, args: &Args) -> Row {
         }))
         .arg("--profiles")
         .arg(&profiles)
-        .env("KUBECONFIG", &support::cluster().kubeconfig)
+        // As the chart's ServiceAccount, with the chart's finalizer policy in the namespace: the
+        // writes counted are an installed operator's.
+        .env(
+            "KUBECONFIG",
+            support::chart::chart_service_account(&ns.name),
+        )
         .env(
             "RUST_LOG",
             std::env::var("DAMOCLES_BENCH_LOG").unwrap_or_else(|_| "warn".into()),

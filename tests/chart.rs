@@ -17,6 +17,9 @@ const IMAGES: [&str; 4] = [
     "stepImage.repository=registry.example/damocles-step",
 ];
 
+/// The API of the chart's finalizer policy (Kubernetes 1.36 and later), as helm names it.
+const POLICY_API: &str = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy";
+
 /// helm with the chart's required image values.
 fn chart(info: &support::ClusterInfo, args: &[&str]) -> Output {
     let mut all = args.to_vec();
@@ -56,7 +59,16 @@ async fn the_chart_lints_renders_and_the_api_server_accepts_it() {
             &watch_here,
         ],
     ] {
-        let mut args = vec!["template", "farm", CHART, "--namespace", &ns.name];
+        // Rendered as `helm install` would on this cluster, which serves MutatingAdmissionPolicy.
+        let mut args = vec![
+            "template",
+            "farm",
+            CHART,
+            "--namespace",
+            &ns.name,
+            "--api-versions",
+            POLICY_API,
+        ];
         args.extend(values.iter().copied());
         let rendered = chart(info, &args);
         assert!(
@@ -83,10 +95,37 @@ async fn the_chart_lints_renders_and_the_api_server_accepts_it() {
         // Cluster-wide objects carry the release namespace: two releases named alike in two
         // namespaces do not share them.
         let cluster_role = format!("clusterrole.rbac.authorization.k8s.io/{}-farm", ns.name);
-        for kind in ["deployment.apps/farm", &cluster_role] {
+        let policy = format!(
+            "mutatingadmissionpolicy.admissionregistration.k8s.io/{}-farm-finalizer",
+            ns.name
+        );
+        let binding = format!(
+            "mutatingadmissionpolicybinding.admissionregistration.k8s.io/{}-farm-finalizer",
+            ns.name
+        );
+        for kind in ["deployment.apps/farm", &cluster_role, &policy, &binding] {
             assert!(out.contains(kind), "{out}");
         }
         let rendered = String::from_utf8_lossy(&rendered.stdout).to_string();
+        // The finalizer the operator removes, and only in the namespace it watches when it
+        // watches one (a task nobody watches must stay deletable).
+        let policy_docs: String = rendered
+            .split("---")
+            .filter(|doc| doc.contains("kind: MutatingAdmissionPolicy"))
+            .collect();
+        assert!(
+            policy_docs.contains(&format!(
+                "value: [\"{}\"]",
+                damocles_operator::controller::FINALIZER
+            )),
+            "{policy_docs}"
+        );
+        let namespace_label = format!("kubernetes.io/metadata.name: {}", ns.name);
+        assert_eq!(
+            policy_docs.contains(&namespace_label),
+            values.contains(&watch_here.as_str()),
+            "{policy_docs}"
+        );
         // Watching one namespace, the operator's rights over tasks, pods and events are a Role
         // there; the ClusterRole keeps only nodes and the CRD.
         let namespaced = values.contains(&watch_here.as_str());
@@ -129,6 +168,28 @@ async fn the_chart_lints_renders_and_the_api_server_accepts_it() {
         // The step image moves with the operator: the chart's appVersion by default.
         let app_version = format!("damocles-step:{}", env!("CARGO_PKG_VERSION"));
         assert!(rendered.contains(&app_version), "{rendered}");
+    }
+
+    // No finalizer policy where the cluster does not serve the API (before 1.36), nor when
+    // turned off: the operator then adds the finalizer itself.
+    for args in [
+        vec!["template", "farm", CHART],
+        vec![
+            "template",
+            "farm",
+            CHART,
+            "--api-versions",
+            POLICY_API,
+            "--set",
+            "finalizerPolicy=false",
+        ],
+    ] {
+        let rendered = chart(info, &args);
+        assert!(rendered.status.success(), "{}", text(&rendered));
+        assert!(
+            !text(&rendered).contains("MutatingAdmissionPolicy"),
+            "{args:?}"
+        );
     }
 
     // Client-side only: the test control plane has no Prometheus Operator CRDs.

@@ -207,7 +207,7 @@ async fn a_seeded_storm_of_faults_and_edits_loses_and_repeats_nothing() {
     eprintln!("chaos seed {seed} (DAMOCLES_CHAOS_SEED={seed} runs this storm again)");
     let mut rng = Seeded(seed);
     let mut scene = Scene::new("chaos").await;
-    let account = support::farm::chart_service_account(&scene.ns.name);
+    let account = support::chart::chart_service_account(&scene.ns.name);
     let relay = ApiRelay::start(upstream(&account)).await;
     let mut replicas = Replicas::start(&scene, relay.kubeconfig(&account));
     let pods = PodWatch::start(scene.pods.clone());

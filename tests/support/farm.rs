@@ -9,6 +9,7 @@ use damocles_operator::api::SealingTask;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 
+use super::chart::chart_service_account;
 use super::dev_manager::DevManager;
 use super::{DevNode, TestNamespace, cluster, helm, namespace, unique, wait_for};
 
@@ -83,77 +84,6 @@ impl Operator {
             metrics,
         }
     }
-}
-
-/// A kubeconfig that acts as the chart's ServiceAccount watching `namespace`: the chart's own
-/// RBAC (rendered as `helm install --set watchNamespace=<namespace>` would), and a token from the
-/// TokenRequest API, not the admin's credentials. An operator the tests start has exactly the
-/// rights an installed one has. Made once per namespace.
-pub fn chart_service_account(namespace: &str) -> PathBuf {
-    static MADE: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
-    let mut made = MADE.lock().unwrap();
-    if let Some((_, path)) = made.iter().find(|(ns, _)| ns == namespace) {
-        return path.clone();
-    }
-    let info = cluster();
-    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/damocles-operator");
-    let watch = format!("watchNamespace={namespace}");
-    let rendered = helm(
-        info,
-        &[
-            "template",
-            "op",
-            chart,
-            "--namespace",
-            namespace,
-            "--set",
-            &watch,
-            "--set",
-            "image.repository=registry.example/damocles-operator",
-            "--set",
-            "stepImage.repository=registry.example/damocles-step",
-            "--show-only",
-            "templates/rbac.yaml",
-        ],
-    );
-    assert!(
-        rendered.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&rendered.stderr)
-    );
-    let applied = super::kubectl_stdin(
-        info,
-        &["apply", "--namespace", namespace, "-f", "-"],
-        &String::from_utf8_lossy(&rendered.stdout),
-    );
-    assert!(
-        applied.status.success(),
-        "the chart's RBAC: {}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-    let token = super::kubectl(
-        info,
-        &[
-            "create",
-            "token",
-            "op",
-            "--namespace",
-            namespace,
-            "--duration",
-            "24h",
-        ],
-    );
-    let mut config: serde_json::Value = serde_json::from_str(&super::kubectl(
-        info,
-        &["config", "view", "--raw", "--minify", "-o", "json"],
-    ))
-    .unwrap();
-    config["users"] = serde_json::json!([{"name": "op", "user": {"token": token.trim()}}]);
-    config["contexts"][0]["context"]["user"] = "op".into();
-    let path = std::env::temp_dir().join(format!("{}.kubeconfig", unique("op-sa")));
-    std::fs::write(&path, config.to_string()).unwrap();
-    made.push((namespace.to_string(), path.clone()));
-    path
 }
 
 impl Operator {

@@ -3,12 +3,14 @@
 //! - [`cluster`]: the real control plane (scripts/test-cluster), started once per test binary;
 //! - [`dev_node`]: `damocles-operator dev-node`, the kubelet stand-in;
 //! - [`dev_manager`]: `damocles-operator dev-manager`, damocles-manager's stand-in (proofs);
+//! - [`chart`]: what the chart installs for an operator of one namespace (RBAC, finalizer policy);
 //! - [`farm`]: an operator, a farm's profiles, store and node: what an operator test starts from.
 //!
 //! The step and manager tests run step chains with `damocles_operator::step::bench::Chain`, which
 //! maps outputs to inputs with the same `StepInputs::absorb` as the operator.
 #![allow(dead_code)]
 
+pub mod chart;
 pub mod cluster;
 #[cfg(feature = "proofs")]
 pub mod dev_manager;
