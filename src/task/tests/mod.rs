@@ -10,6 +10,7 @@ mod resume;
 mod steps;
 mod submit;
 mod unseal;
+mod writes;
 
 pub(super) use std::time::Duration;
 

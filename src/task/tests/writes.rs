@@ -1,0 +1,268 @@
+//! What a sealed sector's API writes are spent on (issue 21: at most 20): a sealer driven by
+//! `decide` through a cooperative world, with the controller's rules for when a status is written
+//! (`controller/apply.rs`): a kept status goes out before a pod is created, a pod deleted or a
+//! manager called, a newly allocated sector at once, and the rest at the reconcile's end.
+
+use super::*;
+use crate::manager::wire::{Randomness as WireRandomness, Seed, Ticket, WaitSeedResp};
+use crate::step::FileDigest;
+
+/// The executor's side of the writes.
+#[derive(Default)]
+struct Writes {
+    status: SealingTaskStatus,
+    written: SealingTaskStatus,
+    kept: Option<SealingTaskStatus>,
+    /// Each write, by what it is: a status apply names the state written.
+    log: Vec<String>,
+}
+
+impl Writes {
+    fn write(&mut self, status: SealingTaskStatus) {
+        if status != self.written {
+            self.log.push(format!(
+                "status {}{}",
+                status.state.map(|s| s.to_string()).unwrap_or_default(),
+                status
+                    .submitting
+                    .as_deref()
+                    .map(|s| format!(" (submitting {s})"))
+                    .unwrap_or_default()
+            ));
+            self.written = status;
+        }
+    }
+
+    fn write_kept(&mut self) {
+        if let Some(kept) = self.kept.take() {
+            self.write(kept);
+        }
+    }
+}
+
+fn result(step: StepKind) -> PodReport {
+    let file = |role: &str| NamedFile {
+        role: role.into(),
+        file: FileDigest {
+            path: format!("/ws/{role}").into(),
+            sha256: "ab".repeat(32),
+            size: 192,
+        },
+    };
+    PodReport::Succeeded(Box::new(StepResult {
+        version: 1,
+        step,
+        sector: SECTOR,
+        failure: None,
+        outputs: StepOutputs {
+            comm_d: Some(crate::sector::CommD::from_bytes([7; 32])),
+            comm_r: Some(crate::sector::CommR::from_bytes([9; 32])),
+            files: ["sealed", "c1-output", "proof"]
+                .into_iter()
+                .map(file)
+                .collect(),
+            proof: Some("AAAA".into()),
+            ..Default::default()
+        },
+        reused: false,
+        duration_ms: 10,
+        in_log: None,
+    }))
+}
+
+/// The manager's answer; `asked` counts the calls of each method so far, so that each chain wait
+/// is seen once before it ends.
+fn answer(call: &Call, asked: usize) -> Reply {
+    let randomness = WireRandomness([5; 32]);
+    match call.method() {
+        Method::AllocateSector => Reply::Sector(Some(AllocatedSector {
+            id: SECTOR_ID,
+            proof_type: 5,
+        })),
+        Method::AcquireDeals => Reply::Deals(vec![]),
+        Method::AssignTicket => Reply::Ticket(Ticket {
+            ticket: randomness,
+            epoch: 9000,
+        }),
+        Method::SubmitPreCommit | Method::SubmitProof => Reply::Submit(SubmitResp {
+            res: SubmitResult::Accepted,
+            desc: None,
+        }),
+        Method::PollPreCommitState | Method::PollProofState => Reply::Poll(PollResp {
+            // The first poll after the submission (the one before it finds nothing) waits.
+            state: match asked {
+                0 => OnChainState::NotFound,
+                1 => OnChainState::Pending,
+                _ => OnChainState::Landed,
+            },
+            desc: None,
+        }),
+        Method::StoreReserveSpace => Reply::Store(Some(StoreBasicInfo {
+            name: "persist".into(),
+            path: "/store".into(),
+            strict: false,
+            read_only: false,
+            weight: 1,
+            meta: None,
+        })),
+        Method::SubmitPersistedEx => Reply::Persisted(true),
+        Method::WaitSeed => Reply::Seed(WaitSeedResp {
+            should_wait: asked == 0,
+            delay: 60,
+            seed: (asked > 0).then_some(Seed {
+                seed: randomness,
+                epoch: 9200,
+            }),
+        }),
+        Method::ReportState => Reply::State(None),
+        _ => Reply::Done,
+    }
+}
+
+/// Drives a sealer from creation to its workspace removed; returns every API write the operator
+/// makes for it, in order.
+fn seal() -> Vec<String> {
+    let spec = sealer();
+    let task = task(&spec);
+    let rules = Rules::default();
+    let mut writes = Writes::default();
+    let mut observed = Observed::default();
+    let mut pods: BTreeMap<String, (StepKind, u8)> = BTreeMap::new();
+    let mut calls: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut cleanup = CleanupPod::Absent;
+    let mut now = NOW;
+    for _ in 0..500 {
+        let decision = decide(task, &writes.status, &observed, now, &rules);
+        writes.status = decision.status;
+        observed.reply = None;
+        for effect in decision.effects {
+            match effect {
+                Effect::WriteStatus => writes.kept = Some(writes.status.clone()),
+                Effect::CreateStepPod(pod) => {
+                    if writes.kept.take().is_some() {
+                        writes.write(writes.status.clone());
+                    }
+                    writes.log.push(format!("create pod {}", pod.request.step));
+                    pods.insert(pod.name.clone(), (pod.request.step, 0));
+                }
+                Effect::CreateCleanupPod { .. } => {
+                    if writes.kept.take().is_some() {
+                        writes.write(writes.status.clone());
+                    }
+                    writes.log.push("create cleanup pod".into());
+                    cleanup = CleanupPod::Running { created: Some(now) };
+                }
+                Effect::DeletePod(_) | Effect::DeleteTaskPods | Effect::DeleteTask => {
+                    writes.write_kept();
+                    writes.log.push("delete pods".into());
+                }
+                Effect::ClearResumeRequest | Effect::Tell(_) => writes.write_kept(),
+                Effect::Remember(facts) => observed.remembered.merge(&facts),
+                _ => {}
+            }
+        }
+        match decision.wake {
+            Wake::Ask(Question::Manager(call)) => {
+                writes.write_kept();
+                let asked = calls.entry(call.method().into()).or_default();
+                let reply = answer(&call, *asked);
+                *asked += 1;
+                observed.reply = Some((*call, Ok(reply)));
+            }
+            Wake::Ask(Question::SectorState(call)) => {
+                observed.sector_state = Some(Ok(answer(&call, 0)));
+            }
+            Wake::Ask(Question::StepPod(name)) => {
+                // Seen running once, then succeeded.
+                let pod = pods.get_mut(&name).map(|(step, seen)| {
+                    *seen += 1;
+                    StepPod {
+                        report: if *seen == 1 {
+                            PodReport::Running
+                        } else {
+                            result(*step)
+                        },
+                        node: Some("node-a".into()),
+                        created: Some(now),
+                        deleting: false,
+                    }
+                });
+                observed.pods.insert(name, pod);
+            }
+            Wake::Ask(Question::NodeExists(node)) => {
+                observed.nodes.insert(node, true);
+            }
+            Wake::Ask(Question::Slot { step, .. }) => observed.slot = Some((step, Ok(()))),
+            Wake::Ask(Question::CleanupPod(_)) => {
+                observed.cleanup_pod = Some(cleanup);
+                if let CleanupPod::Running { .. } = cleanup {
+                    cleanup = CleanupPod::Exited(0);
+                }
+            }
+            Wake::Release => break,
+            Wake::After(_) | Wake::OnChange | Wake::CleanupPending => {
+                // The reconcile ends: its status written.
+                writes.kept = None;
+                writes.write(writes.status.clone());
+                if writes.status.state == Some(State::Finished)
+                    && writes
+                        .status
+                        .conditions
+                        .iter()
+                        .any(|c| c.type_ == condition::WORKSPACE_CLEANED && c.status == "True")
+                {
+                    break;
+                }
+                observed = Observed {
+                    remembered: std::mem::take(&mut observed.remembered),
+                    ..Observed::default()
+                };
+                now += 61;
+            }
+        }
+    }
+    writes.log
+}
+
+/// 12 status writes, 8 pod creations and one deletion: the controller adds the end's Event, and
+/// the finalizer where the cluster's admission policy did not (docs/benchmarks.md). Each status
+/// write is what a step or a wait shows while it lasts, or what a crash must find written.
+#[test]
+fn a_sealed_sector_costs_these_writes() {
+    let log = seal();
+    let expected = [
+        // The allocated sector, with the pod that uses it.
+        "status DealsAcquired",
+        "create pod add-piece",
+        // A step's result and the next step's pod, in one write (its pod may come first: the
+        // finished pod holds the result until the task ends).
+        "create pod tree-d",
+        "status PieceAdded",
+        // With the ticket, which must be written before the pod that seals with it.
+        "status TicketAssigned",
+        "create pod pc1",
+        "create pod pc2",
+        "status PC1Done",
+        // PC2's result, the intent of the PreCommit and the wait for its landing: one write.
+        "status PCSubmitted (submitting SubmitPreCommit)",
+        // With the reserved store, before the pod that copies into it.
+        "status PCLanded",
+        "create pod persist",
+        // The persisted files, and the wait for the seed.
+        "status PersistanceSubmitted",
+        "create pod c1",
+        "status SeedAssigned",
+        "create pod c2",
+        "status C1Done",
+        "status ProofSubmitted (submitting SubmitProof)",
+        // Before the manager is told (a restart must not find the sector gone from it).
+        "status Finished",
+        "create cleanup pod",
+        "delete pods",
+        // The workspace removed, with the manager's answer to the end report.
+        "status Finished",
+    ];
+    assert_eq!(log, expected, "{}", log.join("\n"));
+    let status_writes = log.iter().filter(|w| w.starts_with("status")).count();
+    assert_eq!(status_writes, 12);
+}
