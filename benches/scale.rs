@@ -523,12 +523,12 @@ async fn run(count: usize, args: &Args) -> Row {
     watch.abort();
 
     // Step pod succeeded -> the task's next step pod created, where no chain wait is between.
-    // (Pods are named <task>-<state>-<attempt>: the add-piece pod runs in DealsAcquired, tree-d in
-    // PieceAdded, PC1 in TicketAssigned (after AssignTicket, which the manager answers at once),
-    // PC2 in PC1Done, C1 in SeedAssigned, C2 in C1Done.)
+    // (Pods are named <task>-<state>-<attempt>: the add-piece pod runs in DealsAcquired, with
+    // tree-d in it (since 2026-12-02; before, tree-d had a pod of its own in PieceAdded), PC1 in
+    // TicketAssigned (after AssignTicket, which the manager answers at once), PC2 in PC1Done, C1
+    // in SeedAssigned, C2 in C1Done.)
     let no_wait = [
-        ("dealsacquired", "pieceadded"),
-        ("pieceadded", "ticketassigned"),
+        ("dealsacquired", "ticketassigned"),
         ("ticketassigned", "pc1done"),
         ("seedassigned", "c1done"),
     ];

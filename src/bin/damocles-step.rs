@@ -254,7 +254,7 @@ fn run_step(text: Result<String, String>) -> ProcessExit {
     {
         Ok(request) => {
             let message_path = request.termination_message_path.clone();
-            (run::execute(&request), message_path)
+            (run::execute_all(&request), message_path)
         }
         Err(message) => {
             // No sector to name: report the failure in the result shape anyway so the pod says why.

@@ -337,6 +337,7 @@ pub fn cleanup_pod(
         share: None,
         termination_message_path: None,
         inputs: StepInputs::default(),
+        then: Vec::new(),
     };
     let pinned = Resolved {
         locality: Locality::Workspace,

@@ -46,6 +46,17 @@ pub fn result(request: &StepRequest) -> StepResult {
         reused: false,
         duration_ms: 0,
         in_log: None,
+        then: request
+            .then
+            .iter()
+            .map(|&step| {
+                result(&StepRequest {
+                    step,
+                    then: Vec::new(),
+                    ..request.clone()
+                })
+            })
+            .collect(),
     }
 }
 

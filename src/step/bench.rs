@@ -46,6 +46,7 @@ impl Chain {
             share: None,
             termination_message_path: None,
             inputs: StepInputs::default(),
+            then: Vec::new(),
         };
         let gathered = StepInputs {
             ticket: Some(randomness(1)),

@@ -37,7 +37,7 @@ use crate::sector::{CommD, CommR, FailureLevel, SectorRef, SectorSize};
 
 /// The request schema this build writes and understands. A request with a higher version is refused
 /// (permanent failure) rather than half-understood.
-pub const REQUEST_VERSION: u32 = 3;
+pub const REQUEST_VERSION: u32 = 4;
 
 /// Where the result goes when the request does not say: Kubernetes' default termination-message path.
 pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
@@ -71,6 +71,11 @@ pub struct StepRequest {
     pub termination_message_path: Option<PathBuf>,
     #[serde(default)]
     pub inputs: StepInputs,
+    /// Steps run after this one in the same run, on its workspace and with its inputs, while each
+    /// succeeds (tree-d after add-piece: it reads what add-piece wrote). Their results come in
+    /// [`StepResult::then`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub then: Vec<StepKind>,
 }
 
 /// What the plan has gathered for the step. Each step reads the fields it needs and reports a missing
@@ -311,6 +316,9 @@ pub struct StepResult {
     /// output, which the operator reads from the pod's log and checks against this digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_log: Option<LoggedResult>,
+    /// The results of the request's `then` steps, in order; the first that failed is the last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub then: Vec<StepResult>,
 }
 
 /// The line of a step's output that holds its whole result: its sha256 (hex) and length.
@@ -386,6 +394,7 @@ impl StepResult {
             text = serde_json::to_string(&result).expect("results serialize");
             if text.len() > limit {
                 result.outputs = StepOutputs::default();
+                result.then.clear();
                 result.in_log = Some(LoggedResult::of(&self.output_line()));
                 text = serde_json::to_string(&result).expect("results serialize");
             }
@@ -639,6 +648,7 @@ mod tests {
             reused: false,
             duration_ms: 1,
             in_log: None,
+            then: Vec::new(),
         };
         let text = result.termination_message();
         assert!(text.len() <= TERMINATION_MESSAGE_LIMIT, "{}", text.len());
@@ -684,6 +694,7 @@ mod tests {
             reused: false,
             duration_ms: 1,
             in_log: None,
+            then: Vec::new(),
         };
         let line = result.output_line();
         assert!(line.len() > TERMINATION_MESSAGE_LIMIT, "{}", line.len());

@@ -54,6 +54,29 @@ fn lock_workspace(workspace: &Path) -> Result<fs::File, StepError> {
     }
 }
 
+/// Runs the request's step, then each of its `then` steps while they succeed, each as
+/// [`execute`] runs one; their results go in the first one's `then`.
+pub fn execute_all(request: &StepRequest) -> StepResult {
+    let alone = |step| StepRequest {
+        step,
+        then: Vec::new(),
+        ..request.clone()
+    };
+    let mut result = execute(&alone(request.step));
+    if result.failure.is_some() {
+        return result;
+    }
+    for &step in &request.then {
+        let next = execute(&alone(step));
+        let failed = next.failure.is_some();
+        result.then.push(next);
+        if failed {
+            break;
+        }
+    }
+    result
+}
+
 /// Runs one step to completion, or returns the recorded result of an identical completed run.
 /// Never panics on bad input: every failure comes back as a result with its level.
 pub fn execute(request: &StepRequest) -> StepResult {
@@ -81,6 +104,7 @@ pub fn execute(request: &StepRequest) -> StepResult {
             reused,
             duration_ms: started.elapsed().as_millis() as u64,
             in_log: None,
+            then: Vec::new(),
         }
     };
 
@@ -132,6 +156,7 @@ pub fn execute(request: &StepRequest) -> StepResult {
 fn digest_view(request: &StepRequest) -> serde_json::Value {
     let mut view = request.clone();
     view.termination_message_path = None;
+    view.then = Vec::new();
     serde_json::to_value(view).expect("requests serialize")
 }
 

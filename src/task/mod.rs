@@ -474,6 +474,7 @@ pub fn decide(
         status: known,
         effects: Vec::new(),
         reply_taken: false,
+        ran_along: Vec::new(),
     };
     let wake = if task.deleted_at.is_some() && !turn.finishes_before_deletion() {
         turn.deleted()
@@ -507,6 +508,9 @@ pub(crate) struct Turn<'a> {
     pub effects: Vec<Effect>,
     /// The manager's answer in `observed` has been read: it answers one call, once.
     pub reply_taken: bool,
+    /// Results of steps that ran in the pod of the step just finished (its request's `then`),
+    /// for the states that follow in this decision.
+    pub ran_along: Vec<crate::step::StepResult>,
 }
 
 /// The most work one decision chains through; a plan has far fewer manager-only actions in a row.

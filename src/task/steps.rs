@@ -13,7 +13,8 @@ use super::{
     Step, Turn, Wake, WorkspaceNode,
 };
 use crate::api::{Artifact, Phase, PlanKind, SealingTaskStatus, State};
-use crate::plan::cursor::Outcome;
+use crate::plan::Action;
+use crate::plan::cursor::{self, Next, Outcome};
 use crate::sector::{FailureLevel, SectorRef};
 use crate::step::workspace::SectorFiles;
 use crate::step::{
@@ -239,6 +240,7 @@ pub fn step_request(
         share,
         termination_message_path: Some(PathBuf::from(DEFAULT_TERMINATION_MESSAGE_PATH)),
         inputs: gathered_inputs(task, status, profiles)?.select(step),
+        then: Vec::new(),
     })
 }
 
@@ -265,6 +267,9 @@ impl Turn<'_> {
     pub(super) fn step(&mut self, step: StepKind) -> Step {
         if let Some(wait) = self.retiring_pod_gone() {
             return Step::Wake(wait);
+        }
+        if let Some(done) = self.ran_along(step) {
+            return done;
         }
         let state = self.position().state;
         let profile = self.rules.profiles.resolve(step, self.rules.retry_backoff);
@@ -446,6 +451,7 @@ impl Turn<'_> {
             }
             PodReport::Succeeded(result) => {
                 self.effects.push(Effect::ReleaseSlot);
+                self.ran_along = result.then.clone();
                 self.absorb(step, &result);
                 if let Some(problem) = self.resealed_key_differs(step) {
                     return Step::Outcome(super::work::failed(FailureLevel::Permanent, problem));
@@ -523,10 +529,60 @@ impl Turn<'_> {
         Wake::OnChange
     }
 
+    /// The outcome of `step` when it already ran in the pod of the step before (see
+    /// [`Turn::runs_along`]). One that failed there is run again in a pod of its own.
+    fn ran_along(&mut self, step: StepKind) -> Option<Step> {
+        let at = self.ran_along.iter().position(|r| r.step == step)?;
+        let result = self.ran_along.remove(at);
+        if let Some(failure) = &result.failure {
+            self.log(
+                true,
+                format!(
+                    "{step} failed in the previous step's pod ({}): running it in a pod of its own",
+                    failure.message
+                ),
+            );
+            return None;
+        }
+        self.absorb(step, &result);
+        if let Some(problem) = self.resealed_key_differs(step) {
+            return Some(Step::Outcome(super::work::failed(
+                FailureLevel::Permanent,
+                problem,
+            )));
+        }
+        Some(Step::Outcome(Outcome::Done))
+    }
+
+    /// The step that runs in `step`'s pod right after it: tree-d after add-piece, when the next
+    /// state's work is tree-d alone and its profile is add-piece's, with no concurrency cap of its
+    /// own. Tree-d computes CommD from the pieces add-piece wrote to the workspace (milliseconds at
+    /// any sector size): a pod of its own would cost a pod start and two API writes for nothing.
+    /// A farm that gives tree-d other resources or nodes gets it a pod of its own.
+    fn runs_along(&self, step: StepKind, profile: &Resolved) -> Option<StepKind> {
+        const ALONG: StepKind = StepKind::TreeD;
+        if step != StepKind::AddPiece {
+            return None;
+        }
+        let plan = self.task.spec.plan();
+        let after = cursor::after(plan, self.position(), self.facts(), Outcome::Done).ok()?;
+        let Next::Enter { state, .. } = after.next else {
+            return None;
+        };
+        if plan.state(state)?.actions != [Action::Proof(ALONG)] {
+            return None;
+        }
+        let along = self.rules.profiles.resolve(ALONG, self.rules.retry_backoff);
+        (along == *profile && along.concurrency.is_none()).then_some(ALONG)
+    }
+
     fn start_step(&mut self, step: StepKind, name: String, profile: Resolved) -> Step {
         let profiles = &self.rules.profiles;
         let request = match step_request(self.task, &self.status, step, profiles) {
-            Ok(request) => request,
+            Ok(mut request) => {
+                request.then.extend(self.runs_along(step, &profile));
+                request
+            }
             Err(message) => {
                 let message = format!("cannot build the {step} request: {message}");
                 return Step::Wake(self.fail(FailureLevel::Permanent, message));

@@ -155,6 +155,18 @@ impl PodTimeline {
         PodTimeline { seen, watch }
     }
 
+    /// The names of the pods seen so far, in the order they appeared.
+    fn names(&self) -> Vec<String> {
+        let seen = self.seen.lock().unwrap();
+        let mut names: Vec<String> = Vec::new();
+        for (name, ..) in seen.iter() {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+
     /// Prints, for each step pod, the time from the previous step pod's success to its creation.
     fn report(&self) {
         let seen = self.seen.lock().unwrap();

@@ -166,6 +166,7 @@ pub(super) fn step_request(
         share: None,
         termination_message_path: Some(dir.join(format!("{step}.result.json"))),
         inputs,
+        then: Vec::new(),
     })
 }
 

@@ -201,5 +201,6 @@ pub(super) fn succeeded(outputs: StepOutputs) -> PodReport {
         reused: false,
         duration_ms: 1500,
         in_log: None,
+        then: Vec::new(),
     }))
 }

@@ -39,7 +39,8 @@ impl Tape<'_> {
 #[derive(Default)]
 struct World {
     accepted: Vec<Method>,
-    pods: BTreeMap<String, StepKind>,
+    /// Each pod's step and the steps that run along in it.
+    pods: BTreeMap<String, (StepKind, Vec<StepKind>)>,
 }
 
 fn spec_of(plan: PlanKind) -> SealingTaskSpec {
@@ -196,11 +197,12 @@ fn step_result(step: StepKind, tape: &mut Tape) -> PodReport {
         reused: false,
         duration_ms: 10,
         in_log: None,
+        then: Vec::new(),
     }))
 }
 
 fn pod_answer(name: &str, world: &World, tape: &mut Tape) -> Option<StepPod> {
-    let step = *world.pods.get(name)?;
+    let (step, along) = world.pods.get(name)?.clone();
     let report = match tape.pick(8) {
         0 => PodReport::Starting {
             reason: "ContainerCreating".into(),
@@ -217,7 +219,25 @@ fn pod_answer(name: &str, world: &World, tape: &mut Tape) -> Option<StepPod> {
             message: "the step failed".into(),
             never_ran: tape.chance(60),
         },
-        _ => step_result(step, tape),
+        _ => {
+            let mut report = step_result(step, tape);
+            if let PodReport::Succeeded(result) = &mut report {
+                // What ran along in the pod: done, or failed (then run in a pod of its own).
+                for &along in &along {
+                    let PodReport::Succeeded(mut ran) = step_result(along, tape) else {
+                        unreachable!("step_result succeeds");
+                    };
+                    if tape.chance(60) {
+                        ran.failure = Some(crate::step::StepFailure {
+                            level: FailureLevel::Temporary,
+                            message: "the step failed".into(),
+                        });
+                    }
+                    result.then.push(*ran);
+                }
+            }
+            report
+        }
     };
     Some(StepPod {
         report,
@@ -314,7 +334,10 @@ fn run_visiting(
                 Effect::WriteStatus => written = status.clone(),
                 Effect::ClearResumeRequest => spec.resume_state = None,
                 Effect::CreateStepPod(pod) => {
-                    world.pods.insert(pod.name.clone(), pod.request.step);
+                    world.pods.insert(
+                        pod.name.clone(),
+                        (pod.request.step, pod.request.then.clone()),
+                    );
                 }
                 Effect::DeletePod(name) => {
                     world.pods.remove(name);

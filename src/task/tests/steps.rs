@@ -495,3 +495,95 @@ fn a_running_first_step_costs_no_write_for_its_node() {
         &Question::CleanupPod("t1-cleanup".into())
     );
 }
+
+/// Tree-d runs in the add-piece pod (it only computes CommD from the pieces add-piece wrote):
+/// its result there takes the task on to the ticket without a pod of its own; one that failed
+/// there gets its own pod; a farm that gives tree-d a profile of its own gets it its own pod.
+#[test]
+fn tree_d_runs_in_the_add_piece_pod_unless_its_profile_differs() {
+    let spec = sealer();
+    let status = at(State::DealsAcquired);
+    let mut observed = Observed::default();
+    observed.pods.insert("t1-dealsacquired-0".into(), None);
+    let started = decide_now(task(&spec), &status, &observed);
+    let Some(Effect::CreateStepPod(pod)) = started
+        .effects
+        .iter()
+        .find(|e| matches!(e, Effect::CreateStepPod(_)))
+    else {
+        panic!("{:?}", started.effects);
+    };
+    assert_eq!(pod.request.step, StepKind::AddPiece);
+    assert_eq!(pod.request.then, [StepKind::TreeD]);
+
+    let own = Rules {
+        profiles: Profiles::parse("steps: {tree-d: {resources: {requests: {cpu: '4'}}}}").unwrap(),
+        ..Rules::default()
+    };
+    let alone = decide(task(&spec), &status, &observed, NOW, &own);
+    let Some(Effect::CreateStepPod(pod)) = alone
+        .effects
+        .iter()
+        .find(|e| matches!(e, Effect::CreateStepPod(_)))
+    else {
+        panic!("{:?}", alone.effects);
+    };
+    assert!(pod.request.then.is_empty());
+
+    let mut running = status.clone();
+    running.step_pod = Some("t1-dealsacquired-0".into());
+    let finished = |tree_d: Option<&str>| {
+        let along = StepResult {
+            version: 1,
+            step: StepKind::TreeD,
+            sector: SECTOR,
+            failure: tree_d.map(|message| crate::step::StepFailure {
+                level: FailureLevel::Temporary,
+                message: message.into(),
+            }),
+            outputs: StepOutputs {
+                comm_d: Some(crate::sector::CommD::from_bytes([4; 32])),
+                ..Default::default()
+            },
+            reused: false,
+            duration_ms: 2,
+            in_log: None,
+            then: Vec::new(),
+        };
+        let mut observed = Observed::default();
+        observed.pods.insert(
+            "t1-dealsacquired-0".into(),
+            Some(StepPod {
+                report: PodReport::Succeeded(Box::new(StepResult {
+                    step: StepKind::AddPiece,
+                    then: vec![along],
+                    ..match succeeded(StepOutputs::default()) {
+                        PodReport::Succeeded(result) => *result,
+                        _ => unreachable!(),
+                    }
+                })),
+                node: Some("node-a".into()),
+                created: Some(NOW - 5),
+                deleting: false,
+            }),
+        );
+        decide_now(task(&spec), &running, &observed)
+    };
+    let ran = finished(None);
+    assert_eq!(ran.status.state, Some(State::TreeDBuilt));
+    assert_eq!(asked_call(&ran).method(), Method::AssignTicket);
+    assert_eq!(
+        ran.status.outputs.as_ref().unwrap().comm_d,
+        Some(crate::sector::CommD::from_bytes([4; 32]))
+    );
+    assert!(has(&ran, |e| matches!(
+        e,
+        Effect::StepFinished {
+            step: StepKind::TreeD,
+            ..
+        }
+    )));
+    let failed = finished(Some("no pieces.json"));
+    assert_eq!(failed.status.state, Some(State::PieceAdded));
+    assert_eq!(asked(&failed), &Question::StepPod("t1-pieceadded-0".into()));
+}

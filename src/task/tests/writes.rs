@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::manager::wire::{Randomness as WireRandomness, Seed, Ticket, WaitSeedResp};
-use crate::step::FileDigest;
+use crate::step::{FileDigest, StepRequest};
 
 /// The executor's side of the writes.
 #[derive(Default)]
@@ -40,7 +40,7 @@ impl Writes {
     }
 }
 
-fn result(step: StepKind) -> PodReport {
+fn result(step: StepKind, along: &[StepKind]) -> PodReport {
     let file = |role: &str| NamedFile {
         role: role.into(),
         file: FileDigest {
@@ -50,6 +50,13 @@ fn result(step: StepKind) -> PodReport {
         },
     };
     PodReport::Succeeded(Box::new(StepResult {
+        then: along
+            .iter()
+            .map(|&step| match result(step, &[]) {
+                PodReport::Succeeded(result) => *result,
+                _ => unreachable!(),
+            })
+            .collect(),
         version: 1,
         step,
         sector: SECTOR,
@@ -127,7 +134,7 @@ fn seal() -> Vec<String> {
     let rules = Rules::default();
     let mut writes = Writes::default();
     let mut observed = Observed::default();
-    let mut pods: BTreeMap<String, (StepKind, u8)> = BTreeMap::new();
+    let mut pods: BTreeMap<String, (StepRequest, u8)> = BTreeMap::new();
     let mut calls: BTreeMap<&str, usize> = BTreeMap::new();
     let mut cleanup = CleanupPod::Absent;
     let mut now = NOW;
@@ -142,8 +149,12 @@ fn seal() -> Vec<String> {
                     if writes.kept.take().is_some() {
                         writes.write(writes.status.clone());
                     }
-                    writes.log.push(format!("create pod {}", pod.request.step));
-                    pods.insert(pod.name.clone(), (pod.request.step, 0));
+                    let along: Vec<String> =
+                        pod.request.then.iter().map(|s| format!(" + {s}")).collect();
+                    writes
+                        .log
+                        .push(format!("create pod {}{}", pod.request.step, along.concat()));
+                    pods.insert(pod.name.clone(), (pod.request.clone(), 0));
                 }
                 Effect::CreateCleanupPod { .. } => {
                     if writes.kept.take().is_some() {
@@ -174,13 +185,13 @@ fn seal() -> Vec<String> {
             }
             Wake::Ask(Question::StepPod(name)) => {
                 // Seen running once, then succeeded.
-                let pod = pods.get_mut(&name).map(|(step, seen)| {
+                let pod = pods.get_mut(&name).map(|(request, seen)| {
                     *seen += 1;
                     StepPod {
                         report: if *seen == 1 {
                             PodReport::Running
                         } else {
-                            result(*step)
+                            result(request.step, &request.then)
                         },
                         node: Some("node-a".into()),
                         created: Some(now),
@@ -224,23 +235,21 @@ fn seal() -> Vec<String> {
     writes.log
 }
 
-/// 12 status writes, 8 pod creations and one deletion: the controller adds the end's Event, and
+/// 11 status writes, 7 pod creations and one deletion: the controller adds the end's Event, and
 /// the finalizer where the cluster's admission policy did not (docs/benchmarks.md). Each status
 /// write is what a step or a wait shows while it lasts, or what a crash must find written.
 #[test]
 fn a_sealed_sector_costs_these_writes() {
     let log = seal();
     let expected = [
-        // The allocated sector, with the pod that uses it.
+        // The allocated sector, with the pod that uses it; tree-d runs in it after add-piece.
         "status DealsAcquired",
-        "create pod add-piece",
-        // A step's result and the next step's pod, in one write (its pod may come first: the
-        // finished pod holds the result until the task ends).
-        "create pod tree-d",
-        "status PieceAdded",
-        // With the ticket, which must be written before the pod that seals with it.
+        "create pod add-piece + tree-d",
+        // Both results and the ticket, which must be written before the pod that seals with it.
         "status TicketAssigned",
         "create pod pc1",
+        // A step's result and the next step's pod, in one write (its pod may come first: the
+        // finished pod holds the result until the task ends).
         "create pod pc2",
         "status PC1Done",
         // PC2's result, the intent of the PreCommit and the wait for its landing: one write.
@@ -264,5 +273,5 @@ fn a_sealed_sector_costs_these_writes() {
     ];
     assert_eq!(log, expected, "{}", log.join("\n"));
     let status_writes = log.iter().filter(|w| w.starts_with("status")).count();
-    assert_eq!(status_writes, 12);
+    assert_eq!(status_writes, 11);
 }
