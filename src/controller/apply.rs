@@ -347,7 +347,7 @@ impl TaskRun {
 
     /// Whether the manager's answer to an allocation (a sector handed out, a one-time job's
     /// answer to its recorded intent) is not written yet.
-    fn allocation_unwritten(&self) -> bool {
+    pub(super) fn allocation_unwritten(&self) -> bool {
         let (status, written) = (&self.status, &self.written);
         (status.sector.is_some() && status.sector != written.sector)
             || (written.allocating.is_some() && status.allocating != written.allocating)

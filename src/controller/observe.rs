@@ -15,7 +15,7 @@ use tracing::warn;
 use super::apply::TaskRun;
 use super::{Context, Error, pods, readable};
 use crate::api::SealingTask;
-use crate::manager::{Call, Manager};
+use crate::manager::{Call, Manager, Method};
 use crate::step::LoggedResult;
 use crate::task::{CallFailure, CleanupPod, Observed, PodReport, Question, SlotsFull, StepPod};
 
@@ -95,10 +95,22 @@ impl TaskRun {
             Question::Manager(call) => {
                 self.write_unwritten().await?;
                 let reply = self.call_manager(&call).await;
+                if reply.is_ok() && is_allocation(call.method()) {
+                    // The manager just handed the sector out: that answers this reconcile's
+                    // heartbeat, which would otherwise go out before the sector is written.
+                    observed.heartbeat_recent = true;
+                    self.ctx
+                        .heartbeats
+                        .sent(&self.key, std::time::Instant::now());
+                }
                 observed.reply = Some((*call, reply));
             }
-            // A question to the manager, not an effect: it waits for no write.
+            // A question to the manager, not an effect: it waits for no write, but for an
+            // allocation's (the manager is told nothing of a sector no task records).
             Question::SectorState(call) => {
+                if self.allocation_unwritten() {
+                    self.write_unwritten().await?;
+                }
                 let reply = self.call_manager(&call).await;
                 self.ctx
                     .heartbeats
@@ -210,6 +222,17 @@ impl TaskRun {
             unavailable: err.is_unavailable(),
         })
     }
+}
+
+/// A call that hands the task a sector or a job.
+fn is_allocation(method: Method) -> bool {
+    matches!(
+        method,
+        Method::AllocateSector
+            | Method::AllocateSanpUpSector
+            | Method::AllocateRebuildSector
+            | Method::AllocateUnsealSector
+    )
 }
 
 /// A SealingTask the CRD types cannot read: a Warning Event on it that names the field, and an
