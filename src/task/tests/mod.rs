@@ -193,14 +193,46 @@ pub(super) fn pod(report: PodReport, node: Option<&str>, created: i64) -> Observ
 
 pub(super) fn succeeded(outputs: StepOutputs) -> PodReport {
     PodReport::Succeeded(Box::new(StepResult {
+        duration_ms: 1500,
+        ..result_of(StepKind::Pc2, outputs)
+    }))
+}
+
+/// A run of `step` on this task's sector that gave `outputs`.
+pub(super) fn result_of(step: StepKind, outputs: StepOutputs) -> StepResult {
+    StepResult {
         version: 1,
-        step: StepKind::Pc2,
+        step,
         sector: SECTOR,
         failure: None,
         outputs,
         reused: false,
-        duration_ms: 1500,
+        duration_ms: 10,
         in_log: None,
         then: Vec::new(),
-    }))
+    }
+}
+
+/// A file a step wrote into the workspace, by its role.
+pub(super) fn workspace_file(role: &str) -> NamedFile {
+    NamedFile {
+        role: role.into(),
+        file: crate::step::FileDigest {
+            path: format!("/ws/{role}").into(),
+            sha256: "ab".repeat(32),
+            size: 192,
+        },
+    }
+}
+
+/// The step pod `decision` creates.
+pub(super) fn created_pod(decision: &Decision) -> &PodToCreate {
+    decision
+        .effects
+        .iter()
+        .find_map(|effect| match effect {
+            Effect::CreateStepPod(pod) => Some(&**pod),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no step pod created: {:?}", decision.effects))
 }

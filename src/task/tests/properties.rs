@@ -15,7 +15,6 @@ use crate::manager::wire::{
 };
 use crate::plan::PlanKind;
 use crate::sector::FailureLevel;
-use crate::step::FileDigest;
 
 /// Where the random choices come from: one byte per choice, zeros once the tape runs out.
 struct Tape<'a> {
@@ -167,38 +166,20 @@ fn manager_answer(call: &Call, world: &mut World, tape: &mut Tape) -> Result<Rep
 }
 
 /// A step's result with every output a step may give, random bytes where a value goes.
-fn step_result(step: StepKind, tape: &mut Tape) -> PodReport {
+fn step_result(step: StepKind, tape: &mut Tape) -> StepResult {
     let bytes = [tape.pick(256) as u8; 32];
-    let file = |role: &str| NamedFile {
-        role: role.into(),
-        file: FileDigest {
-            path: format!("/ws/{role}").into(),
-            sha256: "ab".repeat(32),
-            size: 192,
-        },
-    };
     let outputs = StepOutputs {
         comm_d: Some(crate::sector::CommD::from_bytes(bytes)),
         comm_r: Some(crate::sector::CommR::from_bytes(bytes)),
         files: ["sealed", "c1-output", "proof", "unsealed-piece", "update"]
             .into_iter()
-            .map(file)
+            .map(workspace_file)
             .collect(),
         verified: Some(tape.chance(230)),
         proof: Some("AAAA".into()),
         ..Default::default()
     };
-    PodReport::Succeeded(Box::new(StepResult {
-        version: 1,
-        step,
-        sector: SECTOR,
-        failure: None,
-        outputs,
-        reused: false,
-        duration_ms: 10,
-        in_log: None,
-        then: Vec::new(),
-    }))
+    result_of(step, outputs)
 }
 
 fn pod_answer(name: &str, world: &World, tape: &mut Tape) -> Option<StepPod> {
@@ -220,23 +201,19 @@ fn pod_answer(name: &str, world: &World, tape: &mut Tape) -> Option<StepPod> {
             never_ran: tape.chance(60),
         },
         _ => {
-            let mut report = step_result(step, tape);
-            if let PodReport::Succeeded(result) = &mut report {
-                // What ran along in the pod: done, or failed (then run in a pod of its own).
-                for &along in &along {
-                    let PodReport::Succeeded(mut ran) = step_result(along, tape) else {
-                        unreachable!("step_result succeeds");
-                    };
-                    if tape.chance(60) {
-                        ran.failure = Some(crate::step::StepFailure {
-                            level: FailureLevel::Temporary,
-                            message: "the step failed".into(),
-                        });
-                    }
-                    result.then.push(*ran);
+            let mut result = step_result(step, tape);
+            // What ran along in the pod: done, or failed (then run in a pod of its own).
+            for &along in &along {
+                let mut ran = step_result(along, tape);
+                if tape.chance(60) {
+                    ran.failure = Some(crate::step::StepFailure {
+                        level: FailureLevel::Temporary,
+                        message: "the step failed".into(),
+                    });
                 }
+                result.then.push(ran);
             }
-            report
+            PodReport::Succeeded(Box::new(result))
         }
     };
     Some(StepPod {

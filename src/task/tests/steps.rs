@@ -506,13 +506,7 @@ fn tree_d_runs_in_the_add_piece_pod_unless_its_profile_differs() {
     let mut observed = Observed::default();
     observed.pods.insert("t1-dealsacquired-0".into(), None);
     let started = decide_now(task(&spec), &status, &observed);
-    let Some(Effect::CreateStepPod(pod)) = started
-        .effects
-        .iter()
-        .find(|e| matches!(e, Effect::CreateStepPod(_)))
-    else {
-        panic!("{:?}", started.effects);
-    };
+    let pod = created_pod(&started);
     assert_eq!(pod.request.step, StepKind::AddPiece);
     assert_eq!(pod.request.then, [StepKind::TreeD]);
 
@@ -521,46 +515,31 @@ fn tree_d_runs_in_the_add_piece_pod_unless_its_profile_differs() {
         ..Rules::default()
     };
     let alone = decide(task(&spec), &status, &observed, NOW, &own);
-    let Some(Effect::CreateStepPod(pod)) = alone
-        .effects
-        .iter()
-        .find(|e| matches!(e, Effect::CreateStepPod(_)))
-    else {
-        panic!("{:?}", alone.effects);
-    };
-    assert!(pod.request.then.is_empty());
+    assert!(created_pod(&alone).request.then.is_empty());
 
     let mut running = status.clone();
     running.step_pod = Some("t1-dealsacquired-0".into());
     let finished = |tree_d: Option<&str>| {
         let along = StepResult {
-            version: 1,
-            step: StepKind::TreeD,
-            sector: SECTOR,
             failure: tree_d.map(|message| crate::step::StepFailure {
                 level: FailureLevel::Temporary,
                 message: message.into(),
             }),
-            outputs: StepOutputs {
-                comm_d: Some(crate::sector::CommD::from_bytes([4; 32])),
-                ..Default::default()
-            },
-            reused: false,
-            duration_ms: 2,
-            in_log: None,
-            then: Vec::new(),
+            ..result_of(
+                StepKind::TreeD,
+                StepOutputs {
+                    comm_d: Some(crate::sector::CommD::from_bytes([4; 32])),
+                    ..Default::default()
+                },
+            )
         };
         let mut observed = Observed::default();
         observed.pods.insert(
             "t1-dealsacquired-0".into(),
             Some(StepPod {
                 report: PodReport::Succeeded(Box::new(StepResult {
-                    step: StepKind::AddPiece,
                     then: vec![along],
-                    ..match succeeded(StepOutputs::default()) {
-                        PodReport::Succeeded(result) => *result,
-                        _ => unreachable!(),
-                    }
+                    ..result_of(StepKind::AddPiece, StepOutputs::default())
                 })),
                 node: Some("node-a".into()),
                 created: Some(NOW - 5),

@@ -22,6 +22,17 @@ fn submit_answer(res: SubmitResult, desc: Option<&str>) -> Result<Reply, CallFai
     }))
 }
 
+/// A first PreCommit of a task in PC2Done: the manager holds no message for it (Failed), so the
+/// decision asks SubmitPreCommit.
+fn sending_precommit(spec: &SealingTaskSpec) -> Decision {
+    let poll = Call::PollPreCommitState(work::sector_id(SECTOR));
+    decide_now(
+        task(spec),
+        &pc2_done(),
+        &answered(&poll, poll_answer(OnChainState::Failed)),
+    )
+}
+
 fn reset_of(call: &Call) -> bool {
     match call {
         Call::SubmitPreCommit { reset, .. } | Call::SubmitProof { reset, .. } => *reset,
@@ -127,11 +138,7 @@ fn after_a_restart_a_recorded_submission_is_polled_before_it_is_sent_again() {
 fn a_submission_written_as_its_wait_goes_back_when_the_manager_does_not_take_it() {
     let spec = sealer();
     let poll = Call::PollPreCommitState(work::sector_id(SECTOR));
-    let intent = decide_now(
-        task(&spec),
-        &pc2_done(),
-        &answered(&poll, poll_answer(OnChainState::Failed)),
-    );
+    let intent = sending_precommit(&spec);
     assert_eq!(intent.status.state, Some(State::PCSubmitted));
     let call = asked_call(&intent).clone();
 
@@ -207,12 +214,7 @@ fn a_message_failed_on_chain_is_resubmitted_with_reset() {
 #[test]
 fn a_rejected_precommit_aborts_and_tells_the_manager() {
     let spec = sealer();
-    let poll = Call::PollPreCommitState(work::sector_id(SECTOR));
-    let first = decide_now(
-        task(&spec),
-        &pc2_done(),
-        &answered(&poll, poll_answer(OnChainState::Failed)),
-    );
+    let first = sending_precommit(&spec);
     let call = asked_call(&first).clone();
     let rejected = submit_answer(SubmitResult::Rejected, Some("bad"));
     let decision = decide_now(task(&spec), &first.status, &answered(&call, rejected));

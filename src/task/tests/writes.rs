@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::manager::wire::{Randomness as WireRandomness, Seed, Ticket, WaitSeedResp};
-use crate::step::{FileDigest, StepRequest};
+use crate::step::StepRequest;
 
 /// The executor's side of the writes.
 #[derive(Default)]
@@ -40,41 +40,22 @@ impl Writes {
     }
 }
 
-fn result(step: StepKind, along: &[StepKind]) -> PodReport {
-    let file = |role: &str| NamedFile {
-        role: role.into(),
-        file: FileDigest {
-            path: format!("/ws/{role}").into(),
-            sha256: "ab".repeat(32),
-            size: 192,
-        },
-    };
-    PodReport::Succeeded(Box::new(StepResult {
-        then: along
-            .iter()
-            .map(|&step| match result(step, &[]) {
-                PodReport::Succeeded(result) => *result,
-                _ => unreachable!(),
-            })
+/// `step`'s result, with the results of the steps that ran along in its pod.
+fn result(step: StepKind, along: &[StepKind]) -> StepResult {
+    let outputs = StepOutputs {
+        comm_d: Some(crate::sector::CommD::from_bytes([7; 32])),
+        comm_r: Some(crate::sector::CommR::from_bytes([9; 32])),
+        files: ["sealed", "c1-output", "proof"]
+            .into_iter()
+            .map(workspace_file)
             .collect(),
-        version: 1,
-        step,
-        sector: SECTOR,
-        failure: None,
-        outputs: StepOutputs {
-            comm_d: Some(crate::sector::CommD::from_bytes([7; 32])),
-            comm_r: Some(crate::sector::CommR::from_bytes([9; 32])),
-            files: ["sealed", "c1-output", "proof"]
-                .into_iter()
-                .map(file)
-                .collect(),
-            proof: Some("AAAA".into()),
-            ..Default::default()
-        },
-        reused: false,
-        duration_ms: 10,
-        in_log: None,
-    }))
+        proof: Some("AAAA".into()),
+        ..Default::default()
+    };
+    StepResult {
+        then: along.iter().map(|&step| result(step, &[])).collect(),
+        ..result_of(step, outputs)
+    }
 }
 
 /// The manager's answer; `asked` counts the calls of each method so far, so that each chain wait
@@ -191,7 +172,7 @@ fn seal() -> Vec<String> {
                         report: if *seen == 1 {
                             PodReport::Running
                         } else {
-                            result(request.step, &request.then)
+                            PodReport::Succeeded(Box::new(result(request.step, &request.then)))
                         },
                         node: Some("node-a".into()),
                         created: Some(now),
