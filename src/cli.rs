@@ -245,7 +245,8 @@ pub struct DevManagerArgs {
     /// Seal proof type handed out (5: StackedDrg*V1_1 for 2KiB; 10: synthetic).
     #[arg(long, default_value_t = 5)]
     pub proof_type: i64,
-    /// State file (created if missing; kept across restarts).
+    /// State file (created if missing; kept across restarts): a journal, each change appended as
+    /// the whole state on one JSON line, rewritten as its last line at start.
     #[arg(long, default_value = "dev-manager-state.json")]
     pub state: PathBuf,
     /// Wall time per epoch, e.g. 100ms, 30s.
@@ -288,6 +289,12 @@ pub struct DevManagerArgs {
     /// valid without verifying it. The tests never use it: the proofs they submit are verified.
     #[arg(long)]
     pub unverified_proofs: bool,
+    /// fsync the state file before answering each change, so that a crash of the machine (not
+    /// only of this process) loses no answered change. Off by default, as in damocles-manager's
+    /// badger store (SyncWrites false): each fsync waits for a disk flush, 100 ms and more on a
+    /// busy or virtual disk, and every caller of a change waits for its save.
+    #[arg(long)]
+    pub sync_writes: bool,
 }
 
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -466,6 +473,7 @@ impl DevManagerArgs {
             store_check_root: self.check_files_under,
             market_token: self.market_token,
             unverified_proofs: self.unverified_proofs,
+            sync_writes: self.sync_writes,
         }
     }
 }

@@ -688,6 +688,15 @@ async fn a_restarted_dev_manager_keeps_its_state() {
         .await
         .unwrap();
     drop(manager); // SIGKILL: no chance to save anything more
+    // What a kill in the middle of a later save leaves: part of its line, never answered.
+    std::io::Write::write_all(
+        &mut std::fs::OpenOptions::new()
+            .append(true)
+            .open(&state)
+            .unwrap(),
+        br#"{"genesisUnixMs":1,"startEpoch":10000,"chain":{"sec"#,
+    )
+    .unwrap();
 
     let manager = DevManager::start(&state, &[]);
     let client = manager.client();

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tracing::debug;
 
 use super::admin::OutageMode;
 use super::chain::{ChainError, Submit};
@@ -116,7 +117,15 @@ async fn answer(shared: &Arc<Shared>, body: String) -> (StatusCode, Json<Value>)
             Json(json!({"jsonrpc": "2.0", "id": id, "result": {"Res": code, "Desc": desc}})),
         );
     }
-    match dispatch(&shared, &name, request.params).await {
+    let started = std::time::Instant::now();
+    let outcome = dispatch(&shared, &name, request.params).await;
+    debug!(
+        method = %name,
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        ok = outcome.is_ok(),
+        "answered"
+    );
+    match outcome {
         Ok(mut result) => {
             if let Some(code) = fault.and_then(|f| f.force_result) {
                 for key in ["Res", "State"] {

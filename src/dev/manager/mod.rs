@@ -4,6 +4,7 @@
 mod admin;
 pub mod chain;
 mod dispatch;
+mod journal;
 pub mod lifecycle;
 pub mod market;
 pub mod server;

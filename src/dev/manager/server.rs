@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,13 +13,14 @@ use anyhow::Context;
 use axum::Router;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::admin::{
     OutageMode, get_faults, get_state, mark_rebuild, queue_unseal, set_faults, set_outage,
 };
 use super::chain::{ChainError, ChainRules, ChainState};
 use super::dispatch::rpc;
+use super::journal::Journal;
 use crate::manager::wire::{SectorId, StoreBasicInfo};
 use crate::sector::SectorRef;
 use crate::step::workspace::SectorFiles;
@@ -49,6 +50,10 @@ pub struct DevManagerConfig {
     /// Benchmarks only (with `dev-node --instant-steps`): every PoRep and snap-up proof is taken as
     /// valid without running the verifier. The tests never set it.
     pub unverified_proofs: bool,
+    /// fsync the state file before answering a change, so a machine crash (not only a killed
+    /// process) loses no answered change. Off, as damocles-manager's badger store is by default
+    /// (SyncWrites false); a killed manager loses nothing either way.
+    pub sync_writes: bool,
 }
 
 /// Parses `NAME=PATH` into a writable store.
@@ -89,8 +94,8 @@ pub(super) struct Shared {
     /// The address it listens on (known once bound): the market address of market:// unseal
     /// destinations.
     pub(super) address: std::sync::OnceLock<SocketAddr>,
-    // Serializes writes of the state file.
-    save: tokio::sync::Mutex<()>,
+    /// The state file; its lock serializes saves.
+    save: tokio::sync::Mutex<Journal>,
     /// Changes made to the chain, counted as each caller asks to save them, and how many of them
     /// the state file holds: a group commit (one write serves every change made before it).
     changes: std::sync::atomic::AtomicU64,
@@ -167,58 +172,47 @@ impl Shared {
         present
     }
 
-    /// Writes the state (synced) before the caller answers: the change the caller made is on disk
-    /// when this returns. Callers queued behind one write share the next (a group commit), so a
+    /// Appends the state to the state file before the caller answers (synced with
+    /// `sync_writes`): a manager killed after answering has the change when it starts again.
+    /// Callers queued behind one save share the next (a group commit), so a
     /// busy manager writes its whole state once per batch of calls, not once per call: with a
     /// thousand sectors, once per call would make the manager the bottleneck of a benchmark.
     pub(super) async fn save(&self) -> anyhow::Result<()> {
         use std::sync::atomic::Ordering::SeqCst;
         let mine = self.changes.fetch_add(1, SeqCst) + 1;
-        let _guard = self.save.lock().await;
+        let mut journal = self.save.lock().await;
         if self.saved.load(SeqCst) >= mine {
             return Ok(());
         }
         // Every change counted so far was made before it was counted, so the copy below holds it.
         let covered = self.changes.load(SeqCst);
+        let started = std::time::Instant::now();
         let persisted = Persisted {
             genesis_unix_ms: self.genesis_unix_ms,
             start_epoch: self.start_epoch,
             chain: self.chain.lock().expect("chain lock").clone(),
         };
-        write_atomic(&self.config.state_file, &serde_json::to_vec(&persisted)?)?;
+        journal.append(&serde_json::to_vec(&persisted)?)?;
         self.saved.store(covered, SeqCst);
+        debug!(
+            changes = covered,
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "state saved"
+        );
         Ok(())
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let partial = path.with_extension("partial");
-    std::fs::write(&partial, bytes)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
-    std::fs::File::open(&partial)?.sync_all()?;
-    std::fs::rename(&partial, path)
-        .with_context(|| format!("cannot rename into {}", path.display()))?;
-    Ok(())
 }
 
 /// Starts serving; returns the bound address (the port may have been 0) and the server task.
 pub async fn start(
     config: DevManagerConfig,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
-    let persisted: Persisted = match std::fs::read(&config.state_file) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
-            format!("the state file {} is corrupt", config.state_file.display())
-        })?,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Persisted {
-            genesis_unix_ms: unix_ms(),
-            start_epoch: config.start_epoch,
-            chain: ChainState::default(),
-        },
-        Err(err) => {
-            return Err(err)
-                .with_context(|| format!("cannot read {}", config.state_file.display()));
-        }
-    };
+    let persisted = Journal::load(&config.state_file)?.unwrap_or_else(|| Persisted {
+        genesis_unix_ms: unix_ms(),
+        start_epoch: config.start_epoch,
+        chain: ChainState::default(),
+    });
+    let journal = Journal::new(&config.state_file, config.sync_writes);
     let shared = Arc::new(Shared {
         genesis_unix_ms: persisted.genesis_unix_ms,
         start_epoch: persisted.start_epoch,
@@ -227,7 +221,7 @@ pub async fn start(
         outage: Mutex::default(),
         zero_comm_d: Mutex::default(),
         address: std::sync::OnceLock::new(),
-        save: tokio::sync::Mutex::new(()),
+        save: tokio::sync::Mutex::new(journal),
         changes: Default::default(),
         saved: Default::default(),
         config,
