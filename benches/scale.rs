@@ -4,7 +4,10 @@
 //! measured is the operator and the API server: API requests by verb and resource per sealed sector
 //! (the apiserver's own apiserver_request_total, and the operator's damocles_api_writes_total),
 //! the latency from a step pod's success to the next step pod of its task (the steps with no chain
-//! wait between them), transitions per second, the operator's CPU seconds and peak RSS.
+//! wait between them), transitions per second, the operator's CPU seconds and peak RSS. To say
+//! where a slow step-to-step gap went, it lists the slowest with their task, step pair and wall
+//! clock (to find in the logs kept beside the run, with `DAMOCLES_BENCH_LOG=info`), and counts how
+//! many of the writes between two steps the apiserver itself took over 100 ms to serve.
 //!
 //!   scripts/bench-scale                    # 100 and 1000 tasks to the end
 //!   scripts/bench-scale 10000 --window 300 # 10000 tasks, measured for 5 minutes
@@ -24,6 +27,7 @@ use std::time::{Duration, Instant};
 use damocles_operator::api::{Phase, SealingTask};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::watcher;
@@ -99,6 +103,10 @@ fn main() {
     for &count in &args.counts {
         let row = runtime.block_on(run(count, &args));
         eprintln!("{row:#?}");
+        eprintln!(
+            "slowest step-to-step gaps at {count} tasks:\n  {}",
+            row.slowest.join("\n  ")
+        );
         rows.push(row);
     }
     println!("{}", table(&rows));
@@ -112,9 +120,15 @@ struct Row {
     transitions: f64,
     /// Requests the apiserver counted in the run, by "VERB resource[/subresource]".
     requests: BTreeMap<String, f64>,
+    /// Of the operator's writes that move a task on (OPERATOR_WRITES), how many the apiserver
+    /// took over 100 ms to serve, of how many.
+    served_slowly: BTreeMap<String, (f64, f64)>,
     /// The operator's own count of its writes, by kind.
     operator_writes: BTreeMap<String, f64>,
     latency_ms: Vec<f64>,
+    /// The slowest step-to-step gaps, each with its task, step pair and wall-clock time, to find
+    /// in the operator's log (`DAMOCLES_BENCH_LOG=info` writes each transition and pod creation).
+    slowest: Vec<String>,
     cpu_seconds: f64,
     peak_rss_mb: f64,
 }
@@ -126,6 +140,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     let index = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[index]
 }
+
+/// The writes between a step's end and the next step's pod: the status apply, the pod's creation.
+const OPERATOR_WRITES: [&str; 2] = ["APPLY sealingtasks/status", "POST pods"];
 
 fn table(rows: &[Row]) -> String {
     let mut out = String::from(
@@ -195,6 +212,16 @@ fn table(rows: &[Row]) -> String {
         }
         out.push('\n');
     }
+    out.push_str("\nOf the writes between one step and the next, served by the apiserver in over 100 ms:\n\n");
+    for row in rows {
+        let slow = row
+            .served_slowly
+            .iter()
+            .map(|(key, (slow, all))| format!("{key} {slow:.0} of {all:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push_str(&format!("- {} tasks: {slow}\n", row.tasks));
+    }
     out
 }
 
@@ -214,23 +241,47 @@ fn operator_write(key: &str) -> bool {
     }
 }
 
-/// apiserver_request_total by "VERB resource[/subresource]", summed over codes and scopes.
-fn apiserver_requests() -> BTreeMap<String, f64> {
+/// What the apiserver counted for the resources looked at here, by "VERB resource[/subresource]":
+/// its requests (apiserver_request_total, summed over codes and scopes), and of those it timed
+/// (apiserver_request_duration_seconds: from receiving a request to answering it; not watches),
+/// how many and how many took it over 100 ms.
+struct ApiserverCounts {
+    requests: BTreeMap<String, f64>,
+    timed: BTreeMap<String, f64>,
+    within_100ms: BTreeMap<String, f64>,
+}
+
+fn apiserver_requests() -> ApiserverCounts {
     let text = support::kubectl(support::cluster(), &["get", "--raw", "/metrics"]);
+    ApiserverCounts {
+        requests: apiserver_counter(&text, "apiserver_request_total{", None),
+        timed: apiserver_counter(&text, "apiserver_request_duration_seconds_count{", None),
+        within_100ms: apiserver_counter(
+            &text,
+            "apiserver_request_duration_seconds_bucket{",
+            Some("0.1"),
+        ),
+    }
+}
+
+/// One apiserver counter summed by "VERB resource[/subresource]" (histogram buckets: the one
+/// with this `le`).
+fn apiserver_counter(text: &str, prefix: &str, le: Option<&str>) -> BTreeMap<String, f64> {
     let mut counts = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
+    for line in text.lines().filter(|l| l.starts_with(prefix)) {
         let (labels, value) = line.rsplit_once(' ').unwrap();
         let label = |name: &str| -> String {
             labels
-                .split(&format!("{name}=\""))
+                .split(&format!(",{name}=\""))
                 .nth(1)
+                .or_else(|| labels.split(&format!("{{{name}=\"")).nth(1))
                 .and_then(|rest| rest.split('"').next())
                 .unwrap_or_default()
                 .to_string()
         };
+        if le.is_some_and(|le| label("le") != le) {
+            continue;
+        }
         let mut resource = label("resource");
         let subresource = label("subresource");
         if !subresource.is_empty() {
@@ -407,9 +458,10 @@ async fn run(count: usize, args: &Args) -> Row {
     })
     .await;
 
-    // Step pods by name: their task, when each was first seen and when seen Succeeded.
-    type Seen = BTreeMap<String, (String, Option<Instant>, Option<Instant>)>;
-    type Sighting<'a> = (&'a str, Option<Instant>, Option<Instant>);
+    // Step pods by name: their task, when each was first seen and when seen Succeeded (with the
+    // wall clock, to match the operator's log).
+    type Seen = BTreeMap<String, (String, Option<Instant>, Option<(Instant, Timestamp)>)>;
+    type Sighting<'a> = (&'a str, Option<Instant>, Option<(Instant, Timestamp)>);
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let watch = tokio::spawn({
@@ -431,7 +483,7 @@ async fn run(count: usize, args: &Args) -> Row {
                     .entry(pod.name_any())
                     .or_insert((task, Some(now), None));
                 if succeeded && entry.2.is_none() {
-                    entry.2 = Some(now);
+                    entry.2 = Some((now, Timestamp::now()));
                 }
             }
         }
@@ -541,7 +593,8 @@ async fn run(count: usize, args: &Args) -> Row {
             .push((name.as_str(), *created, *succeeded));
     }
     let mut latency_ms = vec![];
-    for pods in by_task.values() {
+    let mut gaps = vec![];
+    for (task, pods) in &by_task {
         for (from, to) in no_wait {
             let succeeded = pods
                 .iter()
@@ -551,12 +604,18 @@ async fn run(count: usize, args: &Args) -> Row {
                 .iter()
                 .find(|(name, ..)| name.contains(&format!("-{to}-")))
                 .and_then(|(_, created, _)| *created);
-            if let (Some(succeeded), Some(created)) = (succeeded, created) {
-                latency_ms
-                    .push(created.saturating_duration_since(succeeded).as_secs_f64() * 1000.0);
+            if let (Some((succeeded, at)), Some(created)) = (succeeded, created) {
+                let ms = created.saturating_duration_since(succeeded).as_secs_f64() * 1000.0;
+                latency_ms.push(ms);
+                gaps.push((
+                    ms,
+                    format!("{ms:.0} ms: {task} {from} -> {to}, succeeded seen {at}"),
+                ));
             }
         }
     }
+    gaps.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let slowest = gaps.into_iter().take(8).map(|(_, gap)| gap).collect();
     let transitions = operator_metric(&metrics, "damocles_transitions_total")
         .values()
         .sum();
@@ -569,9 +628,23 @@ async fn run(count: usize, args: &Args) -> Row {
         finished,
         seconds,
         transitions,
-        requests: difference(&after, &before),
+        requests: difference(&after.requests, &before.requests),
+        served_slowly: OPERATOR_WRITES
+            .iter()
+            .map(|&key| {
+                let timed = difference(&after.timed, &before.timed);
+                let within = difference(&after.within_100ms, &before.within_100ms);
+                let count =
+                    |counts: &BTreeMap<String, f64>| counts.get(key).copied().unwrap_or(0.0);
+                (
+                    key.to_string(),
+                    (count(&timed) - count(&within), count(&timed)),
+                )
+            })
+            .collect(),
         operator_writes,
         latency_ms,
+        slowest,
         cpu_seconds: cpu_after - cpu_before,
         peak_rss_mb,
     }
