@@ -102,8 +102,8 @@ fn last_snapshot<T: DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
         Some(text) => (text, None),
         None => match bytes.iter().rposition(|&b| b == b'\n') {
             Some(newline) => (&bytes[..newline], Some(&bytes[newline + 1..])),
-            // One document without a newline: a state file written before the journal (a
-            // complete document), or the first append of one, cut short.
+            // One document without a newline: a state file written before the journal. (A
+            // journal's first line is never cut short: it is written whole, then renamed in.)
             None => (&bytes[..0], Some(bytes)),
         },
     };
