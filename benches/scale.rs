@@ -614,6 +614,18 @@ async fn run(count: usize, args: &Args) -> Row {
             }
         }
     }
+    let timed = difference(&after.timed, &before.timed);
+    let within = difference(&after.within_100ms, &before.within_100ms);
+    let served_slowly = OPERATOR_WRITES
+        .iter()
+        .map(|&key| {
+            let count = |counts: &BTreeMap<String, f64>| counts.get(key).copied().unwrap_or(0.0);
+            (
+                key.to_string(),
+                (count(&timed) - count(&within), count(&timed)),
+            )
+        })
+        .collect();
     gaps.sort_by(|a, b| b.0.total_cmp(&a.0));
     let slowest = gaps.into_iter().take(8).map(|(_, gap)| gap).collect();
     let transitions = operator_metric(&metrics, "damocles_transitions_total")
@@ -629,19 +641,7 @@ async fn run(count: usize, args: &Args) -> Row {
         seconds,
         transitions,
         requests: difference(&after.requests, &before.requests),
-        served_slowly: OPERATOR_WRITES
-            .iter()
-            .map(|&key| {
-                let timed = difference(&after.timed, &before.timed);
-                let within = difference(&after.within_100ms, &before.within_100ms);
-                let count =
-                    |counts: &BTreeMap<String, f64>| counts.get(key).copied().unwrap_or(0.0);
-                (
-                    key.to_string(),
-                    (count(&timed) - count(&within), count(&timed)),
-                )
-            })
-            .collect(),
+        served_slowly,
         operator_writes,
         latency_ms,
         slowest,
