@@ -414,6 +414,7 @@ impl RunArgs {
             api_qps: self.kube_api_qps,
             api_burst: self.kube_api_burst,
             concurrent_reconciles: self.concurrent_reconciles,
+            hooks: Default::default(),
         };
         Ok((manager, settings))
     }

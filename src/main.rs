@@ -22,7 +22,15 @@ fn main() -> Result<ExitCode> {
             }
         }
         Command::Run(args) => {
-            let (manager, settings) = args.into_parts()?;
+            #[allow(unused_mut)]
+            let (manager, mut settings) = args.into_parts()?;
+            // A dev build may be stopped at any effect by the crash tests (src/dev/crash.rs).
+            #[cfg(feature = "dev")]
+            {
+                settings.hooks = damocles_operator::controller::hooks::Hooks::new(
+                    std::sync::Arc::new(damocles_operator::dev::crash::CrashHook),
+                );
+            }
             run_operator(manager, settings)?;
         }
         Command::Plans { output, plan } => {

@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use strum::Display;
 
-pub use crate::plan::{PlanKind, State};
+pub use crate::plan::{Allocation, PlanKind, State, Submission};
 pub use crate::sector::{CommD, CommR, FailureLevel, SectorRef, SectorSize};
 pub use pool::{
     IN_FLIGHT_MAX, Retired, SealingPool, SealingPoolSpec, SealingPoolStatus, TaskTemplate,
@@ -195,15 +195,13 @@ pub struct SealingTaskStatus {
     /// ProofSubmitted) and cleared by the next state. After a restart the operator checks with
     /// the manager instead of submitting blindly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64))]
-    pub submitting: Option<String>,
+    pub submitting: Option<Submission>,
 
     /// An allocation (AllocateSanpUpSector, AllocateRebuildSector, AllocateUnsealSector,
     /// AllocateSector) asked of the manager and not yet answered: the manager hands each job out
     /// once, so after a restart here the task pauses instead of asking blindly for another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64))]
-    pub allocating: Option<String>,
+    pub allocating: Option<Allocation>,
 
     /// What the task is doing or waiting for, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -5,6 +5,7 @@
 mod apply;
 pub mod error;
 mod heartbeats;
+pub mod hooks;
 pub mod leader;
 mod memory;
 pub mod metrics;
@@ -35,7 +36,7 @@ use crate::manager::{Call, Manager, ManagerClient, ManagerError, Reply};
 use crate::task::Rules;
 pub use crate::task::profiles;
 pub use crate::task::{TicketExpiry, TicketRules};
-use apply::{Outcome, TaskRun};
+use apply::{Ending, TaskRun};
 pub use error::Error;
 
 /// Keeps a deleted task until its step is stopped, the manager told and its workspace removed.
@@ -78,6 +79,8 @@ pub struct Settings {
     /// of tasks due together, each in-flight reconcile holding copies of its task, memory grew
     /// with the backlog).
     pub concurrent_reconciles: u16,
+    /// What a test build does right before and after each effect (none in the product).
+    pub hooks: hooks::Hooks,
 }
 
 /// The manager client, each call counted and timed in the metrics (by method and result).
@@ -539,8 +542,8 @@ async fn reconcile(
         // Stopped, told and cleaned up before the finalizer goes; a cleanup still running is a
         // normal wait, not an error.
         match TaskRun::new(current.clone(), ctx.clone()).run().await? {
-            Outcome::Requeue(requeue) => return Ok(requeue),
-            Outcome::Released => {
+            Ending::Requeue(requeue) => return Ok(requeue),
+            Ending::Released => {
                 ctx.own_writes.forget(&key);
                 ctx.heartbeats.forget(&key);
                 ctx.memory.forget(&key);
@@ -561,14 +564,15 @@ async fn reconcile(
         current.spec.plan,
         current.status.as_ref().and_then(|s| s.state),
     );
+    let hooks = ctx.settings.hooks.clone();
     if let Some(effect) = finalizer_write {
-        crate::dev::crash_schedule_point(false, effect, plan, state);
+        hooks.at(false, effect, plan, state);
     }
     let done = finalizer(&tasks, FINALIZER, Arc::new(current), |event| async move {
         match event {
             FinalizerEvent::Apply(task) => match TaskRun::new((*task).clone(), ctx).run().await? {
-                Outcome::Requeue(requeue) => Ok(requeue),
-                Outcome::Released => Ok(Requeue::await_change()),
+                Ending::Requeue(requeue) => Ok(requeue),
+                Ending::Released => Ok(Requeue::await_change()),
             },
             // The cleanup ran above.
             FinalizerEvent::Cleanup(_) => Ok(Requeue::await_change()),
@@ -580,7 +584,7 @@ async fn reconcile(
         source: Box::new(source),
     })?;
     if let Some(effect) = finalizer_write {
-        crate::dev::crash_schedule_point(true, effect, plan, state);
+        hooks.at(true, effect, plan, state);
     }
     Ok(done)
 }

@@ -14,10 +14,11 @@ use tracing::warn;
 
 use super::apply::TaskRun;
 use super::{Context, Error, pods, readable};
-use crate::api::SealingTask;
-use crate::manager::{Call, Manager, Method};
+use crate::api::{SealingTask, SealingTaskStatus};
+use crate::manager::{Call, Manager};
 use crate::step::LoggedResult;
-use crate::task::{CallFailure, CleanupPod, Observed, PodReport, Question, SlotsFull, StepPod};
+use crate::task::reconcile::Answer;
+use crate::task::{CallFailure, CleanupPod, PodReport, Question, SlotsFull, StepPod};
 
 /// How many of a step pod's last log lines are searched for its result line: the step prints it
 /// last, after its own log.
@@ -47,18 +48,18 @@ pub fn step_pod(pod: &Pod, task_uid: Option<&str>) -> StepPod {
 }
 
 impl TaskRun {
-    /// Answers `question` into `observed`.
+    /// Finds out what `question` asks, for a task whose status is now `status`.
     pub(super) async fn answer(
         &mut self,
         question: Question,
-        observed: &mut Observed,
-    ) -> Result<(), Error> {
-        match question {
+        status: &SealingTaskStatus,
+    ) -> Result<Answer, Error> {
+        Ok(match question {
             Question::StepPod(name) => {
                 // Only a pod the status names can be wrongly taken for lost; one it does not name
                 // yet and the cache lacks is created, and if it exists after all, adopted (and
                 // read again shortly: it may have finished).
-                let named = [&self.status().step_pod, &self.status().retiring_pod]
+                let named = [&status.step_pod, &status.retiring_pod]
                     .iter()
                     .any(|pod| pod.as_deref() == Some(name.as_str()));
                 let pod = self.get_pod(&name, named).await?;
@@ -70,7 +71,7 @@ impl TaskRun {
                 {
                     view.report = self.logged_result(&name, &logged).await;
                 }
-                observed.pods.insert(name, found);
+                Answer::StepPod(name, found)
             }
             Question::NodeExists(node) => {
                 let nodes: Api<Node> = Api::all(self.ctx.client.clone());
@@ -78,7 +79,7 @@ impl TaskRun {
                     .get_opt(&node)
                     .await
                     .map_err(|source| self.observe_error(source))?;
-                observed.nodes.insert(node, found.is_some());
+                Answer::NodeExists(node, found.is_some())
             }
             Question::Slot { step, cap } => {
                 let cached = self.ctx.cache.state();
@@ -90,39 +91,22 @@ impl TaskRun {
                         holders: full.holders,
                         cap: full.cap,
                     });
-                observed.slot = Some((step, taken));
+                Answer::Slot(step, taken)
             }
             Question::Manager(call) => {
-                self.write_unwritten().await?;
                 let reply = self.call_manager(&call).await;
-                if reply.is_ok() && is_allocation(call.method()) {
-                    // The manager just handed the sector out: that answers this reconcile's
-                    // heartbeat, which would otherwise go out before the sector is written.
-                    observed.heartbeat_recent = true;
-                    self.ctx
-                        .heartbeats
-                        .sent(&self.key, std::time::Instant::now());
-                }
-                observed.reply = Some((*call, reply));
+                Answer::Manager(*call, reply)
             }
-            // A question to the manager, not an effect: it waits for no write, but for an
-            // allocation's (the manager is told nothing of a sector no task records).
             Question::SectorState(call) => {
-                if self.allocation_unwritten() {
-                    self.write_unwritten().await?;
-                }
                 let reply = self.call_manager(&call).await;
-                self.ctx
-                    .heartbeats
-                    .sent(&self.key, std::time::Instant::now());
                 if let Err(failure) = &reply {
-                    warn!(task = %self.key, "heartbeat: {}", failure.message);
+                    warn!("heartbeat: {}", failure.message);
                 }
-                observed.sector_state = Some(reply);
+                Answer::SectorState(reply)
             }
             Question::CleanupPod(name) => {
                 let pod = self.get_pod(&name, true).await?;
-                observed.cleanup_pod = Some(match pod.as_ref() {
+                Answer::CleanupPod(match pod.as_ref() {
                     None => CleanupPod::Absent,
                     Some(pod) => match pods::exit_code(pod) {
                         Some(code) => CleanupPod::Exited(code),
@@ -134,10 +118,9 @@ impl TaskRun {
                                 .map(|t| t.0.as_second()),
                         },
                     },
-                });
+                })
             }
-        }
-        Ok(())
+        })
     }
 
     /// A result too big for the termination message, from the pod's log, checked against the
@@ -204,16 +187,9 @@ impl TaskRun {
     }
 
     async fn call_manager(&self, call: &Call) -> Result<crate::manager::Reply, CallFailure> {
-        let submission = crate::task::work::is_submission(call.method());
-        if submission {
-            crate::dev::crash_point("before-submit", call.method());
-        }
         let effect = format!("call:{}", call.method());
         self.crash_point(false, &effect);
         let reply = self.ctx.manager.call(call).await;
-        if submission {
-            crate::dev::crash_point("after-submit", call.method());
-        }
         self.crash_point(true, &effect);
         reply.map_err(|err| CallFailure {
             level: err.level(),
@@ -222,17 +198,6 @@ impl TaskRun {
             unavailable: err.is_unavailable(),
         })
     }
-}
-
-/// A call that hands the task a sector or a job.
-fn is_allocation(method: Method) -> bool {
-    matches!(
-        method,
-        Method::AllocateSector
-            | Method::AllocateSanpUpSector
-            | Method::AllocateRebuildSector
-            | Method::AllocateUnsealSector
-    )
 }
 
 /// A SealingTask the CRD types cannot read: a Warning Event on it that names the field, and an

@@ -16,12 +16,12 @@ use kube::ResourceExt;
 use crate::api::{FailureLevel, SealingTask, SealingTaskStatus, SectorRef};
 use crate::step::destination::{Destination, delivery_root};
 use crate::step::{
-    DEFAULT_TERMINATION_MESSAGE_PATH, ExitCode, REQUEST_VERSION, StepInputs, StepKind, StepRequest,
-    StepResult,
+    DEFAULT_TERMINATION_MESSAGE_PATH, ExitCode, REQUEST_ENV, REQUEST_VERSION, StepInputs, StepKind,
+    StepRequest, StepResult,
 };
 use crate::task::profiles::{Locality, Profiles, Resolved};
 use crate::task::steps::{persist_root, transfer_dir, workspace_dir};
-use crate::task::{PodReport, StartProblem};
+use crate::task::{PodReport, PodToCreate, StartProblem, WorkspaceMount};
 
 /// Label on every pod the operator creates; its pod watch selects on it.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "damocles-operator");
@@ -30,8 +30,6 @@ pub const TASK_LABEL: &str = "damocles.io/task";
 /// The owning task's uid: always a valid label value (names may be too long), and what a task's
 /// pods are deleted together by when it ends.
 pub const TASK_UID_LABEL: &str = "damocles.io/task-uid";
-/// The environment variable that carries the step request into the pod.
-pub const REQUEST_ENV: &str = "DAMOCLES_STEP_REQUEST";
 pub const CONTAINER: &str = "step";
 
 /// The persist stores a step reads or writes (the reserved one, the committed sector's, those an
@@ -110,30 +108,17 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-/// Whether a step of this profile leaves the task's node: it may, when its inputs travel through
-/// the persist store (C2 reading C1's output from the transfer directory).
-pub fn runs_anywhere(request: &StepRequest, profile: &Resolved) -> bool {
-    profile.locality == Locality::Any
-        && request.step == StepKind::C2
-        && request.inputs.c1_output.as_ref().is_some_and(|c1| {
-            request
-                .persist
-                .as_ref()
-                .is_some_and(|persist| c1.path.starts_with(persist))
-        })
-}
-
-/// The pod that runs `request`; pinned to `node` when the step needs the task's workspace, and
-/// otherwise steered away from `avoid` (where an earlier pod of the step did not start).
-pub fn step_pod(
-    task: &SealingTask,
-    name: &str,
-    request: &StepRequest,
-    profile: &Resolved,
-    profiles: &Profiles,
-    node: Option<&str>,
-    avoid: Option<&str>,
-) -> Pod {
+/// The pod the task core placed (`create`): pinned to its node, or steered away from the node
+/// to avoid.
+pub fn step_pod(task: &SealingTask, create: &PodToCreate, profiles: &Profiles) -> Pod {
+    let PodToCreate {
+        name,
+        request,
+        profile,
+        node,
+        avoid,
+        workspace,
+    } = create;
     let request_json = serde_json::to_string(request).expect("requests serialize");
     let mut env = vec![
         EnvVar {
@@ -155,19 +140,14 @@ pub fn step_pod(
         });
     }
     env.extend(profile.env.iter().cloned());
-    let anywhere = runs_anywhere(request, profile);
     let workspace_path = request.workspace.display().to_string();
-    let workspace = if anywhere {
-        // Scratch for the step's own markers; it reads nothing from the task's workspace.
-        Volume {
+    let workspace = match workspace {
+        WorkspaceMount::Scratch => Volume {
             name: "workspace".into(),
             empty_dir: Some(Default::default()),
             ..Default::default()
-        }
-    } else {
-        // The task's own workspace, not the root of all of them: a step reaches no other
-        // task's files.
-        host_path_volume("workspace", &workspace_path, "DirectoryOrCreate")
+        },
+        WorkspaceMount::Task => host_path_volume("workspace", &workspace_path, "DirectoryOrCreate"),
     };
     let mut volumes = vec![
         workspace,
@@ -207,8 +187,7 @@ pub fn step_pod(
         mounts.push(mount(&name, &path, false));
     }
     let mut affinity = profile.affinity.clone();
-    let pinned_to = node.filter(|_| !anywhere);
-    if let (None, Some(avoid)) = (pinned_to, avoid) {
+    if let Some(avoid) = avoid {
         // Preferred, not required: a farm with one suitable node still gets its work done there.
         let elsewhere = PreferredSchedulingTerm {
             weight: 100,
@@ -216,7 +195,7 @@ pub fn step_pod(
                 match_fields: Some(vec![NodeSelectorRequirement {
                     key: "metadata.name".into(),
                     operator: "NotIn".into(),
-                    values: Some(vec![avoid.into()]),
+                    values: Some(vec![avoid.clone()]),
                 }]),
                 ..Default::default()
             },
@@ -228,13 +207,13 @@ pub fn step_pod(
             .get_or_insert_with(Vec::new)
             .push(elsewhere);
     }
-    if let Some(node) = pinned_to {
+    if let Some(node) = node {
         // As DaemonSets pin pods: through the scheduler, so resources are still accounted.
         let pin = NodeSelectorTerm {
             match_fields: Some(vec![NodeSelectorRequirement {
                 key: "metadata.name".into(),
                 operator: "In".into(),
-                values: Some(vec![node.into()]),
+                values: Some(vec![node.clone()]),
             }]),
             ..Default::default()
         };
@@ -259,7 +238,7 @@ pub fn step_pod(
     }
     Pod {
         metadata: ObjectMeta {
-            name: Some(name.into()),
+            name: Some(name.clone()),
             namespace: task.namespace(),
             labels: Some(labels),
             owner_references: task.controller_owner_ref(&()).map(|o| vec![o]),
@@ -343,7 +322,15 @@ pub fn cleanup_pod(
         locality: Locality::Workspace,
         ..profile.clone()
     };
-    let mut pod = step_pod(task, name, &request, &pinned, profiles, Some(node), None);
+    let placed = PodToCreate {
+        name: name.to_string(),
+        request,
+        profile: pinned,
+        node: Some(node.to_string()),
+        avoid: None,
+        workspace: WorkspaceMount::Task,
+    };
+    let mut pod = step_pod(task, &placed, profiles);
     let spec = pod.spec.as_mut().expect("step pods have a spec");
     let container = &mut spec.containers[0];
     let mut args = vec!["clean".into(), "--workspace".into(), workspace.clone()];
@@ -602,6 +589,27 @@ mod tests {
     use crate::task::steps::pod_name;
     use std::path::Path;
 
+    /// The pod of `request` as the task core places it ([`PodToCreate::placed`]): pinned to
+    /// `node` where the step needs the workspace, steered from `avoid` where not pinned.
+    fn placed_pod(
+        task: &SealingTask,
+        name: &str,
+        request: &StepRequest,
+        profile: &Resolved,
+        profiles: &Profiles,
+        node: Option<&str>,
+        avoid: Option<&str>,
+    ) -> Pod {
+        let create = PodToCreate::placed(
+            name.to_string(),
+            request.clone(),
+            profile.clone(),
+            node.map(str::to_string),
+            avoid.map(str::to_string),
+        );
+        step_pod(task, &create, profiles)
+    }
+
     fn task() -> SealingTask {
         let mut task = SealingTask::new(
             "seal-1",
@@ -685,7 +693,7 @@ mod tests {
         assert_eq!(name, "seal-1-pc1done-2");
         let request = request_for(&task, StepKind::Pc2, &profiles).unwrap();
         let pc2 = profiles.resolve(StepKind::Pc2, std::time::Duration::from_secs(60));
-        let pod = step_pod(
+        let pod = placed_pod(
             &task,
             &name,
             &request,
@@ -759,7 +767,7 @@ mod tests {
 
         let c2 = profiles.resolve(StepKind::C2, std::time::Duration::from_secs(60));
         let request = request_for(&task, StepKind::C2, &profiles).unwrap();
-        let pod = step_pod(&task, "x", &request, &c2, &profiles, None, None);
+        let pod = placed_pod(&task, "x", &request, &c2, &profiles, None, None);
         let spec = pod.spec.unwrap();
         assert_eq!(spec.affinity, None, "no node chosen yet: not pinned");
         assert_eq!(spec.active_deadline_seconds, Some(600));
@@ -790,10 +798,10 @@ mod tests {
         });
         let c2 = profiles.resolve(StepKind::C2, std::time::Duration::from_secs(60));
         let request = request_for(&task, StepKind::C2, &profiles).unwrap();
-        let pod = step_pod(&task, "x", &request, &c2, &profiles, Some("node-a"), None);
+        let pod = placed_pod(&task, "x", &request, &c2, &profiles, Some("node-a"), None);
         let spec = pod.spec.unwrap();
         assert_eq!(spec.affinity, None, "not pinned to the workspace node");
-        let elsewhere = step_pod(&task, "x", &request, &c2, &profiles, None, Some("gpu-1"));
+        let elsewhere = placed_pod(&task, "x", &request, &c2, &profiles, None, Some("gpu-1"));
         let preferred = elsewhere
             .spec
             .unwrap()
@@ -833,7 +841,7 @@ mod tests {
         let outputs = task.status.as_mut().unwrap().outputs.as_mut().unwrap();
         outputs.c1_output.as_mut().unwrap().location = "/var/lib/damocles/workspace/x".into();
         let request = request_for(&task, StepKind::C2, &profiles).unwrap();
-        let pod = step_pod(&task, "x", &request, &c2, &profiles, Some("node-a"), None);
+        let pod = placed_pod(&task, "x", &request, &c2, &profiles, Some("node-a"), None);
         assert!(pod.spec.unwrap().affinity.is_some());
 
         let cleanup = cleanup_pod(
@@ -895,7 +903,7 @@ mod tests {
         let security = |step: StepKind| {
             let request = request_for(&task, step, &profiles).unwrap();
             let profile = profiles.resolve(step, std::time::Duration::from_secs(60));
-            let pod = step_pod(&task, "p", &request, &profile, &profiles, None, None);
+            let pod = placed_pod(&task, "p", &request, &profile, &profiles, None, None);
             pod.spec.unwrap().containers[0]
                 .security_context
                 .clone()
@@ -931,7 +939,7 @@ mod tests {
         let task = task();
         let mounts = |request: &StepRequest, step: StepKind| {
             let profile = profiles.resolve(step, std::time::Duration::from_secs(60));
-            let pod = step_pod(&task, "p", request, &profile, &profiles, None, None);
+            let pod = placed_pod(&task, "p", request, &profile, &profiles, None, None);
             let spec = pod.spec.unwrap();
             let mounts = spec.containers[0].volume_mounts.clone().unwrap();
             mounts
@@ -1018,7 +1026,7 @@ mod tests {
         let task = task();
         let request = request_for(&task, StepKind::Pc2, &profiles).unwrap();
         let profile = profiles.resolve(StepKind::Pc2, std::time::Duration::from_secs(60));
-        step_pod(
+        placed_pod(
             &task,
             "seal-1-pc1done-0",
             &request,

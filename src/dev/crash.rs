@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
 use crate::api::State;
+use crate::controller::hooks::{EffectHook, EffectPoint};
 use crate::manager::Method;
 use crate::plan::PlanKind;
 
@@ -100,4 +101,30 @@ pub fn point(when: When, effect: &str, plan: PlanKind, state: Option<State>) {
     }
     tracing::warn!("{SCHEDULE_ENV}: dying {name}");
     std::process::abort();
+}
+
+/// The operator's hook in a dev build: both ways of choosing where to die. A submission's call
+/// is also a `before-submit`/`after-submit` point of DAMOCLES_OPERATOR_CRASH.
+pub struct CrashHook;
+
+impl EffectHook for CrashHook {
+    fn at(&self, at: &EffectPoint<'_>) {
+        let submitted = at
+            .effect
+            .strip_prefix("call:")
+            .and_then(|method| method.parse::<Method>().ok())
+            .filter(|method| method.submission().is_some());
+        if let Some(method) = submitted {
+            submission(
+                if at.after {
+                    "after-submit"
+                } else {
+                    "before-submit"
+                },
+                method,
+            );
+        }
+        let when = if at.after { When::After } else { When::Before };
+        point(when, at.effect, at.plan, at.state);
+    }
 }

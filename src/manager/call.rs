@@ -3,7 +3,9 @@
 //! these, so a method's name and shape are written in one place.
 
 use serde_json::{Value, json};
-use strum::{Display, EnumIter, EnumString, IntoStaticStr};
+use strum::{Display, EnumIter, EnumString, IntoEnumIterator, IntoStaticStr};
+
+use crate::plan::{Allocation, ManagerCall, Submission};
 
 use super::wire::{
     AcquireDealsSpec, AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector,
@@ -37,6 +39,60 @@ pub enum Method {
     AllocateUnsealSector,
     AcquireUnsealDest,
     AchieveUnsealSector,
+}
+
+impl From<ManagerCall> for Method {
+    fn from(call: ManagerCall) -> Self {
+        match call {
+            ManagerCall::AllocateSector => Method::AllocateSector,
+            ManagerCall::AcquireDeals => Method::AcquireDeals,
+            ManagerCall::AssignTicket => Method::AssignTicket,
+            ManagerCall::SubmitPreCommit => Method::SubmitPreCommit,
+            ManagerCall::PollPreCommitState => Method::PollPreCommitState,
+            ManagerCall::StoreReserveSpace => Method::StoreReserveSpace,
+            ManagerCall::SubmitPersistedEx => Method::SubmitPersistedEx,
+            ManagerCall::WaitSeed => Method::WaitSeed,
+            ManagerCall::SubmitProof => Method::SubmitProof,
+            ManagerCall::PollProofState => Method::PollProofState,
+            ManagerCall::AllocateSanpUpSector => Method::AllocateSanpUpSector,
+            ManagerCall::StoreBasicInfo => Method::StoreBasicInfo,
+            ManagerCall::SubmitSnapUpProof => Method::SubmitSnapUpProof,
+            ManagerCall::AllocateRebuildSector => Method::AllocateRebuildSector,
+            ManagerCall::AllocateUnsealSector => Method::AllocateUnsealSector,
+            ManagerCall::AcquireUnsealDest => Method::AcquireUnsealDest,
+            ManagerCall::AchieveUnsealSector => Method::AchieveUnsealSector,
+        }
+    }
+}
+
+impl From<Submission> for Method {
+    fn from(submission: Submission) -> Self {
+        submission.call().into()
+    }
+}
+
+impl From<Allocation> for Method {
+    fn from(allocation: Allocation) -> Self {
+        allocation.call().into()
+    }
+}
+
+impl Method {
+    /// The plan action that makes this call, if a plan makes it (the end reports and the state
+    /// reports are the core's own).
+    pub fn plan_call(self) -> Option<ManagerCall> {
+        ManagerCall::iter().find(|call| Method::from(*call) == self)
+    }
+
+    /// The submission this call is, if it is one ([`Submission`]).
+    pub fn submission(self) -> Option<Submission> {
+        self.plan_call().and_then(Submission::of)
+    }
+
+    /// Whether this call hands the task a sector or a job ([`Allocation`]).
+    pub fn is_allocation(self) -> bool {
+        self.plan_call().and_then(Allocation::of).is_some()
+    }
 }
 
 /// A call with its params.

@@ -181,7 +181,17 @@ pub enum Event {
 
 /// A damocles-manager JSON-RPC method (`Venus.<Name>`) that a state's work calls.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Display, IntoStaticStr,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Display,
+    EnumIter,
+    IntoStaticStr,
 )]
 pub enum ManagerCall {
     AllocateSector,
@@ -202,6 +212,99 @@ pub enum ManagerCall {
     AllocateUnsealSector,
     AcquireUnsealDest,
     AchieveUnsealSector,
+}
+
+/// A call the manager may count twice if it is made twice: the task records its intent before it
+/// is made (`status.submitting`), and a restart asks the manager before making it again.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    Display,
+    EnumIter,
+    IntoStaticStr,
+)]
+pub enum Submission {
+    SubmitPreCommit,
+    SubmitProof,
+    SubmitSnapUpProof,
+}
+
+impl Submission {
+    pub fn call(self) -> ManagerCall {
+        match self {
+            Submission::SubmitPreCommit => ManagerCall::SubmitPreCommit,
+            Submission::SubmitProof => ManagerCall::SubmitProof,
+            Submission::SubmitSnapUpProof => ManagerCall::SubmitSnapUpProof,
+        }
+    }
+
+    /// The submission `call` is, if it is one.
+    pub fn of(call: ManagerCall) -> Option<Self> {
+        Self::iter().find(|submission| submission.call() == call)
+    }
+
+    /// The poll that tells whether the submission reached the manager and the chain; none for
+    /// upgrades, which have no poll.
+    pub fn poll(self) -> Option<ManagerCall> {
+        match self {
+            Submission::SubmitPreCommit => Some(ManagerCall::PollPreCommitState),
+            Submission::SubmitProof => Some(ManagerCall::PollProofState),
+            Submission::SubmitSnapUpProof => None,
+        }
+    }
+
+    /// The submission whose landing `poll` asks about.
+    pub fn polled_by(poll: ManagerCall) -> Option<Self> {
+        Self::iter().find(|submission| submission.poll() == Some(poll))
+    }
+}
+
+/// A call that hands the task a sector or a job (`status.allocating` records the one-time ones
+/// while they are asked).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    Display,
+    EnumIter,
+    IntoStaticStr,
+)]
+pub enum Allocation {
+    AllocateSector,
+    // Sic: the manager's method name has this typo (a doc comment here would make the CRD
+    // schema a oneOf).
+    AllocateSanpUpSector,
+    AllocateRebuildSector,
+    AllocateUnsealSector,
+}
+
+impl Allocation {
+    pub fn call(self) -> ManagerCall {
+        match self {
+            Allocation::AllocateSector => ManagerCall::AllocateSector,
+            Allocation::AllocateSanpUpSector => ManagerCall::AllocateSanpUpSector,
+            Allocation::AllocateRebuildSector => ManagerCall::AllocateRebuildSector,
+            Allocation::AllocateUnsealSector => ManagerCall::AllocateUnsealSector,
+        }
+    }
+
+    /// The allocation `call` is, if it is one.
+    pub fn of(call: ManagerCall) -> Option<Self> {
+        Self::iter().find(|allocation| allocation.call() == call)
+    }
 }
 
 /// A step run by the `damocles-step` binary (a pod in a cluster, a child process in local mode).
@@ -240,6 +343,23 @@ pub enum StepKind {
     VerifySeal,
     /// Checks an empty-sector-update proof.
     VerifySnap,
+}
+
+impl StepKind {
+    /// Whether a step of this kind may run away from the task's workspace node (`locality:
+    /// any`): C2 alone, whose one input, C1's output, travels through the persist store.
+    pub fn may_leave_workspace(self) -> bool {
+        self == StepKind::C2
+    }
+
+    /// The step that reads this one's output from the persist store when it runs away from the
+    /// workspace node: C1 hands its output to C2.
+    pub fn hands_over_to(self) -> Option<StepKind> {
+        match self {
+            StepKind::C1 => Some(StepKind::C2),
+            _ => None,
+        }
+    }
 }
 
 /// One piece of the work done in a state, in order.

@@ -42,6 +42,10 @@ pub const REQUEST_VERSION: u32 = 4;
 /// Where the result goes when the request does not say: Kubernetes' default termination-message path.
 pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 
+/// The environment variable that carries the step request into a step pod
+/// (`damocles-step run --request-env DAMOCLES_STEP_REQUEST`).
+pub const REQUEST_ENV: &str = "DAMOCLES_STEP_REQUEST";
+
 /// Kubernetes keeps at most this many bytes of a termination message.
 pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
 

@@ -23,6 +23,7 @@ pub mod enter;
 pub mod failure;
 pub mod outputs;
 pub mod profiles;
+pub mod reconcile;
 pub mod resume;
 pub mod steps;
 pub mod work;
@@ -420,6 +421,8 @@ pub enum Effect {
         seconds: f64,
         reused: bool,
     },
+    /// A ticket was found too old for the work left (counted; the task rewinds or aborts).
+    TicketExpiring,
     /// A failure was recorded (counted by plan and level); `retry` when it will be retried.
     Failure {
         level: FailureLevel,
@@ -435,17 +438,31 @@ pub enum Effect {
     Remember(Remembered),
 }
 
-/// A step pod to create.
+/// A step pod to create, placed: the pod builder only renders it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodToCreate {
     pub name: String,
     pub request: StepRequest,
     /// The step's profile, with the workspace placement already merged in where it applies.
     pub profile: Resolved,
-    /// The workspace node the pod is pinned to.
+    /// The node the pod is pinned to: the task's workspace node, for a step that needs it.
     pub node: Option<String>,
-    /// A node the pod should avoid (an earlier pod did not start there).
+    /// A node the pod should avoid (an earlier pod did not start there); only for a pod not
+    /// pinned.
     pub avoid: Option<String>,
+    /// What the pod mounts at the workspace path.
+    pub workspace: WorkspaceMount,
+}
+
+/// What a step pod mounts at the task's workspace path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkspaceMount {
+    /// The task's own workspace directory on its node (a hostPath), not the root of all of
+    /// them: a step reaches no other task's files.
+    Task,
+    /// Scratch for the step's own markers: a step away from the workspace node reads nothing
+    /// there.
+    Scratch,
 }
 
 /// What [`decide`] returns.
@@ -648,8 +665,8 @@ impl Turn<'_> {
                         Action::Proof(step) | Action::File(step) => self.step(step),
                     };
                     match done {
-                        Step::Outcome(outcome) => outcome,
-                        Step::Wake(wake) => return wake,
+                        Progress::Outcome(outcome) => outcome,
+                        Progress::Wake(wake) => return wake,
                     }
                 }
                 Next::Wait(_) | Next::Fail { .. } => {
@@ -676,6 +693,10 @@ impl Turn<'_> {
                 }
             }
         }
+        self.log(
+            true,
+            format!("{CHAIN_LIMIT} actions in one decision without a wait; deciding again in 1s"),
+        );
         Wake::After(Duration::from_secs(1))
     }
 
@@ -694,7 +715,7 @@ impl Turn<'_> {
 }
 
 /// What doing an action came to: an outcome for the plan cursor, or a reason to stop deciding.
-pub(crate) enum Step {
+pub(crate) enum Progress {
     Outcome(Outcome),
     Wake(Wake),
 }

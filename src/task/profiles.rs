@@ -235,9 +235,18 @@ impl Profiles {
             crate::step::destination::check_allowed_host(host)
                 .map_err(|reason| format!("allowedHosts {host:?}: {reason}"))?;
         }
-        let unpinned = std::iter::once(("defaults".to_string(), &profiles.defaults))
-            .chain(profiles.steps.iter().map(|(k, p)| (k.to_string(), p)))
-            .find(|(name, p)| p.locality == Some(Locality::Any) && name != "c2");
+        let unpinned = std::iter::once(("defaults".to_string(), &profiles.defaults, None))
+            .chain(
+                profiles
+                    .steps
+                    .iter()
+                    .map(|(step, p)| (step.to_string(), p, Some(*step))),
+            )
+            .find(|(_, p, step)| {
+                p.locality == Some(Locality::Any)
+                    && !step.is_some_and(StepKind::may_leave_workspace)
+            })
+            .map(|(name, p, _)| (name, p));
         if let Some(store) = &profiles.piece_store
             && !(store.starts_with("http://") || store.starts_with("https://"))
         {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::enter::set_phase;
 use super::profiles::{Locality, Profiles, Resolved};
 use super::{
-    Effect, PodReport, PodToCreate, Question, Remembered, SLOT_RECHECK, SLOW_START, StartProblem,
-    Step, Turn, Wake, WorkspaceNode,
+    Effect, PodReport, PodToCreate, Progress, Question, Remembered, SLOT_RECHECK, SLOW_START,
+    StartProblem, StepPod, Turn, Wake, WorkspaceMount, WorkspaceNode,
 };
 use crate::api::{Artifact, Phase, PlanKind, SealingTaskStatus, State};
 use crate::plan::Action;
@@ -224,10 +224,13 @@ pub fn step_request(
         .ok_or("the task has no sector yet (the manager has not allocated one)")?;
     let persist = persist_root(status, profiles);
     // Without a persist store there is no shared place for C1's output, and C2 runs on the
-    // task's node (see the pod builder).
+    // task's node ([`runs_anywhere`]).
     let share = persist
         .as_deref()
-        .filter(|_| step == StepKind::C1 && profiles.locality(StepKind::C2) == Locality::Any)
+        .filter(|_| {
+            step.hands_over_to()
+                .is_some_and(|next| profiles.locality(next) == Locality::Any)
+        })
         .map(|persist| transfer_dir(persist, sector));
     Ok(StepRequest {
         version: REQUEST_VERSION,
@@ -242,6 +245,59 @@ pub fn step_request(
         inputs: gathered_inputs(task, status, profiles)?.select(step),
         then: Vec::new(),
     })
+}
+
+/// Whether a step of this profile leaves the task's node: it may, when its inputs travel through
+/// the persist store (C2 reading C1's output from the transfer directory there).
+pub fn runs_anywhere(request: &StepRequest, profile: &Resolved) -> bool {
+    profile.locality == Locality::Any
+        && request.step.may_leave_workspace()
+        && request.inputs.c1_output.as_ref().is_some_and(|c1| {
+            request
+                .persist
+                .as_ref()
+                .is_some_and(|persist| c1.path.starts_with(persist))
+        })
+}
+
+impl PodToCreate {
+    /// Step pod `name`, placed: pinned to the task's `workspace_node` (if it has one yet) unless
+    /// the step may run anywhere ([`runs_anywhere`]: then with scratch for a workspace), and
+    /// steered away from `avoid` where nothing pins it.
+    pub fn placed(
+        name: String,
+        request: StepRequest,
+        profile: Resolved,
+        workspace_node: Option<String>,
+        avoid: Option<String>,
+    ) -> Self {
+        let free = runs_anywhere(&request, &profile);
+        let node = workspace_node.filter(|_| !free);
+        Self {
+            name,
+            avoid: avoid.filter(|_| node.is_none()),
+            workspace: if free {
+                WorkspaceMount::Scratch
+            } else {
+                WorkspaceMount::Task
+            },
+            node,
+            request,
+            profile,
+        }
+    }
+}
+
+/// A step pod not started yet, as seen.
+struct Starting {
+    step: StepKind,
+    name: String,
+    /// Seconds since it was created.
+    age: u64,
+    reason: String,
+    problem: Option<StartProblem>,
+    /// The node to steer its replacement away from, if it is replaced.
+    avoid: Option<String>,
 }
 
 impl Turn<'_> {
@@ -264,9 +320,9 @@ impl Turn<'_> {
     }
 
     /// Runs `step` as a pod: an outcome once the pod has ended, otherwise what to wait for.
-    pub(super) fn step(&mut self, step: StepKind) -> Step {
+    pub(super) fn step(&mut self, step: StepKind) -> Progress {
         if let Some(wait) = self.retiring_pod_gone() {
-            return Step::Wake(wait);
+            return Progress::Wake(wait);
         }
         if let Some(done) = self.ran_along(step) {
             return done;
@@ -275,36 +331,10 @@ impl Turn<'_> {
         let profile = self.rules.profiles.resolve(step, self.rules.retry_backoff);
         let name = pod_name(self.task.name, state, self.status.attempt);
         let Some(pod) = self.observed.pods.get(&name) else {
-            return Step::Wake(Wake::Ask(Question::StepPod(name)));
+            return Progress::Wake(Wake::Ask(Question::StepPod(name)));
         };
         let Some(pod) = pod.clone() else {
-            if self.status.step_pod.as_deref() == Some(name.as_str())
-                && self.status.phase == Some(Phase::Running)
-            {
-                self.event(
-                    true,
-                    "StepPodLost",
-                    format!("step pod {name} disappeared; starting {step} again"),
-                );
-                return Step::Wake(self.restart_step(&name, "its pod disappeared", None));
-            }
-            if let Some(cap) = profile.concurrency {
-                match self.observed.slot {
-                    Some((asked, Ok(()))) if asked == step => {}
-                    Some((asked, Err(full))) if asked == step => {
-                        let message = format!(
-                            "{state}: waiting for a {step} slot ({} of {} in use; the {step} \
-                             profile's concurrency)",
-                            full.holders, full.cap
-                        );
-                        set_phase(&mut self.status, Phase::Waiting, message, self.now);
-                        self.write();
-                        return Step::Wake(Wake::After(SLOT_RECHECK));
-                    }
-                    _ => return Step::Wake(Wake::Ask(Question::Slot { step, cap })),
-                }
-            }
-            return self.start_step(step, name, profile);
+            return self.on_absent_pod(step, name, profile);
         };
         let ran = !matches!(
             pod.report,
@@ -314,28 +344,11 @@ impl Turn<'_> {
                     ..
                 }
         );
-        // The workspace lives where the first workspace step ran; a pod that never started there
-        // wrote nothing, and its replacement may go elsewhere. Kept in memory while the pod runs
-        // (it is written with the step's end): a first step costs no write of its own.
-        if ran
-            && profile.locality == Locality::Workspace
-            && self.status.node.is_none()
-            && let Some(node) = pod.node.clone()
-        {
-            if self.status.step_pod.as_deref() == Some(name.as_str()) {
-                self.remember(Remembered {
-                    workspace: Some(WorkspaceNode {
-                        pod: name.clone(),
-                        node,
-                    }),
-                    ..Remembered::default()
-                });
-            } else {
-                self.status.node = Some(node);
-            }
+        if ran && profile.locality == Locality::Workspace {
+            self.note_workspace_node(&name, &pod);
         }
         // Should this pod be replaced before it ran, its replacement prefers another node where
-        // nothing pins it (see the pod builder).
+        // nothing pins it.
         let avoid = pod
             .node
             .clone()
@@ -348,129 +361,212 @@ impl Turn<'_> {
                 "StepPodLost",
                 format!("step pod {name} was deleted; starting {step} again"),
             );
-            return Step::Wake(self.restart_step(&name, "its pod was deleted", avoid));
+            return Progress::Wake(self.restart_step(&name, "its pod was deleted", avoid));
         }
         match pod.report {
             PodReport::Starting { reason, problem } => {
-                let age = self.seconds_since(pod.created);
-                // A pod pinned to a node that is gone never starts. Most pods start within
-                // seconds, so the node is looked up only for one slow to start: not a read of
-                // the Node at every step of every task.
-                if let Some(node) = self.status.node.clone()
-                    && profile.locality == Locality::Workspace
-                    && age >= SLOW_START.as_secs()
-                {
-                    match self.observed.nodes.get(&node) {
-                        None => return Step::Wake(Wake::Ask(Question::NodeExists(node))),
-                        Some(false) => {
-                            self.effects.push(Effect::DeletePod(name));
-                            let plan = self.task.spec.plan();
-                            // Past its PreCommit a sealer's data is on chain: sealing again would
-                            // draw a new ticket, which that PreCommit does not match.
-                            let advice = if self.task.spec.plan == PlanKind::Sealer
-                                && !plan.at_or_before(state, State::PC2Done)
-                            {
-                                "its PreCommit is on chain, so sealing again with a new ticket \
-                                 cannot match it: abort this task (resumeState: Aborted); once \
-                                 the manager marks the sector for rebuild, a rebuild task \
-                                 restores its files from the original ticket"
-                                    .to_string()
-                            } else {
-                                format!(
-                                    "resume at {} to start over on another node",
-                                    plan.first_workspace_state()
-                                )
-                            };
-                            return Step::Outcome(Outcome::Failed {
-                                level: FailureLevel::Critical,
-                                message: format!(
-                                    "node {node}, which holds this task's workspace, no longer \
-                                     exists; its files are gone with it: {advice}"
-                                ),
-                            });
-                        }
-                        Some(true) => {}
-                    }
-                }
-                // An image one node cannot pull may be that node's trouble (its registry access):
-                // a pod free to go elsewhere gets one try on another node first.
-                let elsewhere = avoid.is_some() && self.status.avoid_node.is_none();
-                let problem =
-                    problem.filter(|p| !(elsewhere && matches!(p, StartProblem::ImagePull { .. })));
-                if age > profile.start_timeout.as_secs()
-                    && let Some(problem) = problem
-                {
-                    // Another pod would meet the same image or the same nodes: a person must
-                    // change the profile, the registry or the nodes.
-                    self.effects.push(Effect::DeletePod(name.clone()));
-                    self.effects.push(Effect::ReleaseSlot);
-                    let waited = profile.start_timeout.as_secs();
-                    let message = match problem {
-                        StartProblem::ImagePull { image } => format!(
-                            "the {step} image {image} cannot be pulled ({reason}) after {waited}s; \
-                             fix the image in the {step} profile, the registry or the \
-                             profile's imagePullSecrets"
-                        ),
-                        StartProblem::NoFittingNode => format!(
-                            "no node can run the {step} pod after {waited}s: {reason}; label or \
-                             untaint a node, or fix the {step} profile's placement"
-                        ),
-                    };
-                    return Step::Outcome(Outcome::Failed {
-                        level: FailureLevel::Permanent,
-                        message,
-                    });
-                }
-                if age > profile.start_timeout.as_secs() {
-                    self.effects.push(Effect::DeletePod(name.clone()));
-                    let why = format!(
-                        "it did not start within {}s: {reason}",
-                        profile.start_timeout.as_secs()
-                    );
-                    return Step::Wake(self.restart_step(&name, &why, avoid));
-                }
-                // Most pods start within seconds: say so in status only when one is slow.
-                if age >= SLOW_START.as_secs() {
-                    let message = format!("{state}: {step} pod {name} not started: {reason}");
-                    set_phase(&mut self.status, Phase::Waiting, message, self.now);
-                }
-                self.write();
-                // Look again when the status message or the start timeout is due.
-                let timeout_in = profile.start_timeout.as_secs() + 1 - age;
-                Step::Wake(Wake::After(SLOW_START.min(Duration::from_secs(timeout_in))))
+                let starting = Starting {
+                    step,
+                    name,
+                    age: self.seconds_since(pod.created),
+                    reason,
+                    problem,
+                    avoid,
+                };
+                self.on_starting(starting, &profile)
             }
-            PodReport::Running => {
-                let message = format!("{state}: running {step} in pod {name}");
-                set_phase(&mut self.status, Phase::Running, message, self.now);
-                self.write();
-                // Woken now and then to ask the manager whether it still holds the sector.
-                Step::Wake(match self.rules.manager_heartbeat {
-                    Some(every) => Wake::After(every),
-                    None => Wake::OnChange,
-                })
-            }
-            PodReport::Succeeded(result) => {
-                self.effects.push(Effect::ReleaseSlot);
-                self.ran_along = result.then.clone();
-                self.absorb(step, &result);
-                if let Some(problem) = self.resealed_key_differs(step) {
-                    return Step::Outcome(super::work::failed(FailureLevel::Permanent, problem));
-                }
-                Step::Outcome(Outcome::Done)
-            }
+            PodReport::Running => self.on_running(step, &name),
+            PodReport::Succeeded(result) => self.on_succeeded(step, &result),
             PodReport::Failed {
                 never_ran: true,
                 message,
                 ..
             } => {
                 self.effects.push(Effect::DeletePod(name.clone()));
-                Step::Wake(self.restart_step(&name, &message, avoid))
+                Progress::Wake(self.restart_step(&name, &message, avoid))
             }
             PodReport::Failed { level, message, .. } => {
                 self.effects.push(Effect::ReleaseSlot);
-                Step::Outcome(Outcome::Failed { level, message })
+                Progress::Outcome(Outcome::Failed { level, message })
             }
         }
+    }
+
+    /// The step's pod does not exist: lost (the status names it, running), or to be started,
+    /// once a concurrency slot is free.
+    fn on_absent_pod(&mut self, step: StepKind, name: String, profile: Resolved) -> Progress {
+        let state = self.position().state;
+        if self.status.step_pod.as_deref() == Some(name.as_str())
+            && self.status.phase == Some(Phase::Running)
+        {
+            self.event(
+                true,
+                "StepPodLost",
+                format!("step pod {name} disappeared; starting {step} again"),
+            );
+            return Progress::Wake(self.restart_step(&name, "its pod disappeared", None));
+        }
+        if let Some(cap) = profile.concurrency {
+            match self.observed.slot {
+                Some((asked, Ok(()))) if asked == step => {}
+                Some((asked, Err(full))) if asked == step => {
+                    let message = format!(
+                        "{state}: waiting for a {step} slot ({} of {} in use; the {step} \
+                         profile's concurrency)",
+                        full.holders, full.cap
+                    );
+                    set_phase(&mut self.status, Phase::Waiting, message, self.now);
+                    self.write();
+                    return Progress::Wake(Wake::After(SLOT_RECHECK));
+                }
+                _ => return Progress::Wake(Wake::Ask(Question::Slot { step, cap })),
+            }
+        }
+        self.start_step(step, name, profile)
+    }
+
+    /// The workspace lives where the first workspace step ran; a pod that never started there
+    /// wrote nothing, and its replacement may go elsewhere. Kept in memory while the pod runs
+    /// (it is written with the step's end): a first step costs no write of its own.
+    fn note_workspace_node(&mut self, name: &str, pod: &StepPod) {
+        if self.status.node.is_some() {
+            return;
+        }
+        let Some(node) = pod.node.clone() else {
+            return;
+        };
+        if self.status.step_pod.as_deref() == Some(name) {
+            self.remember(Remembered {
+                workspace: Some(WorkspaceNode {
+                    pod: name.to_string(),
+                    node,
+                }),
+                ..Remembered::default()
+            });
+        } else {
+            self.status.node = Some(node);
+        }
+    }
+
+    /// The step's pod has not started: its node gone, a problem waiting will not fix, too slow
+    /// (replaced), or a wait.
+    fn on_starting(&mut self, starting: Starting, profile: &Resolved) -> Progress {
+        let Starting {
+            step,
+            name,
+            age,
+            reason,
+            problem,
+            avoid,
+        } = starting;
+        let state = self.position().state;
+        // A pod pinned to a node that is gone never starts. Most pods start within seconds, so
+        // the node is looked up only for one slow to start: not a read of the Node at every
+        // step of every task.
+        if let Some(node) = self.status.node.clone()
+            && profile.locality == Locality::Workspace
+            && age >= SLOW_START.as_secs()
+        {
+            match self.observed.nodes.get(&node) {
+                None => return Progress::Wake(Wake::Ask(Question::NodeExists(node))),
+                Some(false) => return self.workspace_node_gone(&name, &node),
+                Some(true) => {}
+            }
+        }
+        // An image one node cannot pull may be that node's trouble (its registry access): a pod
+        // free to go elsewhere gets one try on another node first.
+        let elsewhere = avoid.is_some() && self.status.avoid_node.is_none();
+        let problem =
+            problem.filter(|p| !(elsewhere && matches!(p, StartProblem::ImagePull { .. })));
+        let waited = profile.start_timeout.as_secs();
+        if age > waited
+            && let Some(problem) = problem
+        {
+            // Another pod would meet the same image or the same nodes: a person must change the
+            // profile, the registry or the nodes.
+            self.effects.push(Effect::DeletePod(name.clone()));
+            self.effects.push(Effect::ReleaseSlot);
+            let message = match problem {
+                StartProblem::ImagePull { image } => format!(
+                    "the {step} image {image} cannot be pulled ({reason}) after {waited}s; fix \
+                     the image in the {step} profile, the registry or the profile's \
+                     imagePullSecrets"
+                ),
+                StartProblem::NoFittingNode => format!(
+                    "no node can run the {step} pod after {waited}s: {reason}; label or untaint \
+                     a node, or fix the {step} profile's placement"
+                ),
+            };
+            return Progress::Outcome(Outcome::Failed {
+                level: FailureLevel::Permanent,
+                message,
+            });
+        }
+        if age > waited {
+            self.effects.push(Effect::DeletePod(name.clone()));
+            let why = format!("it did not start within {waited}s: {reason}");
+            return Progress::Wake(self.restart_step(&name, &why, avoid));
+        }
+        // Most pods start within seconds: say so in status only when one is slow.
+        if age >= SLOW_START.as_secs() {
+            let message = format!("{state}: {step} pod {name} not started: {reason}");
+            set_phase(&mut self.status, Phase::Waiting, message, self.now);
+        }
+        self.write();
+        // Look again when the status message or the start timeout is due.
+        let timeout_in = waited + 1 - age;
+        Progress::Wake(Wake::After(SLOW_START.min(Duration::from_secs(timeout_in))))
+    }
+
+    /// The node that holds the task's workspace is gone, and its files with it.
+    fn workspace_node_gone(&mut self, name: &str, node: &str) -> Progress {
+        self.effects.push(Effect::DeletePod(name.to_string()));
+        let plan = self.task.spec.plan();
+        let state = self.position().state;
+        // Past its PreCommit a sealer's data is on chain: sealing again would draw a new ticket,
+        // which that PreCommit does not match.
+        let advice = if self.task.spec.plan == PlanKind::Sealer
+            && !plan.at_or_before(state, State::PC2Done)
+        {
+            "its PreCommit is on chain, so sealing again with a new ticket cannot match it: \
+             abort this task (resumeState: Aborted); once the manager marks the sector for \
+             rebuild, a rebuild task restores its files from the original ticket"
+                .to_string()
+        } else {
+            format!(
+                "resume at {} to start over on another node",
+                plan.first_workspace_state()
+            )
+        };
+        Progress::Outcome(Outcome::Failed {
+            level: FailureLevel::Critical,
+            message: format!(
+                "node {node}, which holds this task's workspace, no longer exists; its files are \
+                 gone with it: {advice}"
+            ),
+        })
+    }
+
+    fn on_running(&mut self, step: StepKind, name: &str) -> Progress {
+        let state = self.position().state;
+        let message = format!("{state}: running {step} in pod {name}");
+        set_phase(&mut self.status, Phase::Running, message, self.now);
+        self.write();
+        // Woken now and then to ask the manager whether it still holds the sector.
+        Progress::Wake(match self.rules.manager_heartbeat {
+            Some(every) => Wake::After(every),
+            None => Wake::OnChange,
+        })
+    }
+
+    fn on_succeeded(&mut self, step: StepKind, result: &crate::step::StepResult) -> Progress {
+        self.effects.push(Effect::ReleaseSlot);
+        self.ran_along = result.then.clone();
+        self.absorb(step, result);
+        if let Some(problem) = self.resealed_key_differs(step) {
+            return Progress::Outcome(super::work::failed(FailureLevel::Permanent, problem));
+        }
+        Progress::Outcome(Outcome::Done)
     }
 
     /// Waits until the step pod this task last stopped has stopped running, as a StatefulSet waits
@@ -531,7 +627,7 @@ impl Turn<'_> {
 
     /// The outcome of `step` when it already ran in the pod of the step before (see
     /// [`Turn::runs_along`]). One that failed there is run again in a pod of its own.
-    fn ran_along(&mut self, step: StepKind) -> Option<Step> {
+    fn ran_along(&mut self, step: StepKind) -> Option<Progress> {
         let at = self.ran_along.iter().position(|r| r.step == step)?;
         let result = self.ran_along.remove(at);
         if let Some(failure) = &result.failure {
@@ -546,12 +642,12 @@ impl Turn<'_> {
         }
         self.absorb(step, &result);
         if let Some(problem) = self.resealed_key_differs(step) {
-            return Some(Step::Outcome(super::work::failed(
+            return Some(Progress::Outcome(super::work::failed(
                 FailureLevel::Permanent,
                 problem,
             )));
         }
-        Some(Step::Outcome(Outcome::Done))
+        Some(Progress::Outcome(Outcome::Done))
     }
 
     /// The step that runs in `step`'s pod right after it: tree-d after add-piece, when the next
@@ -576,7 +672,7 @@ impl Turn<'_> {
         (along == *profile && along.concurrency.is_none()).then_some(ALONG)
     }
 
-    fn start_step(&mut self, step: StepKind, name: String, profile: Resolved) -> Step {
+    fn start_step(&mut self, step: StepKind, name: String, profile: Resolved) -> Progress {
         let profiles = &self.rules.profiles;
         let request = match step_request(self.task, &self.status, step, profiles) {
             Ok(mut request) => {
@@ -585,7 +681,7 @@ impl Turn<'_> {
             }
             Err(message) => {
                 let message = format!("cannot build the {step} request: {message}");
-                return Step::Wake(self.fail(FailureLevel::Permanent, message));
+                return Progress::Wake(self.fail(FailureLevel::Permanent, message));
             }
         };
         let size = serde_json::to_string(&request)
@@ -597,11 +693,10 @@ impl Turn<'_> {
                 "the {step} request is {size} bytes, more than the {REQUEST_LIMIT} a step pod's \
                  environment carries (the manager's lists for this sector are too long)"
             );
-            return Step::Wake(self.fail(FailureLevel::Permanent, message));
+            return Progress::Wake(self.fail(FailureLevel::Permanent, message));
         }
-        let node = self.status.node.clone();
         let mut profile = profile;
-        if node.is_none() && profile.locality == Locality::Workspace {
+        if self.status.node.is_none() && profile.locality == Locality::Workspace {
             // This pod chooses the node every later workspace step is pinned to.
             match profiles.workspace_placement(self.task.spec.plan(), self.rules.retry_backoff) {
                 Ok(placement) => {
@@ -609,23 +704,23 @@ impl Turn<'_> {
                     profile.tolerations = placement.tolerations;
                 }
                 Err(message) => {
-                    return Step::Wake(self.fail(FailureLevel::Permanent, message));
+                    return Progress::Wake(self.fail(FailureLevel::Permanent, message));
                 }
             }
         }
-        self.effects
-            .push(Effect::CreateStepPod(Box::new(PodToCreate {
-                name: name.clone(),
-                request,
-                profile,
-                node,
-                avoid: self.status.avoid_node.clone(),
-            })));
+        let pod = PodToCreate::placed(
+            name.clone(),
+            request,
+            profile,
+            self.status.node.clone(),
+            self.status.avoid_node.clone(),
+        );
+        self.effects.push(Effect::CreateStepPod(Box::new(pod)));
         let state = self.position().state;
         self.status.step_pod = Some(name.clone());
         let message = format!("{state}: running {step} in pod {name}");
         set_phase(&mut self.status, Phase::Running, message, self.now);
         self.write();
-        Step::Wake(Wake::OnChange)
+        Progress::Wake(Wake::OnChange)
     }
 }

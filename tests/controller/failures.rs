@@ -32,8 +32,8 @@ async fn a_rejected_precommit_aborts_the_task_and_wipes_its_workspace() {
     })
     .await;
     assert_eq!(
-        submitting.status.unwrap().submitting.as_deref(),
-        Some("SubmitPreCommit")
+        submitting.status.unwrap().submitting,
+        Some(damocles_operator::plan::Submission::SubmitPreCommit)
     );
     assert!(
         workspace.join("sealed").is_dir(),

@@ -190,7 +190,10 @@ async fn a_submitted_precommit_is_not_rewound_for_an_old_ticket() {
     .died()
     .await;
     let status = tasks.get("t").await.unwrap().status.unwrap();
-    assert_eq!(status.submitting.as_deref(), Some("SubmitPreCommit"));
+    assert_eq!(
+        status.submitting,
+        Some(damocles_operator::plan::Submission::SubmitPreCommit)
+    );
 
     // 20 ms blocks and a margin of 2870 epochs: a ticket older than 200 ms is too old to use.
     let _operator = Operator::start_args(

@@ -169,7 +169,7 @@ impl DevNode {
                     .env
                     .iter()
                     .flatten()
-                    .find(|e| e.name == crate::controller::pods::REQUEST_ENV)
+                    .find(|e| e.name == crate::step::REQUEST_ENV)
                     .and_then(|e| e.value.as_deref())
                     .and_then(|text| crate::step::parse_request(text).ok());
                 let message = request

@@ -24,6 +24,7 @@ pub(super) use crate::manager::wire::{
     AllocatedSector, OnChainState, PollResp, StoreBasicInfo, SubmitResp, SubmitResult,
 };
 pub(super) use crate::manager::{Call, Method, Reply};
+pub(super) use crate::plan::Submission;
 pub(super) use crate::step::{NamedFile, StepOutputs, StepResult};
 
 pub(super) const NOW: i64 = 1_800_000_000;

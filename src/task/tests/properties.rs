@@ -15,6 +15,7 @@ use crate::manager::wire::{
 };
 use crate::plan::PlanKind;
 use crate::sector::FailureLevel;
+use crate::task::reconcile::{Answer, Io, Reconcile, StatusWrite};
 
 /// Where the random choices come from: one byte per choice, zeros once the tape runs out.
 struct Tape<'a> {
@@ -69,14 +70,6 @@ fn failure(tape: &mut Tape) -> CallFailure {
     }
 }
 
-fn poll_of(method: Method) -> Option<Method> {
-    match method {
-        Method::PollPreCommitState => Some(Method::SubmitPreCommit),
-        Method::PollProofState => Some(Method::SubmitProof),
-        _ => None,
-    }
-}
-
 /// The manager's answer: mostly plausible, sometimes a failure; consistent with what it accepted.
 fn manager_answer(call: &Call, world: &mut World, tape: &mut Tape) -> Result<Reply, CallFailure> {
     let method = call.method();
@@ -111,7 +104,12 @@ fn manager_answer(call: &Call, world: &mut World, tape: &mut Tape) -> Result<Rep
             Reply::Submit(SubmitResp { res, desc: None })
         }
         Method::PollPreCommitState | Method::PollProofState => {
-            let submit = poll_of(method).expect("a poll");
+            let submit = Method::from(
+                method
+                    .plan_call()
+                    .and_then(Submission::polled_by)
+                    .expect("a poll"),
+            );
             let state = if world.accepted.contains(&submit) {
                 let state = [
                     OnChainState::Pending,
@@ -228,7 +226,17 @@ fn run(plan: PlanKind, bytes: &[u8]) -> Result<(), TestCaseError> {
     run_visiting(plan, bytes, &mut BTreeSet::new())
 }
 
-/// As [`run`], adding every state the task passed to `visited`.
+/// What one decision did, for the properties checked across it.
+struct DecisionSeen {
+    before: SealingTaskStatus,
+    resume: Option<String>,
+    /// The Transitions it made (from, with an event of the plan, to).
+    transitions: Vec<(Option<State>, bool, State)>,
+}
+
+/// As [`run`], adding every state the task passed to `visited`. Each reconcile is the one loop
+/// every executor uses ([`crate::task::reconcile`]); a crash (between reconciles, or at any
+/// moment of one) drops it, and the task goes on from what was last written.
 fn run_visiting(
     plan: PlanKind,
     bytes: &[u8],
@@ -237,9 +245,7 @@ fn run_visiting(
     let tape = &mut Tape { bytes, at: 0 };
     let mut spec = spec_of(plan);
     let mut world = World::default();
-    let mut status = SealingTaskStatus::default();
-    let mut written = status.clone();
-    let mut observed = Observed::default();
+    let mut written = SealingTaskStatus::default();
     // The executor's memory of the task (facts waiting for a write); a crash loses it.
     let mut memory = Remembered::default();
     let mut now = NOW;
@@ -248,165 +254,210 @@ fn run_visiting(
     let states: Vec<State> = plan.plan().states.iter().map(|s| s.state).collect();
     // What happened, for the message of a failed property.
     let mut trace: Vec<String> = Vec::new();
-    for _ in 0..400 {
-        if tape.at >= bytes.len() {
+    let mut reconciles = 0;
+    'reconciles: while tape.at < bytes.len() && reconciles < 400 {
+        reconciles += 1;
+        let observed = Observed {
+            remembered: memory.clone(),
+            ..Observed::default()
+        };
+        let mut run = Reconcile::new(written.clone(), observed, &rules);
+        let mut decision: Option<DecisionSeen> = None;
+        let wake = loop {
+            let decisions = run.decisions();
+            let before = run.status().clone();
+            let resume = spec.resume_state.clone();
+            let task = Task {
+                namespace: "farm",
+                name: "t1",
+                spec: &spec,
+                generation: Some(1),
+                deleted_at,
+                abort_on_delete: false,
+            };
+            let io = run.next(task, now);
+            if run.decisions() != decisions {
+                if let Some(seen) = decision.take() {
+                    check_decision(plan, seen, &before, &mut world)?;
+                }
+                decision = Some(DecisionSeen {
+                    before,
+                    resume,
+                    transitions: Vec::new(),
+                });
+            }
+            visited.extend(run.status().state);
+            if let Some(state) = run.status().state {
+                prop_assert!(plan.plan().has_state(state), "{state} is not of {plan}");
+            }
+            match io {
+                Io::Write(StatusWrite { status, .. }) => {
+                    trace.push(format!(
+                        "write {:?} submitting={:?}",
+                        status.state, status.submitting
+                    ));
+                    written = *status;
+                    if memory.written_in(&written) {
+                        memory = Remembered::default();
+                    }
+                }
+                Io::Apply(effect) => match effect {
+                    Effect::ClearResumeRequest => spec.resume_state = None,
+                    Effect::CreateStepPod(pod) => {
+                        world.pods.insert(
+                            pod.name.clone(),
+                            (pod.request.step, pod.request.then.clone()),
+                        );
+                    }
+                    Effect::DeletePod(name) => {
+                        world.pods.remove(&name);
+                    }
+                    Effect::DeleteTaskPods => world.pods.clear(),
+                    Effect::Transition { from, event, to } => {
+                        if let Some(seen) = decision.as_mut() {
+                            seen.transitions.push((from, event.is_some(), to));
+                        }
+                    }
+                    _ => {}
+                },
+                Io::Remember(facts) => memory = facts,
+                Io::Report { .. } | Io::HeartbeatSent => {}
+                Io::Ask(question) => {
+                    trace.push(
+                        format!("{:?} ask {question:?}", run.status().state)
+                            .chars()
+                            .take(120)
+                            .collect(),
+                    );
+                    let answer = match question {
+                        Question::Manager(call) => {
+                            let method = call.method();
+                            if let Some(submission) = method.submission() {
+                                if let Some(seen) = &decision {
+                                    forget_if_sent_back(
+                                        plan,
+                                        &seen.before,
+                                        run.status(),
+                                        &mut world,
+                                    );
+                                }
+                                prop_assert_eq!(
+                                    written.submitting,
+                                    Some(submission),
+                                    "{} asked without its intent written",
+                                    method
+                                );
+                                prop_assert!(
+                                    !world.accepted.contains(&method),
+                                    "{} asked again after the manager accepted it:\n{}",
+                                    method,
+                                    trace[trace.len().saturating_sub(25)..].join("\n")
+                                );
+                            }
+                            let reply = manager_answer(&call, &mut world, tape);
+                            trace.push(format!("  answered {reply:?}").chars().take(120).collect());
+                            Answer::Manager(*call, reply)
+                        }
+                        Question::SectorState(call) => {
+                            Answer::SectorState(manager_answer(&call, &mut world, tape))
+                        }
+                        Question::StepPod(name) => {
+                            let pod = pod_answer(&name, &world, tape);
+                            Answer::StepPod(name, pod)
+                        }
+                        Question::NodeExists(node) => Answer::NodeExists(node, tape.chance(240)),
+                        Question::Slot { step, .. } => Answer::Slot(step, Ok(())),
+                        Question::CleanupPod(_) => Answer::CleanupPod(match tape.pick(3) {
+                            0 => CleanupPod::Absent,
+                            1 => CleanupPod::Running {
+                                created: Some(now - tape.pick(60) as i64),
+                            },
+                            _ => CleanupPod::Exited(0),
+                        }),
+                    };
+                    run.answer(answer);
+                }
+                Io::Wait(wake) => break wake,
+            }
+            // A crash in the middle of a reconcile: what it did not write is lost.
+            if tape.chance(2) {
+                trace.push("crash".into());
+                memory = Remembered::default();
+                continue 'reconciles;
+            }
+        };
+        if let Some(seen) = decision.take() {
+            check_decision(plan, seen, run.status(), &mut world)?;
+        }
+        if wake == Wake::Release {
             break;
         }
-        let task = Task {
-            namespace: "farm",
-            name: "t1",
-            spec: &spec,
-            generation: Some(1),
-            deleted_at,
-            abort_on_delete: false,
-        };
-        let before = status.clone();
-        let resume = spec.resume_state.clone();
-        let decision = decide(task, &status, &observed, now, &rules);
-        trace.push(format!(
-            "{:?} resume={resume:?} submitting={:?} -> {:?} submitting={:?} wake={:?}",
-            before.state,
-            before.submitting,
-            decision.status.state,
-            decision.status.submitting,
-            match &decision.wake {
-                Wake::Ask(Question::Manager(call)) => format!("ask {}", call.method()),
-                other => format!("{other:?}").chars().take(60).collect(),
+        now += 1 + tape.pick(120) as i64;
+        match tape.pick(24) {
+            // A crash before the next reconcile: the memory is lost.
+            0 | 1 => {
+                trace.push("crash".into());
+                memory = Remembered::default();
             }
-        ));
-        status = decision.status.clone();
-        observed.reply = None;
-
-        visited.extend(status.state);
-        if let Some(state) = status.state {
-            prop_assert!(plan.plan().has_state(state), "{state} is not of {plan}");
-        }
-        // A resume moved the task only where the plan's rules allow.
-        if let (Some(target), Some(from)) = (resume.as_deref(), before.state)
-            && !target.is_empty()
-            && status.state != before.state
-            && status.state.map(|s| s.as_str()) == Some(target)
-            && !decision.effects.iter().any(|e| {
-                matches!(e, Effect::Transition { event: Some(_), to, .. } if to.as_str() == target)
-            })
-        {
-            let available = crate::task::resume::available_outputs(plan, &before);
-            prop_assert!(
-                crate::plan::validate_resume(plan, from, Some(target), &available).is_ok(),
-                "a resume from {from} to {target} applied against the rules"
-            );
-        }
-        // A task sent back to redo its work (a resume to an earlier state, a ticket that
-        // expired) seals again: its next submissions are new ones.
-        // So does one a person told to retry its state's work: a submission may then go again,
-        // without reset, which the manager answers as a duplicate (or as mismatched, if it
-        // differs from what it holds).
-        let went_back = matches!((before.state, status.state), (Some(from), Some(to))
-            if from != to && plan.plan().at_or_before(to, from));
-        if went_back || status.last_resume != before.last_resume {
-            world.accepted.clear();
-        }
-        for effect in &decision.effects {
-            match effect {
-                Effect::WriteStatus => written = status.clone(),
-                Effect::ClearResumeRequest => spec.resume_state = None,
-                Effect::CreateStepPod(pod) => {
-                    world.pods.insert(
-                        pod.name.clone(),
-                        (pod.request.step, pod.request.then.clone()),
-                    );
-                }
-                Effect::DeletePod(name) => {
-                    world.pods.remove(name);
-                }
-                Effect::DeleteTaskPods => world.pods.clear(),
-                Effect::Remember(facts) => {
-                    memory.merge(facts);
-                    observed.remembered = memory.clone();
-                }
-                _ => {}
+            2 => spec.resume_state = Some(String::new()),
+            3 | 4 => {
+                let state = states[tape.pick(states.len())];
+                spec.resume_state = Some(state.to_string());
             }
-        }
-        match decision.wake {
-            Wake::Ask(question) => match question {
-                Question::Manager(call) => {
-                    let method = call.method();
-                    if crate::task::work::is_submission(method) {
-                        prop_assert_eq!(
-                            written.submitting.as_deref(),
-                            Some(<&str>::from(method)),
-                            "{} asked without its intent written",
-                            method
-                        );
-                        prop_assert!(
-                            !world.accepted.contains(&method),
-                            "{} asked again after the manager accepted it:\n{}",
-                            method,
-                            trace[trace.len().saturating_sub(25)..].join("\n")
-                        );
-                    }
-                    let reply = manager_answer(&call, &mut world, tape);
-                    trace.push(format!("  answered {reply:?}").chars().take(120).collect());
-                    observed.reply = Some((*call, reply));
-                }
-                Question::SectorState(call) => {
-                    observed.sector_state = Some(manager_answer(&call, &mut world, tape));
-                }
-                Question::StepPod(name) => {
-                    let pod = pod_answer(&name, &world, tape);
-                    observed.pods.insert(name, pod);
-                }
-                Question::NodeExists(node) => {
-                    observed.nodes.insert(node, tape.chance(240));
-                }
-                Question::Slot { step, .. } => observed.slot = Some((step, Ok(()))),
-                Question::CleanupPod(_) => {
-                    observed.cleanup_pod = Some(match tape.pick(3) {
-                        0 => CleanupPod::Absent,
-                        1 => CleanupPod::Running {
-                            created: Some(now - tape.pick(60) as i64),
-                        },
-                        _ => CleanupPod::Exited(0),
-                    })
-                }
-            },
-            Wake::Release => break,
-            Wake::After(_) | Wake::OnChange | Wake::CleanupPending => {
-                // The reconcile ends: its status written, what it observed forgotten.
-                written = status.clone();
-                observed = Observed {
-                    remembered: memory.clone(),
-                    ..Observed::default()
-                };
-                now += 1 + tape.pick(120) as i64;
-                match tape.pick(24) {
-                    // A crash before the last write: the status as last written.
-                    0 | 1 => {
-                        trace.push("crash".into());
-                        status = written.clone();
-                        memory = Remembered::default();
-                        observed = Observed::default();
-                    }
-                    2 => spec.resume_state = Some(String::new()),
-                    3 | 4 => {
-                        let state = states[tape.pick(states.len())];
-                        spec.resume_state = Some(state.to_string());
-                    }
-                    5 => spec.suspend = !spec.suspend,
-                    6 if deleted_at.is_none() => deleted_at = Some(now),
-                    _ => {}
-                }
-            }
-        }
-        // A crash in the middle of a reconcile: what it did not write is lost.
-        if tape.chance(6) {
-            trace.push("crash".into());
-            status = written.clone();
-            observed = Observed::default();
-            memory = Remembered::default();
+            5 => spec.suspend = !spec.suspend,
+            6 if deleted_at.is_none() => deleted_at = Some(now),
+            _ => {}
         }
     }
     Ok(())
+}
+
+/// The properties of one decision, from the status before it to the status after it.
+fn check_decision(
+    plan: PlanKind,
+    seen: DecisionSeen,
+    after: &SealingTaskStatus,
+    world: &mut World,
+) -> Result<(), TestCaseError> {
+    let DecisionSeen {
+        before,
+        resume,
+        transitions,
+    } = seen;
+    // A resume moved the task only where the plan's rules allow.
+    if let (Some(target), Some(from)) = (resume.as_deref(), before.state)
+        && !target.is_empty()
+        && after.state != before.state
+        && after.state.map(|s| s.as_str()) == Some(target)
+        && !transitions
+            .iter()
+            .any(|(_, planned, to)| *planned && to.as_str() == target)
+    {
+        let available = crate::task::resume::available_outputs(plan, &before);
+        prop_assert!(
+            crate::plan::validate_resume(plan, from, Some(target), &available).is_ok(),
+            "a resume from {from} to {target} applied against the rules"
+        );
+    }
+    forget_if_sent_back(plan, &before, after, world);
+    Ok(())
+}
+
+/// A task sent back to redo its work (a resume to an earlier state, a ticket that expired)
+/// seals again: its next submissions are new ones. So does one a person told to retry its
+/// state's work: a submission may then go again, without reset, which the manager answers as a
+/// duplicate (or as mismatched, if it differs from what it holds).
+fn forget_if_sent_back(
+    plan: PlanKind,
+    before: &SealingTaskStatus,
+    after: &SealingTaskStatus,
+    world: &mut World,
+) {
+    let went_back = matches!((before.state, after.state), (Some(from), Some(to))
+        if from != to && plan.plan().at_or_before(to, from));
+    if went_back || after.last_resume != before.last_resume {
+        world.accepted.clear();
+    }
 }
 
 proptest! {

@@ -233,8 +233,8 @@ fn an_allocation_asked_but_never_recorded_pauses_a_one_time_job() {
     status.outputs = None;
     let asking = decide_now(task(&spec), &status, &Observed::default());
     assert_eq!(
-        asking.status.allocating.as_deref(),
-        Some("AllocateRebuildSector")
+        asking.status.allocating,
+        Some(crate::plan::Allocation::AllocateRebuildSector)
     );
     assert_eq!(asking.effects.first(), Some(&Effect::WriteStatus));
     assert!(matches!(

@@ -57,8 +57,8 @@ fn a_submission_asks_the_manager_first_and_records_its_intent_before_it_is_sent(
     // The intent is written as the wait the PreCommit starts: PCSubmitted, waiting on the
     // chain, in the one write before the call.
     assert_eq!(
-        decision.status.submitting.as_deref(),
-        Some("SubmitPreCommit")
+        decision.status.submitting,
+        Some(Submission::SubmitPreCommit)
     );
     assert_eq!(decision.status.state, Some(State::PCSubmitted));
     assert_eq!(decision.status.phase, Some(Phase::Waiting));
@@ -106,7 +106,7 @@ fn a_submission_asks_the_manager_first_and_records_its_intent_before_it_is_sent(
 fn after_a_restart_a_recorded_submission_is_polled_before_it_is_sent_again() {
     let spec = sealer();
     let mut status = pc2_done();
-    status.submitting = Some("SubmitPreCommit".into());
+    status.submitting = Some(Submission::SubmitPreCommit);
     let first = decide_now(task(&spec), &status, &Observed::default());
     let poll = asked_call(&first).clone();
     assert_eq!(poll, Call::PollPreCommitState(work::sector_id(SECTOR)));
@@ -162,8 +162,8 @@ fn a_submission_written_as_its_wait_goes_back_when_the_manager_does_not_take_it(
     assert_eq!(unanswered.status.state, Some(State::PC2Done));
     assert_eq!(unanswered.status.phase, Some(Phase::Waiting));
     assert_eq!(
-        unanswered.status.submitting.as_deref(),
-        Some("SubmitPreCommit"),
+        unanswered.status.submitting,
+        Some(Submission::SubmitPreCommit),
         "it may have reached the manager"
     );
 
@@ -364,7 +364,7 @@ fn a_precommit_that_reached_the_manager_is_not_rewound_for_an_old_ticket() {
     let spec = sealer();
     let mut status = ticket_drawn_long_ago(State::PC2Done);
     status.outputs = pc2_done().outputs;
-    status.submitting = Some("SubmitPreCommit".into());
+    status.submitting = Some(Submission::SubmitPreCommit);
     let first = decide_now(task(&spec), &status, &Observed::default());
     let poll = asked_call(&first).clone();
     assert_eq!(poll.method(), Method::PollPreCommitState);
@@ -401,10 +401,7 @@ fn an_upgrade_the_manager_is_already_committing_is_done() {
     let first = decide_now(task(&spec), &status, &Observed::default());
     let call = asked_call(&first).clone();
     assert_eq!(call.method(), Method::SubmitSnapUpProof);
-    assert_eq!(
-        first.status.submitting.as_deref(),
-        Some("SubmitSnapUpProof")
-    );
+    assert_eq!(first.status.submitting, Some(Submission::SubmitSnapUpProof));
     // A restart after the upgrade reached the manager: its one commit job per sector refuses
     // the repeat (damocles-manager never answers DuplicateSubmit here).
     let duplicate = CallFailure {

@@ -1,43 +1,22 @@
-//! What a sealed sector's API writes are spent on (issue 21: at most 20): a sealer driven by
-//! `decide` through a cooperative world, with the controller's rules for when a status is written
-//! (`controller/apply.rs`): a kept status goes out before a pod is created, a pod deleted or a
-//! manager called, a newly allocated sector at once, and the rest at the reconcile's end.
+//! What a sealed sector's API writes are spent on (issue 21: at most 20): a sealer driven through
+//! the one reconcile loop every executor uses ([`crate::task::reconcile`]) in a cooperative world,
+//! so the writes counted are those the controller makes.
 
 use super::*;
 use crate::manager::wire::{Randomness as WireRandomness, Seed, Ticket, WaitSeedResp};
 use crate::step::StepRequest;
+use crate::task::reconcile::{Answer, Io, Reconcile, StatusWrite};
 
-/// The executor's side of the writes.
-#[derive(Default)]
-struct Writes {
-    status: SealingTaskStatus,
-    written: SealingTaskStatus,
-    kept: Option<SealingTaskStatus>,
-    /// Each write, by what it is: a status apply names the state written.
-    log: Vec<String>,
-}
-
-impl Writes {
-    fn write(&mut self, status: SealingTaskStatus) {
-        if status != self.written {
-            self.log.push(format!(
-                "status {}{}",
-                status.state.map(|s| s.to_string()).unwrap_or_default(),
-                status
-                    .submitting
-                    .as_deref()
-                    .map(|s| format!(" (submitting {s})"))
-                    .unwrap_or_default()
-            ));
-            self.written = status;
-        }
-    }
-
-    fn write_kept(&mut self) {
-        if let Some(kept) = self.kept.take() {
-            self.write(kept);
-        }
-    }
+/// A status write, by the state it writes and the intent it records.
+fn status_write(status: &SealingTaskStatus) -> String {
+    format!(
+        "status {}{}",
+        status.state.map(|s| s.to_string()).unwrap_or_default(),
+        status
+            .submitting
+            .map(|s| format!(" (submitting {s})"))
+            .unwrap_or_default()
+    )
 }
 
 /// `step`'s result, with the results of the steps that ran along in its pod.
@@ -113,107 +92,94 @@ fn seal() -> Vec<String> {
     let spec = sealer();
     let task = task(&spec);
     let rules = Rules::default();
-    let mut writes = Writes::default();
-    let mut observed = Observed::default();
+    let mut log = Vec::new();
+    let mut status = SealingTaskStatus::default();
+    let mut memory = Remembered::default();
     let mut pods: BTreeMap<String, (StepRequest, u8)> = BTreeMap::new();
-    let mut calls: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut calls: std::collections::HashMap<Method, usize> = Default::default();
     let mut cleanup = CleanupPod::Absent;
     let mut now = NOW;
-    for _ in 0..500 {
-        let decision = decide(task, &writes.status, &observed, now, &rules);
-        writes.status = decision.status;
-        observed.reply = None;
-        for effect in decision.effects {
-            match effect {
-                Effect::WriteStatus => writes.kept = Some(writes.status.clone()),
-                Effect::CreateStepPod(pod) => {
-                    if writes.kept.take().is_some() {
-                        writes.write(writes.status.clone());
+    for _ in 0..100 {
+        let observed = Observed {
+            remembered: memory.clone(),
+            ..Observed::default()
+        };
+        let mut run = Reconcile::new(status.clone(), observed, &rules);
+        let wake = loop {
+            match run.next(task, now) {
+                Io::Write(StatusWrite {
+                    status: written, ..
+                }) => {
+                    log.push(status_write(&written));
+                    if memory.written_in(&written) {
+                        memory = Remembered::default();
                     }
+                    status = *written;
+                }
+                Io::Apply(Effect::CreateStepPod(pod)) => {
                     let along: Vec<String> =
                         pod.request.then.iter().map(|s| format!(" + {s}")).collect();
-                    writes
-                        .log
-                        .push(format!("create pod {}{}", pod.request.step, along.concat()));
+                    log.push(format!("create pod {}{}", pod.request.step, along.concat()));
                     pods.insert(pod.name.clone(), (pod.request.clone(), 0));
                 }
-                Effect::CreateCleanupPod { .. } => {
-                    if writes.kept.take().is_some() {
-                        writes.write(writes.status.clone());
-                    }
-                    writes.log.push("create cleanup pod".into());
+                Io::Apply(Effect::CreateCleanupPod { .. }) => {
+                    log.push("create cleanup pod".into());
                     cleanup = CleanupPod::Running { created: Some(now) };
                 }
-                Effect::DeletePod(_) | Effect::DeleteTaskPods | Effect::DeleteTask => {
-                    writes.write_kept();
-                    writes.log.push("delete pods".into());
+                Io::Apply(Effect::DeletePod(_) | Effect::DeleteTaskPods | Effect::DeleteTask) => {
+                    log.push("delete pods".into());
                 }
-                Effect::ClearResumeRequest | Effect::Tell(_) => writes.write_kept(),
-                Effect::Remember(facts) => observed.remembered.merge(&facts),
-                _ => {}
-            }
-        }
-        match decision.wake {
-            Wake::Ask(Question::Manager(call)) => {
-                writes.write_kept();
-                let asked = calls.entry(call.method().into()).or_default();
-                let reply = answer(&call, *asked);
-                *asked += 1;
-                observed.reply = Some((*call, Ok(reply)));
-            }
-            Wake::Ask(Question::SectorState(call)) => {
-                observed.sector_state = Some(Ok(answer(&call, 0)));
-            }
-            Wake::Ask(Question::StepPod(name)) => {
-                // Seen running once, then succeeded.
-                let pod = pods.get_mut(&name).map(|(request, seen)| {
-                    *seen += 1;
-                    StepPod {
-                        report: if *seen == 1 {
-                            PodReport::Running
-                        } else {
-                            PodReport::Succeeded(Box::new(result(request.step, &request.then)))
-                        },
-                        node: Some("node-a".into()),
-                        created: Some(now),
-                        deleting: false,
+                Io::Apply(_) | Io::Report { .. } | Io::HeartbeatSent => {}
+                Io::Remember(facts) => memory = facts,
+                Io::Ask(question) => run.answer(match question {
+                    Question::Manager(call) => {
+                        let asked = calls.entry(call.method()).or_default();
+                        let reply = answer(&call, *asked);
+                        *asked += 1;
+                        Answer::Manager(*call, Ok(reply))
                     }
-                });
-                observed.pods.insert(name, pod);
+                    Question::SectorState(call) => Answer::SectorState(Ok(answer(&call, 0))),
+                    Question::StepPod(name) => {
+                        // Seen running once, then succeeded.
+                        let pod = pods.get_mut(&name).map(|(request, seen)| {
+                            *seen += 1;
+                            StepPod {
+                                report: if *seen == 1 {
+                                    PodReport::Running
+                                } else {
+                                    PodReport::Succeeded(Box::new(result(
+                                        request.step,
+                                        &request.then,
+                                    )))
+                                },
+                                node: Some("node-a".into()),
+                                created: Some(now),
+                                deleting: false,
+                            }
+                        });
+                        Answer::StepPod(name, pod)
+                    }
+                    Question::NodeExists(node) => Answer::NodeExists(node, true),
+                    Question::Slot { step, .. } => Answer::Slot(step, Ok(())),
+                    Question::CleanupPod(_) => {
+                        let found = cleanup;
+                        if let CleanupPod::Running { .. } = cleanup {
+                            cleanup = CleanupPod::Exited(0);
+                        }
+                        Answer::CleanupPod(found)
+                    }
+                }),
+                Io::Wait(wake) => break wake,
             }
-            Wake::Ask(Question::NodeExists(node)) => {
-                observed.nodes.insert(node, true);
-            }
-            Wake::Ask(Question::Slot { step, .. }) => observed.slot = Some((step, Ok(()))),
-            Wake::Ask(Question::CleanupPod(_)) => {
-                observed.cleanup_pod = Some(cleanup);
-                if let CleanupPod::Running { .. } = cleanup {
-                    cleanup = CleanupPod::Exited(0);
-                }
-            }
-            Wake::Release => break,
-            Wake::After(_) | Wake::OnChange | Wake::CleanupPending => {
-                // The reconcile ends: its status written.
-                writes.kept = None;
-                writes.write(writes.status.clone());
-                if writes.status.state == Some(State::Finished)
-                    && writes
-                        .status
-                        .conditions
-                        .iter()
-                        .any(|c| c.type_ == condition::WORKSPACE_CLEANED && c.status == "True")
-                {
-                    break;
-                }
-                observed = Observed {
-                    remembered: std::mem::take(&mut observed.remembered),
-                    ..Observed::default()
-                };
-                now += 61;
-            }
+        };
+        let cleaned = status.state == Some(State::Finished)
+            && enter::condition_true(&status, condition::WORKSPACE_CLEANED);
+        if wake == Wake::Release || cleaned {
+            break;
         }
+        now += 61;
     }
-    writes.log
+    log
 }
 
 /// 11 status writes, 7 pod creations and one deletion: the controller adds the end's Event, and

@@ -10,11 +10,11 @@ use crate::manager::wire::{
     SectorPiece, SectorUnsealInfo, seal_proof_type,
 };
 use crate::manager::{Call, Method, Reply};
-use crate::plan::ManagerCall;
 use crate::plan::cursor::Outcome;
+use crate::plan::{Allocation, ManagerCall};
 use crate::sector::FailureLevel;
 use crate::sector::{CommD, CommR};
-use crate::task::{Effect, Step, Turn};
+use crate::task::{Effect, Progress, Turn};
 
 /// What the task may be allocated: the miner of spec.sector, the task's proof type.
 pub fn allocation_spec(spec: &SealingTaskSpec) -> AllocateSectorSpec {
@@ -58,7 +58,7 @@ fn selected(
 }
 
 impl Turn<'_> {
-    pub(super) fn allocate(&mut self, call: ManagerCall) -> Step {
+    pub(super) fn allocate(&mut self, call: ManagerCall) -> Progress {
         match call {
             ManagerCall::AllocateSector => self.allocate_sector(),
             ManagerCall::AllocateSanpUpSector => self.allocate_snapup(),
@@ -75,7 +75,7 @@ impl Turn<'_> {
         call: Call,
         pick: fn(Reply) -> Result<Option<T>, Box<Reply>>,
         take: impl FnOnce(&mut Self, T) -> Outcome,
-    ) -> Step {
+    ) -> Progress {
         let method = call.method();
         let reply = match self.answer(&call) {
             Ok(reply) => reply,
@@ -84,7 +84,7 @@ impl Turn<'_> {
         if !matches!(&reply, Err(failure) if failure.unavailable) {
             self.status.allocating = None;
         }
-        Step::Outcome(match reply.map(pick) {
+        Progress::Outcome(match reply.map(pick) {
             Ok(Ok(Some(allocated))) => take(self, allocated),
             Ok(Ok(None)) => {
                 let poll = self.rules.poll_interval;
@@ -107,16 +107,17 @@ impl Turn<'_> {
     /// its answer), the job the manager may have handed out is not known here, and the task
     /// pauses: a rebuild, an upgrade or an unseal is handed out once. A sealer's AllocateSector
     /// records no intent: asked again, it costs an unused sector number.
-    fn allocation_intent(&mut self, method: Method, ask: Step) -> Step {
+    fn allocation_intent(&mut self, method: Method, ask: Progress) -> Progress {
         if method == Method::AllocateSector {
             return ask;
         }
-        if self.status.allocating.as_deref() != Some(<&str>::from(method)) {
-            self.status.allocating = Some(method.to_string());
+        let allocation = method.plan_call().and_then(Allocation::of);
+        if allocation.is_some() && self.status.allocating != allocation {
+            self.status.allocating = allocation;
             self.write();
             return ask;
         }
-        Step::Outcome(failed(
+        Progress::Outcome(failed(
             FailureLevel::Permanent,
             format!(
                 "{method} was asked and its answer never recorded (the operator stopped, or the \
@@ -127,9 +128,9 @@ impl Turn<'_> {
         ))
     }
 
-    fn allocate_sector(&mut self) -> Step {
+    fn allocate_sector(&mut self) -> Progress {
         if self.status.sector.is_some() {
-            return Step::Outcome(Outcome::Done);
+            return Progress::Outcome(Outcome::Done);
         }
         let call = Call::AllocateSector(allocation_spec(self.task.spec));
         self.allocation(
@@ -164,9 +165,9 @@ impl Turn<'_> {
     }
 
     /// A CC sector to upgrade. Allocated once: after a restart the recorded one is kept.
-    fn allocate_snapup(&mut self) -> Step {
+    fn allocate_snapup(&mut self) -> Progress {
         if self.status.sector.is_some() && self.committed().is_some() {
-            return Step::Outcome(Outcome::Done);
+            return Progress::Outcome(Outcome::Done);
         }
         let call = Call::AllocateSanpUpSector(AllocateSnapUpSpec {
             sector: allocation_spec(self.task.spec),
@@ -203,14 +204,14 @@ impl Turn<'_> {
     }
 
     /// A sector marked for rebuild, with its original ticket.
-    fn allocate_rebuild(&mut self) -> Step {
+    fn allocate_rebuild(&mut self) -> Progress {
         let has_ticket = self
             .status
             .outputs
             .as_ref()
             .is_some_and(|o| o.ticket.is_some());
         if self.status.sector.is_some() && has_ticket {
-            return Step::Outcome(Outcome::Done);
+            return Progress::Outcome(Outcome::Done);
         }
         let call = Call::AllocateRebuildSector(allocation_spec(self.task.spec));
         self.allocation(
@@ -237,7 +238,7 @@ impl Turn<'_> {
 
     /// The unseal the manager has queued for this task's piece, with the sector's sealing facts;
     /// then the path of the store that holds the sector.
-    fn allocate_unseal(&mut self) -> Step {
+    fn allocate_unseal(&mut self) -> Progress {
         let selector = self.task.spec.unseal.clone();
         if self.committed().is_some() {
             // Allocated before a failure or restart: only the store path may be missing.
@@ -302,14 +303,14 @@ impl Turn<'_> {
         );
         match taken {
             // The store path comes from a second call; a failure there keeps the allocation.
-            Step::Outcome(Outcome::Done) => self.resolve_store(),
+            Progress::Outcome(Outcome::Done) => self.resolve_store(),
             other => other,
         }
     }
 
-    fn acquire_deals(&mut self) -> Step {
+    fn acquire_deals(&mut self) -> Progress {
         if !self.task.spec.deals.as_ref().is_some_and(|d| d.enabled) {
-            return Step::Outcome(Outcome::Done);
+            return Progress::Outcome(Outcome::Done);
         }
         let sector = match self.need_sector() {
             Ok(sector) => sector,
@@ -323,7 +324,7 @@ impl Turn<'_> {
             Ok(reply) => reply,
             Err(ask) => return ask,
         };
-        Step::Outcome(match reply {
+        Progress::Outcome(match reply {
             Ok(Reply::Deals(pieces)) => {
                 self.status
                     .outputs

@@ -6,7 +6,7 @@ use crate::api::{PlanKind, StoreRef};
 use crate::manager::{Call, Method, Reply};
 use crate::plan::ManagerCall;
 use crate::plan::cursor::Outcome;
-use crate::task::{Step, Turn};
+use crate::task::{Progress, Turn};
 
 /// The space to reserve for a sector's persisted files, sized as damocles-worker sizes it
 /// (sealing/sealing_thread/planner/common/sealing.rs): the sealed replica and its cache take about
@@ -20,7 +20,7 @@ pub fn reserved_bytes(sector_bytes: u64) -> u64 {
 }
 
 impl Turn<'_> {
-    pub(super) fn persist(&mut self, call: ManagerCall) -> Step {
+    pub(super) fn persist(&mut self, call: ManagerCall) -> Progress {
         let sector = match self.need_sector() {
             Ok(sector) => sector,
             Err(missing) => return missing,
@@ -28,7 +28,7 @@ impl Turn<'_> {
         let store = self.status.outputs.as_ref().and_then(|o| o.store.clone());
         if call == ManagerCall::StoreReserveSpace {
             if store.is_some() {
-                return Step::Outcome(Outcome::Done);
+                return Progress::Outcome(Outcome::Done);
             }
             let call = Call::StoreReserveSpace {
                 sector,
@@ -39,7 +39,7 @@ impl Turn<'_> {
                 Ok(reply) => reply,
                 Err(ask) => return ask,
             };
-            return Step::Outcome(match reply {
+            return Progress::Outcome(match reply {
                 Ok(Reply::Store(Some(store))) => {
                     self.status
                         .outputs
@@ -56,7 +56,7 @@ impl Turn<'_> {
             });
         }
         let Some(store) = store else {
-            return Step::Outcome(missing("persist store"));
+            return Progress::Outcome(missing("persist store"));
         };
         // A rebuilt upgraded sector is reported by its updated replica, as damocles-worker does.
         let upgrade = self.task.spec.plan == PlanKind::Rebuild && self.facts().upgraded;
@@ -69,7 +69,7 @@ impl Turn<'_> {
             Ok(reply) => reply,
             Err(ask) => return ask,
         };
-        Step::Outcome(match reply {
+        Progress::Outcome(match reply {
             Ok(Reply::Persisted(true)) => Outcome::Done,
             Ok(Reply::Persisted(false)) => Outcome::FilesMissed,
             Ok(other) => unexpected(Method::SubmitPersistedEx, &other),

@@ -8,10 +8,10 @@ use crate::api::{PlanKind, Randomness, State};
 use crate::manager::wire::{AllocatedSector, PreCommitOnChainInfo, Ticket, seal_proof_type};
 use crate::manager::{Call, Method, Reply};
 use crate::plan::cursor::Outcome;
-use crate::plan::{Action, ManagerCall, Output, StepKind};
+use crate::plan::{Action, ManagerCall, Output, StepKind, Submission};
 use crate::sector::FailureLevel;
 use crate::sector::{CommD, CommR};
-use crate::task::{Question, Step, Turn, Wake};
+use crate::task::{Effect, Progress, Question, Turn, Wake};
 
 /// When a PreCommit ticket is too old to use: the chain rejects a PreCommit whose ticket epoch is
 /// more than `max_age` epochs below the head (2880 + 900 on mainnet).
@@ -90,7 +90,7 @@ fn precommit_info(
 pub const TICKET_EXPIRING: &str = "TicketExpiring";
 
 impl Turn<'_> {
-    pub(super) fn precommit(&mut self, call: ManagerCall) -> Step {
+    pub(super) fn precommit(&mut self, call: ManagerCall) -> Progress {
         let sector = match self.need_sector() {
             Ok(sector) => sector,
             Err(missing) => return missing,
@@ -102,7 +102,7 @@ impl Turn<'_> {
                     Ok(reply) => reply,
                     Err(ask) => return ask,
                 };
-                Step::Outcome(match reply {
+                Progress::Outcome(match reply {
                     Ok(Reply::Ticket(ticket)) => {
                         let assigned_at = Some(self.time());
                         let outputs = self.status.outputs.get_or_insert_with(Default::default);
@@ -121,11 +121,13 @@ impl Turn<'_> {
                 let (Some(comm_r), Some(comm_d), Some(ticket)) =
                     (outputs.comm_r, outputs.comm_d, &outputs.ticket)
                 else {
-                    return Step::Outcome(missing("CommR, CommD and ticket"));
+                    return Progress::Outcome(missing("CommR, CommD and ticket"));
                 };
                 let info = match precommit_info(comm_r, comm_d, ticket) {
                     Ok(info) => info,
-                    Err(message) => return Step::Outcome(failed(FailureLevel::Permanent, message)),
+                    Err(message) => {
+                        return Progress::Outcome(failed(FailureLevel::Permanent, message));
+                    }
                 };
                 let spec = self.task.spec;
                 let request = Call::SubmitPreCommit {
@@ -136,7 +138,7 @@ impl Turn<'_> {
                     info,
                     reset: false,
                 };
-                self.submission(call, request)
+                self.submission(Submission::SubmitPreCommit, request)
             }
             _ => self.poll(Call::PollPreCommitState(sector)),
         }
@@ -179,7 +181,7 @@ impl Turn<'_> {
             return None;
         }
         if let Action::Manager(call) = action
-            && self.status.submitting.as_deref() == Some(<&str>::from(call))
+            && Submission::of(call).is_some_and(|s| self.status.submitting == Some(s))
             && let Some(sector) = self.sector()
         {
             // The operator stopped mid-submission. If the PreCommit reached the manager, a new
@@ -197,7 +199,7 @@ impl Turn<'_> {
                 None => return Some(Wake::Ask(Question::Manager(Box::new(poll)))),
                 Some(reply)
                     if matches!(
-                        super::manager_holds(Method::PollPreCommitState, &reply),
+                        super::submit::manager_holds(Method::PollPreCommitState, &reply),
                         Ok(false)
                     ) => {}
                 Some(_) => return None,
@@ -207,7 +209,7 @@ impl Turn<'_> {
     }
 
     fn ticket_expired(&mut self, producer: State) -> Wake {
-        // Counted by the controller (damocles_ticket_expirations_total) from this Event.
+        self.effects.push(Effect::TicketExpiring);
         let state = self.position().state;
         let policy = self.rules.on_ticket_expiry;
         let message = format!(

@@ -8,10 +8,10 @@ use super::{call_failed, failed, missing, unexpected};
 use crate::api::Outputs;
 use crate::manager::wire::{Bytes, ProofOnChainInfo, seal_proof_type};
 use crate::manager::{Call, Method, Reply};
-use crate::plan::ManagerCall;
 use crate::plan::cursor::Outcome;
+use crate::plan::{ManagerCall, Submission};
 use crate::sector::FailureLevel;
-use crate::task::{Step, Turn};
+use crate::task::{Progress, Turn};
 
 /// The proof in status, decoded; none when absent or not base64 (a hand-edited status).
 pub fn proof_bytes(outputs: &Outputs) -> Option<Vec<u8>> {
@@ -20,7 +20,7 @@ pub fn proof_bytes(outputs: &Outputs) -> Option<Vec<u8>> {
 }
 
 impl Turn<'_> {
-    pub(super) fn prove(&mut self, call: ManagerCall) -> Step {
+    pub(super) fn prove(&mut self, call: ManagerCall) -> Progress {
         let sector = match self.need_sector() {
             Ok(sector) => sector,
             Err(missing) => return missing,
@@ -36,7 +36,7 @@ impl Turn<'_> {
                     Ok(reply) => reply,
                     Err(ask) => return ask,
                 };
-                Step::Outcome(match reply {
+                Progress::Outcome(match reply {
                     Ok(Reply::Seed(resp)) => match resp.seed {
                         Some(seed) => {
                             let outputs = self.status.outputs.get_or_insert_with(Default::default);
@@ -58,7 +58,7 @@ impl Turn<'_> {
             ManagerCall::SubmitProof => {
                 let outputs = self.status.outputs.clone().unwrap_or_default();
                 let Some(bytes) = proof_bytes(&outputs) else {
-                    return Step::Outcome(missing("proof"));
+                    return Progress::Outcome(missing("proof"));
                 };
                 let request = Call::SubmitProof {
                     sector,
@@ -67,7 +67,7 @@ impl Turn<'_> {
                     },
                     reset: false,
                 };
-                self.submission(call, request)
+                self.submission(Submission::SubmitProof, request)
             }
             _ => self.poll(Call::PollProofState(sector)),
         }

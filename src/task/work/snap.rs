@@ -3,14 +3,14 @@
 use super::missing;
 use crate::manager::Call;
 use crate::manager::wire::{Bytes, CidJson, SnapUpOnChainInfo};
-use crate::plan::ManagerCall;
-use crate::task::{Step, Turn};
+use crate::plan::{ManagerCall, Submission};
+use crate::task::{Progress, Turn};
 
 impl Turn<'_> {
-    pub(super) fn snap(&mut self, call: ManagerCall) -> Step {
+    pub(super) fn snap(&mut self, call: ManagerCall) -> Progress {
         if call == ManagerCall::StoreBasicInfo {
             if self.committed().is_none() {
-                return Step::Outcome(missing("committed sector to upgrade"));
+                return Progress::Outcome(missing("committed sector to upgrade"));
             }
             return self.resolve_store();
         }
@@ -22,10 +22,10 @@ impl Turn<'_> {
         let (Some(comm_r), Some(comm_d), Some(store)) =
             (&outputs.comm_r, &outputs.comm_d, &outputs.store)
         else {
-            return Step::Outcome(missing("new CommR, CommD and persist store"));
+            return Progress::Outcome(missing("new CommR, CommD and persist store"));
         };
         let Some(proof) = super::prove::proof_bytes(&outputs) else {
-            return Step::Outcome(missing("upgrade proof"));
+            return Progress::Outcome(missing("upgrade proof"));
         };
         let info = SnapUpOnChainInfo {
             comm_r: comm_r.bytes(),
@@ -40,6 +40,9 @@ impl Turn<'_> {
                 .collect(),
             proof: Bytes(proof),
         };
-        self.submission(call, Call::SubmitSnapUpProof { sector, info })
+        self.submission(
+            Submission::SubmitSnapUpProof,
+            Call::SubmitSnapUpProof { sector, info },
+        )
     }
 }

@@ -12,7 +12,7 @@ use crate::plan::cursor::Outcome;
 use crate::sector::FailureLevel;
 use crate::step::destination::{Destination, DestinationError, redact};
 use crate::task::steps::destination_stores;
-use crate::task::{Step, Turn};
+use crate::task::{Progress, Turn};
 
 /// What an aborted unseal hands back: its request, as failed (the sector itself is fine). The
 /// sector's own report (ReportFinalized for an unseal, ReportAborted otherwise) comes when the
@@ -86,9 +86,9 @@ pub fn undeliverable(destinations: &[String], rules: &DeliveryRules<'_>) -> Opti
 }
 
 impl Turn<'_> {
-    pub(super) fn unseal(&mut self, call: ManagerCall) -> Step {
+    pub(super) fn unseal(&mut self, call: ManagerCall) -> Progress {
         let Some(taken) = self.status.outputs.as_ref().and_then(|o| o.unseal.clone()) else {
-            return Step::Outcome(missing("unseal request (status.outputs.unseal)"));
+            return Progress::Outcome(missing("unseal request (status.outputs.unseal)"));
         };
         let sector = match self.need_sector() {
             Ok(sector) => sector,
@@ -101,7 +101,7 @@ impl Turn<'_> {
                 Ok(reply) => reply,
                 Err(ask) => return ask,
             };
-            return Step::Outcome(match reply {
+            return Progress::Outcome(match reply {
                 Ok(Reply::Destinations(destinations)) => {
                     let stores = destination_stores(&self.status, &self.rules.profiles);
                     let names: Vec<&str> = stores.keys().map(String::as_str).collect();
@@ -115,7 +115,7 @@ impl Turn<'_> {
                         delivery_roots: &roots,
                     };
                     if let Some(problem) = undeliverable(&destinations, &rules) {
-                        return Step::Outcome(failed(FailureLevel::Permanent, problem));
+                        return Progress::Outcome(failed(FailureLevel::Permanent, problem));
                     }
                     let recorded: Vec<String> = destinations.iter().map(|d| redact(d)).collect();
                     self.log(false, format!("the piece goes to {}", recorded.join(", ")));
@@ -139,7 +139,7 @@ impl Turn<'_> {
             Ok(reply) => reply,
             Err(ask) => return ask,
         };
-        Step::Outcome(match reply {
+        Progress::Outcome(match reply {
             Ok(_) => Outcome::Done,
             Err(failure) => call_failed(failure),
         })
