@@ -40,6 +40,20 @@ pub struct PoolDecision {
     pub delete: Vec<String>,
 }
 
+impl PoolDecision {
+    /// Creating `task` failed: only the tasks before it exist, and only they are counted; the
+    /// next try starts from its name.
+    pub fn created_before(&mut self, pool: &str, task: &str) {
+        let Some(index) = index_of(pool, task) else {
+            return;
+        };
+        let unmade = self.status.created.saturating_sub(index);
+        self.status.created = index;
+        self.status.active = self.status.active.saturating_sub(unmade);
+        self.create.retain(|name| index_of(pool, name).is_some_and(|i| i < index));
+    }
+}
+
 /// The name of the pool's task number `index`.
 pub fn task_name(pool: &str, index: u32) -> String {
     format!("{pool}-{index}")
@@ -211,6 +225,15 @@ mod tests {
         assert_eq!(decision.status.created, 2);
         assert_eq!(decision.status.active, 2);
         assert!(decision.delete.is_empty());
+    }
+
+    #[test]
+    fn a_task_that_could_not_be_created_is_not_counted_nor_those_after_it() {
+        let mut decision = decide("p", &spec(3, None), &SealingPoolStatus::default(), &[]);
+        assert_eq!(decision.create, ["p-0", "p-1", "p-2"]);
+        decision.created_before("p", "p-1");
+        assert_eq!(decision.create, ["p-0"]);
+        assert_eq!((decision.status.created, decision.status.active), (1, 1));
     }
 
     #[test]

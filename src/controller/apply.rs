@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::{Context, Error, FIELD_MANAGER, metrics, pods};
 use crate::api::{SealingTask, State};
@@ -277,14 +277,16 @@ impl TaskRun {
         let manager = self.ctx.manager.clone();
         let hooks = self.ctx.settings.hooks.clone();
         let plan = self.task.spec.plan;
-        tokio::spawn(async move {
+        let report = async move {
             let effect = "call:ReportState";
             hooks.at(false, effect, plan, state);
             if let Err(err) = manager.call(&call).await {
                 warn!("ReportState: {err}");
             }
             hooks.at(true, effect, plan, state);
-        });
+        };
+        // Logged as the task's, in its reconcile's span.
+        tokio::spawn(report.instrument(tracing::Span::current()));
     }
 
     /// A point of the crash schedule: the operator may die right before (`after` false) or

@@ -43,6 +43,14 @@ pub struct StepLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// `task` or `pool`.
+    pub controller: String,
+    /// The step of the reconcile that failed (`Observe`, `Apply`, `WriteStatus`, ...).
+    pub category: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PlanLabels {
     pub plan: String,
 }
@@ -174,8 +182,9 @@ pub struct Metrics {
     /// alert on no sector finished sees a series from the start).
     pub finished: Family<PlanLabels, Counter>,
     pub aborted: Family<PlanLabels, Counter>,
-    /// Reconciles that ended in an error (other than a write conflict, which is retried at once).
-    pub reconcile_errors: Counter,
+    /// Reconciles that ended in an error (other than a write conflict, which is retried at once),
+    /// by controller (task, pool) and the step that failed.
+    reconcile_errors: Family<ErrorLabels, Counter>,
     pub api_writes: Family<WriteLabels, Counter>,
     /// 1 while this replica leads (acts on tasks), 0 while it stands by.
     pub leader: Gauge,
@@ -266,10 +275,10 @@ impl Default for Metrics {
             "The operator's version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
-        let reconcile_errors = Counter::default();
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
             "reconcile_errors",
-            "Reconciles that ended in an error",
+            "Reconciles that ended in an error, by controller and the step that failed",
             reconcile_errors.clone(),
         );
         let api_writes = Family::<WriteLabels, Counter>::default();
@@ -346,6 +355,16 @@ impl Metrics {
         self.manager_call_seconds
             .get_or_create(&ManagerMethodLabels { method })
             .observe(took.as_secs_f64());
+    }
+
+    /// A reconcile of `controller` ended in an error of `category`.
+    pub fn reconcile_error(&self, controller: &str, category: &str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels {
+                controller: controller.into(),
+                category: category.into(),
+            })
+            .inc();
     }
 
     pub fn write(&self, kind: &str) {

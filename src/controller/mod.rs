@@ -421,7 +421,10 @@ fn pool_controller(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> impl std::future::Future<Output = ()> + Send {
     let client = context.client.clone();
-    let (pools, owned): (Api<SealingPool>, Api<DeserializeGuard<SealingTask>>) =
+    let (pools, owned): (
+        Api<DeserializeGuard<SealingPool>>,
+        Api<DeserializeGuard<SealingTask>>,
+    ) =
         match &context.settings.namespace {
             Some(ns) => (
                 Api::namespaced(client.clone(), ns),
@@ -468,35 +471,44 @@ fn error_policy(
     err: &Error,
     ctx: Arc<Context>,
 ) -> Requeue {
+    let key = format!(
+        "{}/{}",
+        task.namespace().unwrap_or_default(),
+        task.name_any()
+    );
     if err.is_conflict() {
-        // Someone else wrote it: the next reconcile reads it from the apiserver, not the cache.
-        let key = format!(
-            "{}/{}",
-            task.namespace().unwrap_or_default(),
-            task.name_any()
-        );
+        // Someone else wrote the task first: start over from the current object, read from the
+        // apiserver, not the cache.
         ctx.own_writes.conflicted(&key);
-    } else {
-        ctx.metrics.reconcile_errors.inc();
+        debug!(task = %key, "{err}");
+        return Requeue::requeue(Duration::from_millis(200));
     }
-    match err {
+    ctx.metrics.reconcile_error("task", err.category());
+    warn!(task = %key, "{err}");
+    if let Error::InvalidObject { .. } = err {
         // Reported with a Warning Event; nothing to do until someone fixes the object.
-        Error::InvalidObject { .. } => {
-            warn!("{err}");
-            Requeue::await_change()
-        }
-        // Someone else wrote the task first: start over from the current object.
-        err if err.is_conflict() => {
-            debug!("{err}");
-            Requeue::requeue(Duration::from_millis(200))
-        }
-        _ => {
-            warn!("{err}");
-            Requeue::requeue(Duration::from_secs(5))
-        }
+        return Requeue::await_change();
     }
+    // The user sees it on the task too, with the step that failed as the reason.
+    if ctx.events.allow(&key, std::time::Instant::now()) {
+        let object = task.object_ref(&());
+        let note = err.to_string();
+        let category = err.category();
+        tokio::spawn(async move {
+            ctx.metrics.write("event");
+            if let Err(publish) = ctx
+                .recorder
+                .publish(&event(true, category, &note), &object)
+                .await
+            {
+                warn!("cannot record event {category}: {publish}");
+            }
+        });
+    }
+    Requeue::requeue(Duration::from_secs(5))
 }
 
+#[tracing::instrument(skip_all, fields(task = %format!("{}/{}", guard.namespace().unwrap_or_default(), guard.name_any())))]
 async fn reconcile(
     guard: Arc<DeserializeGuard<SealingTask>>,
     ctx: Arc<Context>,
@@ -506,7 +518,14 @@ async fn reconcile(
     let metrics = ctx.metrics.clone();
     let _running = metrics.reconciling.begin(format!("{namespace}/{name}"));
     if let Err(invalid) = &guard.0 {
-        return Err(observe::invalid_object(&ctx, &guard, &namespace, &name, invalid).await);
+        let object = guard.object_ref(&());
+        let message =
+            observe::invalid_object::<SealingTask>(&ctx, &object, &namespace, &name, invalid)
+                .await;
+        return Err(Error::InvalidObject {
+            task: format!("{namespace}/{name}"),
+            message,
+        });
     }
     let tasks: Api<SealingTask> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = format!("{namespace}/{name}");

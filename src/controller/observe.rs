@@ -3,10 +3,8 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::Resource;
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use kube::api::{Api, ApiResource, DynamicObject, LogParams};
-use kube::core::DeserializeGuard;
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -14,7 +12,7 @@ use tracing::warn;
 
 use super::apply::TaskRun;
 use super::{Context, Error, pods, readable};
-use crate::api::{SealingTask, SealingTaskStatus};
+use crate::api::SealingTaskStatus;
 use crate::manager::{Call, Manager};
 use crate::step::LoggedResult;
 use crate::task::reconcile::Answer;
@@ -200,46 +198,51 @@ impl TaskRun {
     }
 }
 
-/// A SealingTask the CRD types cannot read: a Warning Event on it that names the field, and an
-/// error that leaves it alone until it changes. The other tasks go on.
-pub async fn invalid_object(
+/// An object the CRD types cannot read (a SealingTask, a SealingPool): a Warning Event on it
+/// that names the field; the message. The caller leaves it alone until it changes, and the
+/// others go on.
+pub async fn invalid_object<K>(
     ctx: &Arc<Context>,
-    guard: &DeserializeGuard<SealingTask>,
+    object: &ObjectReference,
     namespace: &str,
     name: &str,
     invalid: &InvalidObject,
-) -> Error {
-    let task = format!("{namespace}/{name}");
+) -> String
+where
+    K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+{
+    let key = format!("{namespace}/{name}");
     // The guard's message names no field; reading the object again with a path-tracking
     // deserializer does.
-    let resource = ApiResource::erase::<SealingTask>(&());
+    let resource = ApiResource::erase::<K>(&());
     let raw: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
     let message = match raw.get_opt(name).await {
         Ok(Some(object)) => serde_json::to_value(&object)
             .ok()
             .and_then(|value| {
-                serde_path_to_error::deserialize::<_, SealingTask>(value)
+                serde_path_to_error::deserialize::<_, K>(value)
                     .err()
                     .map(|e| format!("{}: {}", e.path(), e.inner()))
             })
             .unwrap_or_else(|| invalid.error.clone()),
         _ => invalid.error.clone(),
     };
-    if ctx.events.allow(&task, std::time::Instant::now()) {
+    if ctx.events.allow(&key, std::time::Instant::now()) {
         ctx.metrics.write("event");
         let event = KubeEvent {
             type_: EventType::Warning,
             reason: "InvalidObject".into(),
             note: Some(format!(
-                "the operator cannot read this SealingTask and leaves it alone until it is \
-                 fixed: {message}"
+                "the operator cannot read this {} and leaves it alone until it is fixed: \
+                 {message}",
+                K::kind(&())
             )),
             action: "Read".into(),
             secondary: None,
         };
-        if let Err(err) = ctx.recorder.publish(&event, &guard.object_ref(&())).await {
-            warn!(%task, "cannot record the InvalidObject event: {err}");
+        if let Err(err) = ctx.recorder.publish(&event, object).await {
+            warn!(object = %key, "cannot record the InvalidObject event: {err}");
         }
     }
-    Error::InvalidObject { task, message }
+    message
 }
