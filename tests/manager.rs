@@ -19,6 +19,7 @@ use damocles_operator::sector::CommR;
 use damocles_operator::step::bench::Chain;
 use damocles_operator::step::{Bytes32, StepKind, StepResult};
 use serde_json::json;
+use support::calls::TypedCalls;
 use support::dev_manager::DevManager;
 
 fn temp_dir(name: &str) -> PathBuf {

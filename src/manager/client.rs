@@ -8,28 +8,11 @@ use serde_json::Value;
 
 use super::call::{Call, Manager, Method, Reply};
 use super::wire::{
-    self, AcquireDealsSpec, AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector,
-    AllocatedSnapUpSector, CidJson, DealInfo, ERR_INVALID_PARAMS, ERR_METHOD_NOT_FOUND, ERR_PARSE,
-    ERR_SECTOR_STATE_NOT_FOUND, OnChainState, PieceInfo, PollResp, PreCommitOnChainInfo,
-    ProofOnChainInfo, ReportStateReq, Request, Response, SectorId, SectorPiece, SectorRebuildInfo,
-    SectorStateResp, SectorUnsealInfo, SnapUpOnChainInfo, StoreBasicInfo, SubmitResp, SubmitResult,
-    Ticket, WaitSeedResp,
+    self, CidJson, DealInfo, ERR_INVALID_PARAMS, ERR_METHOD_NOT_FOUND, ERR_PARSE,
+    ERR_SECTOR_STATE_NOT_FOUND, OnChainState, PieceInfo, Request, Response, SectorPiece,
+    SubmitResult,
 };
 use crate::sector::FailureLevel;
-
-/// A typed method over [`ManagerClient::send`]: the reply of the variant the call answers with.
-macro_rules! expect {
-    ($client:expr, $call:expr, $variant:path) => {{
-        let call = $call;
-        match $client.send(&call).await? {
-            $variant(value) => Ok(value),
-            other => Err(ManagerError::Malformed {
-                method: wire::method(call.method().into()),
-                message: format!("unexpected answer {other:?}"),
-            }),
-        }
-    }};
-}
 
 /// Why a manager call failed, graded into the failure levels the plans use.
 #[derive(Debug, thiserror::Error)]
@@ -439,215 +422,6 @@ impl ManagerClient {
         }
     }
 
-    pub async fn allocate_sector(
-        &self,
-        spec: &AllocateSectorSpec,
-    ) -> Result<Option<AllocatedSector>, ManagerError> {
-        expect!(self, Call::AllocateSector(spec.clone()), Reply::Sector)
-    }
-
-    pub async fn assign_ticket(&self, sector: SectorId) -> Result<Ticket, ManagerError> {
-        expect!(self, Call::AssignTicket(sector), Reply::Ticket)
-    }
-
-    pub async fn submit_pre_commit(
-        &self,
-        sector: &AllocatedSector,
-        info: &PreCommitOnChainInfo,
-        reset: bool,
-    ) -> Result<SubmitResp, ManagerError> {
-        let call = Call::SubmitPreCommit {
-            sector: sector.clone(),
-            info: info.clone(),
-            reset,
-        };
-        expect!(self, call, Reply::Submit)
-    }
-
-    pub async fn poll_pre_commit_state(&self, sector: SectorId) -> Result<PollResp, ManagerError> {
-        expect!(self, Call::PollPreCommitState(sector), Reply::Poll)
-    }
-
-    /// Tells the manager where the persisted files are; false means it could not find or check them.
-    pub async fn submit_persisted(
-        &self,
-        sector: SectorId,
-        instance: &str,
-        upgrade: bool,
-    ) -> Result<bool, ManagerError> {
-        let call = Call::SubmitPersistedEx {
-            sector,
-            instance: instance.to_string(),
-            upgrade,
-        };
-        expect!(self, call, Reply::Persisted)
-    }
-
-    pub async fn wait_seed(
-        &self,
-        sector: SectorId,
-        proof_type: i64,
-    ) -> Result<WaitSeedResp, ManagerError> {
-        expect!(self, Call::WaitSeed { sector, proof_type }, Reply::Seed)
-    }
-
-    pub async fn submit_proof(
-        &self,
-        sector: SectorId,
-        proof: &ProofOnChainInfo,
-        reset: bool,
-    ) -> Result<SubmitResp, ManagerError> {
-        let call = Call::SubmitProof {
-            sector,
-            proof: proof.clone(),
-            reset,
-        };
-        expect!(self, call, Reply::Submit)
-    }
-
-    pub async fn poll_proof_state(&self, sector: SectorId) -> Result<PollResp, ManagerError> {
-        expect!(self, Call::PollProofState(sector), Reply::Poll)
-    }
-
-    pub async fn report_state(
-        &self,
-        sector: SectorId,
-        report: &ReportStateReq,
-    ) -> Result<Option<SectorStateResp>, ManagerError> {
-        let call = Call::ReportState {
-            sector,
-            report: report.clone(),
-        };
-        expect!(self, call, Reply::State)
-    }
-
-    pub async fn report_finalized(&self, sector: SectorId) -> Result<(), ManagerError> {
-        self.send(&Call::ReportFinalized(sector)).await.map(drop)
-    }
-
-    pub async fn report_aborted(&self, sector: SectorId, reason: &str) -> Result<(), ManagerError> {
-        let call = Call::ReportAborted {
-            sector,
-            reason: reason.to_string(),
-        };
-        self.send(&call).await.map(drop)
-    }
-
-    /// Deals for a sector; empty for a pledge sector or when the manager has none.
-    pub async fn acquire_deals(
-        &self,
-        sector: SectorId,
-        spec: &AcquireDealsSpec,
-    ) -> Result<Vec<SectorPiece>, ManagerError> {
-        let call = Call::AcquireDeals {
-            sector,
-            spec: spec.clone(),
-        };
-        expect!(self, call, Reply::Deals)
-    }
-
-    /// Reserves `size` bytes in one of `candidates` (all stores when empty); none when no store has room.
-    pub async fn store_reserve_space(
-        &self,
-        sector: SectorId,
-        size: u64,
-        candidates: &[String],
-    ) -> Result<Option<StoreBasicInfo>, ManagerError> {
-        let call = Call::StoreReserveSpace {
-            sector,
-            size,
-            candidates: candidates.to_vec(),
-        };
-        expect!(self, call, Reply::Store)
-    }
-
-    /// A store instance by name; none when the manager has no such store.
-    pub async fn store_basic_info(
-        &self,
-        instance: &str,
-    ) -> Result<Option<StoreBasicInfo>, ManagerError> {
-        let call = Call::StoreBasicInfo {
-            instance: instance.to_string(),
-        };
-        expect!(self, call, Reply::Store)
-    }
-
-    /// A committed-capacity sector to upgrade; none when the manager has none for this spec.
-    pub async fn allocate_snapup_sector(
-        &self,
-        spec: &AllocateSnapUpSpec,
-    ) -> Result<Option<AllocatedSnapUpSector>, ManagerError> {
-        expect!(
-            self,
-            Call::AllocateSanpUpSector(spec.clone()),
-            Reply::SnapUpSector
-        )
-    }
-
-    pub async fn submit_snapup_proof(
-        &self,
-        sector: SectorId,
-        info: &SnapUpOnChainInfo,
-    ) -> Result<SubmitResp, ManagerError> {
-        let call = Call::SubmitSnapUpProof {
-            sector,
-            info: info.clone(),
-        };
-        expect!(self, call, Reply::Submit)
-    }
-
-    /// A sector marked for rebuild, with its original ticket and pieces; none when nothing is marked.
-    pub async fn allocate_rebuild_sector(
-        &self,
-        spec: &AllocateSectorSpec,
-    ) -> Result<Option<SectorRebuildInfo>, ManagerError> {
-        expect!(
-            self,
-            Call::AllocateRebuildSector(spec.clone()),
-            Reply::RebuildSector
-        )
-    }
-
-    /// A queued unseal request with the sector's sealing facts; none when nothing is queued.
-    pub async fn allocate_unseal_sector(
-        &self,
-        spec: &AllocateSectorSpec,
-    ) -> Result<Option<SectorUnsealInfo>, ManagerError> {
-        expect!(
-            self,
-            Call::AllocateUnsealSector(spec.clone()),
-            Reply::UnsealSector
-        )
-    }
-
-    /// Where the unsealed piece should go (file://, http(s)://, store:// URLs).
-    pub async fn acquire_unseal_dest(
-        &self,
-        sector: SectorId,
-        piece_cid: &CidJson,
-    ) -> Result<Vec<String>, ManagerError> {
-        let call = Call::AcquireUnsealDest {
-            sector,
-            piece: piece_cid.clone(),
-        };
-        expect!(self, call, Reply::Destinations)
-    }
-
-    /// Reports an unseal done (`error` empty) or failed.
-    pub async fn achieve_unseal_sector(
-        &self,
-        sector: SectorId,
-        piece_cid: &CidJson,
-        error: &str,
-    ) -> Result<(), ManagerError> {
-        let call = Call::AchieveUnsealSector {
-            sector,
-            piece: piece_cid.clone(),
-            error: error.to_string(),
-        };
-        self.send(&call).await.map(drop)
-    }
-
     /// One call, by its [`Call`]: the newest API shape first, the older one when the manager
     /// counts the params differently.
     pub async fn send(&self, call: &Call) -> Result<Reply, ManagerError> {
@@ -678,7 +452,7 @@ const MAX_ANSWER_BYTES: usize = 4 << 20;
 
 /// The result of a JSON-RPC answer: `status` the HTTP status, `body` what came with it. Protocol
 /// errors come as HTTP 500 with a JSON-RPC error body, so the body is read first. Pure, so the
-/// fuzz targets (src/fuzzing.rs) reach it with any bytes.
+/// fuzz targets (src/dev/fuzzing.rs) reach it with any bytes.
 pub fn parse_answer<T: DeserializeOwned>(
     method: String,
     status: u16,
@@ -727,11 +501,7 @@ pub fn parse_answer<T: DeserializeOwned>(
 }
 
 fn shorten(body: &str) -> String {
-    let mut end = body.len().min(512);
-    while !body.is_char_boundary(end) {
-        end -= 1;
-    }
-    body[..end].to_string()
+    crate::text::prefix(body, 512).to_string()
 }
 
 #[cfg(test)]
@@ -844,13 +614,11 @@ mod tests {
     async fn a_refused_connection_is_temporary() {
         // Port 1 on loopback: nothing listens there.
         let client = ManagerClient::new("127.0.0.1:1", None, Duration::from_secs(2)).unwrap();
-        let err = client
-            .assign_ticket(SectorId {
-                miner: 1000,
-                number: 1,
-            })
-            .await
-            .unwrap_err();
+        let sector = wire::SectorId {
+            miner: 1000,
+            number: 1,
+        };
+        let err = client.send(&Call::AssignTicket(sector)).await.unwrap_err();
         assert_eq!(err.level(), FailureLevel::Temporary, "{err}");
         assert!(
             err.to_string().contains("Venus.AssignTicket")

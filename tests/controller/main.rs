@@ -25,6 +25,7 @@ use damocles_operator::api::{Phase, SealingTask, State};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
+use support::calls::TypedCalls;
 use support::farm::{Operator, Scene};
 use support::{unique, wait_for};
 

@@ -3,6 +3,7 @@
 //! - [`cluster`]: the real control plane (scripts/test-cluster), started once per test binary;
 //! - [`dev_node`]: `damocles-operator dev-node`, the kubelet stand-in;
 //! - [`dev_manager`]: `damocles-operator dev-manager`, damocles-manager's stand-in (proofs);
+//! - [`calls`]: the manager's calls as typed methods on the client, for tests that call it;
 //! - [`chart`]: what the chart installs for an operator of one namespace (RBAC, finalizer policy);
 //! - [`farm`]: an operator, a farm's profiles, store and node: what an operator test starts from.
 //!
@@ -10,6 +11,8 @@
 //! maps outputs to inputs with the same `StepInputs::absorb` as the operator.
 #![allow(dead_code)]
 
+#[cfg(feature = "proofs")]
+pub mod calls;
 pub mod chart;
 pub mod cluster;
 #[cfg(feature = "proofs")]
