@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use damocles_operator::controller::{Settings, leader::LeaderElection};
 use damocles_operator::manager::ManagerClient;
@@ -165,7 +165,7 @@ pub struct RunArgs {
     pub ticket_margin: i64,
     /// What to do then: rewind to TreeDBuilt for a new ticket, or abort the task.
     #[arg(long, value_enum, default_value = "rewind")]
-    pub ticket_expiry: TicketExpiry,
+    pub ticket_expiry: TicketExpiryArg,
     /// Act at once instead of first taking the leader-election Lease. Only for a single
     /// replica: two replicas without leader election would both act on every task.
     #[arg(long)]
@@ -335,11 +335,37 @@ pub fn parse_plan(name: &str) -> Result<PlanKind, String> {
     PlanKind::parse(name).map_err(|e| e.to_string())
 }
 
+/// `--ticket-expiry`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TicketExpiryArg {
+    /// Go back to the state that draws the ticket for a new one (PC1 and PC2 are redone).
+    Rewind,
+    /// End the task.
+    Abort,
+}
+
+impl From<TicketExpiryArg> for TicketExpiry {
+    fn from(arg: TicketExpiryArg) -> Self {
+        match arg {
+            TicketExpiryArg::Rewind => TicketExpiry::Rewind,
+            TicketExpiryArg::Abort => TicketExpiry::Abort,
+        }
+    }
+}
+
+/// The step profiles file at `path`.
+fn load_profiles(path: &std::path::Path) -> Result<Profiles> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the step profiles {}", path.display()))?;
+    Profiles::parse(&text)
+        .map_err(|message| anyhow::anyhow!("step profiles {}: {message}", path.display()))
+}
+
 impl RunArgs {
     /// The manager client and the controller's settings these arguments ask for.
     pub fn into_parts(self) -> Result<(ManagerClient, Settings)> {
         let profiles = match &self.profiles {
-            Some(path) => Profiles::load(path)?,
+            Some(path) => load_profiles(path)?,
             None => Profiles::default(),
         };
         let token = self
@@ -398,7 +424,7 @@ impl RunArgs {
                 margin: self.ticket_margin,
                 block_time: self.block_time,
             },
-            on_ticket_expiry: self.ticket_expiry,
+            on_ticket_expiry: self.ticket_expiry.into(),
             poll_interval: self.poll_interval,
             store_candidates: self.stores,
             instance,

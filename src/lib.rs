@@ -10,13 +10,12 @@
 //! - [`pool`]: the SealingPool core, pure: which tasks to create and which ended ones to delete;
 //! - [`controller`]: `damocles-operator run`, which observes, decides with [`task`], and applies;
 //! - [`plugin`]: the pure parts of `kubectl damocles` (resume checks, the `why` report);
+//! - [`text`]: cutting text to a bound on a character boundary;
 //! - [`dev`]: test stand-ins (a kubelet and a damocles-manager), with the `dev` feature.
 
 pub mod api;
 pub mod controller;
 pub mod dev;
-#[cfg(feature = "dev")]
-pub mod fuzzing;
 pub mod manager;
 pub mod plan;
 pub mod plugin;
@@ -24,6 +23,7 @@ pub mod pool;
 pub mod sector;
 pub mod step;
 pub mod task;
+pub mod text;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,

@@ -147,7 +147,7 @@ pub fn list_selectors(
 mod tests {
     use super::*;
     use crate::api::{FailureLevel, LastError, SealingTaskStatus};
-    use crate::task::enter::time_at;
+    use crate::task::status::time_at;
 
     fn paused_at_pc1() -> SealingTask {
         let mut task: SealingTask = serde_json::from_value(serde_json::json!({

@@ -50,7 +50,8 @@ impl PoolDecision {
         let unmade = self.status.created.saturating_sub(index);
         self.status.created = index;
         self.status.active = self.status.active.saturating_sub(unmade);
-        self.create.retain(|name| index_of(pool, name).is_some_and(|i| i < index));
+        self.create
+            .retain(|name| index_of(pool, name).is_some_and(|i| i < index));
     }
 }
 

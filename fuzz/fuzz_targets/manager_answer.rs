@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| damocles_operator::fuzzing::manager_answer(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| damocles_operator::dev::fuzzing::manager_answer(data));

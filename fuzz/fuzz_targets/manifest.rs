@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| damocles_operator::fuzzing::manifest(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| damocles_operator::dev::fuzzing::manifest(data));

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use strum::Display;
 
 pub use crate::plan::{Allocation, PlanKind, State, Submission};
-pub use crate::sector::{CommD, CommR, FailureLevel, SectorRef, SectorSize};
+pub use crate::sector::{Bytes32, CommD, CommR, FailureLevel, SectorRef, SectorSize};
 pub use pool::{
     IN_FLIGHT_MAX, Retired, SealingPool, SealingPoolSpec, SealingPoolStatus, TaskTemplate,
 };
@@ -392,7 +392,7 @@ pub struct StoreRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct Randomness {
     /// 32 bytes, hex.
-    pub value: String,
+    pub value: Bytes32,
     /// Chain epoch the randomness was drawn at.
     pub epoch: i64,
     /// When the manager handed it out (a ticket): its age decides whether PC1, PC2 and the
@@ -456,10 +456,30 @@ impl SealingTaskSpec {
         self.plan.plan()
     }
 
-    /// The pending resume request, if any: `Some(None)` is a resume without a state (retry).
-    pub fn resume_request(&self) -> Option<Option<&str>> {
-        self.resume_state
-            .as_deref()
-            .map(|s| Some(s).filter(|s| !s.is_empty()))
+    /// The pending resume request, if any.
+    pub fn resume_request(&self) -> Option<ResumeRequest<'_>> {
+        self.resume_state.as_deref().map(|state| match state {
+            "" => ResumeRequest::Retry,
+            state => ResumeRequest::To(state),
+        })
+    }
+}
+
+/// What `spec.resumeState` asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResumeRequest<'a> {
+    /// `""`: the current state's work again.
+    Retry,
+    /// A state of the task's plan, or `Aborted` (checked against the plan's rules).
+    To(&'a str),
+}
+
+impl<'a> ResumeRequest<'a> {
+    /// The state asked for; none for a retry.
+    pub fn target(self) -> Option<&'a str> {
+        match self {
+            ResumeRequest::Retry => None,
+            ResumeRequest::To(state) => Some(state),
+        }
     }
 }

@@ -10,7 +10,7 @@ use super::{PlanKind, SealingTaskSpec};
 pub fn spec_errors(spec: &SealingTaskSpec) -> Vec<String> {
     let mut errors = Vec::new();
     let plan = spec.plan();
-    if let Some(Some(state)) = spec.resume_request()
+    if let Some(super::ResumeRequest::To(state)) = spec.resume_request()
         && state != State::Aborted.as_str()
         && plan.parse_state(state).is_err()
     {

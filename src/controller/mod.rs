@@ -34,8 +34,6 @@ use tracing::{debug, info, warn};
 use crate::api::{SealingPool, SealingTask};
 use crate::manager::{Call, Manager, ManagerClient, ManagerError, Reply};
 use crate::task::Rules;
-pub use crate::task::profiles;
-pub use crate::task::{TicketExpiry, TicketRules};
 use apply::{Ending, TaskRun};
 pub use error::Error;
 
@@ -424,14 +422,13 @@ fn pool_controller(
     let (pools, owned): (
         Api<DeserializeGuard<SealingPool>>,
         Api<DeserializeGuard<SealingTask>>,
-    ) =
-        match &context.settings.namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client, ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client)),
-        };
+    ) = match &context.settings.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
     Controller::new(pools, watcher::Config::default())
         .owns(
             owned,
@@ -460,7 +457,7 @@ fn event(warning: bool, reason: &str, note: &str) -> kube::runtime::events::Even
             EventType::Normal
         },
         reason: reason.into(),
-        note: Some(crate::task::enter::bounded(note, 1024)),
+        note: Some(crate::task::status::bounded(note, 1024)),
         action: reason.into(),
         secondary: None,
     }
@@ -520,8 +517,7 @@ async fn reconcile(
     if let Err(invalid) = &guard.0 {
         let object = guard.object_ref(&());
         let message =
-            observe::invalid_object::<SealingTask>(&ctx, &object, &namespace, &name, invalid)
-                .await;
+            observe::invalid_object::<SealingTask>(&ctx, &object, &namespace, &name, invalid).await;
         return Err(Error::InvalidObject {
             task: format!("{namespace}/{name}"),
             message,

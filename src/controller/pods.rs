@@ -571,11 +571,7 @@ fn no_node_fits(message: &str) -> bool {
 }
 
 fn shorten(text: &str) -> String {
-    let mut end = text.len().min(400);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
+    crate::text::prefix(text, 400).to_string()
 }
 
 #[cfg(test)]
@@ -634,7 +630,7 @@ mod tests {
             }),
             outputs: Some(Outputs {
                 ticket: Some(Randomness {
-                    value: "01".repeat(32),
+                    value: crate::sector::Bytes32([1; 32]),
                     epoch: 9100,
                     assigned_at: None,
                 }),

@@ -130,7 +130,7 @@ impl PoolRun<'_> {
                 Member {
                     name: task.name_any(),
                     phase: status.phase,
-                    workspace_cleaned: crate::task::enter::condition_true(
+                    workspace_cleaned: crate::task::status::condition_true(
                         &status,
                         WORKSPACE_CLEANED,
                     ),
@@ -170,12 +170,13 @@ impl PoolRun<'_> {
             }
         }
         if !created.is_empty() {
-            decision.status.last_created = Some(crate::task::enter::time_at(
+            decision.status.last_created = Some(crate::task::status::time_at(
                 k8s_openapi::jiff::Timestamp::now().as_second(),
             ));
             let list = created.join(", ");
             info!(tasks = %list, "created");
-            self.event(false, "Created", format!("created {list}")).await;
+            self.event(false, "Created", format!("created {list}"))
+                .await;
         }
         failure
     }
@@ -251,7 +252,11 @@ impl PoolRun<'_> {
         }
         for task_name in &decision.delete {
             self.ctx.metrics.write("task-delete");
-            match self.tasks.delete(task_name, &DeleteParams::background()).await {
+            match self
+                .tasks
+                .delete(task_name, &DeleteParams::background())
+                .await
+            {
                 Ok(_) => {}
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(source) => {

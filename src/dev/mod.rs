@@ -11,5 +11,8 @@ pub mod node;
 
 #[cfg(feature = "dev")]
 pub mod crash;
+/// The fuzz targets' bodies (fuzz/), also run over their seed corpus by `cargo test`.
+#[cfg(feature = "dev")]
+pub mod fuzzing;
 #[cfg(feature = "dev")]
 pub mod instant;

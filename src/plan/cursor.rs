@@ -66,13 +66,13 @@ pub enum Next {
 
 /// The cursor's answer with the position it leaves the task at.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Decision {
+pub struct At {
     pub position: Position,
     pub next: Next,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DriverError {
+pub enum CursorError {
     #[error("{state} is not a state of plan {plan}")]
     NotAState { plan: super::PlanKind, state: State },
     #[error("{state} has {count} actions; there is no action {index}")]
@@ -89,13 +89,13 @@ pub enum DriverError {
 const BACKWARD: [Event; 3] = [Event::ReSubmitPC, Event::ReSubmitProof, Event::RePersist];
 
 /// What to do at `position` before anything has been tried there.
-pub fn current(plan: &Plan, position: Position, facts: Facts) -> Result<Decision, DriverError> {
-    let spec = plan.state(position.state).ok_or(DriverError::NotAState {
+pub fn current(plan: &Plan, position: Position, facts: Facts) -> Result<At, CursorError> {
+    let spec = plan.state(position.state).ok_or(CursorError::NotAState {
         plan: plan.kind,
         state: position.state,
     })?;
     if position.state.is_terminal() {
-        return Ok(Decision {
+        return Ok(At {
             position,
             next: Next::Terminal,
         });
@@ -104,14 +104,14 @@ pub fn current(plan: &Plan, position: Position, facts: Facts) -> Result<Decision
         Some(action) => Next::Act(*action),
         None if position.action == spec.actions.len() => forward(plan, position.state, facts)?,
         None => {
-            return Err(DriverError::NoSuchAction {
+            return Err(CursorError::NoSuchAction {
                 state: position.state,
                 index: position.action,
                 count: spec.actions.len(),
             });
         }
     };
-    Ok(Decision { position, next })
+    Ok(At { position, next })
 }
 
 /// What to do after the action at `position` came to `outcome`.
@@ -120,8 +120,8 @@ pub fn after(
     position: Position,
     facts: Facts,
     outcome: Outcome,
-) -> Result<Decision, DriverError> {
-    let stay = |next| Decision { position, next };
+) -> Result<At, CursorError> {
+    let stay = |next| At { position, next };
     match outcome {
         Outcome::Done => current(
             plan,
@@ -167,7 +167,7 @@ fn backward(plan: &Plan, state: State, events: &[Event]) -> Option<Next> {
         })
 }
 
-fn forward(plan: &Plan, state: State, facts: Facts) -> Result<Next, DriverError> {
+fn forward(plan: &Plan, state: State, facts: Facts) -> Result<Next, CursorError> {
     let candidates: Vec<_> = plan
         .transitions_from(state)
         .filter(|t| !BACKWARD.contains(&t.event))
@@ -192,7 +192,7 @@ fn forward(plan: &Plan, state: State, facts: Facts) -> Result<Next, DriverError>
             event: t.event,
             state: t.to,
         })
-        .ok_or(DriverError::NoForwardTransition {
+        .ok_or(CursorError::NoForwardTransition {
             plan: plan.kind,
             state,
         })
@@ -303,11 +303,11 @@ mod tests {
         );
         assert!(matches!(
             current(plan, at(State::Unsealed, 9), facts),
-            Err(DriverError::NoSuchAction { index: 9, .. })
+            Err(CursorError::NoSuchAction { index: 9, .. })
         ));
         assert!(matches!(
             current(plan, at(State::PC1Done, 0), facts),
-            Err(DriverError::NotAState { .. })
+            Err(CursorError::NotAState { .. })
         ));
     }
 

@@ -26,12 +26,12 @@ pub mod run;
 mod steps;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 pub use crate::plan::StepKind;
+pub use crate::sector::Bytes32;
 use crate::sector::commitment::CidError;
 use crate::sector::{CommD, CommR, FailureLevel, SectorRef, SectorSize};
 
@@ -257,47 +257,6 @@ pub struct FileDigest {
     pub size: u64,
 }
 
-/// 32 bytes written as 64 hex characters (tickets, seeds).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Bytes32(pub [u8; 32]);
-
-impl fmt::Debug for Bytes32 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", hex::encode(self.0))
-    }
-}
-
-impl fmt::Display for Bytes32 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", hex::encode(self.0))
-    }
-}
-
-impl std::str::FromStr for Bytes32 {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let bytes = hex::decode(text).map_err(|e| format!("not hex: {e}"))?;
-        let array: [u8; 32] = bytes
-            .try_into()
-            .map_err(|b: Vec<u8>| format!("{} bytes, expected 32", b.len()))?;
-        Ok(Bytes32(array))
-    }
-}
-
-impl Serialize for Bytes32 {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&hex::encode(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for Bytes32 {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// What one run of a step reports.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -409,10 +368,7 @@ impl StepResult {
             };
             let over = text.len() - limit;
             let keep = failure.message.len().saturating_sub(over + 16);
-            let mut cut = keep;
-            while !failure.message.is_char_boundary(cut) {
-                cut -= 1;
-            }
+            let cut = crate::text::prefix(&failure.message, keep).len();
             failure.message.truncate(cut);
             failure.message.push_str(" [truncated]");
             text = serde_json::to_string(&result).expect("results serialize");

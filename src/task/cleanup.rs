@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::condition::{DELETION_HELD, WORKSPACE_CLEANED};
-use super::enter::{condition_true, set_condition};
+use super::status::{condition_true, set_condition};
 use super::{
     CLEANUP_PATIENCE, CLEANUP_RETRY, CleanupPod, Effect, PodReport, Question, SLOW_START, Turn,
     Wake,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::condition::FAILED;
-use super::enter::{set_condition, set_phase, time_at};
+use super::status::{set_condition, set_phase, time_at};
 use super::{Effect, Turn, Wake};
 use crate::api::{LastError, Phase, State};
 use crate::sector::FailureLevel;
@@ -95,7 +95,7 @@ impl Turn<'_> {
         self.status.last_error = Some(LastError {
             level,
             state,
-            message: super::enter::bounded(&message, super::enter::STATUS_TEXT_LIMIT),
+            message: super::status::bounded(&message, super::status::STATUS_TEXT_LIMIT),
             attempts,
             time: self.time(),
         });
@@ -162,7 +162,7 @@ impl Turn<'_> {
             // The failure that decided the abort.
             Some(last)
                 if last.message
-                    == super::enter::bounded(reason, super::enter::STATUS_TEXT_LIMIT) =>
+                    == super::status::bounded(reason, super::status::STATUS_TEXT_LIMIT) =>
             {
                 last.level = FailureLevel::Abort
             }
@@ -170,7 +170,7 @@ impl Turn<'_> {
                 self.status.last_error = Some(LastError {
                     level: FailureLevel::Abort,
                     state,
-                    message: super::enter::bounded(reason, super::enter::STATUS_TEXT_LIMIT),
+                    message: super::status::bounded(reason, super::status::STATUS_TEXT_LIMIT),
                     attempts: 1,
                     time: self.time(),
                 });
@@ -197,7 +197,7 @@ impl Turn<'_> {
         self.status.last_error = Some(LastError {
             level: FailureLevel::Abort,
             state: self.position().state,
-            message: super::enter::bounded(&message, super::enter::STATUS_TEXT_LIMIT),
+            message: super::status::bounded(&message, super::status::STATUS_TEXT_LIMIT),
             attempts: 1,
             time: self.time(),
         });

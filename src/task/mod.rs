@@ -25,6 +25,7 @@ pub mod outputs;
 pub mod profiles;
 pub mod reconcile;
 pub mod resume;
+pub mod status;
 pub mod steps;
 pub mod work;
 
@@ -307,9 +308,9 @@ impl Remembered {
         let ended = status.state.is_some_and(|state| state.is_terminal());
         if let Some(report) = &self.end_report
             && ended
-            && !enter::condition_true(status, condition::MANAGER_FINALIZED)
+            && !status::condition_true(status, condition::MANAGER_FINALIZED)
         {
-            enter::set_condition(
+            status::set_condition(
                 status,
                 condition::MANAGER_FINALIZED,
                 "True",
@@ -680,7 +681,7 @@ impl Turn<'_> {
             match after.next {
                 Next::Wait(delay) => {
                     let message = self.waiting_for();
-                    enter::set_phase(&mut self.status, Phase::Waiting, message, self.now);
+                    status::set_phase(&mut self.status, Phase::Waiting, message, self.now);
                     self.write();
                     return Wake::After(delay);
                 }

@@ -3,7 +3,6 @@
 //! ConfigMap and the operator reads at start.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
@@ -176,26 +175,7 @@ pub struct Placement {
     pub tolerations: Option<Vec<Toleration>>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ProfilesError {
-    #[error("cannot read the step profiles {path}: {message}")]
-    Read { path: String, message: String },
-    #[error("step profiles {path}: {message}")]
-    Invalid { path: String, message: String },
-}
-
 impl Profiles {
-    pub fn load(path: &Path) -> Result<Self, ProfilesError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ProfilesError::Read {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        Self::parse(&text).map_err(|message| ProfilesError::Invalid {
-            path: path.display().to_string(),
-            message,
-        })
-    }
-
     pub fn parse(text: &str) -> Result<Self, String> {
         let profiles: Profiles = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
         for (name, path) in [

@@ -3,9 +3,9 @@
 use std::collections::BTreeSet;
 
 use super::condition::{FAILED, PAUSED, RESUME_REJECTED, SUSPENDED};
-use super::enter::set_phase;
+use super::status::set_phase;
 use super::{Effect, Turn, Wake};
-use crate::api::{Phase, PlanKind, ResumeRecord, SealingTaskStatus, State};
+use crate::api::{Phase, PlanKind, ResumeRecord, ResumeRequest, SealingTaskStatus, State};
 use crate::plan::{Output, ResumeAction, validate_resume};
 
 /// What the task has established so far, for the resume rules. A sector counts only once the
@@ -61,7 +61,7 @@ impl Turn<'_> {
     }
 
     /// Applies spec.resumeState once and clears it. Some ends this decision.
-    pub(super) fn resume(&mut self, request: Option<&str>) -> Option<Wake> {
+    pub(super) fn resume(&mut self, request: ResumeRequest<'_>) -> Option<Wake> {
         let generation = self.task.generation;
         let applied = self
             .status
@@ -78,26 +78,27 @@ impl Turn<'_> {
         }
         let current = self.position().state;
         let available = available_outputs(self.task.spec.plan, &self.status);
-        let action = match validate_resume(self.task.spec.plan, current, request, &available) {
-            Ok(action) => action,
-            Err(err) => {
-                let message = err.to_string();
-                super::enter::set_condition(
-                    &mut self.status,
-                    RESUME_REJECTED,
-                    "True",
-                    "InvalidResumeState",
-                    &message,
-                    self.now,
-                )
-                .observed_generation = generation;
-                self.write();
-                self.event(true, RESUME_REJECTED, message.clone());
-                self.log(true, format!("resume refused: {message}"));
-                self.effects.push(Effect::ClearResumeRequest);
-                return None;
-            }
-        };
+        let action =
+            match validate_resume(self.task.spec.plan, current, request.target(), &available) {
+                Ok(action) => action,
+                Err(err) => {
+                    let message = err.to_string();
+                    super::status::set_condition(
+                        &mut self.status,
+                        RESUME_REJECTED,
+                        "True",
+                        "InvalidResumeState",
+                        &message,
+                        self.now,
+                    )
+                    .observed_generation = generation;
+                    self.write();
+                    self.event(true, RESUME_REJECTED, message.clone());
+                    self.log(true, format!("resume refused: {message}"));
+                    self.effects.push(Effect::ClearResumeRequest);
+                    return None;
+                }
+            };
         let target = action.target();
         self.log(false, format!("resume from {current} to {target}"));
         self.delete_step_pod();
@@ -155,7 +156,7 @@ impl Turn<'_> {
         self.effects.push(Effect::ReleaseSlot);
         let message = format!("{state}: suspended (spec.suspend); files kept");
         set_phase(&mut self.status, Phase::Paused, message.clone(), self.now);
-        super::enter::set_condition(
+        super::status::set_condition(
             &mut self.status,
             PAUSED,
             "True",

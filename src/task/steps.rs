@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::enter::set_phase;
 use super::profiles::{Locality, Profiles, Resolved};
+use super::status::set_phase;
 use super::{
     Effect, PodReport, PodToCreate, Progress, Question, Remembered, SLOT_RECHECK, SLOW_START,
     StartProblem, StepPod, Turn, Wake, WorkspaceMount, WorkspaceNode,
@@ -18,8 +18,8 @@ use crate::plan::cursor::{self, Next, Outcome};
 use crate::sector::{FailureLevel, SectorRef};
 use crate::step::workspace::SectorFiles;
 use crate::step::{
-    Bytes32, DEFAULT_TERMINATION_MESSAGE_PATH, FileDigest, PieceInput, REQUEST_VERSION,
-    SealedFiles, StepInputs, StepKind, StepRequest, UnsealRange,
+    DEFAULT_TERMINATION_MESSAGE_PATH, FileDigest, PieceInput, REQUEST_VERSION, SealedFiles,
+    StepInputs, StepKind, StepRequest, UnsealRange,
 };
 
 /// A step pod's name: the task, the state and the attempt, so a restarted operator finds the pod it
@@ -59,14 +59,6 @@ fn digest(artifact: &Artifact) -> FileDigest {
     }
 }
 
-fn bytes32(hex_value: &str) -> Result<Bytes32, String> {
-    let bytes = hex::decode(hex_value).map_err(|e| format!("{hex_value:?}: {e}"))?;
-    bytes
-        .try_into()
-        .map(Bytes32)
-        .map_err(|_| format!("{hex_value:?} is not 32 bytes"))
-}
-
 /// The persist stores an unseal can deliver `store://<instance>/<path>` to, by instance name, as
 /// paths on the nodes: the sector's own store (its path as the manager reported it), the one the
 /// manager reserved, and every store profiles.storePaths names.
@@ -103,14 +95,10 @@ pub fn gathered_inputs(
     task: super::Task<'_>,
     status: &SealingTaskStatus,
     profiles: &Profiles,
-) -> Result<StepInputs, String> {
+) -> StepInputs {
     let spec = task.spec;
     let outputs = status.outputs.clone().unwrap_or_default();
-    let ticket = outputs
-        .ticket
-        .as_ref()
-        .map(|t| bytes32(&t.value))
-        .transpose()?;
+    let ticket = outputs.ticket.as_ref().map(|t| t.value);
     let committed = match (&outputs.committed, status.sector) {
         (Some(committed), Some(sector)) => committed.path.as_ref().map(|path| {
             let store = SectorFiles::new(profiles.store_path(&committed.instance, path), sector);
@@ -146,18 +134,14 @@ pub fn gathered_inputs(
     let unseal = outputs.unseal.as_ref();
     let reaches_out =
         plan == PlanKind::Unseal || outputs.pieces.iter().any(|p| p.payload_size.is_some());
-    Ok(StepInputs {
+    StepInputs {
         pieces: pieces.collect(),
         piece_dirs: profiles.piece_dirs.iter().map(PathBuf::from).collect(),
         ticket,
         seed: match plan {
             // A rebuild checks its replica with a C1 run seeded by the ticket: no chain seed exists.
             PlanKind::Rebuild => ticket,
-            _ => outputs
-                .seed
-                .as_ref()
-                .map(|t| bytes32(&t.value))
-                .transpose()?,
+            _ => outputs.seed.as_ref().map(|t| t.value),
         },
         comm_d: outputs.comm_d,
         comm_r: outputs.comm_r,
@@ -205,7 +189,7 @@ pub fn gathered_inputs(
         } else {
             vec![]
         },
-    })
+    }
 }
 
 /// The largest step request sent: it is one environment variable of the pod, and Linux refuses
@@ -242,7 +226,7 @@ pub fn step_request(
         persist,
         share,
         termination_message_path: Some(PathBuf::from(DEFAULT_TERMINATION_MESSAGE_PATH)),
-        inputs: gathered_inputs(task, status, profiles)?.select(step),
+        inputs: gathered_inputs(task, status, profiles).select(step),
         then: Vec::new(),
     })
 }

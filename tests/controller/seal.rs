@@ -243,7 +243,8 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
     )
     .await;
     let sector = sealed.sector.unwrap();
-    // The chart's logFormat json: one object per line, the task and its transitions as fields.
+    // The chart's logFormat json: one object per line, the transitions as fields, in the span
+    // of the task's reconcile.
     let log = operator.log();
     let lines: Vec<serde_json::Value> = log
         .lines()
@@ -255,7 +256,7 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
         lines
             .iter()
             .any(|line| line["fields"]["message"] == "transition"
-                && line["fields"]["task"] == task.as_str()
+                && line["span"]["task"] == task.as_str()
                 && line["fields"]["to"] == "Finished"),
         "a transition to Finished logged as JSON:\n{log}"
     );

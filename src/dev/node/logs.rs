@@ -108,10 +108,7 @@ fn select(text: &str, query: &LogQuery) -> String {
     if let Some(limit) = query.limit_bytes
         && selected.len() > limit
     {
-        let mut cut = limit;
-        while !selected.is_char_boundary(cut) {
-            cut -= 1;
-        }
+        let cut = crate::text::prefix(&selected, limit).len();
         selected.truncate(cut);
     }
     selected

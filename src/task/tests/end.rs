@@ -87,7 +87,7 @@ fn every_finished_plan_reports_finalized_as_a_call_retried_until_answered() {
         assert_eq!(asked_call(&restarted), &call, "{plan}");
         // With the workspace removed already, no write follows: the answer is written at once.
         let mut removed = unanswered.status.clone();
-        enter::set_condition(
+        status::set_condition(
             &mut removed,
             condition::WORKSPACE_CLEANED,
             "True",
@@ -405,13 +405,13 @@ fn an_unseal_allocation_is_kept_when_the_store_lookup_fails() {
 /// boundary; a short one is kept whole.
 #[test]
 fn error_texts_in_the_status_are_bounded() {
-    use crate::task::enter::{STATUS_TEXT_LIMIT, bounded};
+    use crate::task::status::{STATUS_TEXT_LIMIT, bounded};
     assert_eq!(bounded("short", 10), "short");
     let long = "é".repeat(STATUS_TEXT_LIMIT);
     let cut = bounded(&long, STATUS_TEXT_LIMIT);
     assert!(cut.len() <= STATUS_TEXT_LIMIT && cut.ends_with(" [truncated]"));
     let mut status = at(State::PC1Done);
-    enter::set_phase(&mut status, Phase::Paused, "x".repeat(100_000), NOW);
+    status::set_phase(&mut status, Phase::Paused, "x".repeat(100_000), NOW);
     assert!(status.message.as_ref().unwrap().len() <= STATUS_TEXT_LIMIT);
     assert!(
         status

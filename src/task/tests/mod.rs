@@ -73,7 +73,7 @@ pub(super) fn at(state: State) -> SealingTaskStatus {
         }],
         outputs: Some(Outputs {
             ticket: Some(Randomness {
-                value: "01".repeat(32),
+                value: crate::sector::Bytes32([1; 32]),
                 epoch: 9100,
                 assigned_at: None,
             }),
@@ -94,7 +94,7 @@ pub(super) fn condition_of(status: &SealingTaskStatus, type_: &str) -> Option<(S
 
 /// An ended task whose ReportFinalized the manager already answered.
 pub(super) fn reported(mut status: SealingTaskStatus) -> SealingTaskStatus {
-    enter::set_condition(
+    status::set_condition(
         &mut status,
         condition::MANAGER_FINALIZED,
         "True",

@@ -444,7 +444,7 @@ fn a_running_first_step_costs_no_write_for_its_node() {
     let spec = sealer();
     let mut status = at(State::PC1Done);
     status.step_pod = Some("t1-pc1done-0".into());
-    enter::set_phase(
+    status::set_phase(
         &mut status,
         Phase::Running,
         "PC1Done: running pc2 in pod t1-pc1done-0",

@@ -173,7 +173,7 @@ fn seal() -> Vec<String> {
             }
         };
         let cleaned = status.state == Some(State::Finished)
-            && enter::condition_true(&status, condition::WORKSPACE_CLEANED);
+            && status::condition_true(&status, condition::WORKSPACE_CLEANED);
         if wake == Wake::Release || cleaned {
             break;
         }

@@ -93,7 +93,7 @@ impl Turn<'_> {
                     // task at once: without a time to ask again, it would ask the manager (and
                     // write twice) as fast as the apiserver answers instead of once a poll.
                     let next = self.now + poll.as_secs() as i64;
-                    self.status.not_before = Some(crate::task::enter::time_at(next));
+                    self.status.not_before = Some(crate::task::status::time_at(next));
                 }
                 Outcome::NotYet(poll)
             }

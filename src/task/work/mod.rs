@@ -14,7 +14,7 @@ pub mod unseal;
 use std::time::Duration;
 
 use super::condition::MANAGER_UNAVAILABLE;
-use super::enter::{set_condition, set_phase, time_at};
+use super::status::{set_condition, set_phase, time_at};
 use super::{CallFailure, Progress, Question, Turn, Wake};
 use crate::api::Phase;
 use crate::api::{CommittedSector, Randomness};
@@ -63,7 +63,7 @@ fn missing(what: &str) -> Outcome {
 
 pub(crate) fn randomness(value: &[u8; 32], epoch: i64) -> Randomness {
     Randomness {
-        value: hex::encode(value),
+        value: crate::sector::Bytes32(*value),
         epoch,
         assigned_at: None,
     }

@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use super::{call_failed, failed, missing, sector_id, unexpected};
+use super::{call_failed, missing, sector_id, unexpected};
 use crate::api::{PlanKind, Randomness, State};
 use crate::manager::wire::{AllocatedSector, PreCommitOnChainInfo, Ticket, seal_proof_type};
 use crate::manager::{Call, Method, Reply};
 use crate::plan::cursor::Outcome;
 use crate::plan::{Action, ManagerCall, Output, StepKind, Submission};
-use crate::sector::FailureLevel;
 use crate::sector::{CommD, CommR};
 use crate::task::{Effect, Progress, Question, Turn, Wake};
 
@@ -47,7 +46,7 @@ impl TicketRules {
 }
 
 /// What the ticket guard does with a task whose ticket is about to expire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TicketExpiry {
     /// Go back to the state that draws the ticket for a new one (PC1 and PC2 are redone).
     Rewind,
@@ -65,24 +64,16 @@ fn uses_ticket(plan: PlanKind, action: Action) -> bool {
         )
 }
 
-fn precommit_info(
-    comm_r: CommR,
-    comm_d: CommD,
-    ticket: &Randomness,
-) -> Result<PreCommitOnChainInfo, String> {
-    let value: [u8; 32] = hex::decode(&ticket.value)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or("status.outputs.ticket is not 32 bytes of hex")?;
-    Ok(PreCommitOnChainInfo {
+fn precommit_info(comm_r: CommR, comm_d: CommD, ticket: &Randomness) -> PreCommitOnChainInfo {
+    PreCommitOnChainInfo {
         comm_r: comm_r.bytes(),
         comm_d: comm_d.bytes(),
         ticket: Ticket {
-            ticket: crate::manager::wire::Randomness(value),
+            ticket: crate::manager::wire::Randomness(ticket.value.0),
             epoch: ticket.epoch,
         },
         deals: vec![],
-    })
+    }
 }
 
 /// The Event reason when a ticket is too old for the work left: the task rewinds for a new one
@@ -123,12 +114,7 @@ impl Turn<'_> {
                 else {
                     return Progress::Outcome(missing("CommR, CommD and ticket"));
                 };
-                let info = match precommit_info(comm_r, comm_d, ticket) {
-                    Ok(info) => info,
-                    Err(message) => {
-                        return Progress::Outcome(failed(FailureLevel::Permanent, message));
-                    }
-                };
+                let info = precommit_info(comm_r, comm_d, ticket);
                 let spec = self.task.spec;
                 let request = Call::SubmitPreCommit {
                     sector: AllocatedSector {

@@ -9,7 +9,7 @@ use crate::api::{PlanKind, State};
 use crate::manager::wire::ERR_SECTOR_STATE_NOT_FOUND;
 use crate::manager::{Call, Reply};
 use crate::task::condition::{MANAGER_FINALIZED, UNSEAL_HANDED_BACK};
-use crate::task::enter::{condition_true, set_condition, time_at};
+use crate::task::status::{condition_true, set_condition, time_at};
 use crate::task::{CallFailure, EndReport, Question, Remembered, Turn, Wake};
 
 impl Turn<'_> {

@@ -20,10 +20,10 @@ use std::time::Duration;
 use super::{call_failed, failed, unexpected};
 use crate::manager::wire::OnChainState;
 use crate::manager::{Call, Method, PollOutcome, Reply, SubmitOutcome};
-use crate::plan::cursor::{self, Decision, Next, Outcome};
+use crate::plan::cursor::{self, At, Next, Outcome};
 use crate::plan::{Action, Submission};
 use crate::sector::FailureLevel;
-use crate::task::enter::set_phase;
+use crate::task::status::set_phase;
 use crate::task::{CallFailure, Progress, Question, Turn, Wake};
 
 use crate::api::Phase;
@@ -154,7 +154,7 @@ impl Turn<'_> {
     /// Enters the state a submission leads to, waiting on the chain as its poll will.
     fn enter_submitted(&mut self) {
         let plan = self.task.spec.plan();
-        if let Ok(Decision {
+        if let Ok(At {
             next: Next::Enter { event, state },
             ..
         }) = cursor::after(plan, self.position(), self.facts(), Outcome::Done)
