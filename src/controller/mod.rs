@@ -4,6 +4,8 @@
 
 mod apply;
 pub mod error;
+#[cfg(all(test, feature = "dev"))]
+mod executor_tests;
 mod heartbeats;
 pub mod hooks;
 pub mod leader;

@@ -216,8 +216,10 @@ impl<'r> Reconcile<'r> {
     }
 
     /// The apiserver refused to create step pod `name` and will refuse it again: the task hears
-    /// why, as a failed step.
+    /// why, as a failed step, decided in this reconcile. (Left to the next one, it would find no
+    /// pod, create it again and be refused again, never hearing why.)
     pub fn pod_refused(&mut self, name: &str, level: FailureLevel, message: String) {
+        self.wake = None;
         let refused = StepPod {
             report: PodReport::Failed {
                 level,
