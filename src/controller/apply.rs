@@ -147,25 +147,7 @@ impl TaskRun {
 
     async fn apply(&mut self, effect: Effect, reconcile: &mut Reconcile<'_>) -> Result<(), Error> {
         match effect {
-            Effect::CreateStepPod(create) => {
-                let pod = pods::step_pod(&self.task, &create, &self.ctx.settings.rules.profiles);
-                match self.create_pod(&pod, "creating a step pod").await {
-                    Err(Error::Apply { source, .. }) if refused(&source).is_some() => {
-                        // The apiserver will refuse this pod again: the task hears why, as a
-                        // failed step, instead of the operator retrying it unseen.
-                        let level = refused(&source).expect("checked");
-                        let message =
-                            format!("the apiserver refused step pod {}: {source}", create.name);
-                        warn!(pod = %create.name, "{message}");
-                        reconcile.pod_refused(&create.name, level, message);
-                    }
-                    Err(err) => return Err(err),
-                    Ok(Created::New) => {
-                        info!(pod = %create.name, step = %create.request.step, node = ?create.node, "step pod created");
-                    }
-                    Ok(Created::Existed) => reconcile.pod_existed(),
-                }
-            }
+            Effect::CreateStepPod(create) => self.create_step_pod(&create, reconcile).await?,
             Effect::CreateCleanupPod { name, node } => {
                 let rules = &self.ctx.settings.rules;
                 let profile = rules.profiles.defaults_only(rules.retry_backoff);
@@ -213,23 +195,7 @@ impl TaskRun {
             Effect::TicketExpiring => {
                 self.ctx.metrics.ticket_expirations.inc();
             }
-            Effect::Transition { from, event, to } => {
-                self.ctx.metrics.transitions.inc();
-                let ended = match to {
-                    State::Finished => Some(&self.ctx.metrics.finished),
-                    State::Aborted => Some(&self.ctx.metrics.aborted),
-                    _ => None,
-                };
-                if let Some(counter) = ended {
-                    let plan = self.task.spec.plan.to_string();
-                    counter.get_or_create(&metrics::PlanLabels { plan }).inc();
-                }
-                if let Some(event) = event {
-                    let from_name = from.map(|s| s.to_string()).unwrap_or_default();
-                    info!(from = %from_name, %event, %to, "transition");
-                    self.transitions.push((from, event, to));
-                }
-            }
+            Effect::Transition { from, event, to } => self.transition(from, event, to),
             Effect::StepFinished {
                 step,
                 seconds,
@@ -246,16 +212,12 @@ impl TaskRun {
                 info!(%step, reused, seconds, "step done");
             }
             Effect::Failure { level, retry } => {
-                self.ctx
-                    .metrics
-                    .failures
-                    .get_or_create(&metrics::FailureLabels {
-                        plan: self.task.spec.plan.to_string(),
-                        level: level.to_string(),
-                    })
-                    .inc();
+                let plan = self.task.spec.plan.to_string();
+                let (level, metrics) = (level.to_string(), &self.ctx.metrics);
+                let labels = metrics::FailureLabels { plan, level };
+                metrics.failures.get_or_create(&labels).inc();
                 if retry {
-                    self.ctx.metrics.retries.inc();
+                    metrics.retries.inc();
                 }
             }
             Effect::Log { warning, message } => {
@@ -269,6 +231,49 @@ impl TaskRun {
             Effect::WriteStatus | Effect::ReportState(_) | Effect::Remember(_) => {}
         }
         Ok(())
+    }
+
+    async fn create_step_pod(
+        &mut self,
+        create: &crate::task::PodToCreate,
+        reconcile: &mut Reconcile<'_>,
+    ) -> Result<(), Error> {
+        let pod = pods::step_pod(&self.task, create, &self.ctx.settings.rules.profiles);
+        match self.create_pod(&pod, "creating a step pod").await {
+            Err(Error::Apply { source, .. }) if refused(&source).is_some() => {
+                // The apiserver will refuse this pod again: the task hears why, as a failed
+                // step, instead of the operator retrying it unseen.
+                let level = refused(&source).expect("checked");
+                let message = format!("the apiserver refused step pod {}: {source}", create.name);
+                warn!(pod = %create.name, "{message}");
+                reconcile.pod_refused(&create.name, level, message);
+            }
+            Err(err) => return Err(err),
+            Ok(Created::New) => {
+                info!(pod = %create.name, step = %create.request.step, node = ?create.node, "step pod created");
+            }
+            Ok(Created::Existed) => reconcile.pod_existed(),
+        }
+        Ok(())
+    }
+
+    /// Counts a transition, and keeps it for the Event when the task ends.
+    fn transition(&mut self, from: Option<State>, event: Option<Event>, to: State) {
+        self.ctx.metrics.transitions.inc();
+        let ended = match to {
+            State::Finished => Some(&self.ctx.metrics.finished),
+            State::Aborted => Some(&self.ctx.metrics.aborted),
+            _ => None,
+        };
+        if let Some(counter) = ended {
+            let plan = self.task.spec.plan.to_string();
+            counter.get_or_create(&metrics::PlanLabels { plan }).inc();
+        }
+        if let Some(event) = event {
+            let from_name = from.map(|s| s.to_string()).unwrap_or_default();
+            info!(from = %from_name, %event, %to, "transition");
+            self.transitions.push((from, event, to));
+        }
     }
 
     /// Tells the manager of a state change, in the background: best effort, as damocles-worker

@@ -200,58 +200,119 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("damocles");
-        let tasks = Family::<TaskLabels, Gauge>::default();
+        let mut metrics = Self {
+            registry: Registry::with_prefix("damocles"),
+            tasks: Default::default(),
+            step_seconds: Family::new_with_constructor(step_histogram as fn() -> Histogram),
+            failures: Default::default(),
+            retries: Default::default(),
+            transitions: Default::default(),
+            ticket_expirations: Default::default(),
+            finished: Default::default(),
+            aborted: Default::default(),
+            reconcile_errors: Default::default(),
+            api_writes: Default::default(),
+            api_requests: Default::default(),
+            manager_calls: Default::default(),
+            manager_call_seconds: Family::new_with_constructor(
+                manager_call_histogram as fn() -> Histogram,
+            ),
+            step_queue: Default::default(),
+            leader: Default::default(),
+            reconciling: Reconciling::default(),
+        };
+        metrics.register();
+        metrics.zero_series();
+        metrics
+    }
+}
+
+impl Metrics {
+    fn register(&mut self) {
+        let registry = &mut self.registry;
         registry.register(
             "tasks",
             "SealingTasks by plan, phase and state",
-            tasks.clone(),
+            self.tasks.clone(),
         );
-        let step_seconds: HistogramFamily<StepLabels> =
-            Family::new_with_constructor(step_histogram as fn() -> Histogram);
         registry.register(
             "step_duration_seconds",
             "Wall time of finished steps, as damocles-step measured it",
-            step_seconds.clone(),
+            self.step_seconds.clone(),
         );
-        let failures = Family::<FailureLabels, Counter>::default();
         registry.register(
             "failures",
             "Failures of a state's work by level",
-            failures.clone(),
+            self.failures.clone(),
         );
-        let retries = Counter::default();
         registry.register(
             "retries",
             "Temporary failures retried after a back-off",
-            retries.clone(),
+            self.retries.clone(),
         );
-        let transitions = Counter::default();
         registry.register(
             "transitions",
             "State transitions taken",
-            transitions.clone(),
+            self.transitions.clone(),
         );
-        let ticket_expirations = Counter::default();
         registry.register(
             "ticket_expirations",
             "Tickets found too old for the work left before the PreCommit (rewound or aborted)",
-            ticket_expirations.clone(),
+            self.ticket_expirations.clone(),
         );
-        let finished = Family::<PlanLabels, Counter>::default();
         registry.register(
             "sectors_finished",
             "Tasks that reached Finished, by plan (a sector sealed, upgraded, rebuilt or unsealed)",
-            finished.clone(),
+            self.finished.clone(),
         );
-        let aborted = Family::<PlanLabels, Counter>::default();
         registry.register(
             "tasks_aborted",
             "Tasks that reached Aborted, by plan",
-            aborted.clone(),
+            self.aborted.clone(),
         );
-        // Every series a farm alerts or graphs on exists from the start, at 0: a rate over a
-        // series that does not exist yet is no data, not zero.
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that ended in an error, by controller and the step that failed",
+            self.reconcile_errors.clone(),
+        );
+        registry.register(
+            "api_writes",
+            "Writes to the Kubernetes API by kind",
+            self.api_writes.clone(),
+        );
+        registry.register(
+            "api_requests",
+            "Requests to the Kubernetes API by HTTP method (after the client-side rate limit)",
+            self.api_requests.clone(),
+        );
+        registry.register("manager_calls", "Calls to damocles-manager by method and result (ok, unreachable, timeout, http, rpc, malformed, config)", self.manager_calls.clone());
+        registry.register(
+            "manager_call_duration_seconds",
+            "Time from sending a damocles-manager call to its answer or failure",
+            self.manager_call_seconds.clone(),
+        );
+        registry.register(
+            "step_queue",
+            "Tasks whose next work is a step of this kind and that have no pod for it yet \
+             (waiting for a concurrency slot or a retry back-off)",
+            self.step_queue.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader-election Lease and acts on tasks, 0 on standby",
+            self.leader.clone(),
+        );
+        registry.register(
+            "build",
+            "The operator's version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+    }
+
+    /// Every series a farm alerts or graphs on exists from the start, at 0: a rate over a
+    /// series that does not exist yet is no data, not zero.
+    fn zero_series(&self) {
+        let (finished, aborted, failures) = (&self.finished, &self.aborted, &self.failures);
         for plan in crate::api::PlanKind::iter() {
             let labels = PlanLabels {
                 plan: plan.to_string(),
@@ -270,78 +331,8 @@ impl Default for Metrics {
                 });
             }
         }
-        registry.register(
-            "build",
-            "The operator's version",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-        );
-        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
-            "reconcile_errors",
-            "Reconciles that ended in an error, by controller and the step that failed",
-            reconcile_errors.clone(),
-        );
-        let api_writes = Family::<WriteLabels, Counter>::default();
-        registry.register(
-            "api_writes",
-            "Writes to the Kubernetes API by kind",
-            api_writes.clone(),
-        );
-        let api_requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "api_requests",
-            "Requests to the Kubernetes API by HTTP method (after the client-side rate limit)",
-            api_requests.clone(),
-        );
-        let manager_calls = Family::<ManagerCallLabels, Counter>::default();
-        registry.register(
-            "manager_calls",
-            "Calls to damocles-manager by method and result (ok, unreachable, timeout, http, rpc, malformed, config)",
-            manager_calls.clone(),
-        );
-        let manager_call_seconds: HistogramFamily<ManagerMethodLabels> =
-            Family::new_with_constructor(manager_call_histogram as fn() -> Histogram);
-        registry.register(
-            "manager_call_duration_seconds",
-            "Time from sending a damocles-manager call to its answer or failure",
-            manager_call_seconds.clone(),
-        );
-        let step_queue = Family::<QueueLabels, Gauge>::default();
-        registry.register(
-            "step_queue",
-            "Tasks whose next work is a step of this kind and that have no pod for it yet \
-             (waiting for a concurrency slot or a retry back-off)",
-            step_queue.clone(),
-        );
-        let leader = Gauge::default();
-        registry.register(
-            "leader",
-            "1 while this replica holds the leader-election Lease and acts on tasks, 0 on standby",
-            leader.clone(),
-        );
-        Self {
-            api_requests,
-            manager_calls,
-            manager_call_seconds,
-            step_queue,
-            leader,
-            registry,
-            tasks,
-            step_seconds,
-            failures,
-            retries,
-            transitions,
-            ticket_expirations,
-            finished,
-            aborted,
-            reconcile_errors,
-            api_writes,
-            reconciling: Reconciling::default(),
-        }
     }
-}
 
-impl Metrics {
     /// One damocles-manager call: `error` is what went wrong (a ManagerError kind), None if it
     /// was answered.
     pub fn manager_call(&self, method: Method, error: Option<&str>, took: std::time::Duration) {

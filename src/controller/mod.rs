@@ -176,6 +176,41 @@ pub(crate) struct Context {
     recorder: Recorder,
 }
 
+impl Context {
+    fn new(
+        client: Client,
+        cache: TaskCache,
+        pod_cache: Store<Pod>,
+        uncached_pods: Arc<own_writes::UncachedPods>,
+        manager: ManagerClient,
+        metrics: Arc<metrics::Metrics>,
+        settings: Settings,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(settings.rules.instance.clone()),
+        };
+        Self {
+            cache,
+            pod_cache,
+            own_writes: own_writes::OwnWrites::default(),
+            uncached_pods,
+            heartbeats: heartbeats::Heartbeats::default(),
+            memory: memory::Memory::default(),
+            slots: slots::Slots::default(),
+            events: throttle::EventBudget::default(),
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            manager: Arc::new(MeteredManager {
+                client: manager,
+                metrics: metrics.clone(),
+            }),
+            metrics,
+            settings,
+        }
+    }
+}
+
 /// A client for `config` that counts its requests in `metrics` and sends at most `burst` of them
 /// in any window of `burst / qps` seconds (tower's fixed-window limit: `qps` on average).
 pub fn limited_client(
@@ -271,79 +306,19 @@ pub async fn run(
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    // Fail at start, clearly, rather than retrying a watch forever. Metadata only: a task that
-    // cannot be read is reported on its own, it does not stop the operator.
-    tasks
-        .list_metadata(&kube::api::ListParams::default().limit(1))
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot list SealingTasks ({e}); is the CRD installed (`damocles-operator crd | kubectl apply -f -`)?"
-            )
-        })?;
-    let pools = check_crds(&client).await?;
-    let reporter = Reporter {
-        controller: FIELD_MANAGER.into(),
-        instance: Some(settings.rules.instance.clone()),
-    };
-    // The task cache leaves out managed fields (the apiserver's bookkeeping of who wrote what,
-    // a kilobyte per task the operator never reads) and the copy of the manifest `kubectl apply`
-    // keeps in an annotation.
-    let (task_cache, task_cache_writer) = reflector::store();
-    let task_events = watcher(tasks, watcher::Config::default())
-        .default_backoff()
-        .modify(|task: &mut DeserializeGuard<SealingTask>| {
-            let metadata = task.meta_mut();
-            metadata.managed_fields = None;
-            if let Some(annotations) = metadata.annotations.as_mut() {
-                annotations.remove(LAST_APPLIED);
-            }
-        })
-        .reflect(task_cache_writer)
-        .applied_objects();
-    let controller = Controller::for_stream(task_events, task_cache).with_config(
-        kube::runtime::controller::Config::default().concurrency(settings.concurrent_reconciles),
-    );
-    // One watch of the operator's pods both wakes their tasks and fills the cache step pods are
-    // read from. The cache holds unfinished pods only, slimmed to what the operator reads: a pod
-    // seen finishing leaves it (the event wakes its task, which reads the final state from
-    // `uncached_pods`, or from the apiserver a minute later), so it holds about one pod per
-    // task, not every finished step pod kept for its log. (A field selector on the phase would
-    // keep finished pods out too, but the apiserver sends a pod leaving a selector as deleted
-    // with the last content that matched, so each finish would cost a GET.)
-    let pod_watch = watcher::Config::default().labels(&format!(
-        "{}={}",
-        pods::MANAGED_BY.0,
-        pods::MANAGED_BY.1
-    ));
+    let pools = preflight(&tasks, &client).await?;
+    let controller = task_controller(tasks, settings.concurrent_reconciles);
     let uncached_pods = Arc::new(own_writes::UncachedPods::default());
-    let (pod_cache, pod_cache_writer) = reflector::store();
-    let pod_events = watcher(pods, pod_watch)
-        .default_backoff()
-        .map({
-            let uncached_pods = uncached_pods.clone();
-            move |event| event.map(|event| pod_cache_event(event, &uncached_pods))
-        })
-        .reflect(pod_cache_writer)
-        .touched_objects();
-    let context = Arc::new(Context {
-        cache: controller.store(),
-        pod_cache,
-        own_writes: own_writes::OwnWrites::default(),
-        uncached_pods,
-        heartbeats: heartbeats::Heartbeats::default(),
-        memory: memory::Memory::default(),
-        slots: slots::Slots::default(),
-        events: throttle::EventBudget::default(),
-        metrics: metrics.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+    let (pod_cache, pod_events) = pod_watch(pods, uncached_pods.clone());
+    let context = Arc::new(Context::new(
         client,
-        manager: Arc::new(MeteredManager {
-            client: manager,
-            metrics: metrics.clone(),
-        }),
+        controller.store(),
+        pod_cache,
+        uncached_pods,
+        manager,
+        metrics.clone(),
         settings,
-    });
+    ));
     let shutdown = shutdown.shared();
     let leading = context.settings.leader_election.is_none();
     metrics.leader.set(i64::from(leading));
@@ -356,20 +331,10 @@ pub async fn run(
     info!(%address, "serving /metrics, /healthz and /readyz");
     let mut leadership = None;
     if let Some(election) = &context.settings.leader_election {
-        let instance = &context.settings.rules.instance;
-        info!(
-            lease = %format!("{}/{}", election.namespace, election.lease),
-            identity = %instance,
-            "standing by until this replica holds the leader-election Lease"
-        );
         tokio::select! {
-            held = leader::acquire(context.client.clone(), election, instance) => {
-                leadership = Some(held?);
-            }
+            held = stand_by(&context, election) => leadership = Some(held?),
             _ = shutdown.clone() => return Ok(()),
         }
-        metrics.leader.set(1);
-        info!(identity = %instance, "this replica now leads");
     }
     info!(namespace = ?context.settings.namespace, pools, "reconciling SealingTasks");
     let election = context.settings.leader_election.clone();
@@ -410,6 +375,97 @@ pub async fn run(
             election.lease
         )),
     }
+}
+
+/// Waits until this replica holds the leader-election Lease.
+async fn stand_by(
+    context: &Context,
+    election: &leader::LeaderElection,
+) -> anyhow::Result<leader::Leadership> {
+    let instance = &context.settings.rules.instance;
+    info!(
+        lease = %format!("{}/{}", election.namespace, election.lease),
+        identity = %instance,
+        "standing by until this replica holds the leader-election Lease"
+    );
+    let held = leader::acquire(context.client.clone(), election, instance).await?;
+    context.metrics.leader.set(1);
+    info!(identity = %instance, "this replica now leads");
+    Ok(held)
+}
+
+/// Fails at start, clearly, rather than retrying a watch forever; says whether SealingPools are
+/// served too.
+async fn preflight(
+    tasks: &Api<DeserializeGuard<SealingTask>>,
+    client: &Client,
+) -> anyhow::Result<bool> {
+    // Metadata only: a task that
+    // cannot be read is reported on its own, it does not stop the operator.
+    tasks
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot list SealingTasks ({e}); is the CRD installed (`damocles-operator crd | kubectl apply -f -`)?"
+            )
+        })?;
+    check_crds(client).await
+}
+
+/// The SealingTask controller over a watch of the tasks, reconciling at most `concurrency` at
+/// once.
+fn task_controller(
+    tasks: Api<DeserializeGuard<SealingTask>>,
+    concurrency: u16,
+) -> Controller<DeserializeGuard<SealingTask>> {
+    // The task cache leaves out managed fields (the apiserver's bookkeeping of who wrote what,
+    // a kilobyte per task the operator never reads) and the copy of the manifest `kubectl apply`
+    // keeps in an annotation.
+    let (task_cache, task_cache_writer) = reflector::store();
+    let task_events = watcher(tasks, watcher::Config::default())
+        .default_backoff()
+        .modify(|task: &mut DeserializeGuard<SealingTask>| {
+            let metadata = task.meta_mut();
+            metadata.managed_fields = None;
+            if let Some(annotations) = metadata.annotations.as_mut() {
+                annotations.remove(LAST_APPLIED);
+            }
+        })
+        .reflect(task_cache_writer)
+        .applied_objects();
+    Controller::for_stream(task_events, task_cache)
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+}
+
+/// The watch of the operator's pods: the pod cache, and the stream of pod changes that wakes
+/// their tasks.
+fn pod_watch(
+    pods: Api<Pod>,
+    uncached_pods: Arc<own_writes::UncachedPods>,
+) -> (
+    Store<Pod>,
+    impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
+) {
+    // One watch of the operator's pods both wakes their tasks and fills the cache step pods are
+    // read from. The cache holds unfinished pods only, slimmed to what the operator reads: a pod
+    // seen finishing leaves it (the event wakes its task, which reads the final state from
+    // `uncached_pods`, or from the apiserver a minute later), so it holds about one pod per
+    // task, not every finished step pod kept for its log. (A field selector on the phase would
+    // keep finished pods out too, but the apiserver sends a pod leaving a selector as deleted
+    // with the last content that matched, so each finish would cost a GET.)
+    let pod_watch = watcher::Config::default().labels(&format!(
+        "{}={}",
+        pods::MANAGED_BY.0,
+        pods::MANAGED_BY.1
+    ));
+    let (pod_cache, pod_cache_writer) = reflector::store();
+    let pod_events = watcher(pods, pod_watch)
+        .default_backoff()
+        .map(move |event| event.map(|event| pod_cache_event(event, &uncached_pods)))
+        .reflect(pod_cache_writer)
+        .touched_objects();
+    (pod_cache, pod_events)
 }
 
 /// The SealingPool controller: each pool reconciled when it or one of its tasks changes. No

@@ -119,6 +119,54 @@ pub fn step_pod(task: &SealingTask, create: &PodToCreate, profiles: &Profiles) -
         avoid,
         workspace,
     } = create;
+    let env = step_env(request, profile, profiles);
+    let (volumes, mounts) = step_volumes(request, workspace, profiles);
+    let affinity = placement(profile.affinity.clone(), node.as_deref(), avoid.as_deref());
+    let labels = step_labels(task, request);
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: task.namespace(),
+            labels: Some(labels),
+            owner_references: task.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            // A step talks to no API: no token in its filesystem.
+            automount_service_account_token: Some(false),
+            image_pull_secrets: profile.image_pull_secrets.clone(),
+            priority_class_name: profile.priority_class_name.clone(),
+            runtime_class_name: profile.runtime_class_name.clone(),
+            active_deadline_seconds: profile.deadline_seconds,
+            node_selector: profile.node_selector.clone(),
+            affinity,
+            tolerations: profile.tolerations.clone(),
+            volumes: Some(volumes),
+            containers: vec![Container {
+                name: CONTAINER.into(),
+                image: Some(profile.image.clone()),
+                command: Some(profile.command.clone()),
+                args: Some(vec![
+                    "run".into(),
+                    "--request-env".into(),
+                    REQUEST_ENV.into(),
+                ]),
+                env: Some(env),
+                resources: profile.resources.clone(),
+                volume_mounts: Some(mounts),
+                termination_message_path: Some(DEFAULT_TERMINATION_MESSAGE_PATH.into()),
+                termination_message_policy: Some("FallbackToLogsOnError".into()),
+                security_context: Some(profile.security_context.clone()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn step_env(request: &StepRequest, profile: &Resolved, profiles: &Profiles) -> Vec<EnvVar> {
     let request_json = serde_json::to_string(request).expect("requests serialize");
     let mut env = vec![
         EnvVar {
@@ -140,6 +188,16 @@ pub fn step_pod(task: &SealingTask, create: &PodToCreate, profiles: &Profiles) -
         });
     }
     env.extend(profile.env.iter().cloned());
+    env
+}
+
+/// The step's volumes and their mounts: the workspace, the parameters, the parent cache, the
+/// persist stores, local piece directories and file:// delivery roots.
+fn step_volumes(
+    request: &StepRequest,
+    workspace: &WorkspaceMount,
+    profiles: &Profiles,
+) -> (Vec<Volume>, Vec<VolumeMount>) {
     let workspace_path = request.workspace.display().to_string();
     let workspace = match workspace {
         WorkspaceMount::Scratch => Volume {
@@ -186,7 +244,16 @@ pub fn step_pod(task: &SealingTask, create: &PodToCreate, profiles: &Profiles) -
         volumes.push(host_path_volume(&name, &path, "DirectoryOrCreate"));
         mounts.push(mount(&name, &path, false));
     }
-    let mut affinity = profile.affinity.clone();
+    (volumes, mounts)
+}
+
+/// The profile's affinity, with the core's placement added: `node` required, `avoid` preferred
+/// against.
+fn placement(
+    mut affinity: Option<Affinity>,
+    node: Option<&str>,
+    avoid: Option<&str>,
+) -> Option<Affinity> {
     if let Some(avoid) = avoid {
         // Preferred, not required: a farm with one suitable node still gets its work done there.
         let elsewhere = PreferredSchedulingTerm {
@@ -195,7 +262,7 @@ pub fn step_pod(task: &SealingTask, create: &PodToCreate, profiles: &Profiles) -
                 match_fields: Some(vec![NodeSelectorRequirement {
                     key: "metadata.name".into(),
                     operator: "NotIn".into(),
-                    values: Some(vec![avoid.clone()]),
+                    values: Some(vec![avoid.to_string()]),
                 }]),
                 ..Default::default()
             },
@@ -213,7 +280,7 @@ pub fn step_pod(task: &SealingTask, create: &PodToCreate, profiles: &Profiles) -
             match_fields: Some(vec![NodeSelectorRequirement {
                 key: "metadata.name".into(),
                 operator: "In".into(),
-                values: Some(vec![node.clone()]),
+                values: Some(vec![node.to_string()]),
             }]),
             ..Default::default()
         };
@@ -225,6 +292,13 @@ pub fn step_pod(task: &SealingTask, create: &PodToCreate, profiles: &Profiles) -
             ..affinity.node_affinity.clone().unwrap_or_default()
         });
     }
+    affinity
+}
+
+fn step_labels(
+    task: &SealingTask,
+    request: &StepRequest,
+) -> std::collections::BTreeMap<String, String> {
     let mut labels = std::collections::BTreeMap::from([
         (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
         (STEP_LABEL.to_string(), request.step.to_string()),
@@ -236,47 +310,7 @@ pub fn step_pod(task: &SealingTask, create: &PodToCreate, profiles: &Profiles) -
     if let Some(uid) = task.uid() {
         labels.insert(TASK_UID_LABEL.into(), uid);
     }
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: task.namespace(),
-            labels: Some(labels),
-            owner_references: task.controller_owner_ref(&()).map(|o| vec![o]),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            restart_policy: Some("Never".into()),
-            // A step talks to no API: no token in its filesystem.
-            automount_service_account_token: Some(false),
-            image_pull_secrets: profile.image_pull_secrets.clone(),
-            priority_class_name: profile.priority_class_name.clone(),
-            runtime_class_name: profile.runtime_class_name.clone(),
-            active_deadline_seconds: profile.deadline_seconds,
-            node_selector: profile.node_selector.clone(),
-            affinity,
-            tolerations: profile.tolerations.clone(),
-            volumes: Some(volumes),
-            containers: vec![Container {
-                name: CONTAINER.into(),
-                image: Some(profile.image.clone()),
-                command: Some(profile.command.clone()),
-                args: Some(vec![
-                    "run".into(),
-                    "--request-env".into(),
-                    REQUEST_ENV.into(),
-                ]),
-                env: Some(env),
-                resources: profile.resources.clone(),
-                volume_mounts: Some(mounts),
-                termination_message_path: Some(DEFAULT_TERMINATION_MESSAGE_PATH.into()),
-                termination_message_policy: Some("FallbackToLogsOnError".into()),
-                security_context: Some(profile.security_context.clone()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        status: None,
-    }
+    labels
 }
 
 /// The pod that removes a task's workspace on `node` when it has ended, and the C1 output it may
@@ -839,7 +873,20 @@ mod tests {
         let request = request_for(&task, StepKind::C2, &profiles).unwrap();
         let pod = placed_pod(&task, "x", &request, &c2, &profiles, Some("node-a"), None);
         assert!(pod.spec.unwrap().affinity.is_some());
+    }
 
+    #[test]
+    fn the_cleanup_pod_of_a_task_whose_c2_runs_anywhere_also_clears_its_transfer_directory() {
+        let profiles =
+            Profiles::parse("steps: {c2: {nodeSelector: {gpu: 'true'}, locality: any}}").unwrap();
+        let mut task = task();
+        let outputs = task.status.as_mut().unwrap().outputs.as_mut().unwrap();
+        outputs.c1_output = Some(crate::api::Artifact {
+            location: "/mnt/store-1/transfer/s-t01000-7/c1.json".into(),
+            sha256: "ab".repeat(32),
+            size: 10,
+            data: None,
+        });
         let cleanup = cleanup_pod(
             &task,
             task.status.as_ref().unwrap(),

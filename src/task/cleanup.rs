@@ -70,16 +70,7 @@ impl Turn<'_> {
             }
         }
         let Some(node) = self.status.node.clone() else {
-            set_condition(
-                &mut self.status,
-                WORKSPACE_CLEANED,
-                "True",
-                "NoWorkspace",
-                "no step ran, so there was no workspace",
-                self.now,
-            );
-            self.effects.push(Effect::DeleteTaskPods);
-            self.write();
+            self.cleaned("NoWorkspace", "no step ran, so there was no workspace");
             return Wake::OnChange;
         };
         let name = cleanup_pod_name(self.task.name);
@@ -103,34 +94,15 @@ impl Turn<'_> {
                 // the node.
                 Some(false) => {
                     let message = format!("node {node} is gone, and the workspace with it");
-                    set_condition(
-                        &mut self.status,
-                        WORKSPACE_CLEANED,
-                        "True",
-                        "NodeGone",
-                        &message,
-                        self.now,
-                    );
-                    self.effects.push(Effect::DeleteTaskPods);
-                    self.write();
+                    self.cleaned("NodeGone", &message);
                     self.event(true, WORKSPACE_CLEANED, message);
                     Wake::OnChange
                 }
                 Some(true) => Wake::OnChange,
             },
             Some(CleanupPod::Exited(0)) => {
-                let message = format!("workspace removed from node {node}");
-                set_condition(
-                    &mut self.status,
-                    WORKSPACE_CLEANED,
-                    "True",
-                    "Removed",
-                    &message,
-                    self.now,
-                );
                 // The condition records it; no Event (a routine step costs no extra write).
-                self.effects.push(Effect::DeleteTaskPods);
-                self.write();
+                self.cleaned("Removed", &format!("workspace removed from node {node}"));
                 Wake::OnChange
             }
             Some(CleanupPod::Exited(code)) => {
@@ -151,6 +123,21 @@ impl Turn<'_> {
                 Wake::After(CLEANUP_RETRY)
             }
         }
+    }
+
+    /// The workspace is gone (`reason`): the task's pods are deleted, then the condition is
+    /// written.
+    fn cleaned(&mut self, reason: &str, message: &str) {
+        set_condition(
+            &mut self.status,
+            WORKSPACE_CLEANED,
+            "True",
+            reason,
+            message,
+            self.now,
+        );
+        self.effects.push(Effect::DeleteTaskPods);
+        self.write();
     }
 
     /// Deletes an ended task once `ttl` seconds have passed since it ended.

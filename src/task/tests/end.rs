@@ -3,7 +3,7 @@
 use super::*;
 
 #[test]
-fn every_finished_plan_reports_finalized_as_a_call_retried_until_answered() {
+fn a_landed_proof_finishes_the_sector_and_asks_to_report_it_finalized() {
     let spec = sealer();
     let status = at(State::ProofSubmitted);
     let first = decide_now(task(&spec), &status, &Observed::default());
@@ -16,31 +16,43 @@ fn every_finished_plan_reports_finalized_as_a_call_retried_until_answered() {
     assert_eq!(finished.status.state, Some(State::Finished));
     assert_eq!(finished.status.phase, Some(Phase::Finished));
     assert_eq!(asked_call(&finished), &Call::ReportFinalized(SECTOR_ID));
-    for plan in ["sealer", "snapup", "rebuild", "unseal"] {
-        let spec = self::spec(json!({"plan": plan, "sectorSize": "2KiB"}));
-        let mut ended = at(State::Finished);
-        ended.node = Some("node-a".into());
-        let ask = decide_now(task(&spec), &ended, &Observed::default());
-        let call = asked_call(&ask).clone();
-        assert_eq!(call, Call::ReportFinalized(SECTOR_ID), "{plan}");
+}
 
-        // No answer: the cleanup goes on and the report is tried again later.
-        let outage = CallFailure {
-            unavailable: true,
-            code: None,
-            ..temporary("cannot reach the manager")
-        };
-        let unanswered = decide_now(task(&spec), &ended, &answered(&call, Err(outage)));
-        assert_eq!(
-            asked(&unanswered),
-            &Question::CleanupPod("t1-cleanup".into())
-        );
-        let condition =
-            |status: &SealingTaskStatus| condition_of(status, condition::MANAGER_FINALIZED);
-        assert_eq!(
-            condition(&unanswered.status),
-            Some(("False".into(), "NotAnswered".into()))
-        );
+fn finalized_condition(status: &SealingTaskStatus) -> Option<(String, String)> {
+    condition_of(status, condition::MANAGER_FINALIZED)
+}
+
+/// A finished task of `plan` whose ReportFinalized went unanswered: its spec, the status it
+/// ended with, the call and the decision on the outage.
+fn unanswered_report(plan: &str) -> (SealingTaskSpec, SealingTaskStatus, Call, Decision) {
+    let spec = self::spec(json!({"plan": plan, "sectorSize": "2KiB"}));
+    let mut ended = at(State::Finished);
+    ended.node = Some("node-a".into());
+    let ask = decide_now(task(&spec), &ended, &Observed::default());
+    let call = asked_call(&ask).clone();
+    assert_eq!(call, Call::ReportFinalized(SECTOR_ID), "{plan}");
+    // No answer: the cleanup goes on and the report is tried again later.
+    let outage = CallFailure {
+        unavailable: true,
+        code: None,
+        ..temporary("cannot reach the manager")
+    };
+    let unanswered = decide_now(task(&spec), &ended, &answered(&call, Err(outage)));
+    assert_eq!(
+        asked(&unanswered),
+        &Question::CleanupPod("t1-cleanup".into())
+    );
+    assert_eq!(
+        finalized_condition(&unanswered.status),
+        Some(("False".into(), "NotAnswered".into()))
+    );
+    (spec, ended, call, unanswered)
+}
+
+#[test]
+fn every_finished_plan_reports_finalized_as_a_call_retried_until_answered() {
+    for plan in ["sealer", "snapup", "rebuild", "unseal"] {
+        let (spec, _, call, unanswered) = unanswered_report(plan);
         let waiting = decide_now(task(&spec), &unanswered.status, &Observed::default());
         assert_eq!(
             asked(&waiting),
@@ -59,7 +71,7 @@ fn every_finished_plan_reports_finalized_as_a_call_retried_until_answered() {
             "{plan}: nothing to write yet"
         );
         assert_eq!(
-            condition(&known(&later)),
+            finalized_condition(&known(&later)),
             Some(("True".into(), "Reported".into())),
             "{plan}"
         );
@@ -77,13 +89,26 @@ fn every_finished_plan_reports_finalized_as_a_call_retried_until_answered() {
         };
         let cleaned = decide_now(task(&spec), &later.status, &cleaned);
         assert_eq!(
-            condition(&cleaned.status),
+            finalized_condition(&cleaned.status),
             Some(("True".into(), "Reported".into())),
             "{plan}: written with the workspace's removal"
         );
         assert!(has(&cleaned, |e| *e == Effect::DeleteTaskPods));
-        // Lost with a restart: asked again, and answered "already offline" (below).
-        let restarted = decide_at(task(&spec), &later.status, &Observed::default(), NOW + 62);
+    }
+}
+
+#[test]
+fn a_report_finalized_answer_lost_late_or_already_offline_is_settled() {
+    for plan in ["sealer", "snapup", "rebuild", "unseal"] {
+        let (spec, ended, call, unanswered) = unanswered_report(plan);
+        // An answer kept in memory only (above) is lost with a restart: asked again, and
+        // answered "already offline" (below).
+        let restarted = decide_at(
+            task(&spec),
+            &unanswered.status,
+            &Observed::default(),
+            NOW + 62,
+        );
         assert_eq!(asked_call(&restarted), &call, "{plan}");
         // With the workspace removed already, no write follows: the answer is written at once.
         let mut removed = unanswered.status.clone();
@@ -102,7 +127,7 @@ fn every_finished_plan_reports_finalized_as_a_call_retried_until_answered() {
             NOW + 61,
         );
         assert_eq!(
-            condition(&answered_late.status),
+            finalized_condition(&answered_late.status),
             Some(("True".into(), "Reported".into())),
             "{plan}"
         );
@@ -116,7 +141,7 @@ fn every_finished_plan_reports_finalized_as_a_call_retried_until_answered() {
         };
         let already = decide_now(task(&spec), &ended, &answered(&call, Err(offline)));
         assert_eq!(
-            condition(&known(&already)),
+            finalized_condition(&known(&already)),
             Some(("True".into(), "AlreadyOffline".into()))
         );
     }

@@ -257,8 +257,9 @@ fn run_visiting(
     let mut reconciles = 0;
     'reconciles: while tape.at < bytes.len() && reconciles < 400 {
         reconciles += 1;
+        let remembered = memory.clone();
         let observed = Observed {
-            remembered: memory.clone(),
+            remembered,
             ..Observed::default()
         };
         let mut run = Reconcile::new(written.clone(), observed, &rules);
@@ -268,12 +269,8 @@ fn run_visiting(
             let before = run.status().clone();
             let resume = spec.resume_state.clone();
             let task = Task {
-                namespace: "farm",
-                name: "t1",
-                spec: &spec,
-                generation: Some(1),
                 deleted_at,
-                abort_on_delete: false,
+                ..super::task(&spec)
             };
             let io = run.next(task, now);
             if run.decisions() != decisions {
@@ -286,95 +283,26 @@ fn run_visiting(
                     transitions: Vec::new(),
                 });
             }
-            visited.extend(run.status().state);
             if let Some(state) = run.status().state {
                 prop_assert!(plan.plan().has_state(state), "{state} is not of {plan}");
+                visited.insert(state);
             }
             match io {
                 Io::Write(StatusWrite { status, .. }) => {
-                    trace.push(format!(
-                        "write {:?} submitting={:?}",
-                        status.state, status.submitting
-                    ));
-                    written = *status;
-                    if memory.written_in(&written) {
-                        memory = Remembered::default();
-                    }
+                    written = wrote(*status, &mut memory, &mut trace);
                 }
-                Io::Apply(effect) => match effect {
-                    Effect::ClearResumeRequest => spec.resume_state = None,
-                    Effect::CreateStepPod(pod) => {
-                        world.pods.insert(
-                            pod.name.clone(),
-                            (pod.request.step, pod.request.then.clone()),
-                        );
-                    }
-                    Effect::DeletePod(name) => {
-                        world.pods.remove(&name);
-                    }
-                    Effect::DeleteTaskPods => world.pods.clear(),
-                    Effect::Transition { from, event, to } => {
-                        if let Some(seen) = decision.as_mut() {
-                            seen.transitions.push((from, event.is_some(), to));
-                        }
-                    }
-                    _ => {}
-                },
+                Io::Apply(effect) => apply(effect, &mut spec, &mut world, decision.as_mut()),
                 Io::Remember(facts) => memory = facts,
                 Io::Report { .. } | Io::HeartbeatSent => {}
                 Io::Ask(question) => {
-                    trace.push(
-                        format!("{:?} ask {question:?}", run.status().state)
-                            .chars()
-                            .take(120)
-                            .collect(),
-                    );
-                    let answer = match question {
-                        Question::Manager(call) => {
-                            let method = call.method();
-                            if let Some(submission) = method.submission() {
-                                if let Some(seen) = &decision {
-                                    forget_if_sent_back(
-                                        plan,
-                                        &seen.before,
-                                        run.status(),
-                                        &mut world,
-                                    );
-                                }
-                                prop_assert_eq!(
-                                    written.submitting,
-                                    Some(submission),
-                                    "{} asked without its intent written",
-                                    method
-                                );
-                                prop_assert!(
-                                    !world.accepted.contains(&method),
-                                    "{} asked again after the manager accepted it:\n{}",
-                                    method,
-                                    trace[trace.len().saturating_sub(25)..].join("\n")
-                                );
-                            }
-                            let reply = manager_answer(&call, &mut world, tape);
-                            trace.push(format!("  answered {reply:?}").chars().take(120).collect());
-                            Answer::Manager(*call, reply)
-                        }
-                        Question::SectorState(call) => {
-                            Answer::SectorState(manager_answer(&call, &mut world, tape))
-                        }
-                        Question::StepPod(name) => {
-                            let pod = pod_answer(&name, &world, tape);
-                            Answer::StepPod(name, pod)
-                        }
-                        Question::NodeExists(node) => Answer::NodeExists(node, tape.chance(240)),
-                        Question::Slot { step, .. } => Answer::Slot(step, Ok(())),
-                        Question::CleanupPod(_) => Answer::CleanupPod(match tape.pick(3) {
-                            0 => CleanupPod::Absent,
-                            1 => CleanupPod::Running {
-                                created: Some(now - tape.pick(60) as i64),
-                            },
-                            _ => CleanupPod::Exited(0),
-                        }),
+                    let asking = Asking {
+                        plan,
+                        status: run.status(),
+                        written: &written,
+                        decision: decision.as_ref(),
+                        now,
                     };
+                    let answer = asking.answer(question, &mut world, tape, &mut trace)?;
                     run.answer(answer);
                 }
                 Io::Wait(wake) => break wake,
@@ -393,23 +321,154 @@ fn run_visiting(
             break;
         }
         now += 1 + tape.pick(120) as i64;
-        match tape.pick(24) {
-            // A crash before the next reconcile: the memory is lost.
-            0 | 1 => {
+        match meanwhile(tape, &mut spec, &states) {
+            Meanwhile::Crash => {
                 trace.push("crash".into());
                 memory = Remembered::default();
             }
-            2 => spec.resume_state = Some(String::new()),
-            3 | 4 => {
-                let state = states[tape.pick(states.len())];
-                spec.resume_state = Some(state.to_string());
-            }
-            5 => spec.suspend = !spec.suspend,
-            6 if deleted_at.is_none() => deleted_at = Some(now),
-            _ => {}
+            Meanwhile::Delete if deleted_at.is_none() => deleted_at = Some(now),
+            Meanwhile::Delete | Meanwhile::Nothing => {}
         }
     }
     Ok(())
+}
+
+/// A status written: what the executor remembered is dropped once the write holds it.
+fn wrote(
+    status: SealingTaskStatus,
+    memory: &mut Remembered,
+    trace: &mut Vec<String>,
+) -> SealingTaskStatus {
+    let (state, submitting) = (status.state, status.submitting);
+    trace.push(format!("write {state:?} submitting={submitting:?}"));
+    if memory.written_in(&status) {
+        *memory = Remembered::default();
+    }
+    status
+}
+
+/// What happens between two reconciles.
+enum Meanwhile {
+    /// The operator restarts: its memory is lost.
+    Crash,
+    /// The user deletes the task.
+    Delete,
+    /// Nothing, or a change of the spec.
+    Nothing,
+}
+
+/// The tape's choice of what happens between two reconciles; edits of the spec (a resume request,
+/// suspend) are made here.
+fn meanwhile(tape: &mut Tape, spec: &mut SealingTaskSpec, states: &[State]) -> Meanwhile {
+    match tape.pick(24) {
+        0 | 1 => return Meanwhile::Crash,
+        2 => spec.resume_state = Some(String::new()),
+        3 | 4 => {
+            let state = states[tape.pick(states.len())];
+            spec.resume_state = Some(state.to_string());
+        }
+        5 => spec.suspend = !spec.suspend,
+        6 => return Meanwhile::Delete,
+        _ => {}
+    }
+    Meanwhile::Nothing
+}
+
+/// Applies what the executor does itself with an effect: the pods it makes and deletes, the
+/// user's request it clears, the transitions it saw.
+fn apply(
+    effect: Effect,
+    spec: &mut SealingTaskSpec,
+    world: &mut World,
+    decision: Option<&mut DecisionSeen>,
+) {
+    match effect {
+        Effect::ClearResumeRequest => spec.resume_state = None,
+        Effect::CreateStepPod(pod) => {
+            world.pods.insert(
+                pod.name.clone(),
+                (pod.request.step, pod.request.then.clone()),
+            );
+        }
+        Effect::DeletePod(name) => {
+            world.pods.remove(&name);
+        }
+        Effect::DeleteTaskPods => world.pods.clear(),
+        Effect::Transition { from, event, to } => {
+            if let Some(seen) = decision {
+                seen.transitions.push((from, event.is_some(), to));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A question of the core, where the task stands when it asks.
+struct Asking<'a> {
+    plan: PlanKind,
+    status: &'a SealingTaskStatus,
+    written: &'a SealingTaskStatus,
+    decision: Option<&'a DecisionSeen>,
+    now: i64,
+}
+
+impl Asking<'_> {
+    /// The tape's answer, checking that a submission is asked only with its intent written and
+    /// never again once accepted.
+    fn answer(
+        &self,
+        question: Question,
+        world: &mut World,
+        tape: &mut Tape,
+        trace: &mut Vec<String>,
+    ) -> Result<Answer, TestCaseError> {
+        trace.push(
+            format!("{:?} ask {question:?}", self.status.state)
+                .chars()
+                .take(120)
+                .collect(),
+        );
+        let answer = match question {
+            Question::Manager(call) => {
+                let method = call.method();
+                if let Some(submission) = method.submission() {
+                    if let Some(seen) = self.decision {
+                        forget_if_sent_back(self.plan, &seen.before, self.status, world);
+                    }
+                    prop_assert_eq!(
+                        self.written.submitting,
+                        Some(submission),
+                        "{} asked without its intent written",
+                        method
+                    );
+                    prop_assert!(
+                        !world.accepted.contains(&method),
+                        "{} asked again after the manager accepted it:\n{}",
+                        method,
+                        trace[trace.len().saturating_sub(25)..].join("\n")
+                    );
+                }
+                let reply = manager_answer(&call, world, tape);
+                trace.push(format!("  answered {reply:?}").chars().take(120).collect());
+                Answer::Manager(*call, reply)
+            }
+            Question::SectorState(call) => Answer::SectorState(manager_answer(&call, world, tape)),
+            Question::StepPod(name) => {
+                let pod = pod_answer(&name, world, tape);
+                Answer::StepPod(name, pod)
+            }
+            Question::NodeExists(node) => Answer::NodeExists(node, tape.chance(240)),
+            Question::Slot { step, .. } => Answer::Slot(step, Ok(())),
+            Question::CleanupPod(_) => Answer::CleanupPod(match tape.pick(3) {
+                0 => CleanupPod::Absent,
+                1 => CleanupPod::Running {
+                    created: Some(self.now - tape.pick(60) as i64),
+                },
+                _ => CleanupPod::Exited(0),
+            }),
+        };
+        Ok(answer)
+    }
 }
 
 /// The properties of one decision, from the status before it to the status after it.

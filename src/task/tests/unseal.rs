@@ -145,13 +145,20 @@ fn an_unseal_task_takes_the_managers_request_and_destinations() {
         "the market token stays out of the status"
     );
 
-    let request = crate::task::steps::step_request(
-        task(&spec),
-        &decision.status,
-        StepKind::Upload,
-        &rules.profiles,
-    )
-    .unwrap();
+    the_steps_deliver_as_recorded(&spec, &decision.status, &rules);
+}
+
+/// The upload and unseal steps of an unseal task whose destinations are recorded in `status`:
+/// they get the destinations, stores, range and allowlists the task checked.
+fn the_steps_deliver_as_recorded(
+    spec: &SealingTaskSpec,
+    status: &SealingTaskStatus,
+    rules: &Rules,
+) {
+    let recorded = status.outputs.as_ref().unwrap().unseal.as_ref().unwrap();
+    let request =
+        crate::task::steps::step_request(task(spec), status, StepKind::Upload, &rules.profiles)
+            .unwrap();
     assert_eq!(request.inputs.destinations, recorded.destinations);
     assert_eq!(
         request.inputs.stores,
@@ -167,13 +174,9 @@ fn an_unseal_task_takes_the_managers_request_and_destinations() {
         request.inputs.delivery_roots,
         [std::path::PathBuf::from("/srv/retrieved")]
     );
-    let unseal = crate::task::steps::step_request(
-        task(&spec),
-        &decision.status,
-        StepKind::Unseal,
-        &rules.profiles,
-    )
-    .unwrap();
+    let unseal =
+        crate::task::steps::step_request(task(spec), status, StepKind::Unseal, &rules.profiles)
+            .unwrap();
     assert_eq!(
         unseal.inputs.unseal,
         Some(crate::step::UnsealRange {
