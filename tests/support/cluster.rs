@@ -50,16 +50,9 @@ pub fn cluster() -> &'static ClusterInfo {
                 crds.to_str().unwrap(),
             ],
         );
-        kubectl(
-            &info,
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/sealingtasks.damocles.io",
-                "crd/sealingpools.damocles.io",
-            ],
-        );
+        for crd in ["sealingtasks.damocles.io", "sealingpools.damocles.io"] {
+            wait_for_condition(&info, &format!("crd/{crd}"), "Established");
+        }
         info
     })
 }
@@ -127,6 +120,27 @@ fn start_cluster() -> ClusterInfo {
 }
 
 /// Runs kubectl against the test cluster; panics with its output when it fails.
+/// Waits (a minute at most) until `object`'s condition `type_` is True. Not `kubectl wait
+/// --for=condition=...`: that fails at once while the object has no .status.conditions yet, as a
+/// CRD just applied has not for a moment, or does not exist yet.
+pub fn wait_for_condition(info: &ClusterInfo, object: &str, type_: &str) {
+    let template = format!("jsonpath={{.status.conditions[?(@.type==\"{type_}\")].status}}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let output = kubectl_output(info, &["get", object, "-o", &template]);
+        if output.status.success() && output.stdout == b"True" {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{object} is not {type_} after a minute: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 pub fn kubectl(info: &ClusterInfo, args: &[&str]) -> String {
     let output = kubectl_output(info, args);
     assert!(
