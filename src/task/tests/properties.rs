@@ -58,6 +58,7 @@ fn spec_of(plan: PlanKind) -> SealingTaskSpec {
 }
 
 fn failure(tape: &mut Tape) -> CallFailure {
+    let unavailable = tape.chance(40);
     CallFailure {
         level: if tape.chance(200) {
             FailureLevel::Temporary
@@ -66,7 +67,8 @@ fn failure(tape: &mut Tape) -> CallFailure {
         },
         message: "the world said no".into(),
         code: Some(tape.pick(3) as i64),
-        unavailable: tape.chance(40),
+        unavailable,
+        never_sent: unavailable && tape.chance(2),
     }
 }
 
@@ -229,6 +231,8 @@ fn run(plan: PlanKind, bytes: &[u8]) -> Result<(), TestCaseError> {
 /// What one decision did, for the properties checked across it.
 struct DecisionSeen {
     before: SealingTaskStatus,
+    /// The status as last written when it began.
+    written: SealingTaskStatus,
     resume: Option<String>,
     /// The Transitions it made (from, with an event of the plan, to).
     transitions: Vec<(Option<State>, bool, State)>,
@@ -279,6 +283,7 @@ fn run_visiting(
                 }
                 decision = Some(DecisionSeen {
                     before,
+                    written: written.clone(),
                     resume,
                     transitions: Vec::new(),
                 });
@@ -307,10 +312,14 @@ fn run_visiting(
                 }
                 Io::Wait(wake) => break wake,
             }
-            // A crash in the middle of a reconcile: what it did not write is lost.
+            // A crash in the middle of a reconcile: what it did not write is lost, and what the
+            // decision under way wrote stands (a rewind it wrote sends the task back).
             if tape.chance(2) {
                 trace.push("crash".into());
                 memory = Remembered::default();
+                if let Some(seen) = decision.take() {
+                    forget_if_sent_back(plan, &seen.written, &written, &mut world);
+                }
                 continue 'reconciles;
             }
         };
@@ -482,6 +491,7 @@ fn check_decision(
         before,
         resume,
         transitions,
+        ..
     } = seen;
     // A resume moved the task only where the plan's rules allow.
     if let (Some(target), Some(from)) = (resume.as_deref(), before.state)
