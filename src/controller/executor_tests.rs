@@ -261,8 +261,9 @@ fn client(world: Shared) -> Client {
     Client::new(service, NAMESPACE)
 }
 
-/// The dev manager over real JSON-RPC, behind a proxy that notes each method in the journal.
-async fn manager(world: Shared, state: &std::path::Path) -> String {
+/// The dev manager over real JSON-RPC, behind a proxy at `listen` that notes each method in the
+/// journal.
+async fn manager(world: Shared, state: &std::path::Path, listen: SocketAddr) {
     let (address, _server) = start(DevManagerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         rules: ChainRules::default(),
@@ -300,19 +301,32 @@ async fn manager(world: Shared, state: &std::path::Path) -> String {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxied = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
     tokio::spawn(async move { axum::serve(listener, proxy).await });
-    format!("http://{proxied}")
+}
+
+/// An address on this machine where nothing listens (yet): a connection to it is refused.
+fn free_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
 }
 
 struct Harness {
     world: Shared,
     ctx: Arc<Context>,
-    _dir: tempfile::TempDir,
+    manager_at: SocketAddr,
+    dir: tempfile::TempDir,
 }
 
+/// A sealer task with `status`, the manager up.
 async fn harness(status: Value) -> Harness {
+    let harness = harness_of(json!({"plan": "sealer", "sectorSize": "2KiB"}), status);
+    harness.start_manager().await;
+    harness
+}
+
+/// A task of `spec` with `status`; the manager is not started.
+fn harness_of(spec: Value, status: Value) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let world: Shared = Arc::default();
     {
@@ -324,12 +338,12 @@ async fn harness(status: Value) -> Harness {
                 "name": NAME, "namespace": NAMESPACE, "uid": UID, "generation": 1,
                 "finalizers": [FINALIZER], "creationTimestamp": "2026-12-07T00:00:00Z",
             },
-            "spec": {"plan": "sealer", "sectorSize": "2KiB"},
+            "spec": spec,
             "status": status,
         });
         world.bump();
     }
-    let address = manager(world.clone(), dir.path()).await;
+    let manager_at = free_address();
     let client = client(world.clone());
     let metrics = Arc::new(metrics::Metrics::default());
     let settings = Settings {
@@ -342,6 +356,7 @@ async fn harness(status: Value) -> Harness {
         concurrent_reconciles: 1,
         hooks: hooks::Hooks::default(),
     };
+    let address = format!("http://{manager_at}");
     let manager = ManagerClient::new(&address, None, Duration::from_secs(10)).unwrap();
     let ctx = Arc::new(Context::new(
         client,
@@ -355,11 +370,17 @@ async fn harness(status: Value) -> Harness {
     Harness {
         world,
         ctx,
-        _dir: dir,
+        manager_at,
+        dir,
     }
 }
 
 impl Harness {
+    /// Starts the manager (again) where the operator calls it, with the state it had.
+    async fn start_manager(&self) {
+        manager(self.world.clone(), self.dir.path(), self.manager_at).await;
+    }
+
     /// The task as the apiserver holds it now.
     fn task(&self) -> SealingTask {
         serde_json::from_value(self.world.lock().unwrap().task.clone()).expect("a SealingTask")
@@ -639,4 +660,53 @@ async fn a_task_whose_write_conflicted_is_read_fresh_and_acted_on_as_read() {
         harness.task().status.unwrap().sector,
         allocated.status.unwrap().sector
     );
+}
+
+#[tokio::test]
+async fn a_one_time_allocation_refused_by_a_restarting_manager_waits_and_asks_again() {
+    for plan in ["snapup", "rebuild", "unseal"] {
+        let harness = harness_of(json!({"plan": plan, "sectorSize": "2KiB"}), Value::Null);
+        harness
+            .run(harness.task())
+            .await
+            .expect("an outage is no error");
+        let status = harness.task().status.unwrap();
+        assert_eq!(
+            status.phase,
+            Some(crate::api::Phase::Waiting),
+            "{plan}: {status:?}"
+        );
+        assert_eq!(
+            status.allocating, None,
+            "{plan}: the call never reached the manager"
+        );
+        let message = status.message.unwrap_or_default();
+        assert!(
+            message.contains("connection refused") || message.contains("cannot reach"),
+            "{plan}: {message}"
+        );
+
+        // The manager is back; the outage's back-off has passed.
+        harness.start_manager().await;
+        {
+            let mut world = harness.world.lock().unwrap();
+            world.task["status"]["notBefore"] = json!("2026-01-01T00:00:00Z");
+        }
+        harness.run(harness.task()).await.expect("the next try");
+        let status = harness.task().status.unwrap();
+        assert_ne!(
+            status.phase,
+            Some(crate::api::Phase::Paused),
+            "{plan}: {status:?}"
+        );
+        let journal = harness.journal();
+        let allocations = journal
+            .iter()
+            .filter(|s| matches!(s, Seen::Manager(m) if m.starts_with("Allocate")))
+            .count();
+        assert_eq!(
+            allocations, 1,
+            "{plan}: asked once the manager is back: {journal:#?}"
+        );
+    }
 }

@@ -194,6 +194,7 @@ impl TaskRun {
             message: err.to_string(),
             code: err.code(),
             unavailable: err.is_unavailable(),
+            never_sent: err.never_sent(),
         })
     }
 }

@@ -21,8 +21,18 @@ pub enum ManagerError {
         "manager address {0:?} is not an http(s) URL, HOST:PORT or a multiaddr such as /ip4/ADDR/tcp/PORT (also /ip6, /dns, /dns4, /dns6, and /https)"
     )]
     Address(String),
+    /// No connection could be made: the call never reached the manager.
     #[error("{method}: cannot reach the manager at {endpoint}: {message}")]
     Unreachable {
+        method: String,
+        endpoint: String,
+        message: String,
+    },
+    /// The connection failed after the call went out: the manager may have acted on it.
+    #[error(
+        "{method}: the connection to the manager at {endpoint} broke before it answered: {message}"
+    )]
+    Dropped {
         method: String,
         endpoint: String,
         message: String,
@@ -52,7 +62,7 @@ impl ManagerError {
     /// (an address or token the operator was given).
     pub fn kind(&self) -> &'static str {
         match self {
-            ManagerError::Unreachable { .. } => "unreachable",
+            ManagerError::Unreachable { .. } | ManagerError::Dropped { .. } => "unreachable",
             ManagerError::Timeout { .. } => "timeout",
             ManagerError::Http { .. } => "http",
             ManagerError::Rpc { .. } => "rpc",
@@ -75,19 +85,34 @@ impl ManagerError {
     /// retries.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            ManagerError::Unreachable { .. } | ManagerError::Timeout { .. } => true,
+            ManagerError::Unreachable { .. }
+            | ManagerError::Dropped { .. }
+            | ManagerError::Timeout { .. } => true,
             ManagerError::Http { status, .. } => *status >= 500,
             _ => false,
         }
+    }
+
+    /// The call provably never reached the manager (no connection could be made, or the
+    /// operator's own address or token is wrong): whatever it would have handed out is still
+    /// the manager's to hand out. A timeout, a connection broken mid-call or an HTTP error may
+    /// follow a call the manager acted on.
+    pub fn never_sent(&self) -> bool {
+        matches!(
+            self,
+            ManagerError::Unreachable { .. }
+                | ManagerError::Address(_)
+                | ManagerError::Token { .. }
+        )
     }
 
     /// Connection trouble, timeouts and 5xx are temporary (retry after a back-off); an API the
     /// manager does not have, an unknown sector or an answer we cannot read is for a person.
     pub fn level(&self) -> FailureLevel {
         match self {
-            ManagerError::Unreachable { .. } | ManagerError::Timeout { .. } => {
-                FailureLevel::Temporary
-            }
+            ManagerError::Unreachable { .. }
+            | ManagerError::Dropped { .. }
+            | ManagerError::Timeout { .. } => FailureLevel::Temporary,
             ManagerError::Http { status, .. } if *status >= 500 => FailureLevel::Temporary,
             ManagerError::Http { .. } => FailureLevel::Permanent,
             ManagerError::Rpc { code, .. }
@@ -391,16 +416,25 @@ impl ManagerClient {
         parse_answer(method, status, &body)
     }
 
+    /// A failure before an answer came, told apart by whether the call may have reached the
+    /// manager: a connect error (refused, no route, a connect timeout) means it did not.
     fn transport_error(&self, method: &str, err: reqwest::Error) -> ManagerError {
-        if err.is_timeout() {
+        let (method, endpoint) = (method.to_string(), self.endpoint.clone());
+        if err.is_connect() {
+            ManagerError::Unreachable {
+                method,
+                endpoint,
+                message: format!("{err:#}"),
+            }
+        } else if err.is_timeout() {
             ManagerError::Timeout {
-                method: method.to_string(),
+                method,
                 timeout: self.timeout,
             }
         } else {
-            ManagerError::Unreachable {
-                method: method.to_string(),
-                endpoint: self.endpoint.clone(),
+            ManagerError::Dropped {
+                method,
+                endpoint,
                 message: format!("{err:#}"),
             }
         }
@@ -620,10 +654,35 @@ mod tests {
         };
         let err = client.send(&Call::AssignTicket(sector)).await.unwrap_err();
         assert_eq!(err.level(), FailureLevel::Temporary, "{err}");
+        assert!(err.is_unavailable() && err.never_sent(), "{err:?}");
         assert!(
             err.to_string().contains("Venus.AssignTicket")
                 && err.to_string().contains("127.0.0.1:1"),
             "{err}"
         );
+    }
+
+    /// A manager that takes the call and dies before it answers may have acted on it.
+    #[tokio::test]
+    async fn a_connection_broken_after_the_call_went_out_may_have_reached_the_manager() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            // Closed without an answer.
+        });
+        let client =
+            ManagerClient::new(&address.to_string(), None, Duration::from_secs(5)).unwrap();
+        let sector = wire::SectorId {
+            miner: 1000,
+            number: 1,
+        };
+        let err = client.send(&Call::AssignTicket(sector)).await.unwrap_err();
+        assert!(matches!(err, ManagerError::Dropped { .. }), "{err:?}");
+        assert!(err.is_unavailable() && !err.never_sent(), "{err:?}");
+        assert_eq!(err.level(), FailureLevel::Temporary, "{err}");
     }
 }

@@ -211,6 +211,9 @@ pub struct CallFailure {
     /// No answer at all (unreachable, timed out, HTTP 5xx without a JSON-RPC body): the task
     /// waits for the manager without spending a retry.
     pub unavailable: bool,
+    /// The call never reached the manager (no connection could be made): nothing it would
+    /// have handed out is lost.
+    pub never_sent: bool,
 }
 
 /// Why a task must wait for a concurrency slot.

@@ -17,6 +17,7 @@ fn unavailable(message: &str) -> CallFailure {
         message: message.into(),
         code: None,
         unavailable: true,
+        never_sent: false,
     }
 }
 
@@ -178,4 +179,59 @@ fn the_heartbeat_ends_a_task_whose_sector_the_manager_aborted() {
         &pod(PodReport::Running, None, NOW - 5),
     );
     assert_eq!(off.wake, Wake::OnChange);
+}
+
+/// A manager restarting refuses connections. A one-time allocation (an upgrade, a rebuild, an
+/// unseal job) that never reached it lost nothing: it is asked again after the outage's back-off,
+/// never paused. One that may have reached it (timed out) still pauses at the next try, as the
+/// job the manager handed out may be lost with its answer.
+#[test]
+fn a_one_time_allocation_that_never_reached_the_manager_is_asked_again() {
+    for plan in ["snapup", "rebuild", "unseal"] {
+        let spec = spec(json!({"plan": plan, "sectorSize": "2KiB"}));
+        let mut status = at(State::Empty);
+        status.sector = None;
+        status.outputs = None;
+        let asking = decide_now(task(&spec), &status, &Observed::default());
+        let call = asked_call(&asking).clone();
+        assert!(asking.status.allocating.is_some(), "{plan}");
+
+        let refused = CallFailure {
+            never_sent: true,
+            ..unavailable("cannot reach the manager: connection refused")
+        };
+        let waiting = decide_now(task(&spec), &asking.status, &answered(&call, Err(refused)));
+        assert_eq!(
+            waiting.status.allocating, None,
+            "{plan}: nothing was handed out"
+        );
+        assert_eq!(waiting.status.phase, Some(Phase::Waiting), "{plan}");
+        let later = decide_at(
+            task(&spec),
+            &waiting.status,
+            &Observed::default(),
+            NOW + 3600,
+        );
+        assert_eq!(asked_call(&later), &call, "{plan}: asked again");
+        assert_eq!(later.status.allocating, asking.status.allocating, "{plan}");
+        assert_eq!(later.effects.first(), Some(&Effect::WriteStatus), "{plan}");
+
+        let timed_out = unavailable("no answer from the manager within 30s");
+        let unheard = decide_now(
+            task(&spec),
+            &asking.status,
+            &answered(&call, Err(timed_out)),
+        );
+        assert_eq!(
+            unheard.status.allocating, asking.status.allocating,
+            "{plan}"
+        );
+        let next = decide_at(
+            task(&spec),
+            &unheard.status,
+            &Observed::default(),
+            NOW + 3600,
+        );
+        assert_eq!(next.status.phase, Some(Phase::Paused), "{plan}");
+    }
 }

@@ -150,6 +150,7 @@ pub(super) fn temporary(message: &str) -> CallFailure {
         message: message.into(),
         code: Some(1),
         unavailable: false,
+        never_sent: false,
     }
 }
 

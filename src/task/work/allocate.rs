@@ -81,7 +81,11 @@ impl Turn<'_> {
             Ok(reply) => reply,
             Err(ask) => return self.allocation_intent(method, ask),
         };
-        if !matches!(&reply, Err(failure) if failure.unavailable) {
+        // The intent stays while the manager may have handed something out unheard: asked and
+        // unanswered (a timeout, a connection broken mid-call). A call that never reached it (a
+        // manager restarting refuses connections) lost nothing: asked again, it is asked anew.
+        let unheard = matches!(&reply, Err(failure) if failure.unavailable && !failure.never_sent);
+        if !unheard {
             self.status.allocating = None;
         }
         Progress::Outcome(match reply.map(pick) {
