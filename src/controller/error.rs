@@ -5,7 +5,7 @@
 /// A task's reconcile that could not finish. Its category ([`Error::category`], the variant's
 /// name) labels `damocles_reconcile_errors_total` and is the reason of the Warning Event.
 #[derive(Debug, thiserror::Error, strum::EnumDiscriminants)]
-#[strum_discriminants(name(ErrorCategory), derive(strum::IntoStaticStr))]
+#[strum_discriminants(name(ErrorCategory), derive(strum::IntoStaticStr, strum::EnumIter))]
 pub enum Error {
     /// The SealingTask cannot be read into the CRD types (a field out of range, a wrong type):
     /// it is reported with a Warning Event and left alone until it changes.
@@ -75,7 +75,7 @@ impl Error {
 
 /// A SealingPool's reconcile that could not finish, by the step that failed.
 #[derive(Debug, thiserror::Error, strum::EnumDiscriminants)]
-#[strum_discriminants(name(PoolErrorCategory), derive(strum::IntoStaticStr))]
+#[strum_discriminants(name(PoolErrorCategory), derive(strum::IntoStaticStr, strum::EnumIter))]
 pub enum PoolError {
     /// The SealingPool cannot be read into the CRD types: reported with a Warning Event and
     /// left alone until it changes.

@@ -312,6 +312,15 @@ impl Metrics {
     /// Every series a farm alerts or graphs on exists from the start, at 0: a rate over a
     /// series that does not exist yet is no data, not zero.
     fn zero_series(&self) {
+        let errors = super::error::ErrorCategory::iter().map(|c| ("task", <&str>::from(c)));
+        let pool_errors =
+            super::error::PoolErrorCategory::iter().map(|c| ("pool", <&str>::from(c)));
+        for (controller, category) in errors.chain(pool_errors) {
+            let _ = self.reconcile_errors.get_or_create(&ErrorLabels {
+                controller: controller.into(),
+                category: category.into(),
+            });
+        }
         let (finished, aborted, failures) = (&self.finished, &self.aborted, &self.failures);
         for plan in crate::api::PlanKind::iter() {
             let labels = PlanLabels {
@@ -486,6 +495,26 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The counters a farm alerts on exist at 0 in a fresh operator: a rate over a series that
+    /// is not there yet is no data, not zero. (A labelled family without a series has no TYPE
+    /// line at all, so each gets its series at the start.)
+    #[test]
+    fn the_counters_alerts_read_exist_at_zero_from_the_start() {
+        let text = Metrics::default().render(&kube::runtime::reflector::store().0);
+        for series in [
+            r#"damocles_reconcile_errors_total{controller="task",category="WriteStatus"} 0"#,
+            r#"damocles_reconcile_errors_total{controller="pool",category="InvalidObject"} 0"#,
+            r#"damocles_failures_total{plan="sealer",level="Permanent"} 0"#,
+            r#"damocles_sectors_finished_total{plan="unseal"} 0"#,
+            r#"damocles_tasks_aborted_total{plan="rebuild"} 0"#,
+            "damocles_retries_total 0",
+            "damocles_ticket_expirations_total 0",
+            r#"damocles_step_queue{step="pc1"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
+    }
 
     #[test]
     fn healthz_fails_only_while_a_reconcile_is_stuck() {

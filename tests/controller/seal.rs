@@ -139,8 +139,8 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified(
         })
         .sum();
     eprintln!("API writes: {writes} for {transitions} transitions\n{metrics}");
-    // Every metric docs/metrics.md lists is exported (a family with no samples yet still has
-    // its TYPE line).
+    // Every metric docs/metrics.md lists is exported from the start (a labelled family without
+    // a series would have no TYPE line: the operator creates its series at 0).
     let exported = |documented: &str| {
         let family = documented
             .strip_suffix("_total")
