@@ -3,7 +3,8 @@
 //! to the core's question, decide again, until the core waits; then the last write.
 //!
 //! Every executor drives a task through this one loop: the controller (over the Kubernetes API
-//! and the manager), the core's own tests and the farm simulator (over worlds of their own). An
+//! and the manager) and the core's own tests (over worlds of their own), as a farm simulator is
+//! to. An
 //! executor only carries out what [`Reconcile::next`] hands it ([`Io`]) and reports back what it
 //! found; when a status is written, and which effects wait for which write, is decided here
 //! ([`Effect::write_first`], [`Question::write_first`]).
