@@ -199,7 +199,7 @@ mod tests {
             template: TaskTemplate {
                 plan: PlanKind::Sealer,
                 sector_size: SectorSize::Size2KiB,
-                synthetic_po_rep: false,
+                synthetic_po_rep: None,
                 deals: None,
             },
             in_flight,

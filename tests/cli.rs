@@ -113,7 +113,7 @@ fn validate_reports_every_bad_document_with_the_valid_values() {
     );
     assert!(err.contains("SealingTask c: spec.resumeState: \"PC1Done\" is not a state of plan unseal; valid values: Empty, Allocated, Unsealed, Finished, Aborted"), "{err}");
     assert!(
-        err.contains("SealingTask d: spec.unseal: selects an unseal request and is only allowed when plan is unseal"),
+        err.contains("SealingTask d: spec.unseal: names the unseal request a task expects and is only allowed when plan is unseal"),
         "{err}"
     );
 }

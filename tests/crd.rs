@@ -376,8 +376,11 @@ fn integers_too_large_for_the_operator_are_refused() {
 #[test]
 fn synthetic_porep_and_deals_are_immutable() {
     let old = example("sealer-2kib.yaml");
+    // Pinning the proof type either way is a change: unpinned, a task takes what the manager
+    // hands out.
     for patch in [
         json!({"syntheticPoRep": true}),
+        json!({"syntheticPoRep": false}),
         json!({"deals": {"enabled": true}}),
     ] {
         let changed = with_spec("sealer-2kib.yaml", patch.clone());
@@ -393,11 +396,13 @@ fn synthetic_porep_and_deals_are_immutable() {
         );
     }
     // Spelling out a default changes nothing.
-    let same = with_spec(
-        "sealer-2kib.yaml",
-        json!({"syntheticPoRep": false, "deals": {"enabled": false}}),
-    );
+    let same = with_spec("sealer-2kib.yaml", json!({"deals": {"enabled": false}}));
     assert_eq!(apiserver_errors(&same, Some(&old)), Vec::<String>::new());
+    let pinned = with_spec("sealer-2kib.yaml", json!({"syntheticPoRep": false}));
+    assert_eq!(
+        apiserver_errors(&pinned, Some(&pinned)),
+        Vec::<String>::new()
+    );
 }
 
 #[test]

@@ -123,9 +123,9 @@ async fn the_apiserver_enforces_the_crd_cel_rules() {
     };
     assert_eq!(status.code, 422);
     assert!(
-        status
-            .message
-            .contains("unseal selects an unseal request and is only allowed when plan is unseal"),
+        status.message.contains(
+            "unseal names the unseal request a task expects and is only allowed when plan is unseal"
+        ),
         "{}",
         status.message
     );

@@ -19,8 +19,8 @@ pub(super) fn sector_immutable_once_set() -> Rule {
 /// task exists (as plan and sectorSize).
 pub(super) fn seal_choices_immutable() -> Rule {
     Rule::new(
-        "(has(self.syntheticPoRep) && self.syntheticPoRep) == \
-         (has(oldSelf.syntheticPoRep) && oldSelf.syntheticPoRep) && \
+        "has(self.syntheticPoRep) == has(oldSelf.syntheticPoRep) && \
+         (!has(self.syntheticPoRep) || self.syntheticPoRep == oldSelf.syntheticPoRep) && \
          (has(self.deals) && has(self.deals.enabled) && self.deals.enabled) == \
          (has(oldSelf.deals) && has(oldSelf.deals.enabled) && oldSelf.deals.enabled)",
     )
@@ -29,7 +29,7 @@ pub(super) fn seal_choices_immutable() -> Rule {
 
 pub(super) fn unseal_only_for_unseal_plan() -> Rule {
     Rule::new("!has(self.unseal) || self.plan == 'unseal'")
-        .message("unseal selects an unseal request and is only allowed when plan is unseal")
+        .message("unseal names the unseal request a task expects and is only allowed when plan is unseal")
         .field_path(".unseal")
         .reason(Reason::FieldValueForbidden)
 }

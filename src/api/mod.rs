@@ -69,21 +69,27 @@ pub struct SealingTaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sector: Option<SectorRef>,
 
-    /// Seal with a synthetic-PoRep proof type (PC2 is followed by a SyntheticPoRep step, C1 reads
-    /// far fewer challenges). Only for sealer and rebuild.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub synthetic_po_rep: bool,
+    /// Pins the proof type: true asks the manager only for synthetic-PoRep sectors (PC2 is
+    /// followed by a SyntheticPoRep step, C1 reads far fewer challenges), false only for
+    /// interactive ones. Omitted: the task takes the proof type the manager hands out with the
+    /// sector, as damocles-worker does (a new sector gets its miner's current type, a rebuild its
+    /// own sealing type), recorded in status.proofType. The manager hands out sectors of miners
+    /// whose current type matches, so a pin the miner does not seal waits. true only for sealer
+    /// and rebuild.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic_po_rep: Option<bool>,
 
     /// Deals: when enabled, a sealer task asks the manager for deals (AcquireDeals) to fill the
     /// sector; when disabled or omitted it seals a committed-capacity (pledge) sector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deals: Option<Deals>,
 
-    /// Which of the manager's queued unseal requests this task takes (unseal plan only). Omitted:
-    /// the next one the manager hands out, as a damocles-worker unseal thread takes it. The
-    /// request (piece, range, destinations) always comes from the manager (AllocateUnsealSector,
-    /// AcquireUnsealDest), which queues it for a retrieval market. A request that does not match
-    /// is handed back to the manager as failed, so give this only when you know what is queued.
+    /// The unseal request this task is expected to serve (unseal plan only); it selects nothing.
+    /// The manager decides which queued request goes out (AllocateUnsealSector, filtered only by
+    /// spec.sector's miner) and takes it off its queue for good, so the task serves whatever it
+    /// is handed, as a damocles-worker unseal thread does; one that does not match gets a
+    /// Warning Event (UnsealNotAsSelected) naming both. The request (piece, range, destinations)
+    /// always comes from the manager, which queues it for a retrieval market.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unseal: Option<UnsealSelector>,
 
@@ -166,6 +172,12 @@ pub struct SealingTaskStatus {
     /// The sector the task works on, as allocated by the manager (or given in spec.sector).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sector: Option<SectorRef>,
+
+    /// The seal proof type (abi.RegisteredSealProof) the manager handed out with the sector, which
+    /// every proof step and submission of the task uses: 5-9 StackedDrg<size>V1_1, 10-14 its
+    /// synthetic-PoRep variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof_type: Option<i64>,
 
     /// The sector as damocles names its files, `s-t0<miner>-<number>` (the Sector column). Tasks
     /// are selected by sector with `kubectl get st --field-selector status.sectorName=s-t01000-42`

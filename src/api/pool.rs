@@ -87,9 +87,10 @@ pub struct TaskTemplate {
     /// Sector size: 2KiB and 8MiB are test sizes, 512MiB, 32GiB and 64GiB are production sizes.
     pub sector_size: SectorSize,
 
-    /// Seal with a synthetic-PoRep proof type. Only for sealer and rebuild.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub synthetic_po_rep: bool,
+    /// Pins the tasks' proof type (true: synthetic PoRep, false: interactive); omitted, each task
+    /// takes the type the manager hands out. true only for sealer and rebuild.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic_po_rep: Option<bool>,
 
     /// Ask the manager for deals to fill each sector (sealer); omitted: committed capacity.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -22,11 +22,13 @@ pub fn spec_errors(spec: &SealingTaskSpec) -> Vec<String> {
     }
     if spec.unseal.is_some() && spec.plan != PlanKind::Unseal {
         errors.push(
-            "spec.unseal: selects an unseal request and is only allowed when plan is unseal"
+            "spec.unseal: names the unseal request a task expects and is only allowed when plan is unseal"
                 .to_string(),
         );
     }
-    if spec.synthetic_po_rep && !matches!(spec.plan, PlanKind::Sealer | PlanKind::Rebuild) {
+    if spec.synthetic_po_rep == Some(true)
+        && !matches!(spec.plan, PlanKind::Sealer | PlanKind::Rebuild)
+    {
         errors.push("spec.syntheticPoRep: only the sealer and rebuild plans run PoRep".to_string());
     }
     errors

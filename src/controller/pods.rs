@@ -647,7 +647,7 @@ mod tests {
                 plan: PlanKind::Sealer,
                 sector_size: SectorSize::Size2KiB,
                 sector: None,
-                synthetic_po_rep: false,
+                synthetic_po_rep: None,
                 deals: None,
                 unseal: None,
                 resume_state: None,

@@ -439,6 +439,16 @@ pub fn seal_proof_type(size: crate::sector::SectorSize, synthetic: bool) -> i64 
     index + if synthetic { 10 } else { 5 }
 }
 
+/// The seal proof types of a size that a task pinned to `synthetic` (or, with None, any task)
+/// may be handed: damocles-worker asks for every variant of its size and adopts what it gets.
+/// The NI-PoRep variant (V1_2) is left out: this operator does not seal it.
+pub fn seal_proof_types(size: crate::sector::SectorSize, synthetic: Option<bool>) -> Vec<i64> {
+    match synthetic {
+        Some(synthetic) => vec![seal_proof_type(size, synthetic)],
+        None => vec![seal_proof_type(size, false), seal_proof_type(size, true)],
+    }
+}
+
 /// The sector size and synthetic flag of a V1_1 seal proof type; none for other types.
 pub fn sector_of_proof_type(proof_type: i64) -> Option<(crate::sector::SectorSize, bool)> {
     match proof_type {

@@ -537,7 +537,30 @@ pub(crate) struct Turn<'a> {
 /// The most work one decision chains through; a plan has far fewer manager-only actions in a row.
 const CHAIN_LIMIT: usize = 64;
 
+/// The seal proof type the task seals with: the one the manager handed out with its sector; before
+/// that (or for a task allocated before the type was recorded, which asked for exactly this one)
+/// the one its spec pins, interactive when unpinned.
+pub fn proof_type(spec: &SealingTaskSpec, status: &SealingTaskStatus) -> i64 {
+    status.proof_type.unwrap_or_else(|| {
+        crate::manager::wire::seal_proof_type(
+            spec.sector_size,
+            spec.synthetic_po_rep.unwrap_or(false),
+        )
+    })
+}
+
+/// Whether the task seals with a synthetic-PoRep proof type ([`proof_type`]).
+pub fn synthetic(spec: &SealingTaskSpec, status: &SealingTaskStatus) -> bool {
+    crate::manager::wire::sector_of_proof_type(proof_type(spec, status))
+        .is_some_and(|(_, synthetic)| synthetic)
+}
+
 impl Turn<'_> {
+    /// The seal proof type of the task's sector ([`proof_type`]).
+    pub fn proof_type(&self) -> i64 {
+        proof_type(self.task.spec, &self.status)
+    }
+
     pub fn time(&self) -> Time {
         Time(Timestamp::from_second(self.now).expect("now is a valid time"))
     }
@@ -557,7 +580,7 @@ impl Turn<'_> {
 
     pub fn facts(&self) -> Facts {
         Facts {
-            synthetic: self.task.spec.synthetic_po_rep,
+            synthetic: synthetic(self.task.spec, &self.status),
             // A rebuild of a snap-upgraded sector (the manager gave its UpgradePublic, which
             // damocles-worker takes as the sign too) runs the snap steps after the re-seal.
             upgraded: self
@@ -711,10 +734,17 @@ impl Turn<'_> {
             .spec
             .plan()
             .state(state)
-            .and_then(|s| s.actions.get(self.status.action_index as usize))
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        format!("{state}: waiting on {action}")
+            .and_then(|s| s.actions.get(self.status.action_index as usize));
+        let waiting = format!(
+            "{state}: waiting on {}",
+            action.map(|a| a.to_string()).unwrap_or_default()
+        );
+        let allocating = matches!(action, Some(Action::Manager(call))
+            if crate::plan::Allocation::of(*call).is_some());
+        match work::allocate::pinned_wait(self.task.spec).filter(|_| allocating) {
+            Some(pinned) => format!("{waiting}; {pinned}"),
+            None => waiting,
+        }
     }
 }
 

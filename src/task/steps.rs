@@ -221,7 +221,7 @@ pub fn step_request(
         step,
         sector,
         sector_size: task.spec.sector_size,
-        synthetic_po_rep: task.spec.synthetic_po_rep,
+        synthetic_po_rep: super::synthetic(task.spec, status),
         workspace: workspace_dir(profiles, task.namespace, task.name),
         persist,
         share,

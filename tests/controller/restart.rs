@@ -161,13 +161,17 @@ pub(super) async fn unreadable_task(namespace: &str, name: &str) -> kube::api::D
 
 /// The note of the InvalidObject Warning Event on task `name`, once there is one.
 pub(super) async fn invalid_object_event(namespace: &str, name: &str) -> Option<String> {
+    event_note(namespace, name, "InvalidObject").await
+}
+
+/// The note of an Event with `reason` about object `name`, once there is one.
+pub(super) async fn event_note(namespace: &str, name: &str, reason: &str) -> Option<String> {
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(support::client().await, namespace);
     let list = events.list(&ListParams::default()).await.ok()?;
     list.items.into_iter().find_map(|event| {
         let about = event.regarding.as_ref()?.name.as_deref()? == name;
-        (about && event.reason.as_deref() == Some("InvalidObject"))
-            .then(|| event.note.unwrap_or_default())
+        (about && event.reason.as_deref() == Some(reason)).then(|| event.note.unwrap_or_default())
     })
 }
 

@@ -318,7 +318,16 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
         );
     }
 
-    // The sector's files are lost; the manager marks it for rebuild.
+    // The sector's files are lost; the manager marks it for rebuild. Meanwhile the miner has
+    // turned synthetic PoRep on: the manager hands the rebuild out by the miner's new type, with
+    // the sector's own, which the task adopts to reseal the same replica.
+    let changed = manager
+        .admin(
+            "/admin/miner",
+            Some(serde_json::json!({"useSyntheticPoRep": true})),
+        )
+        .await;
+    assert_eq!(changed["ok"], true, "{changed}");
     let store = scene.farm.store();
     let replica = store.join(format!("sealed/{sector}"));
     let original = std::fs::read(&replica).unwrap();
@@ -339,13 +348,22 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
     .await;
     let rebuilt = wait_phase(tasks, "rebuild", Phase::Finished, Duration::from_secs(600)).await;
     reported_finalized(tasks, "rebuild").await;
-    let visited: Vec<State> = rebuilt
-        .status
-        .unwrap()
-        .history
-        .iter()
-        .map(|h| h.state)
-        .collect();
+    let rebuilt = rebuilt.status.unwrap();
+    assert_eq!(
+        rebuilt.proof_type,
+        Some(5),
+        "the sector's own type, StackedDrg2KiBV1_1"
+    );
+    // Back as it was: damocles-manager hands an unseal the miner's current type (shared with
+    // damocles-worker, wire-semantics S2), which for this sector would unseal garbage.
+    let changed = manager
+        .admin(
+            "/admin/miner",
+            Some(serde_json::json!({"useSyntheticPoRep": false})),
+        )
+        .await;
+    assert_eq!(changed["ok"], true, "{changed}");
+    let visited: Vec<State> = rebuilt.history.iter().map(|h| h.state).collect();
     assert!(visited.contains(&State::SealedChecked), "{visited:?}");
     assert_eq!(
         std::fs::read(&replica).unwrap(),
@@ -452,16 +470,22 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
         )
         .await;
     assert_eq!(queued["ok"], true, "{queued}");
+    // The task names the first deal, but the manager's queue decides what it is handed: it
+    // serves the second, saying so, instead of failing a request the manager would never queue
+    // again (and leaving the sector online, marked Unsealing).
     create_example(
         tasks,
         "unseal-2kib.yaml",
         "unseal",
-        serde_json::json!({"sector": spec_sector, "unseal": {"pieceCid": wanted}}),
+        serde_json::json!({"sector": spec_sector, "unseal": {"pieceCid": first}}),
     )
     .await;
-
     let unsealed = wait_phase(tasks, "unseal", Phase::Finished, Duration::from_secs(600)).await;
     reported_finalized(tasks, "unseal").await;
+    let note = super::restart::event_note(&scene.ns.name, "unseal", "UnsealNotAsSelected")
+        .await
+        .expect("a Warning Event says the request is not the one named");
+    assert!(note.contains(first) && note.contains(wanted), "{note}");
     let mut expected = second.to_vec();
     expected.resize(1016, 0);
     let market_store = manager

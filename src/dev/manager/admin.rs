@@ -163,6 +163,24 @@ pub(super) async fn finalize(
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct MinerRequest {
+    use_synthetic_po_rep: bool,
+}
+
+/// Changes the miner's UseSyntheticPoRep: from then on it seals new sectors with the other
+/// variant, and allocations filter by it (sectors sealed before keep their type).
+pub(super) async fn set_miner(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<MinerRequest>,
+) -> AdminReply {
+    admin_change(&shared, |chain, rules, _| {
+        chain.set_synthetic(rules, request.use_synthetic_po_rep)
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct UnsealQueueRequest {
     number: u64,
     piece_cid: String,

@@ -16,7 +16,8 @@ use crate::manager::wire::{
 #[serde(rename_all = "camelCase")]
 pub struct ChainRules {
     pub miner: u64,
-    /// Seal proof type handed out (5: StackedDrg2KiBV1_1).
+    /// The miner's seal proof type at start (5: StackedDrg2KiBV1_1); `/admin/miner` changes it
+    /// as turning the miner's UseSyntheticPoRep on or off does.
     pub proof_type: i64,
     /// A ticket is drawn this many epochs below the head (SealRandomnessLookback).
     pub ticket_lookback: i64,
@@ -215,6 +216,10 @@ pub const UPGRADE_FINALITY: i64 = 900;
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ChainState {
+    /// The miner's current seal proof type, once an admin changed it (UseSyntheticPoRep);
+    /// ChainRules::proof_type until then.
+    #[serde(default)]
+    pub proof_type: Option<i64>,
     pub next_number: u64,
     pub sectors: BTreeMap<u64, SectorRecord>,
     #[serde(default)]
@@ -222,19 +227,6 @@ pub struct ChainState {
     /// The deal market.
     #[serde(default)]
     pub deals: Vec<super::market::MarketDeal>,
-}
-
-/// Whether an allocation spec admits this manager's miner and proof type (empty lists admit all).
-pub(super) fn spec_allows(spec: &AllocateSectorSpec, rules: &ChainRules) -> bool {
-    let miner_ok = spec
-        .allowed_miners
-        .as_ref()
-        .is_none_or(|m| m.is_empty() || m.contains(&rules.miner));
-    let proof_ok = spec
-        .allowed_proof_types
-        .as_ref()
-        .is_none_or(|p| p.is_empty() || p.contains(&rules.proof_type));
-    miner_ok && proof_ok
 }
 
 /// Deterministic chain randomness for an epoch (top two bits clear: a field element).
@@ -251,6 +243,41 @@ pub fn randomness(domain: &str, sector: SectorId, epoch: i64) -> Randomness {
 }
 
 impl ChainState {
+    /// The seal proof type the miner seals new sectors with now (damocles-manager derives it from
+    /// the miner's UseSyntheticPoRep, pkg/chain/miner_api.go).
+    pub fn miner_proof_type(&self, rules: &ChainRules) -> i64 {
+        self.proof_type.unwrap_or(rules.proof_type)
+    }
+
+    /// Whether an allocation spec admits this manager's miner and its *current* proof type, as
+    /// damocles-manager's miner selector filters (empty lists admit all): a rebuild or unseal of a
+    /// sector sealed with another type is handed out by the miner's type, not the sector's.
+    pub(super) fn admits(&self, spec: &AllocateSectorSpec, rules: &ChainRules) -> bool {
+        let miner_ok = spec
+            .allowed_miners
+            .as_ref()
+            .is_none_or(|m| m.is_empty() || m.contains(&rules.miner));
+        let current = self.miner_proof_type(rules);
+        let proof_ok = spec
+            .allowed_proof_types
+            .as_ref()
+            .is_none_or(|p| p.is_empty() || p.contains(&current));
+        miner_ok && proof_ok
+    }
+
+    /// Turns the miner's synthetic PoRep on or off: new sectors get the other V1_1 variant of its
+    /// size; sealed ones keep theirs.
+    pub fn set_synthetic(&mut self, rules: &ChainRules, synthetic: bool) -> Result<(), ChainError> {
+        let Some((size, _)) = crate::manager::wire::sector_of_proof_type(rules.proof_type) else {
+            return Err(ChainError::NotReady(format!(
+                "the dev manager's proof type {} is not a V1_1 seal proof type",
+                rules.proof_type
+            )));
+        };
+        self.proof_type = Some(crate::manager::wire::seal_proof_type(size, synthetic));
+        Ok(())
+    }
+
     pub(super) fn sector(
         &mut self,
         rules: &ChainRules,
@@ -300,15 +327,16 @@ impl ChainState {
         rules: &ChainRules,
         spec: &AllocateSectorSpec,
     ) -> Option<AllocatedSector> {
-        if !spec_allows(spec, rules) {
+        if !self.admits(spec, rules) {
             return None;
         }
+        let proof_type = self.miner_proof_type(rules);
         self.next_number += 1;
         let number = self.next_number;
         self.sectors.insert(
             number,
             SectorRecord {
-                proof_type: rules.proof_type,
+                proof_type,
                 ..Default::default()
             },
         );
@@ -317,7 +345,7 @@ impl ChainState {
                 miner: rules.miner,
                 number,
             },
-            proof_type: rules.proof_type,
+            proof_type,
         })
     }
 

@@ -4,7 +4,6 @@
 
 use super::chain::{
     ChainError, ChainRules, ChainState, RebuildMark, SectorRecord, UnsealJob, UpgradeRecord,
-    spec_allows,
 };
 use crate::manager::wire::{
     AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector, AllocatedSnapUpSector, CidJson,
@@ -49,13 +48,16 @@ fn public_info(
     ))
 }
 
-fn allocated(rules: &ChainRules, number: u64, record: &SectorRecord) -> AllocatedSector {
+/// Sector `number` as an allocation hands it out, with `proof_type`: damocles-manager gives a
+/// rebuild the sector's own type (sealer_cli.go), but a snap-up and an unseal the miner's current
+/// one (snapup_allocator.go, unseal.go), whatever the sector was sealed with.
+fn allocated(rules: &ChainRules, number: u64, proof_type: i64) -> AllocatedSector {
     AllocatedSector {
         id: SectorId {
             miner: rules.miner,
             number,
         },
-        proof_type: record.proof_type,
+        proof_type,
     }
 }
 
@@ -77,7 +79,7 @@ impl ChainState {
         spec: &AllocateSnapUpSpec,
         head: i64,
     ) -> Option<u64> {
-        if !spec_allows(&spec.sector, rules) {
+        if !self.admits(&spec.sector, rules) {
             return None;
         }
         self.sectors.iter().find_map(|(number, record)| {
@@ -101,6 +103,7 @@ impl ChainState {
         pieces: Vec<crate::manager::wire::SectorPiece>,
         unsealed: [u8; 32],
     ) -> Option<AllocatedSnapUpSector> {
+        let current = self.miner_proof_type(rules);
         let record = self.sectors.get_mut(&number)?;
         let (public, instance) = public_info(record, rules, head)?;
         record.snapup_allocated = true;
@@ -110,7 +113,7 @@ impl ChainState {
         record.upgrade_unsealed = Some(unsealed);
         record.upgrade_public = Some(public.clone());
         Some(AllocatedSnapUpSector {
-            sector: allocated(rules, number, record),
+            sector: allocated(rules, number, current),
             pieces: Some(pieces),
             public,
             private: SectorPrivateInfo {
@@ -263,7 +266,7 @@ impl ChainState {
         rules: &ChainRules,
         spec: &AllocateSectorSpec,
     ) -> Option<SectorRebuildInfo> {
-        if !spec_allows(spec, rules) {
+        if !self.admits(spec, rules) {
             return None;
         }
         let (number, record) = self.sectors.iter_mut().find(|(_, record)| {
@@ -272,7 +275,7 @@ impl ChainState {
         })?;
         record.rebuild = Some(RebuildMark { allocated: true });
         Some(SectorRebuildInfo {
-            sector: allocated(rules, *number, record),
+            sector: allocated(rules, *number, record.proof_type),
             ticket: record.precommit.as_ref()?.info.ticket.clone(),
             pieces: None,
             // damocles-manager's answer for a committed-capacity sector; for an upgraded one,
@@ -318,7 +321,7 @@ impl ChainState {
         rules: &ChainRules,
         spec: &AllocateSectorSpec,
     ) -> Result<Option<SectorUnsealInfo>, ChainError> {
-        if !spec_allows(spec, rules) {
+        if !self.admits(spec, rules) {
             return Ok(None);
         }
         let Some(index) = self.unseals.iter().position(|job| !job.allocated) else {
@@ -330,6 +333,7 @@ impl ChainState {
             miner: rules.miner,
             number: job.sector,
         };
+        let current = self.miner_proof_type(rules);
         let record = self.sector(rules, id)?;
         let precommit = match &record.precommit {
             Some(precommit) if record.finalized => precommit.clone(),
@@ -343,7 +347,7 @@ impl ChainState {
         record.finalized = false;
         record.unsealing = true;
         Ok(Some(SectorUnsealInfo {
-            sector: allocated(rules, job.sector, record),
+            sector: allocated(rules, job.sector, current),
             piece_cid: CidJson {
                 cid: job.piece_cid.clone(),
             },
@@ -616,6 +620,30 @@ mod tests {
                 "a second ReportFinalized finds the sector offline"
             );
         }
+    }
+
+    /// As damocles-manager: once the miner turns synthetic PoRep on, allocations filter by its
+    /// new type (a spec naming only the old type gets nothing, not even a rebuild of a sector
+    /// sealed with it), new sectors get the new type, and a rebuild keeps the sector's own.
+    #[test]
+    fn a_miner_turning_synthetic_on_changes_what_is_handed_out_but_not_a_rebuilds_type() {
+        let (rules, mut state, id) = committed_sector();
+        state.finalize(&rules, id).unwrap();
+        state.mark_rebuild(&rules, id, 10_200).unwrap();
+        state.set_synthetic(&rules, true).unwrap();
+        let only = |types: &[i64]| AllocateSectorSpec {
+            allowed_miners: None,
+            allowed_proof_types: Some(types.to_vec()),
+        };
+        assert_eq!(state.allocate_rebuild(&rules, &only(&[5])), None);
+        let rebuild = state.allocate_rebuild(&rules, &only(&[5, 10])).unwrap();
+        assert_eq!((rebuild.sector.id, rebuild.sector.proof_type), (id, 5));
+        assert_eq!(state.allocate(&rules, &only(&[5])), None);
+        let fresh = state.allocate(&rules, &only(&[5, 10])).unwrap();
+        assert_eq!(fresh.proof_type, 10);
+        assert_eq!(state.sectors[&fresh.id.number].proof_type, 10);
+        state.set_synthetic(&rules, false).unwrap();
+        assert_eq!(state.allocate(&rules, &only(&[5])).unwrap().proof_type, 5);
     }
 
     #[test]

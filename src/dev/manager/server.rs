@@ -234,6 +234,7 @@ pub async fn start(
         .route("/admin/rebuild", post(mark_rebuild))
         .route("/admin/unseal", post(queue_unseal))
         .route("/admin/finalize", post(super::admin::finalize))
+        .route("/admin/miner", post(super::admin::set_miner))
         .route("/admin/release-snapup", post(super::admin::release_snapup))
         .route("/admin/outage", post(set_outage))
         .route("/admin/deals", post(super::market::add_deal))

@@ -4,6 +4,7 @@
 mod end;
 mod manager;
 mod plan;
+mod proof_type;
 mod properties;
 mod rebuild;
 mod resume;

@@ -1,7 +1,9 @@
-//! Unseal: the request and its destinations come from the manager; spec.unseal only selects.
+//! Unseal: the request and its destinations come from the manager; spec.unseal only says what
+//! the task expects.
 
 use super::*;
 use crate::manager::wire::{AllocatedSector, CidJson, SectorPrivateInfo, SectorUnsealInfo, Ticket};
+use crate::task::work::allocate::UNSEAL_NOT_AS_SELECTED;
 use crate::task::work::unseal::{DeliveryRules, undeliverable};
 
 const PIECE: &str = "baga6ea4seaqpiece";
@@ -290,25 +292,53 @@ fn destinations_that_cannot_be_delivered_pause_the_task() {
     );
 }
 
-/// A selector that does not match what the manager handed out hands it back as failed (the
-/// manager cannot take it back any other way) and pauses the task saying both.
+/// A request the selector does not match is served all the same: the manager took it off its
+/// queue for this task, failing it would destroy it (a failed request is never queued again) and
+/// leave its sector online marked Unsealing. The task records it, says so in a Warning Event,
+/// and goes on: nothing is handed back, nothing pauses.
 #[test]
-fn a_request_the_selector_does_not_match_is_handed_back() {
+fn a_request_the_selector_does_not_match_is_served_not_failed() {
     let spec = spec(json!({"plan": "unseal", "sectorSize": "2KiB",
+        "sector": {"miner": 1000, "number": 9},
         "unseal": {"pieceCid": PIECE, "offset": 0}}));
     let decision = allocated(&spec, handed_out("baga6ea4seaqother", 0));
-    assert!(has(&decision, |e| matches!(
-        e,
-        Effect::Tell(Call::AchieveUnsealSector { piece, error, .. })
-            if piece.cid == "baga6ea4seaqother" && error.contains("handed back")
-    )));
-    let error = decision.status.last_error.unwrap();
-    assert_eq!(error.level, FailureLevel::Permanent);
-    assert!(error.message.contains(PIECE), "{}", error.message);
+    assert!(
+        !has(&decision, |e| matches!(
+            e,
+            Effect::Tell(Call::AchieveUnsealSector { .. })
+        )),
+        "the request is not handed back as failed"
+    );
+    assert_eq!(decision.status.last_error, None);
+    assert_eq!(decision.status.sector, Some(SECTOR));
+    assert_eq!(decision.status.proof_type, Some(5));
+    assert!(
+        matches!(asked_call(&decision), Call::StoreBasicInfo { .. }),
+        "it goes on to find the sector's store"
+    );
+    let taken = decision.status.outputs.clone().unwrap().unseal.unwrap();
+    assert_eq!(taken.piece_cid, "baga6ea4seaqother");
+    assert!(event(&decision, UNSEAL_NOT_AS_SELECTED));
+    let warning = decision
+        .effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Event { note, .. } => Some(note.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        warning.contains(PIECE) && warning.contains("in sector 9") && warning.contains("serves it"),
+        "{warning}"
+    );
 
-    // The piece matches and the range the selector leaves open is taken as given.
+    // The piece (and no sector asked for) matches, and the range the selector leaves open is
+    // taken as given.
+    let spec = super::spec(json!({"plan": "unseal", "sectorSize": "2KiB",
+        "unseal": {"pieceCid": PIECE, "offset": 0}}));
     let decision = allocated(&spec, handed_out(PIECE, 0));
     assert!(decision.status.last_error.is_none());
+    assert!(!event(&decision, UNSEAL_NOT_AS_SELECTED));
     assert_eq!(
         decision.status.outputs.unwrap().unseal.unwrap().piece_cid,
         PIECE

@@ -7,24 +7,35 @@ use crate::api::{
 };
 use crate::manager::wire::{
     AcquireDealsSpec, AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector, CidJson, SectorId,
-    SectorPiece, SectorUnsealInfo, seal_proof_type,
+    SectorPiece, SectorUnsealInfo, seal_proof_type, seal_proof_types, sector_of_proof_type,
 };
 use crate::manager::{Call, Method, Reply};
 use crate::plan::cursor::Outcome;
 use crate::plan::{Allocation, ManagerCall};
 use crate::sector::FailureLevel;
 use crate::sector::{CommD, CommR};
-use crate::task::{Effect, Progress, Turn};
+use crate::task::{Progress, Turn};
 
-/// What the task may be allocated: the miner of spec.sector, the task's proof type.
+/// What the task may be allocated: the miner of spec.sector; every proof type of its size that
+/// this operator seals, or the one spec.syntheticPoRep pins.
 pub fn allocation_spec(spec: &SealingTaskSpec) -> AllocateSectorSpec {
     AllocateSectorSpec {
         allowed_miners: spec.sector.map(|s| vec![s.miner]),
-        allowed_proof_types: Some(vec![seal_proof_type(
-            spec.sector_size,
-            spec.synthetic_po_rep,
-        )]),
+        allowed_proof_types: Some(seal_proof_types(spec.sector_size, spec.synthetic_po_rep)),
     }
+}
+
+/// What a task waiting for an allocation with a pinned proof type is told: the manager hands out
+/// only sectors of miners whose current type is the pinned one, so the wait may never end.
+pub fn pinned_wait(spec: &SealingTaskSpec) -> Option<String> {
+    let synthetic = spec.synthetic_po_rep?;
+    let pinned = seal_proof_type(spec.sector_size, synthetic);
+    Some(format!(
+        "spec.syntheticPoRep: {synthetic} asks only for proof type {pinned}, and the manager \
+         hands out sectors of miners whose current seal proof type is that one (their \
+         UseSyntheticPoRep setting): if the miner seals the other type, nothing will come; \
+         without spec.syntheticPoRep a task takes the type the manager hands out"
+    ))
 }
 
 /// The pieces the manager listed for the sector, as the task records them.
@@ -55,6 +66,36 @@ fn selected(
                 && wanted.offset.is_none_or(|offset| offset == info.offset)
                 && wanted.size.is_none_or(|size| size == info.size)
         })
+}
+
+/// The Warning Event reason of an unseal task handed a request other than its selector names.
+pub const UNSEAL_NOT_AS_SELECTED: &str = "UnsealNotAsSelected";
+
+/// What a task whose selector the handed-out request does not match is told.
+fn not_as_selected(
+    selector: Option<&UnsealSelector>,
+    sector: Option<SectorId>,
+    info: &SectorUnsealInfo,
+) -> String {
+    let wanted = selector
+        .map(|w| {
+            let range = |v: Option<u64>| v.map_or("any".to_string(), |v| v.to_string());
+            format!(
+                "piece {} ({}+{})",
+                w.piece_cid,
+                range(w.offset),
+                range(w.size)
+            )
+        })
+        .unwrap_or_else(|| "any piece".to_string());
+    let sector = sector.map_or(String::new(), |id| format!(" in sector {}", id.number));
+    format!(
+        "the manager handed out the unseal of piece {} ({}+{}) in sector {}, but this task's \
+         spec asks for {wanted}{sector}; the task serves it: the manager took the request off its \
+         queue for this task and would never hand it out again (the manager chooses which queued \
+         request goes out; a selector cannot)",
+        info.piece_cid.cid, info.offset, info.size, info.sector.id.number,
+    )
 }
 
 impl Turn<'_> {
@@ -147,16 +188,21 @@ impl Turn<'_> {
         )
     }
 
-    /// Records the sector the manager handed out. One other than spec.sector names is kept all
-    /// the same (the manager handed it to this task and will not hand it out again), and the
-    /// returned failure pauses the task once the rest of the answer is recorded: resumed, the
-    /// task works on it; deleted, it reports it aborted, which hands it back.
+    /// Records the sector the manager handed out and its proof type, which the task seals with
+    /// from then on (a rebuild's is the type the sector was sealed with, whatever the miner seals
+    /// now). One other than spec.sector names is kept all the same (the manager handed it to this
+    /// task and will not hand it out again), and the returned failure pauses the task once the
+    /// rest of the answer is recorded: resumed, the task works on it; deleted, it reports it
+    /// aborted, which hands it back. So is one of a proof type this operator cannot seal.
     fn take_sector(&mut self, sector: &AllocatedSector) -> Option<Outcome> {
         let given = SectorRef {
             miner: sector.id.miner,
             number: sector.id.number,
         };
         self.status.sector = Some(given);
+        if let Some(unsealable) = self.take_proof_type(sector) {
+            return Some(unsealable);
+        }
         let wanted = self.task.spec.sector.filter(|wanted| *wanted != given)?;
         Some(failed(
             FailureLevel::Permanent,
@@ -166,6 +212,30 @@ impl Turn<'_> {
                  back"
             ),
         ))
+    }
+
+    /// Records the proof type the sector was handed out with; the failure that pauses the task
+    /// when it is not one this operator seals at the task's size (the sector is kept: deleting
+    /// the task hands it back).
+    fn take_proof_type(&mut self, sector: &AllocatedSector) -> Option<Outcome> {
+        let size = self.task.spec.sector_size;
+        if sector_of_proof_type(sector.proof_type).is_none_or(|(of, _)| of != size) {
+            let given = sector.id;
+            return Some(failed(
+                FailureLevel::Permanent,
+                format!(
+                    "the manager handed out sector {} of miner {} with seal proof type {}, which \
+                     is not one this operator seals at {size} (asked for {:?}); the task keeps \
+                     the sector: delete it to hand it back",
+                    given.number,
+                    given.miner,
+                    sector.proof_type,
+                    seal_proof_types(size, self.task.spec.synthetic_po_rep),
+                ),
+            ));
+        }
+        self.status.proof_type = Some(sector.proof_type);
+        None
     }
 
     /// A CC sector to upgrade. Allocated once: after a restart the recorded one is kept.
@@ -256,38 +326,20 @@ impl Turn<'_> {
                 other => Err(Box::new(other)),
             },
             |turn, info| {
+                // The manager dequeued this request for this task and will not hand it out again
+                // (a failed one is never queued again, and its sector is now online marked
+                // Unsealing): the task serves it whatever its selector says, as a damocles-worker
+                // unseal thread serves what it is handed.
                 let asked = turn.task.spec.sector.map(sector_id);
                 if !selected(selector.as_ref(), asked, &info) {
-                    let wanted = selector
-                        .as_ref()
-                        .map(|w| {
-                            let range =
-                                |v: Option<u64>| v.map_or("any".to_string(), |v| v.to_string());
-                            format!(
-                                "piece {} ({}+{})",
-                                w.piece_cid,
-                                range(w.offset),
-                                range(w.size)
-                            )
-                        })
-                        .unwrap_or_else(|| "any piece".to_string());
-                    let sector =
-                        asked.map_or(String::new(), |id| format!(" in sector {}", id.number));
-                    let message = format!(
-                        "the manager handed out the unseal of piece {} ({}+{}) in sector {}, but \
-                         this task asks for {wanted}{sector}; it was handed back to the manager \
-                         as failed",
-                        info.piece_cid.cid, info.offset, info.size, info.sector.id.number,
-                    );
-                    turn.effects.push(Effect::Tell(Call::AchieveUnsealSector {
-                        sector: info.sector.id,
-                        piece: info.piece_cid.clone(),
-                        error: message.clone(),
-                    }));
-                    return failed(FailureLevel::Permanent, message);
+                    let message = not_as_selected(selector.as_ref(), asked, &info);
+                    turn.event(true, UNSEAL_NOT_AS_SELECTED, message.clone());
+                    turn.log(true, message);
                 }
-                // selected() has checked the sector against spec.sector.
-                let _ = turn.take_sector(&info.sector);
+                turn.status.sector = Some(SectorRef {
+                    miner: info.sector.id.miner,
+                    number: info.sector.id.number,
+                });
                 let outputs = turn.status.outputs.get_or_insert_with(Default::default);
                 outputs.ticket = Some(randomness(&info.ticket.ticket.0, info.ticket.epoch));
                 outputs.comm_d = Some(CommD::from_bytes(info.comm_d));
@@ -302,7 +354,8 @@ impl Turn<'_> {
                     instance: info.private_info.access_instance,
                     path: None,
                 });
-                Outcome::Done
+                // After the job is recorded, so that an abort hands it back.
+                turn.take_proof_type(&info.sector).unwrap_or(Outcome::Done)
             },
         );
         match taken {

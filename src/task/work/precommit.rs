@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{call_failed, missing, sector_id, unexpected};
 use crate::api::{PlanKind, Randomness, State};
-use crate::manager::wire::{AllocatedSector, PreCommitOnChainInfo, Ticket, seal_proof_type};
+use crate::manager::wire::{AllocatedSector, PreCommitOnChainInfo, Ticket};
 use crate::manager::{Call, Method, Reply};
 use crate::plan::cursor::Outcome;
 use crate::plan::{Action, ManagerCall, Output, StepKind, Submission};
@@ -115,11 +115,10 @@ impl Turn<'_> {
                     return Progress::Outcome(missing("CommR, CommD and ticket"));
                 };
                 let info = precommit_info(comm_r, comm_d, ticket);
-                let spec = self.task.spec;
                 let request = Call::SubmitPreCommit {
                     sector: AllocatedSector {
                         id: sector,
-                        proof_type: seal_proof_type(spec.sector_size, spec.synthetic_po_rep),
+                        proof_type: self.proof_type(),
                     },
                     info,
                     reset: false,

@@ -6,7 +6,7 @@ use base64::Engine as _;
 
 use super::{call_failed, failed, missing, unexpected};
 use crate::api::Outputs;
-use crate::manager::wire::{Bytes, ProofOnChainInfo, seal_proof_type};
+use crate::manager::wire::{Bytes, ProofOnChainInfo};
 use crate::manager::{Call, Method, Reply};
 use crate::plan::cursor::Outcome;
 use crate::plan::{ManagerCall, Submission};
@@ -25,12 +25,11 @@ impl Turn<'_> {
             Ok(sector) => sector,
             Err(missing) => return missing,
         };
-        let spec = self.task.spec;
         match call {
             ManagerCall::WaitSeed => {
                 let call = Call::WaitSeed {
                     sector,
-                    proof_type: seal_proof_type(spec.sector_size, spec.synthetic_po_rep),
+                    proof_type: self.proof_type(),
                 };
                 let reply = match self.answer(&call) {
                     Ok(reply) => reply,

@@ -124,8 +124,9 @@ impl Turn<'_> {
         self.write();
     }
 
-    /// An aborted unseal first hands its request back (AchieveUnsealSector with the reason), so
-    /// the manager can hand it to another worker; retried while the manager does not answer,
+    /// An aborted unseal first reports its request failed (AchieveUnsealSector with the reason:
+    /// the manager marks it Failed and never queues it again, so the market hears it failed
+    /// rather than waiting on it); retried while the manager does not answer,
     /// done once it answers (a refusal means it no longer holds the request). The
     /// UnsealHandedBack condition records it. None once done, or where there is none.
     fn hand_back_unseal(&mut self) -> Option<Wake> {
