@@ -8,9 +8,8 @@ use serde_json::Value;
 
 use super::call::{Call, Manager, Method, Reply};
 use super::wire::{
-    self, CidJson, DealInfo, ERR_INVALID_PARAMS, ERR_METHOD_NOT_FOUND, ERR_PARSE,
-    ERR_SECTOR_STATE_NOT_FOUND, OnChainState, PieceInfo, Request, Response, SectorPiece,
-    SubmitResult,
+    self, ERR_INVALID_PARAMS, ERR_METHOD_NOT_FOUND, ERR_PARSE, ERR_SECTOR_STATE_NOT_FOUND,
+    LegacyDeal, OnChainState, Request, Response, SectorPiece, SubmitResult,
 };
 use crate::sector::FailureLevel;
 
@@ -296,24 +295,11 @@ pub fn pieces_of(method: &str, value: Value) -> Result<Vec<SectorPiece>, Manager
         .into_iter()
         .enumerate()
         .map(|(index, item)| {
-            let legacy = item.get("Piece").and_then(|p| p.get("Cid")).cloned();
-            let parsed = match legacy {
-                Some(cid) => serde_json::from_value::<CidJson>(cid).and_then(|cid| {
-                    Ok(SectorPiece {
-                        piece: PieceInfo {
-                            size: serde_json::from_value(item["Piece"]["Size"].clone())?,
-                            piece_cid: cid,
-                        },
-                        // Legacy `DealInfo` (v0.9): a deal id and its payload size.
-                        deal_info: Some(DealInfo {
-                            deal_id: serde_json::from_value(item["ID"].clone())?,
-                            payload_size: serde_json::from_value(item["PayloadSize"].clone())?,
-                            is_builtin_market: true,
-                            ..Default::default()
-                        }),
-                    })
-                }),
-                None => serde_json::from_value(item),
+            let legacy = item.get("Piece").is_some_and(|p| p.get("Cid").is_some());
+            let parsed = if legacy {
+                serde_json::from_value::<LegacyDeal>(item).map(SectorPiece::from)
+            } else {
+                serde_json::from_value(item)
             };
             parsed.map_err(|e| ManagerError::Malformed {
                 method: method.to_string(),

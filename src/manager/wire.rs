@@ -384,15 +384,58 @@ pub struct SnapUpOnChainInfo {
     pub proof: Bytes,
 }
 
+/// A deal as v0.9-era managers kept it (`Deals`, damocles-manager's `LegacyPieces`): what
+/// `AcquireDeals` of older managers answers and what `AllocateRebuildSector` hands out as
+/// `Pieces` for a sector sealed then.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct LegacyDeal {
+    /// The deal id; 0 for a filler (pledge) piece.
+    #[serde(rename = "ID")]
+    pub id: u64,
+    pub payload_size: u64,
+    pub piece: LegacyPieceInfo,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+#[serde(rename_all = "PascalCase")]
+pub struct LegacyPieceInfo {
+    /// Padded size.
+    pub size: u64,
+    /// Padded offset in the sector.
+    #[serde(default)]
+    pub offset: u64,
+    pub cid: CidJson,
+}
+
+impl From<LegacyDeal> for SectorPiece {
+    /// In today's form: a builtin-market deal of that id and payload size.
+    fn from(legacy: LegacyDeal) -> Self {
+        SectorPiece {
+            piece: PieceInfo {
+                size: legacy.piece.size,
+                piece_cid: legacy.piece.cid,
+            },
+            deal_info: Some(DealInfo {
+                deal_id: legacy.id,
+                payload_size: legacy.payload_size,
+                is_builtin_market: true,
+                ..Default::default()
+            }),
+        }
+    }
+}
+
 /// A sector whose files are lost, with what is needed to seal it again bit for bit.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
 #[serde(rename_all = "PascalCase")]
 pub struct SectorRebuildInfo {
     pub sector: AllocatedSector,
     pub ticket: Ticket,
-    /// Legacy deals (older managers).
+    /// The deals of a sector sealed by a v0.9-era manager (null otherwise); damocles-worker
+    /// seals these in when present, else PiecesV2.
     #[serde(default)]
-    pub pieces: Option<serde_json::Value>,
+    pub pieces: Option<Vec<LegacyDeal>>,
     #[serde(default, rename = "PiecesV2")]
     pub pieces_v2: Option<Vec<SectorPiece>>,
     #[serde(default)]
@@ -582,6 +625,31 @@ mod tests {
             serde_json::to_value(proof).unwrap(),
             json!({"Proof": "3q2+7w=="})
         );
+    }
+
+    /// A sector sealed by a v0.9-era manager: its rebuild info carries the deals as legacy
+    /// `Pieces` (damocles-manager's `LegacyPieces`, JSON key `Deals` in its state), read into
+    /// today's form with the deal id and payload size the piece is fetched by.
+    #[test]
+    fn a_rebuild_of_a_v0_9_sector_carries_its_legacy_deals() {
+        let wire = json!({
+            "Sector": {"ID": {"Miner": 1000, "Number": 2}, "ProofType": 5},
+            "Ticket": {"Ticket": TICKET_B64, "Epoch": 12345},
+            "Pieces": [
+                {"ID": 7, "PayloadSize": 1000,
+                 "Piece": {"Size": 1024, "Offset": 0, "Cid": {"/": "baga6ea4seaqdeal"}}},
+                {"ID": 0, "PayloadSize": 0,
+                 "Piece": {"Size": 1024, "Offset": 1024, "Cid": {"/": "baga6ea4seaqfill"}}}
+            ],
+            "PiecesV2": null, "IsSnapUp": false, "UpgradePublic": null
+        });
+        let info: SectorRebuildInfo = serde_json::from_value(wire.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&info).unwrap(), wire);
+        let pieces: Vec<SectorPiece> = info.pieces.unwrap().into_iter().map(Into::into).collect();
+        assert_eq!(pieces[0].piece.piece_cid.cid, "baga6ea4seaqdeal");
+        assert_eq!(pieces[0].piece.size, 1024);
+        assert_eq!(pieces[0].payload_size(), Some(1000));
+        assert_eq!(pieces[1].payload_size(), None, "deal 0 is a filler");
     }
 
     #[test]

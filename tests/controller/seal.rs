@@ -523,13 +523,17 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
     assert!(finalized(&record), "after the unseal: {record}");
 
     // A second rebuild of the same sector works: the manager's record shows the first done.
+    // This time the manager keeps the sector's deals as a v0.9-era manager did and hands them
+    // out as legacy `Pieces`: sealed in, they give the original replica again (a rebuild that
+    // read only PiecesV2 would seal committed capacity, another replica).
     std::fs::remove_file(&replica).unwrap();
-    manager
+    let marked = manager
         .admin(
             "/admin/rebuild",
-            Some(serde_json::json!({"number": sector.number})),
+            Some(serde_json::json!({"number": sector.number, "legacyDeals": true})),
         )
         .await;
+    assert_eq!(marked["ok"], true, "{marked}");
     create_example(
         tasks,
         "rebuild-2kib.yaml",

@@ -128,14 +128,27 @@ impl SectorRequest {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct RebuildRequest {
+    number: u64,
+    /// Keep the sector's deals as a v0.9-era manager did (legacy `Deals`), as if it had been
+    /// sealed then: its rebuild gets them as `Pieces`.
+    #[serde(default)]
+    legacy_deals: bool,
+}
+
 /// Marks a committed sector's files as lost, so AllocateRebuildSector hands it out.
 pub(super) async fn mark_rebuild(
     State(shared): State<Arc<Shared>>,
-    Json(request): Json<SectorRequest>,
+    Json(request): Json<RebuildRequest>,
 ) -> AdminReply {
-    let id = request.id(&shared);
+    let id = SectorRequest {
+        number: request.number,
+    }
+    .id(&shared);
     admin_change(&shared, |chain, rules, head| {
-        chain.mark_rebuild(rules, id, head)
+        chain.mark_rebuild_as(rules, id, head, request.legacy_deals)
     })
     .await
 }

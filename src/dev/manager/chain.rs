@@ -73,6 +73,10 @@ pub struct SectorRecord {
     /// Handed out by AllocateUnsealSector; cleared by the ReportFinalized that ends the unseal.
     #[serde(default)]
     pub unsealing: bool,
+    /// The sector's deals are kept as a v0.9-era manager kept them (the legacy `Deals` key), so
+    /// a rebuild hands them out as `Pieces`, not `PiecesV2`.
+    #[serde(default)]
+    pub legacy_deals: bool,
     /// State changes the worker reported, newest last (capped).
     pub reports: Vec<String>,
     /// How many times each submitting method was called for this sector.

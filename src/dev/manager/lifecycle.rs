@@ -7,8 +7,8 @@ use super::chain::{
 };
 use crate::manager::wire::{
     AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector, AllocatedSnapUpSector, CidJson,
-    SectorId, SectorPrivateInfo, SectorPublicInfo, SectorRebuildInfo, SectorUnsealInfo,
-    SnapUpOnChainInfo, StoreBasicInfo, SubmitResp, SubmitResult,
+    LegacyDeal, LegacyPieceInfo, SectorId, SectorPrivateInfo, SectorPublicInfo, SectorRebuildInfo,
+    SectorUnsealInfo, SnapUpOnChainInfo, StoreBasicInfo, SubmitResp, SubmitResult,
 };
 use crate::sector::CommR;
 
@@ -59,6 +59,28 @@ fn allocated(rules: &ChainRules, number: u64, proof_type: i64) -> AllocatedSecto
         },
         proof_type,
     }
+}
+
+/// `pieces` as a v0.9-era manager kept them: deal id, payload size, padded size, offset and CID.
+fn legacy_deals(pieces: &[crate::manager::wire::SectorPiece]) -> Vec<LegacyDeal> {
+    let mut offset = 0;
+    pieces
+        .iter()
+        .map(|piece| {
+            let deal = piece.deal_info.as_ref();
+            let legacy = LegacyDeal {
+                id: deal.map_or(0, |d| d.deal_id),
+                payload_size: deal.map_or(0, |d| d.payload_size),
+                piece: LegacyPieceInfo {
+                    size: piece.piece.size,
+                    offset,
+                    cid: piece.piece.piece_cid.clone(),
+                },
+            };
+            offset += piece.piece.size;
+            legacy
+        })
+        .collect()
 }
 
 /// What the server found out about a submitted snap-upgrade.
@@ -243,6 +265,18 @@ impl ChainState {
         id: SectorId,
         head: i64,
     ) -> Result<(), ChainError> {
+        self.mark_rebuild_as(rules, id, head, false)
+    }
+
+    /// [`Self::mark_rebuild`], with the sector's deals kept as a v0.9-era manager kept them
+    /// when `legacy_deals` (as if it had been sealed then): its rebuild gets them as `Pieces`.
+    pub fn mark_rebuild_as(
+        &mut self,
+        rules: &ChainRules,
+        id: SectorId,
+        head: i64,
+        legacy_deals: bool,
+    ) -> Result<(), ChainError> {
         let record = self.sector(rules, id)?;
         if committed(record, rules, head).is_none() {
             return Err(ChainError::NotReady(format!(
@@ -257,6 +291,7 @@ impl ChainState {
         }
         record.finalized = false;
         record.rebuild = Some(RebuildMark { allocated: false });
+        record.legacy_deals |= legacy_deals;
         Ok(())
     }
 
@@ -277,10 +312,13 @@ impl ChainState {
         Some(SectorRebuildInfo {
             sector: allocated(rules, *number, record.proof_type),
             ticket: record.precommit.as_ref()?.info.ticket.clone(),
-            pieces: None,
-            // damocles-manager's answer for a committed-capacity sector; for an upgraded one,
-            // the upgrade's deals (AllocateSanpUpSector replaced the pieces).
-            pieces_v2: (!record.pieces.is_empty()).then(|| record.pieces.clone()),
+            // damocles-manager sends each list only when it has entries (sealer_cli.go): null
+            // for a committed-capacity sector; for an upgraded one, the upgrade's deals
+            // (AllocateSanpUpSector replaced the pieces).
+            pieces: (record.legacy_deals && !record.pieces.is_empty())
+                .then(|| legacy_deals(&record.pieces)),
+            pieces_v2: (!record.legacy_deals && !record.pieces.is_empty())
+                .then(|| record.pieces.clone()),
             is_snap_up: record.upgrade.is_some(),
             upgrade_public: record
                 .upgrade_public
@@ -620,6 +658,55 @@ mod tests {
                 "a second ReportFinalized finds the sector offline"
             );
         }
+    }
+
+    /// A sector kept as a v0.9-era manager kept it: its rebuild gets the deals as `Pieces`, in
+    /// the legacy shape with their padded offsets, and no `PiecesV2`.
+    #[test]
+    fn a_legacy_sectors_rebuild_hands_out_its_deals_as_legacy_pieces() {
+        use crate::manager::wire::{DealInfo, PieceInfo, SectorPiece};
+        let (rules, mut state, id) = committed_sector();
+        let piece = |cid: &str, deal_id, payload_size| SectorPiece {
+            piece: PieceInfo {
+                size: 1024,
+                piece_cid: CidJson { cid: cid.into() },
+            },
+            deal_info: Some(DealInfo {
+                deal_id,
+                payload_size,
+                is_builtin_market: true,
+                ..Default::default()
+            }),
+        };
+        state.sectors.get_mut(&id.number).unwrap().pieces = vec![
+            piece("baga6ea4seaqa", 3, 1000),
+            piece("baga6ea4seaqb", 4, 900),
+        ];
+        state.finalize(&rules, id).unwrap();
+        state.mark_rebuild_as(&rules, id, 10_200, true).unwrap();
+        let info = state
+            .allocate_rebuild(&rules, &AllocateSectorSpec::default())
+            .unwrap();
+        assert_eq!(info.pieces_v2, None);
+        let legacy = info.pieces.unwrap();
+        let shape: Vec<(u64, u64, u64, &str)> = legacy
+            .iter()
+            .map(|d| {
+                (
+                    d.id,
+                    d.payload_size,
+                    d.piece.offset,
+                    d.piece.cid.cid.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (3, 1000, 0, "baga6ea4seaqa"),
+                (4, 900, 1024, "baga6ea4seaqb")
+            ]
+        );
     }
 
     /// As damocles-manager: once the miner turns synthetic PoRep on, allocations filter by its

@@ -142,6 +142,47 @@ fn a_rebuilt_upgraded_sector_is_reported_by_its_updated_replica() {
     );
 }
 
+/// A v0.9-era sector's deals come as legacy `Pieces`: sealed in, as damocles-worker seals them
+/// (not rebuilt as committed capacity, which would be another replica).
+#[test]
+fn a_rebuild_seals_in_the_legacy_deals_of_a_v0_9_sector() {
+    use crate::manager::wire::{LegacyDeal, LegacyPieceInfo};
+    let spec = rebuild();
+    let mut info = upgraded_info();
+    info.upgrade_public = None;
+    info.is_snap_up = false;
+    info.pieces_v2 = None;
+    info.pieces = Some(vec![LegacyDeal {
+        id: 11,
+        payload_size: 900,
+        piece: LegacyPieceInfo {
+            size: 1024,
+            offset: 0,
+            cid: CidJson {
+                cid: "baga6ea4seaqlegacy".into(),
+            },
+        },
+    }]);
+    let mut status = at(State::Empty);
+    status.outputs = None;
+    let ask = decide_now(task(&spec), &status, &Observed::default());
+    let call = asked_call(&ask).clone();
+    let reply = Reply::RebuildSector(Some(info));
+    let status = decide_now(task(&spec), &status, &answered(&call, Ok(reply))).status;
+    let pieces = crate::task::steps::step_request(
+        task(&spec),
+        &status,
+        StepKind::AddPiece,
+        &Profiles::default(),
+    )
+    .unwrap()
+    .inputs
+    .pieces;
+    assert_eq!(pieces.len(), 1);
+    assert_eq!(pieces[0].cid.as_deref(), Some("baga6ea4seaqlegacy"));
+    assert_eq!(pieces[0].payload_size, Some(900));
+}
+
 /// A sector the manager handed out is the task's even when it is not the one spec.sector asked
 /// for: the answer is recorded (and written at once), the task pauses naming both, and a resume
 /// goes on with it instead of asking for another one-time hand-out.

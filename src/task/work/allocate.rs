@@ -298,7 +298,15 @@ impl Turn<'_> {
                 let mismatch = turn.take_sector(&info.sector);
                 let outputs = turn.status.outputs.get_or_insert_with(Default::default);
                 outputs.ticket = Some(randomness(&info.ticket.ticket.0, info.ticket.epoch));
-                outputs.pieces = deal_pieces(info.pieces_v2.as_ref());
+                // As damocles-worker: a sector sealed by a v0.9-era manager has its deals as
+                // legacy Pieces, sealed in when given; PiecesV2 otherwise.
+                outputs.pieces = match info.pieces.filter(|legacy| !legacy.is_empty()) {
+                    Some(legacy) => legacy
+                        .into_iter()
+                        .map(|deal| DealPiece::from_manager(&SectorPiece::from(deal)))
+                        .collect(),
+                    None => deal_pieces(info.pieces_v2.as_ref()),
+                };
                 // As damocles-worker: an UpgradePublic makes it a snap-upgraded sector (IsSnapUp
                 // is not read); its pieces are then the upgrade's deals.
                 outputs.sector_key = info
