@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use damocles_operator::controller::{Settings, leader::LeaderElection};
+use damocles_operator::controller::{Settings, leader::LeaderElection, ping::WorkerPing};
 use damocles_operator::manager::ManagerClient;
 use damocles_operator::plan::PlanKind;
 use damocles_operator::task::{Profiles, Rules, TicketExpiry, TicketRules};
@@ -148,6 +148,15 @@ pub struct RunArgs {
     /// This replica's name in Events and manager reports (default: $POD_NAME or the host name).
     #[arg(long)]
     pub instance: Option<String>,
+    /// How often the acting replica tells the manager of itself (WorkerPing, every 30s as
+    /// damocles-worker), so that `damocles-manager util worker list` lists it under --instance
+    /// with its unfinished tasks as threads. 0s: never.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub worker_ping_interval: std::time::Duration,
+    /// The Dest the manager's worker list shows for this operator (default: $POD_IP:17890, the
+    /// worker admin port, else the instance name with that port).
+    #[arg(long)]
+    pub worker_dest: Option<String>,
     /// Where to serve /metrics (Prometheus), /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_address: std::net::SocketAddr,
@@ -403,6 +412,13 @@ impl RunArgs {
                     .map(|h| h.trim().to_string())
             })
             .unwrap_or_else(|| "damocles-operator".into());
+        let worker_ping = (!self.worker_ping_interval.is_zero()).then(|| WorkerPing {
+            every: self.worker_ping_interval,
+            dest: self.worker_dest.clone().unwrap_or_else(|| {
+                let host = std::env::var("POD_IP").unwrap_or_else(|_| instance.clone());
+                format!("{host}:17890")
+            }),
+        });
         let duration_seconds = self.leader_election_duration.as_secs().max(2);
         let leader_election = (!self.no_leader_election).then(|| LeaderElection {
             namespace: self
@@ -441,6 +457,7 @@ impl RunArgs {
             api_burst: self.kube_api_burst,
             concurrent_reconciles: self.concurrent_reconciles,
             hooks: Default::default(),
+            worker_ping,
         };
         Ok((manager, settings))
     }

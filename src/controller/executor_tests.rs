@@ -355,6 +355,7 @@ fn harness_of(spec: Value, status: Value) -> Harness {
         api_burst: 1000,
         concurrent_reconciles: 1,
         hooks: hooks::Hooks::default(),
+        worker_ping: None,
     };
     let address = format!("http://{manager_at}");
     let manager = ManagerClient::new(&address, None, Duration::from_secs(10)).unwrap();

@@ -13,6 +13,7 @@ mod memory;
 pub mod metrics;
 mod observe;
 mod own_writes;
+pub mod ping;
 pub mod pods;
 mod pool;
 pub mod slots;
@@ -81,6 +82,8 @@ pub struct Settings {
     pub concurrent_reconciles: u16,
     /// What a test build does right before and after each effect (none in the product).
     pub hooks: hooks::Hooks,
+    /// Tell the manager of this replica while it acts (WorkerPing); none: never.
+    pub worker_ping: Option<ping::WorkerPing>,
 }
 
 /// The manager client, each call counted and timed in the metrics (by method and result).
@@ -339,6 +342,7 @@ pub async fn run(
     info!(namespace = ?context.settings.namespace, pools, "reconciling SealingTasks");
     let election = context.settings.leader_election.clone();
     let pooling = pools.then(|| pool_controller(context.clone(), shutdown.clone()));
+    let pinging = ping::run(context.clone());
     let reconciling = controller
         .owns_stream(pod_events)
         .graceful_shutdown_on(shutdown)
@@ -357,6 +361,14 @@ pub async fn run(
             pooling.await;
         }
     });
+    // The pings never end by themselves: they stop with the reconciles (shutdown, or the Lease
+    // lost).
+    let reconciling = async move {
+        tokio::select! {
+            _ = reconciling => {}
+            _ = pinging => {}
+        }
+    };
     let (Some(mut leadership), Some(election)) = (leadership, election) else {
         reconciling.await;
         return Ok(());

@@ -11,7 +11,7 @@ use super::wire::{
     AcquireDealsSpec, AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector,
     AllocatedSnapUpSector, CidJson, PollResp, PreCommitOnChainInfo, ProofOnChainInfo,
     ReportStateReq, SectorId, SectorPiece, SectorRebuildInfo, SectorStateResp, SectorUnsealInfo,
-    SnapUpOnChainInfo, StoreBasicInfo, SubmitResp, Ticket, WaitSeedResp,
+    SnapUpOnChainInfo, StoreBasicInfo, SubmitResp, Ticket, WaitSeedResp, WorkerInfo,
 };
 
 /// A damocles-manager method, named as on the wire after `Venus.`.
@@ -39,6 +39,7 @@ pub enum Method {
     AllocateUnsealSector,
     AcquireUnsealDest,
     AchieveUnsealSector,
+    WorkerPing,
 }
 
 impl From<ManagerCall> for Method {
@@ -159,6 +160,7 @@ pub enum Call {
         /// Empty when the unseal succeeded.
         error: String,
     },
+    WorkerPing(WorkerInfo),
 }
 
 /// A call's answer, decoded.
@@ -174,7 +176,8 @@ pub enum Reply {
     Persisted(bool),
     Seed(WaitSeedResp),
     State(Option<SectorStateResp>),
-    /// Calls whose answer carries nothing (ReportFinalized, ReportAborted, AchieveUnsealSector).
+    /// Calls whose answer carries nothing (ReportFinalized, ReportAborted, AchieveUnsealSector,
+    /// WorkerPing).
     Done,
     /// None: no such store, or no store with room.
     Store(Option<StoreBasicInfo>),
@@ -207,13 +210,14 @@ impl Call {
             Call::AllocateUnsealSector(_) => Method::AllocateUnsealSector,
             Call::AcquireUnsealDest { .. } => Method::AcquireUnsealDest,
             Call::AchieveUnsealSector { .. } => Method::AchieveUnsealSector,
+            Call::WorkerPing(_) => Method::WorkerPing,
         }
     }
 
     /// The positional params of the newest API shape.
     pub fn params(&self) -> Vec<Value> {
         match self {
-            // One param in every release (a second, niporep, exists only on damocles' master).
+            // One param in every release (a second, niporep, exists only on damocles' unreleased felix/niporep branch).
             Call::AllocateSector(spec) => vec![json!(spec)],
             Call::AcquireDeals { sector, spec } => vec![json!(sector), json!(spec)],
             Call::AssignTicket(sector)
@@ -255,6 +259,7 @@ impl Call {
                 piece,
                 error,
             } => vec![json!(sector), json!(piece), json!(error)],
+            Call::WorkerPing(info) => vec![json!(info)],
         }
     }
 
@@ -297,7 +302,8 @@ impl Call {
             | Call::StoreBasicInfo { .. }
             | Call::AllocateSanpUpSector(_)
             | Call::AllocateRebuildSector(_)
-            | Call::AllocateUnsealSector(_) => None,
+            | Call::AllocateUnsealSector(_)
+            | Call::WorkerPing(_) => None,
         }
     }
 
@@ -322,9 +328,10 @@ impl Call {
             Method::SubmitPersisted | Method::SubmitPersistedEx => Reply::Persisted(de(result)?),
             Method::WaitSeed => Reply::Seed(de(result)?),
             Method::ReportState => Reply::State(de(result)?),
-            Method::ReportFinalized | Method::ReportAborted | Method::AchieveUnsealSector => {
-                Reply::Done
-            }
+            Method::ReportFinalized
+            | Method::ReportAborted
+            | Method::AchieveUnsealSector
+            | Method::WorkerPing => Reply::Done,
             Method::StoreReserveSpace | Method::StoreBasicInfo => Reply::Store(de(result)?),
             Method::AllocateSanpUpSector => Reply::SnapUpSector(de(result)?),
             Method::AllocateRebuildSector => Reply::RebuildSector(de(result)?),

@@ -384,6 +384,33 @@ pub struct SnapUpOnChainInfo {
     pub proof: Bytes,
 }
 
+/// What a worker tells the manager of itself every ping interval (`WorkerPing`): what
+/// `damocles-manager util worker list` shows. Dest is where the worker's admin API listens, which
+/// `util worker resume` calls.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct WorkerInfo {
+    pub name: String,
+    pub dest: String,
+    pub version: String,
+    pub summary: WorkerInfoSummary,
+}
+
+/// A worker's sealing threads by what they do (damocles-worker counts one thread each; the
+/// operator one unfinished task each).
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct WorkerInfoSummary {
+    pub threads: u64,
+    /// Without a sector yet.
+    pub empty: u64,
+    pub paused: u64,
+    pub running: u64,
+    pub waiting: u64,
+    /// With a failure recorded.
+    pub errors: u64,
+}
+
 /// A deal as v0.9-era managers kept it (`Deals`, damocles-manager's `LegacyPieces`): what
 /// `AcquireDeals` of older managers answers and what `AllocateRebuildSector` hands out as
 /// `Pieces` for a sector sealed then.
@@ -624,6 +651,32 @@ mod tests {
         assert_eq!(
             serde_json::to_value(proof).unwrap(),
             json!({"Proof": "3q2+7w=="})
+        );
+    }
+
+    /// WorkerPing's one param, as damocles-manager's core.WorkerInfo reads it.
+    #[test]
+    fn a_worker_ping_is_the_workers_info() {
+        let info = WorkerInfo {
+            name: "damocles-operator-0".into(),
+            dest: "10.0.0.7:17890".into(),
+            version: "damocles-operator 0.1.0".into(),
+            summary: WorkerInfoSummary {
+                threads: 5,
+                empty: 1,
+                paused: 1,
+                running: 2,
+                waiting: 1,
+                errors: 1,
+            },
+        };
+        let request = Request::new(4, "WorkerPing", vec![serde_json::to_value(&info).unwrap()]);
+        assert_eq!(
+            serde_json::to_value(&request).unwrap(),
+            json!({"jsonrpc": "2.0", "id": 4, "method": "Venus.WorkerPing", "params": [
+                {"Name": "damocles-operator-0", "Dest": "10.0.0.7:17890",
+                 "Version": "damocles-operator 0.1.0", "Summary": {"Threads": 5, "Empty": 1,
+                 "Paused": 1, "Running": 2, "Waiting": 1, "Errors": 1}}]})
         );
     }
 

@@ -28,6 +28,7 @@ pub mod resume;
 pub mod status;
 pub mod steps;
 pub mod work;
+pub mod worker;
 
 #[cfg(test)]
 mod tests;

@@ -260,6 +260,23 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
                 && line["fields"]["to"] == "Finished"),
         "a transition to Finished logged as JSON:\n{log}"
     );
+    // The operator pings as a damocles-worker does (the chart's 30s): `util worker list` shows
+    // it by its pod name, at its pod IP and the worker admin port.
+    let chain = manager.admin("/admin/state", None).await;
+    let workers = chain["chain"]["workers"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(workers.len(), 1, "{chain}");
+    let (name, ping) = workers.iter().next().unwrap();
+    assert!(name.starts_with("farm-"), "the operator pod's name: {name}");
+    assert_eq!(ping["info"]["Dest"], "127.0.0.1:17890", "{ping}");
+    assert!(
+        ping["info"]["Version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("damocles-operator ")),
+        "{ping}"
+    );
     let outputs = sealed.outputs.clone().unwrap();
     let recorded: Vec<(&str, Option<u64>)> = outputs
         .pieces

@@ -231,6 +231,17 @@ pub struct ChainState {
     /// The deal market.
     #[serde(default)]
     pub deals: Vec<super::market::MarketDeal>,
+    /// The workers that pinged, by name, as `damocles-manager util worker list` lists them.
+    #[serde(default)]
+    pub workers: BTreeMap<String, WorkerPingRecord>,
+}
+
+/// A worker's last WorkerPing and when it came (Unix seconds), as damocles-manager keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerPingRecord {
+    pub info: crate::manager::wire::WorkerInfo,
+    pub last_ping: i64,
 }
 
 /// Deterministic chain randomness for an epoch (top two bits clear: a field element).
@@ -247,6 +258,29 @@ pub fn randomness(domain: &str, sector: SectorId, epoch: i64) -> Randomness {
 }
 
 impl ChainState {
+    /// A worker's ping (Sealer.WorkerPing): refused without a name or a Dest, as production
+    /// refuses it; recorded under its name otherwise, replacing what it sent before.
+    pub fn worker_ping(
+        &mut self,
+        info: crate::manager::wire::WorkerInfo,
+        now: i64,
+    ) -> Result<(), ChainError> {
+        if info.name.is_empty() {
+            return Err(ChainError::NotReady("worker name is required".into()));
+        }
+        if info.dest.is_empty() {
+            return Err(ChainError::NotReady("worker dest is required".into()));
+        }
+        self.workers.insert(
+            info.name.clone(),
+            WorkerPingRecord {
+                info,
+                last_ping: now,
+            },
+        );
+        Ok(())
+    }
+
     /// The seal proof type the miner seals new sectors with now (damocles-manager derives it from
     /// the miner's UseSyntheticPoRep, pkg/chain/miner_api.go).
     pub fn miner_proof_type(&self, rules: &ChainRules) -> i64 {

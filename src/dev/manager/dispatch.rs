@@ -237,8 +237,8 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
     let method: Option<Method> = name.parse().ok();
     let value = match method {
         Some(Method::AllocateSector) => {
-            // [spec] in every release; the [spec, niporep] shape of damocles' master branch was
-            // never released.
+            // [spec] in every release and on master; the [spec, niporep] shape exists only on
+            // damocles' unreleased felix/niporep branch.
             expect_params(p, 1, name)?;
             let spec: AllocateSectorSpec = param(p, 0, name)?;
             json!(shared.chain().allocate(rules, &spec))
@@ -407,6 +407,12 @@ async fn dispatch(shared: &Shared, name: &str, params: Vec<Value>) -> Result<Val
             expect_params(p, 2, name)?;
             let reason: String = param(p, 1, name)?;
             shared.chain().abort(rules, param(p, 0, name)?, &reason)?;
+            Value::Null
+        }
+        Some(Method::WorkerPing) => {
+            expect_params(p, 1, name)?;
+            let now = k8s_openapi::jiff::Timestamp::now().as_second();
+            shared.chain().worker_ping(param(p, 0, name)?, now)?;
             Value::Null
         }
         None if name == "Version" => json!(concat!(

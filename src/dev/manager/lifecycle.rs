@@ -660,6 +660,36 @@ mod tests {
         }
     }
 
+    /// WorkerPing as damocles-manager answers it: a name and a Dest are required; a second ping
+    /// of the same worker replaces the first.
+    #[test]
+    fn a_worker_ping_is_recorded_by_name_and_refused_without_name_or_dest() {
+        use crate::manager::wire::WorkerInfo;
+        let mut state = ChainState::default();
+        let info = |name: &str, dest: &str| WorkerInfo {
+            name: name.into(),
+            dest: dest.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            state.worker_ping(info("", "10.0.0.7:17890"), 1),
+            Err(ChainError::NotReady("worker name is required".into()))
+        );
+        assert_eq!(
+            state.worker_ping(info("op-0", ""), 1),
+            Err(ChainError::NotReady("worker dest is required".into()))
+        );
+        state
+            .worker_ping(info("op-0", "10.0.0.7:17890"), 1)
+            .unwrap();
+        state
+            .worker_ping(info("op-0", "10.0.0.8:17890"), 2)
+            .unwrap();
+        assert_eq!(state.workers.len(), 1);
+        assert_eq!(state.workers["op-0"].info.dest, "10.0.0.8:17890");
+        assert_eq!(state.workers["op-0"].last_ping, 2);
+    }
+
     /// A sector kept as a v0.9-era manager kept it: its rebuild gets the deals as `Pieces`, in
     /// the legacy shape with their padded offsets, and no `PiecesV2`.
     #[test]
