@@ -5,7 +5,7 @@ use super::status::set_phase;
 use super::{Effect, Turn};
 use crate::api::{HISTORY_LIMIT, HistoryEntry, Phase, State};
 use crate::manager::Call;
-use crate::manager::wire::{ReportStateReq, SectorStateChange, WorkerIdentifier};
+use crate::manager::wire::{ReportStateReq, SectorFailure, SectorStateChange, WorkerIdentifier};
 use crate::plan::Event;
 
 impl Turn<'_> {
@@ -85,6 +85,7 @@ impl Turn<'_> {
             from.map(|s| s.to_string()).unwrap_or_default(),
             to.to_string(),
             event.to_string(),
+            None,
         ))
     }
 
@@ -94,6 +95,7 @@ impl Turn<'_> {
         prev: String,
         next: String,
         event: String,
+        failure: Option<SectorFailure>,
     ) -> Call {
         Call::ReportState {
             sector,
@@ -103,7 +105,7 @@ impl Turn<'_> {
                     location: format!("{}/{}", self.task.namespace, self.task.name),
                 },
                 state_change: SectorStateChange { prev, next, event },
-                failure: None,
+                failure,
             },
         }
     }

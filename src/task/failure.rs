@@ -80,6 +80,22 @@ impl Turn<'_> {
         }
     }
 
+    /// The ReportState damocles-worker sends after a failed step: the state unchanged, event
+    /// "None" (the worker formats its event after taking it), the failure's level and text, so
+    /// that `damocles-manager util sealer sectors` shows it.
+    fn report_failure(&mut self, level: FailureLevel, message: &str) {
+        let Some(sector) = self.sector_id() else {
+            return;
+        };
+        let state = self.position().state.to_string();
+        let failure = crate::manager::wire::SectorFailure {
+            level: format!("{level:?}"),
+            desc: super::status::bounded(message, super::status::STATUS_TEXT_LIMIT),
+        };
+        let report = self.report_call(sector, state.clone(), state, "None".into(), Some(failure));
+        self.effects.push(Effect::ReportState(report));
+    }
+
     /// The work of the current state failed.
     pub fn fail(&mut self, level: FailureLevel, message: String) -> Wake {
         let state = self.position().state;
@@ -103,6 +119,7 @@ impl Turn<'_> {
             true,
             format!("{state}: {level} failure (attempt {attempts}, {decision:?}): {message}"),
         );
+        self.report_failure(level, &message);
         match decision {
             FailureDecision::Retry(delay) => {
                 self.delete_step_pod();

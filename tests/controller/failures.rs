@@ -61,6 +61,15 @@ async fn a_rejected_precommit_aborts_the_task_and_wipes_its_workspace() {
         record["aborted"].as_str().unwrap().contains("refused"),
         "{record}"
     );
+    // The failure reached the manager first, as damocles-worker reports it: in the state whose
+    // work failed (the PreCommit is sent from PC2Done), the state unchanged.
+    assert!(
+        record["reports"].as_array().unwrap().iter().any(|r| {
+            let r = r.as_str().unwrap();
+            r.contains("PC2Done -> PC2Done (None) failure Abort:") && r.contains("refused")
+        }),
+        "{record}"
+    );
     wait_for(
         "the ended task deleted after its TTL",
         Duration::from_secs(60),

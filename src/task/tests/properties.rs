@@ -296,7 +296,14 @@ fn run_visiting(
                 Io::Write(StatusWrite { status, .. }) => {
                     written = wrote(*status, &mut memory, &mut trace);
                 }
-                Io::Apply(effect) => apply(effect, &mut spec, &mut world, decision.as_mut()),
+                Io::Apply(effect) => {
+                    // A state whose work needs nothing (Allocated without deals) is passed
+                    // within one decision: the transition into it is the visit.
+                    if let Effect::Transition { to, .. } = &effect {
+                        visited.insert(*to);
+                    }
+                    apply(effect, &mut spec, &mut world, decision.as_mut())
+                }
                 Io::Remember(facts) => memory = facts,
                 Io::Report { .. } | Io::HeartbeatSent => {}
                 Io::Ask(question) => {

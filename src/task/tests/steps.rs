@@ -112,6 +112,56 @@ fn pods_that_never_ran_are_replaced_without_spending_retries() {
     );
 }
 
+/// A failed step is told to the manager as damocles-worker tells it: a ReportState of the state
+/// it stays in, event "None", the failure's level and text (what `util sealer sectors` shows).
+/// A pod that never ran is no failure of the sector and is not reported.
+#[test]
+fn a_failed_step_is_reported_to_the_manager_with_its_level() {
+    let spec = sealer();
+    let status = at(State::PC1Done);
+    let reports = |decision: &Decision| -> Vec<crate::manager::wire::ReportStateReq> {
+        decision
+            .effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::ReportState(Call::ReportState { sector, report }) => {
+                    assert_eq!((sector.miner, sector.number), (SECTOR.miner, SECTOR.number));
+                    Some(report.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let failed = PodReport::Failed {
+        level: FailureLevel::Temporary,
+        message: "no space left on device".into(),
+        never_ran: false,
+    };
+    let decision = decide_now(task(&spec), &status, &pod(failed, Some("node-b"), NOW - 5));
+    let sent = reports(&decision);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let change = &sent[0].state_change;
+    assert_eq!(
+        (
+            change.prev.as_str(),
+            change.next.as_str(),
+            change.event.as_str()
+        ),
+        ("PC1Done", "PC1Done", "None")
+    );
+    let failure = sent[0].failure.as_ref().unwrap();
+    assert_eq!(failure.level, "Temporary");
+    assert!(failure.desc.contains("no space left"), "{failure:?}");
+
+    let never = PodReport::Failed {
+        level: FailureLevel::Temporary,
+        message: "evicted".into(),
+        never_ran: true,
+    };
+    let replaced = decide_now(task(&spec), &status, &pod(never, Some("node-b"), NOW - 5));
+    assert!(reports(&replaced).is_empty());
+}
+
 /// A replaced pod that still runs (its deletion not yet carried out by the kubelet) keeps its
 /// replacement from starting: never two pods of a step on one workspace.
 #[test]

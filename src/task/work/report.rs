@@ -32,7 +32,7 @@ impl Turn<'_> {
             Some((from, event)) => (from.to_string(), event.to_string()),
             None => (state.to_string(), "Heartbeat".to_string()),
         };
-        Some(self.report_call(sector, prev, state.to_string(), event))
+        Some(self.report_call(sector, prev, state.to_string(), event, None))
     }
 
     /// When due (`manager_heartbeat` set, none sent in the last half of it): asks the manager
