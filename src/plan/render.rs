@@ -122,7 +122,8 @@ Event, and clears the field. The rules are damocles-worker's:
 - an empty value (`resumeState: ""`) is a resume without a state: it retries the current state's work;
 - resuming into the state the task is already in is refused (use the empty value to retry it);
 - `Aborted` is always allowed on a live task: the running step is stopped, the manager is told
-  (ReportAborted) and the workspace is wiped;
+  (ReportAborted; ReportFinalized for an unseal or rebuild, whose sector is proven) and the
+  workspace is wiped;
 - a rewind target whose inputs the task no longer has is refused, with a message that names the missing
   output and the state that produces it, and nothing else changes;
 - a finished or aborted task cannot be resumed.

@@ -570,6 +570,58 @@ async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed(
     let record = scene.record(sector.number).await;
     assert_eq!(record["rebuilds"], 2, "{record}");
     assert!(finalized(&record), "{record}");
+
+    // A rebuild deleted once it holds the sector hands it back finalized, never aborted:
+    // damocles-manager's ReportAborted would release the proven sector's active deals (the dev
+    // manager does so too) and leave it impossible to mark for rebuild again.
+    let marked = manager
+        .admin(
+            "/admin/rebuild",
+            Some(serde_json::json!({"number": sector.number})),
+        )
+        .await;
+    assert_eq!(marked["ok"], true, "{marked}");
+    create_example(
+        tasks,
+        "rebuild-2kib.yaml",
+        "rebuild-deleted",
+        serde_json::json!({"sector": spec_sector}),
+    )
+    .await;
+    wait_status(
+        tasks,
+        "rebuild-deleted",
+        "the rebuild holding its sector",
+        |s| s.sector.is_some(),
+    )
+    .await;
+    tasks
+        .delete("rebuild-deleted", &Default::default())
+        .await
+        .unwrap();
+    wait_gone(tasks, "rebuild-deleted").await;
+    let record = scene.record(sector.number).await;
+    assert!(
+        finalized(&record) && record["aborted"].is_null() && record["rebuild"].is_null(),
+        "{record}"
+    );
+    let chain = manager.admin("/admin/state", None).await;
+    for deal in &deals {
+        let bound = chain["chain"]["deals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["dealId"] == deal["dealId"])
+            .map(|d| d["sector"].clone());
+        assert_eq!(bound, Some(sector.number.into()), "{chain}");
+    }
+    let marked = manager
+        .admin(
+            "/admin/rebuild",
+            Some(serde_json::json!({"number": sector.number})),
+        )
+        .await;
+    assert_eq!(marked["ok"], true, "it can be rebuilt later: {marked}");
 }
 
 /// A sealed CC sector upgraded by a snap-up task with the market's deal (random bytes from the

@@ -92,7 +92,7 @@ pub struct SectorRecord {
     pub upgrade: Option<UpgradeRecord>,
     #[serde(default)]
     pub rebuild: Option<RebuildMark>,
-    /// Rebuilds completed (the ReportFinalized that ends a rebuild).
+    /// Rebuild marks ended by ReportFinalized (a rebuild finished, or given up by its task).
     #[serde(default)]
     pub rebuilds: u32,
     /// Its pieces, deals and fillers, as AcquireDeals bound them (the market module).
@@ -744,7 +744,9 @@ impl ChainState {
     }
 
     /// As damocles-manager's ReportAborted, which `damocles-manager util sealer sectors abort`
-    /// also calls: the reason is kept, an upgrade is cancelled and the sector goes offline.
+    /// also calls: the reason is kept, the sector's deals are released to the market (whatever
+    /// stage the sector is at, a proven one included), an upgrade's commitment is cancelled and
+    /// its record (UpgradePublic) dropped, and the sector goes offline.
     pub fn abort(
         &mut self,
         rules: &ChainRules,
@@ -754,7 +756,13 @@ impl ChainState {
         let record = self.online(rules, id)?;
         record.aborted = Some(reason.to_string());
         record.upgrade = None;
+        record.upgrade_public = None;
         record.finalized = true;
+        for deal in self.deals.iter_mut() {
+            if deal.sector == Some(id.number) {
+                deal.sector = None;
+            }
+        }
         Ok(())
     }
 }

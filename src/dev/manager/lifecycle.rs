@@ -820,8 +820,24 @@ mod tests {
     #[test]
     fn an_offline_sector_answers_finalized_and_refuses_online_calls() {
         let (rules, mut state, id) = committed_sector();
+        let deal = |deal_id, sector| crate::dev::manager::market::MarketDeal {
+            deal_id,
+            piece_cid: format!("baga6ea4seaq{deal_id}"),
+            piece_size: 2048,
+            payload_size: 1000,
+            start_epoch: 20_000,
+            end_epoch: 600_000,
+            sector,
+        };
+        state.deals = vec![deal(1, Some(id.number)), deal(2, Some(id.number + 1))];
         state.report(&rules, id, "a -> b (c)".into()).unwrap();
         state.abort(&rules, id, "aborted via CLI").unwrap();
+        // As damocles-manager's ReportAborted: the deals go back to the market, even a proven
+        // sector's.
+        assert_eq!(
+            state.deals.iter().map(|d| d.sector).collect::<Vec<_>>(),
+            vec![None, Some(id.number + 1)]
+        );
         let record = state.report(&rules, id, "b -> c (d)".into()).unwrap();
         assert!(record.finalized);
         assert_eq!(record.aborted.as_deref(), Some("aborted via CLI"));

@@ -148,12 +148,16 @@ fn a_report_finalized_answer_lost_late_or_already_offline_is_settled() {
 }
 
 #[test]
-fn an_aborted_unseal_reports_finalized_and_other_aborts_report_aborted() {
+fn an_aborted_unseal_or_rebuild_reports_finalized_and_other_aborts_report_aborted() {
     let spec = self::spec(json!({"plan": "unseal", "sectorSize": "2KiB",
         "unseal": {"pieceCid": "baga6ea4seaq", "offset": 0, "size": 2032}}));
     let mut aborted = at(State::Aborted);
     aborted.node = Some("node-a".into());
     let ask = decide_now(task(&spec), &aborted, &Observed::default());
+    assert_eq!(asked_call(&ask), &Call::ReportFinalized(SECTOR_ID));
+    // A rebuilt sector is proven on chain: ReportAborted would release its active deals.
+    let rebuild = self::spec(json!({"plan": "rebuild", "sectorSize": "2KiB"}));
+    let ask = decide_now(task(&rebuild), &aborted, &Observed::default());
     assert_eq!(asked_call(&ask), &Call::ReportFinalized(SECTOR_ID));
     let sealer = sealer();
     aborted.last_error = Some(crate::api::LastError {

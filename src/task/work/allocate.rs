@@ -3,7 +3,7 @@
 
 use super::{call_failed, failed, randomness, sector_id, unexpected};
 use crate::api::{
-    CommittedSector, DealPiece, SealingTaskSpec, SectorRef, UnsealSelector, UnsealTaken,
+    CommittedSector, DealPiece, PlanKind, SealingTaskSpec, SectorRef, UnsealSelector, UnsealTaken,
 };
 use crate::manager::wire::{
     AcquireDealsSpec, AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector, CidJson, SectorId,
@@ -192,8 +192,8 @@ impl Turn<'_> {
     /// from then on (a rebuild's is the type the sector was sealed with, whatever the miner seals
     /// now). One other than spec.sector names is kept all the same (the manager handed it to this
     /// task and will not hand it out again), and the returned failure pauses the task once the
-    /// rest of the answer is recorded: resumed, the task works on it; deleted, it reports it
-    /// aborted, which hands it back. So is one of a proof type this operator cannot seal.
+    /// rest of the answer is recorded: resumed, the task works on it; deleted, it hands it back
+    /// (see `hand_back_advice`). So is one of a proof type this operator cannot seal.
     fn take_sector(&mut self, sector: &AllocatedSector) -> Option<Outcome> {
         let given = SectorRef {
             miner: sector.id.miner,
@@ -208,10 +208,23 @@ impl Turn<'_> {
             FailureLevel::Permanent,
             format!(
                 "the manager handed out sector {given} but spec.sector asks for {wanted}; the \
-                 task keeps {given}: resume it to work on {given}, or delete it to hand {given} \
-                 back"
+                 task keeps {given}: resume it to work on {given}, or {}",
+                self.hand_back_advice(given.miner, given.number),
             ),
         ))
+    }
+
+    /// What deleting the task does with a sector it was handed and cannot work on. A rebuild's
+    /// sector is proven on chain: it is reported finalized, never aborted (which would release
+    /// its active deals), so the manager takes it offline with its rebuild mark cleared.
+    fn hand_back_advice(&self, miner: u64, number: u64) -> String {
+        match self.task.spec.plan {
+            PlanKind::Rebuild => format!(
+                "delete it to hand it back (reported finalized, its deals kept); `damocles-manager \
+                 util sealer sectors rebuild {miner} {number}` marks it for rebuild again"
+            ),
+            _ => "delete it to hand it back".to_string(),
+        }
     }
 
     /// Records the proof type the sector was handed out with; the failure that pauses the task
@@ -226,11 +239,12 @@ impl Turn<'_> {
                 format!(
                     "the manager handed out sector {} of miner {} with seal proof type {}, which \
                      is not one this operator seals at {size} (asked for {:?}); the task keeps \
-                     the sector: delete it to hand it back",
+                     the sector: {}",
                     given.number,
                     given.miner,
                     sector.proof_type,
                     seal_proof_types(size, self.task.spec.synthetic_po_rep),
+                    self.hand_back_advice(given.miner, given.number),
                 ),
             ));
         }

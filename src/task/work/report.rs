@@ -62,13 +62,15 @@ impl Turn<'_> {
     /// The report an ended task owes the manager, for a sector this task was handed.
     /// ReportFinalized after every plan (the manager clears the sector's rebuild or unseal mark
     /// and takes it offline; without it the next rebuild or unseal of that sector fails), and
-    /// after an aborted unseal, whose sector the manager brought online for it. ReportAborted,
-    /// with the reason the task recorded, after any other abort (the manager releases the
-    /// sector's deals and takes it offline).
+    /// after an aborted unseal or rebuild, whose sector is proven on chain: damocles-manager's
+    /// ReportAborted would release its deals, active on chain, and clear a snapped sector's
+    /// upgrade record, after which it can never be set for rebuild again. ReportAborted, with
+    /// the reason the task recorded, after a sealer's or snap-up's abort (the deals it acquired
+    /// go back to the market, the sector offline).
     fn end_report(&self) -> Option<Call> {
         let sector = self.status.sector.map(sector_id)?;
         match (self.position().state, self.task.spec.plan) {
-            (State::Finished, _) | (State::Aborted, PlanKind::Unseal) => {
+            (State::Finished, _) | (State::Aborted, PlanKind::Unseal | PlanKind::Rebuild) => {
                 Some(Call::ReportFinalized(sector))
             }
             (State::Aborted, _) => Some(Call::ReportAborted {
