@@ -162,7 +162,7 @@ impl Turn<'_> {
                     "Paused",
                     format!("{level} failure in {state}: {message}"),
                 );
-                Wake::OnChange
+                self.paused_wake()
             }
             FailureDecision::Abort => {
                 self.abort(&message);

@@ -69,6 +69,9 @@ pub mod condition {
     /// An aborted unseal's request was handed back to the manager (AchieveUnsealSector with
     /// the error), before the sector's ReportFinalized.
     pub const UNSEAL_HANDED_BACK: &str = "UnsealHandedBack";
+    /// The manager answered that it finalized the sector while this task's workspace holds
+    /// the only replica of it: the task paused, the files kept, until a person decides.
+    pub const FINALIZED_AT_MANAGER: &str = "FinalizedAtManager";
 }
 
 /// A step pod not started after this long gets a status message saying why.
@@ -645,7 +648,8 @@ impl Turn<'_> {
             return self.ended();
         }
         if self.task.spec.suspend {
-            return self.suspend();
+            self.suspend();
+            return self.wait_paused();
         }
         self.unsuspend_if_suspended();
         if let Some(not_before) = &self.status.not_before {
@@ -655,7 +659,7 @@ impl Turn<'_> {
             }
         }
         if self.status.phase == Some(Phase::Paused) {
-            return Wake::OnChange;
+            return self.wait_paused();
         }
         if self.status.state.is_none() {
             self.enter(None, State::Empty);
@@ -664,6 +668,23 @@ impl Turn<'_> {
             return wake;
         }
         self.run_plan()
+    }
+
+    /// A paused or suspended task waits for a person, and still sends its heartbeat: a sector
+    /// the manager finalizes meanwhile ends the task (or, holding the only replica, is named
+    /// in its status) instead of keeping a workspace until someone looks.
+    fn wait_paused(&mut self) -> Wake {
+        if let Some(wake) = self.heartbeat() {
+            return wake;
+        }
+        self.paused_wake()
+    }
+
+    /// The wake of a task that waits for a person: its next heartbeat, or a change.
+    pub(super) fn paused_wake(&self) -> Wake {
+        self.rules
+            .manager_heartbeat
+            .map_or(Wake::OnChange, Wake::After)
     }
 
     /// Works through the plan from the current position until something must wait.

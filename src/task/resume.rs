@@ -142,14 +142,14 @@ impl Turn<'_> {
         None
     }
 
-    pub(super) fn suspend(&mut self) -> Wake {
+    pub(super) fn suspend(&mut self) {
         if self.suspended() {
-            return Wake::OnChange;
+            return;
         }
         if self.status.phase == Some(Phase::Paused) {
             // Paused for a failure: it stays paused for that failure, so that unsuspending it
             // does not run it again without the resume a person owes it.
-            return Wake::OnChange;
+            return;
         }
         let state = self.position().state;
         self.delete_step_pod();
@@ -170,7 +170,6 @@ impl Turn<'_> {
             SUSPENDED,
             format!("suspended in {state}; its running step was stopped"),
         );
-        Wake::OnChange
     }
 
     /// Unsuspended: the interrupted work runs again under a new pod name.

@@ -181,6 +181,116 @@ fn the_heartbeat_ends_a_task_whose_sector_the_manager_aborted() {
     assert_eq!(off.wake, Wake::OnChange);
 }
 
+fn manager_says(finalized: bool, reason: &str) -> Option<Result<Reply, CallFailure>> {
+    Some(Ok(Reply::State(Some(
+        crate::manager::wire::SectorStateResp {
+            id: SECTOR_ID,
+            finalized,
+            abort_reason: Some(reason.into()),
+        },
+    ))))
+}
+
+/// One `Finalized: true` answer for a sector whose only replica the workspace holds (a sealer
+/// from PC2 on, a snap-up from its encode on) does not wipe it: a manager restored from an old
+/// backup answers so for every sector under way. The step stops, the task pauses with its files
+/// and says what to do; the same answer again changes nothing; the manager holding it online
+/// again is recorded; `resumeState: Aborted` ends it as any abort.
+#[test]
+fn a_finalized_answer_keeps_a_replica_only_the_workspace_holds() {
+    let rules = heartbeat_rules();
+    let snapup = spec(json!({"plan": "snapup", "sectorSize": "2KiB"}));
+    for (spec, state) in [(sealer(), State::C1Done), (snapup, State::SnapEncoded)] {
+        let mut status = at(state);
+        status.step_pod = Some("t1-pc1done-0".into());
+        let mut observed = pod(PodReport::Running, Some("node-a"), NOW - 5);
+        observed.sector_state = manager_says(true, "aborted via CLI");
+        let kept = decide(task(&spec), &status, &observed, NOW, &rules);
+        assert_eq!(
+            (kept.status.state, kept.status.phase),
+            (Some(state), Some(Phase::Paused))
+        );
+        let (value, reason) = condition_of(&kept.status, condition::FINALIZED_AT_MANAGER).unwrap();
+        assert_eq!((value.as_str(), reason.as_str()), ("True", "ReplicaKept"));
+        assert!(has(&kept, |e| *e == Effect::DeletePod("t1-pc1done-0".into())));
+        assert!(!has(&kept, |e| matches!(
+            e,
+            Effect::CreateCleanupPod { .. }
+        )));
+        let message = kept.status.last_error.as_ref().unwrap().message.clone();
+        assert!(
+            message.contains("aborted (aborted via CLI)")
+                && message.contains("only replica")
+                && message.contains("resumeState: Aborted"),
+            "{message}"
+        );
+        // Paused, it still hears the manager at each heartbeat.
+        assert_eq!(kept.wake, Wake::After(Duration::from_secs(60)));
+
+        let paused = kept.status;
+        let mut again = Observed {
+            sector_state: manager_says(true, "aborted via CLI"),
+            ..Observed::default()
+        };
+        let same = decide(task(&spec), &paused, &again, NOW + 60, &rules);
+        assert_eq!(same.status, paused);
+        assert!(!has(&same, |e| matches!(e, Effect::WriteStatus)));
+        assert_eq!(same.wake, Wake::After(Duration::from_secs(60)));
+
+        again.sector_state = manager_says(false, "");
+        let online = decide(task(&spec), &paused, &again, NOW + 120, &rules);
+        let (value, reason) =
+            condition_of(&online.status, condition::FINALIZED_AT_MANAGER).unwrap();
+        assert_eq!((value.as_str(), reason.as_str()), ("False", "Online"));
+        assert_eq!(
+            online.status.phase,
+            Some(Phase::Paused),
+            "still the person's call"
+        );
+
+        let mut ended = spec.clone();
+        ended.resume_state = Some("Aborted".into());
+        let aborted = decide(
+            task(&ended),
+            &paused,
+            &Observed::default(),
+            NOW + 60,
+            &rules,
+        );
+        assert_eq!(aborted.status.state, Some(State::Aborted));
+    }
+}
+
+/// A task paused for a person still sends its heartbeat: a sector the manager aborts meanwhile
+/// ends it (its workspace removed) instead of waiting for someone to look.
+#[test]
+fn a_paused_task_hears_a_manager_side_abort() {
+    let rules = heartbeat_rules();
+    let spec = sealer();
+    let mut status = at(State::PC1Done);
+    status.phase = Some(Phase::Paused);
+    let asks = decide(task(&spec), &status, &Observed::default(), NOW, &rules);
+    assert!(
+        matches!(asks.wake, Wake::Ask(Question::SectorState(_))),
+        "{:?}",
+        asks.wake
+    );
+    let observed = Observed {
+        sector_state: manager_says(true, "aborted via CLI"),
+        ..Observed::default()
+    };
+    let aborted = decide(task(&spec), &status, &observed, NOW, &rules);
+    assert_eq!(aborted.status.state, Some(State::Aborted));
+    // Without the heartbeat (off), a paused task waits for a change.
+    let off = decide_now(task(&spec), &status, &Observed::default());
+    assert_eq!(off.wake, Wake::OnChange);
+    // Suspended, the same.
+    let mut suspended = spec.clone();
+    suspended.suspend = true;
+    let asks = decide(task(&suspended), &status, &Observed::default(), NOW, &rules);
+    assert!(matches!(asks.wake, Wake::Ask(Question::SectorState(_))));
+}
+
 /// A manager restarting refuses connections. A one-time allocation (an upgrade, a rebuild, an
 /// unseal job) that never reached it lost nothing: it is asked again after the outage's back-off,
 /// never paused. One that may have reached it (timed out) still pauses at the next try, as the

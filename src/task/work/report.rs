@@ -8,7 +8,7 @@ use super::sector_id;
 use crate::api::{PlanKind, State};
 use crate::manager::wire::ERR_SECTOR_STATE_NOT_FOUND;
 use crate::manager::{Call, Reply};
-use crate::task::condition::{MANAGER_FINALIZED, UNSEAL_HANDED_BACK};
+use crate::task::condition::{FINALIZED_AT_MANAGER, MANAGER_FINALIZED, UNSEAL_HANDED_BACK};
 use crate::task::status::{condition_true, set_condition, time_at};
 use crate::task::{CallFailure, EndReport, Question, Remembered, Turn, Wake};
 
@@ -37,7 +37,8 @@ impl Turn<'_> {
 
     /// When due (`manager_heartbeat` set, none sent in the last half of it): asks the manager
     /// how the sector stands. A sector it finalized (aborted from its CLI) ends the task here,
-    /// its step interrupted; damocles-worker finds out only at its next state change. A heartbeat
+    /// its step interrupted, unless the workspace holds the sector's only replica (then the task
+    /// pauses for a person); damocles-worker finds out only at its next state change. A heartbeat
     /// without an answer changes nothing: the plan's next call meets the same manager. Not one
     /// per reconcile: each step boundary would then wait on a manager round trip (the scale
     /// benchmark's slowest transitions), while the timed wake of a running step still sends one
@@ -52,11 +53,76 @@ impl Turn<'_> {
             None => Some(Wake::Ask(Question::SectorState(Box::new(call)))),
             Some(Ok(Reply::State(Some(state)))) if state.finalized => {
                 let reason = state.abort_reason.clone().unwrap_or_default();
+                if self.holds_only_replica() {
+                    return self.keep_replica_finalized_at_manager(&reason);
+                }
                 self.aborted_by_manager(&reason);
                 Some(self.ended())
             }
+            Some(Ok(Reply::State(Some(_)))) => {
+                if condition_true(&self.status, FINALIZED_AT_MANAGER) {
+                    let message = "the manager holds the sector online again";
+                    set_condition(
+                        &mut self.status,
+                        FINALIZED_AT_MANAGER,
+                        "False",
+                        "Online",
+                        message,
+                        self.now,
+                    );
+                    self.log(false, message);
+                    self.write();
+                }
+                None
+            }
             Some(_) => None,
         }
+    }
+
+    /// The workspace holds a replica nothing else has: a sealer's or rebuild's from PC2 on
+    /// (hours of PC1 and, past the PreCommit, a deposit on chain), a snap-up's from its encode
+    /// on.
+    fn holds_only_replica(&self) -> bool {
+        let plan = self.task.spec.plan();
+        let state = self.position().state;
+        [State::PC2Done, State::SnapEncoded]
+            .into_iter()
+            .any(|from| plan.state(from).is_some() && plan.at_or_before(from, state))
+    }
+
+    /// A heartbeat answered `Finalized: true` for a sector whose only replica this workspace
+    /// holds. One wrong answer (a manager restored from an old backup, pointed at another
+    /// database) must not wipe hours of sealing: the step is stopped and the task paused with
+    /// the files kept until a person ends it (resumeState Aborted) or repairs the manager and
+    /// resumes. Once paused for it, later heartbeats that say the same change nothing.
+    fn keep_replica_finalized_at_manager(&mut self, reason: &str) -> Option<Wake> {
+        if self.status.phase == Some(crate::api::Phase::Paused)
+            && condition_true(&self.status, FINALIZED_AT_MANAGER)
+        {
+            return None;
+        }
+        let state = self.position().state;
+        let said = if reason.is_empty() {
+            "finalized".to_string()
+        } else {
+            format!("aborted ({reason})")
+        };
+        let message = format!(
+            "the manager says the sector is {said}, but this task's workspace holds its only \
+             replica ({state}): the files are kept. If the sector is to go, set \
+             spec.resumeState: Aborted; if the manager's state is wrong, repair it and resume"
+        );
+        set_condition(
+            &mut self.status,
+            FINALIZED_AT_MANAGER,
+            "True",
+            "ReplicaKept",
+            &message,
+            self.now,
+        );
+        self.delete_step_pod();
+        self.effects.push(crate::task::Effect::ReleaseSlot);
+        Some(self.fail(crate::sector::FailureLevel::Permanent, message))
     }
 
     /// The report an ended task owes the manager, for a sector this task was handed.
