@@ -4,19 +4,27 @@
 use super::*;
 
 /// The sector is aborted at the manager (`damocles-manager util sealer sectors abort` calls
-/// ReportAborted) while its PC1 runs: the heartbeat finds it offline, the task stops the step,
-/// ends Aborted with the manager's reason and removes its workspace, without a ReportAborted of
-/// its own (the manager would answer 11001).
+/// ReportAborted) while its task is suspended in PC1: the heartbeat of the paused task finds it
+/// offline, and the task ends Aborted with the manager's reason and removes its workspace,
+/// without a ReportAborted of its own (the manager would answer 11001). A second task's sector
+/// is aborted there while its C2 runs, its replica only in the workspace: the heartbeat stops
+/// the step at once but keeps the files, pausing the task (FinalizedAtManager) until it is told
+/// `resumeState: Aborted`.
 #[tokio::test]
-async fn a_sector_aborted_at_the_manager_ends_its_task_and_cleans_its_workspace() {
+async fn a_sector_aborted_at_the_manager_ends_its_task_unless_it_holds_the_only_replica() {
     let scene = Scene::new("mgr-abort").await;
     let farm = &scene.farm;
     let tasks = &scene.tasks;
-    // PC1 that takes long enough to be interrupted.
-    farm.set_steps(&format!(
-        "  pc1:\n    command: [sh, -c, 'sleep 120; exec {} \"$@\"', pc1]\n",
-        env!("CARGO_BIN_EXE_damocles-step"),
-    ));
+    // The first PC1 and the first C2 take long enough to be interrupted.
+    let slow_once = |step: &str| {
+        let once = farm.root.join(format!("{step}-slowed"));
+        format!(
+            "  {step}:\n    command: [sh, -c, 'if [ ! -e {once} ]; then touch {once}; sleep 120; fi; exec {bin} \"$@\"', {step}]\n",
+            once = once.display(),
+            bin = env!("CARGO_BIN_EXE_damocles-step"),
+        )
+    };
+    farm.set_steps(&format!("{}{}", slow_once("pc1"), slow_once("c2")));
     let operator = Operator::start_args(
         &scene.ns.name,
         &scene.manager,
@@ -24,6 +32,20 @@ async fn a_sector_aborted_at_the_manager_ends_its_task_and_cleans_its_workspace(
         None,
         &["--manager-heartbeat", "1s"],
     );
+    let manager = &scene.manager;
+    let abort_at_manager = |sector: damocles_operator::api::SectorRef| async move {
+        manager
+            .client()
+            .report_aborted(
+                damocles_operator::manager::wire::SectorId {
+                    miner: sector.miner,
+                    number: sector.number,
+                },
+                "aborted via CLI",
+            )
+            .await
+            .unwrap();
+    };
     scene.seal("t").await;
     let running = wait_status(tasks, "t", "PC1 running", |s| {
         s.state == Some(State::TicketAssigned) && s.step_pod.is_some()
@@ -31,30 +53,16 @@ async fn a_sector_aborted_at_the_manager_ends_its_task_and_cleans_its_workspace(
     .await;
     let status = running.status.unwrap();
     let sector = status.sector.unwrap();
-    let pod = running_pod(&scene.pods, status.step_pod.as_deref().unwrap()).await;
-    let started = std::time::Instant::now();
-    scene
-        .manager
-        .client()
-        .report_aborted(
-            damocles_operator::manager::wire::SectorId {
-                miner: sector.miner,
-                number: sector.number,
-            },
-            "aborted via CLI",
-        )
-        .await
-        .unwrap();
+    running_pod(&scene.pods, status.step_pod.as_deref().unwrap()).await;
+    patch_spec(tasks, "t", serde_json::json!({"suspend": true})).await;
+    wait_status(tasks, "t", "suspended", |s| s.phase == Some(Phase::Paused)).await;
+    abort_at_manager(sector).await;
 
     let aborted = wait_status(tasks, "t", "aborted, workspace cleaned", |s| {
         s.phase == Some(Phase::Aborted)
             && condition(s, "WorkspaceCleaned").is_some_and(|(status, _)| status == "True")
     })
     .await;
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "the step was interrupted, not waited for"
-    );
     let status = aborted.status.unwrap();
     let last = status.last_error.unwrap();
     assert_eq!(last.level, damocles_operator::api::FailureLevel::Abort);
@@ -63,10 +71,6 @@ async fn a_sector_aborted_at_the_manager_ends_its_task_and_cleans_its_workspace(
         "the manager aborted the sector: aborted via CLI"
     );
     assert!(!scene.workspace("t").exists());
-    assert!(
-        scene.pods.get_opt(&pod.name_any()).await.unwrap().is_none(),
-        "the PC1 pod was deleted"
-    );
     let record = scene.record(sector.number).await;
     assert_eq!(record["aborted"], "aborted via CLI", "{record}");
     let metrics = metrics_text(&operator.metrics).await.unwrap();
@@ -78,6 +82,53 @@ async fn a_sector_aborted_at_the_manager_ends_its_task_and_cleans_its_workspace(
         !metrics.contains("method=\"ReportAborted\""),
         "no ReportAborted was sent"
     );
+
+    scene.seal("kept").await;
+    let running = wait_status(tasks, "kept", "C2 running", |s| {
+        s.state == Some(State::C1Done) && s.step_pod.is_some()
+    })
+    .await;
+    let status = running.status.unwrap();
+    let sector = status.sector.unwrap();
+    let pod = running_pod(&scene.pods, status.step_pod.as_deref().unwrap()).await;
+    let started = std::time::Instant::now();
+    abort_at_manager(sector).await;
+    let paused = wait_status(tasks, "kept", "paused, its replica kept", |s| {
+        s.phase == Some(Phase::Paused)
+            && condition(s, "FinalizedAtManager").is_some_and(|(status, _)| status == "True")
+    })
+    .await;
+    assert_eq!(paused.status.unwrap().state, Some(State::C1Done));
+    let workspace = scene.workspace("kept");
+    assert!(workspace.join("sealed").is_dir(), "the replica is kept");
+    wait_for("the C2 pod deleted", Duration::from_secs(30), || async {
+        scene
+            .pods
+            .get_opt(&pod.name_any())
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the step was interrupted, not waited for"
+    );
+    patch_spec(tasks, "kept", serde_json::json!({"resumeState": "Aborted"})).await;
+    wait_status(
+        tasks,
+        "kept",
+        "aborted by the person, workspace cleaned",
+        |s| {
+            s.phase == Some(Phase::Aborted)
+                && condition(s, "WorkspaceCleaned").is_some_and(|(status, _)| status == "True")
+        },
+    )
+    .await;
+    assert!(!workspace.exists());
+    let record = scene.record(sector.number).await;
+    assert_eq!(record["aborted"], "aborted via CLI", "{record}");
 }
 
 /// The manager process stops for 2 minutes (connection refused) in the middle of a pipeline:
