@@ -804,6 +804,58 @@ fn store_redirecting_to(
     (format!("http://{address}/piecestore/"), server)
 }
 
+/// A piece source that sends part of the piece and then nothing, its connection left open,
+/// ends the step within the stall limit as a temporary failure naming the source (ureq's own
+/// timeouts bound only connecting and the answer's headers): without the watchdog the add-piece
+/// pod would hang for good.
+#[test]
+fn a_piece_download_that_stalls_fails_the_step_as_temporary() {
+    use std::io::{BufRead, BufReader, Write};
+    let root = temp_dir("stall");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+        }
+        let head = "HTTP/1.1 200 OK\r\nContent-Length: 2032\r\n\r\n";
+        stream.write_all(head.as_bytes()).unwrap();
+        let part: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        stream.write_all(&part).unwrap();
+        stream.flush().unwrap();
+        // Held open, silent; dropped after 30 s so that without the watchdog the step ends with
+        // another failure (a short body) rather than hanging the test.
+        std::thread::sleep(std::time::Duration::from_secs(30));
+    });
+    let mut chain = Chain::new(&root, sector(11), SectorSize::Size2KiB, false);
+    chain.gathered.pieces = vec![PieceInput {
+        cid: None,
+        size: 2048,
+        source: Some(format!("http://{address}/piecestore/baga6ea4seaqstalled")),
+        payload_size: None,
+    }];
+    chain.gathered.allowed_hosts = vec!["127.0.0.1".into()];
+    let (code, result) = run_with(
+        &chain.request(StepKind::AddPiece),
+        &[(damocles_operator::step::stall::STALL_ENV, "2")],
+    );
+    let (code, level, message) = failure(code, &result);
+    assert_eq!((code, level), (10, FailureLevel::Temporary), "{message}");
+    assert!(
+        message.contains(&format!(
+            "piece http://{address}/piecestore/baga6ea4seaqstalled"
+        )) && message.contains("no byte moved for 2s"),
+        "{message}"
+    );
+    drop(server);
+}
+
 /// A deal piece the manager's piece store does not hold is fetched where it redirects (the
 /// market), with the market token from PIECE_FETCHER_TOKEN, as damocles-worker fetches it;
 /// without the token the market's refusal is a permanent error naming the URL.

@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
 use damocles_operator::api::SectorSize;
 use damocles_operator::step::params::{self, Circuit};
 use damocles_operator::step::{
-    DEFAULT_TERMINATION_MESSAGE_PATH, ExitCode, StepFailure, StepResult, bench, parse_request, run,
+    DEFAULT_TERMINATION_MESSAGE_PATH, ExitCode, StepFailure, StepRequest, StepResult, bench,
+    parse_request, run,
 };
 
 /// The version and the proofs build: which GPU backend and SDR variant this binary has, so
@@ -254,6 +255,7 @@ fn run_step(text: Result<String, String>) -> ProcessExit {
     {
         Ok(request) => {
             let message_path = request.termination_message_path.clone();
+            report_stalls(&request);
             (run::execute_all(&request), message_path)
         }
         Err(message) => {
@@ -276,6 +278,40 @@ fn run_step(text: Result<String, String>) -> ProcessExit {
     // The exit code the pod shows agrees with the message it carries.
     let sent: StepResult = serde_json::from_str(&message).unwrap_or(result);
     exit(&sent)
+}
+
+/// A stalled transfer ends the process (the blocked read cannot be interrupted) with the step's
+/// result as every other failure: a temporary failure on stdout and in the termination message.
+fn report_stalls(request: &StepRequest) {
+    let (step, sector) = (request.step, request.sector);
+    let message_path = request.termination_message_path.clone();
+    let started = std::time::Instant::now();
+    damocles_operator::step::stall::on_stall(move |failure| {
+        let result = StepResult {
+            version: damocles_operator::step::REQUEST_VERSION,
+            step,
+            sector,
+            failure: Some(StepFailure {
+                level: failure.level,
+                message: failure.message,
+            }),
+            outputs: Default::default(),
+            reused: false,
+            duration_ms: started.elapsed().as_millis() as u64,
+            in_log: None,
+            then: Vec::new(),
+        };
+        eprintln!(
+            "damocles-step: {}",
+            result.failure.as_ref().unwrap().message
+        );
+        println!("{}", result.output_line());
+        write_termination_message(
+            message_path.clone(),
+            &result.termination_message_within(message_limit()),
+        );
+        std::process::exit(result.exit_code() as i32);
+    });
 }
 
 /// The termination message's size: Kubernetes' 4096 bytes. Test builds (the `dev` feature) take

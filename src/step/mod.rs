@@ -23,6 +23,8 @@ pub mod proofs;
 #[cfg(feature = "proofs")]
 pub mod run;
 #[cfg(feature = "proofs")]
+pub mod stall;
+#[cfg(feature = "proofs")]
 mod steps;
 
 use std::collections::BTreeMap;

@@ -259,15 +259,23 @@ pub(in crate::step) fn proof_error(what: &str) -> impl FnOnce(anyhow::Error) -> 
 }
 
 /// An HTTP client that hands every status back to the step (it grades them itself), following at
-/// most `max_redirects` redirects.
+/// most `max_redirects` redirects. A peer that does not take the connection within
+/// [`CONNECT_TIMEOUT`] or answer within [`ANSWER_TIMEOUT`] (after an upload: a market storing
+/// the piece) fails the step as temporary; a body that stops moving is the stall watchdog's
+/// ([`crate::step::stall`]).
 pub(in crate::step) fn http_agent(max_redirects: u32) -> ureq::Agent {
     ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .max_redirects(max_redirects)
             .http_status_as_error(false)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_recv_response(Some(ANSWER_TIMEOUT))
             .build(),
     )
 }
+
+pub(in crate::step) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub(in crate::step) const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 pub(in crate::step) fn need<'a, T>(
     request: &'a StepRequest,

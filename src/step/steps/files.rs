@@ -299,6 +299,7 @@ fn put(source: &Path, url: &str, token: Option<&str>, market: bool) -> Result<()
         request = request.header("Authorization", format!("Bearer {token}"));
     }
     let shown = redact(url);
+    let file = crate::step::stall::watched(format!("upload to {shown}"), file);
     let mut response = request
         .send(ureq::SendBody::from_owned_reader(file))
         .map_err(|e| StepError::temporary(format!("cannot upload to {shown}: {e}")))?;

@@ -112,7 +112,10 @@ fn fetch_piece(source: &str, allowed: &[String]) -> Result<Box<dyn Read>, StepEr
         };
         return Err(level(format!("cannot fetch piece {url}: HTTP {status}")));
     }
-    Ok(Box::new(response.into_body().into_reader()))
+    Ok(Box::new(crate::step::stall::watched(
+        format!("piece {url}"),
+        response.into_body().into_reader(),
+    )))
 }
 
 /// A redirect's Location against the URL it answered: absolute as it is, a path on the same
