@@ -442,6 +442,7 @@ pub fn slim(pod: &mut Pod) {
     if let Some(spec) = pod.spec.as_mut() {
         *spec = PodSpec {
             node_name: spec.node_name.take(),
+            active_deadline_seconds: spec.active_deadline_seconds,
             containers: spec
                 .containers
                 .iter_mut()
@@ -519,6 +520,22 @@ pub fn report(pod: &Pod) -> PodReport {
             };
         }
         let level = ExitCode::level_of(terminated.exit_code).unwrap_or(FailureLevel::Temporary);
+        if status.reason.as_deref() == Some("DeadlineExceeded") {
+            let deadline = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.active_deadline_seconds)
+                .unwrap_or_default();
+            return PodReport::Failed {
+                level: FailureLevel::Temporary,
+                message: format!(
+                    "the step ran longer than its profile's deadlineSeconds ({deadline}s) and \
+                     the kubelet stopped it (exit {})",
+                    terminated.exit_code
+                ),
+                never_ran: false,
+            };
+        }
         let reason = terminated.reason.unwrap_or_default();
         return PodReport::Failed {
             level,
@@ -932,6 +949,33 @@ mod tests {
                     "restartCount": 0, "state": {"terminated": {"exitCode": exit_code, "message": message}}}]}
         }))
         .unwrap()
+    }
+
+    /// A pod the kubelet stopped at its activeDeadlineSeconds (phase Failed, reason
+    /// DeadlineExceeded, the container killed without a result) is a temporary failure that says
+    /// so, not a bare exit code.
+    #[test]
+    fn a_pod_past_its_deadline_is_a_temporary_failure_naming_it() {
+        let mut pod = terminated_pod(137, "");
+        pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            active_deadline_seconds: Some(3),
+            ..Default::default()
+        });
+        let status = pod.status.as_mut().unwrap();
+        status.reason = Some("DeadlineExceeded".into());
+        status.message =
+            Some("Pod was active on the node longer than the specified deadline".into());
+        match report(&pod) {
+            PodReport::Failed {
+                level,
+                message,
+                never_ran,
+            } => {
+                assert_eq!((level, never_ran), (FailureLevel::Temporary, false));
+                assert!(message.contains("deadlineSeconds (3s)"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     /// A step container drops every capability and cannot gain privileges unless its profile

@@ -282,3 +282,37 @@ async fn a_step_pod_name_taken_by_another_owner_is_not_adopted() {
     .await;
     delete_and_wait(tasks, "planted").await;
 }
+
+/// A step that runs past its profile's deadlineSeconds is stopped as the kubelet stops a pod at
+/// its activeDeadlineSeconds (the dev node enforces it), and the task retries it: the first PC1
+/// hangs, the second runs.
+#[tokio::test]
+async fn a_step_past_its_deadline_is_stopped_and_retried() {
+    let scene = Scene::new("deadline").await;
+    let farm = &scene.farm;
+    let tasks = &scene.tasks;
+    let once = farm.root.join("pc1-hung");
+    farm.set_steps(&format!(
+        "  pc1:\n    deadlineSeconds: 3\n    retryBackoffSeconds: 1\n    command: [sh, -c, 'if [ ! -e {once} ]; then touch {once}; sleep 600; fi; exec {step} \"$@\"', pc1]\n",
+        once = once.display(),
+        step = env!("CARGO_BIN_EXE_damocles-step"),
+    ));
+    let _operator = scene.operator();
+    scene.seal("t").await;
+    // The retry follows within a second, so the failure is read from its Event.
+    let note = wait_for(
+        "PC1 stopped at its deadline and retried",
+        Duration::from_secs(120),
+        || super::restart::event_note(&scene.ns.name, "t", "Retrying"),
+    )
+    .await;
+    assert!(
+        note.contains("Temporary failure in TicketAssigned (attempt 1)")
+            && note.contains("deadlineSeconds (3s)"),
+        "{note}"
+    );
+    wait_status(tasks, "t", "PC1 done on the retry", |s| {
+        s.history.iter().any(|h| h.state == State::PC1Done)
+    })
+    .await;
+}

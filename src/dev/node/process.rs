@@ -80,20 +80,44 @@ impl DevNode {
             .collect();
         let waits = futures::future::join_all(children.iter_mut().map(|child| child.wait()));
         tokio::pin!(waits);
-        let mut killed = false;
-        let results = tokio::select! {
-            results = &mut waits => results,
-            grace = &mut kill => {
-                killed = true;
-                let grace = grace.unwrap_or(Duration::ZERO);
+        // kubelet's activeDeadlineSeconds, counted from the pod's start: past it the containers
+        // are stopped with the pod's grace period and the pod fails as DeadlineExceeded.
+        let spec = pod.spec.as_ref();
+        let deadline = spec
+            .and_then(|s| s.active_deadline_seconds)
+            .filter(|s| *s > 0)
+            .map(|s| Duration::from_secs(s as u64));
+        let grace_period = Duration::from_secs(
+            spec.and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30)
+                .max(0) as u64,
+        );
+        let past_deadline = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        let stopped = tokio::select! {
+            results = &mut waits => Ok(results),
+            grace = &mut kill => Err((grace.unwrap_or(Duration::ZERO), false)),
+            () = past_deadline => Err((grace_period, true)),
+        };
+        let (results, killed, deadline_exceeded) = match stopped {
+            Ok(results) => (results, false, false),
+            Err((grace, by_deadline)) => {
+                if by_deadline {
+                    info!(pod = %name, %namespace, ?deadline, "pod past its activeDeadlineSeconds: stopping it");
+                }
                 signal_groups(&pgids, libc::SIGTERM);
-                match tokio::time::timeout(grace, &mut waits).await {
+                let results = match tokio::time::timeout(grace, &mut waits).await {
                     Ok(results) => results,
                     Err(_) => {
                         signal_groups(&pgids, libc::SIGKILL);
                         waits.await
                     }
-                }
+                };
+                (results, true, by_deadline)
             }
         };
         // Whatever a container started in its group goes with it.
@@ -127,13 +151,15 @@ impl DevNode {
         } else {
             "Failed"
         };
-        self.patch_status(
-            pod,
-            json!({"status": {
-                "phase": phase, "conditions": conditions("False"), "containerStatuses": statuses,
-            }}),
-        )
-        .await;
+        let mut status = json!({
+            "phase": phase, "conditions": conditions("False"), "containerStatuses": statuses,
+        });
+        if deadline_exceeded {
+            status["reason"] = json!("DeadlineExceeded");
+            status["message"] =
+                json!("Pod was active on the node longer than the specified deadline");
+        }
+        self.patch_status(pod, json!({ "status": status })).await;
         Ok(())
     }
 
