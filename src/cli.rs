@@ -306,20 +306,21 @@ pub struct DevManagerArgs {
     pub sync_writes: bool,
 }
 
+/// A duration as a farm writes one: jiff's friendly format (`30s`, `1h`, `1h30m`, damocles'
+/// own `1min`, `100ms`) or ISO 8601 (`PT1H`); a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit())
-        .map(|i| text.split_at(i))
-        .unwrap_or((text, "s"));
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 100ms or 30s"))?;
-    match unit {
-        "ms" => Ok(std::time::Duration::from_millis(value)),
-        "s" => Ok(std::time::Duration::from_secs(value)),
-        "m" => Ok(std::time::Duration::from_secs(value * 60)),
-        _ => Err(format!("{text:?}: unit must be ms, s or m")),
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse()
+            .map(std::time::Duration::from_secs)
+            .map_err(|e| format!("{text:?}: {e}"));
     }
+    let signed: k8s_openapi::jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a duration like 100ms, 30s, 1min or 1h30m: {e}"))?;
+    std::time::Duration::try_from(signed)
+        .map_err(|_| format!("{text:?}: a duration cannot be negative"))
 }
 
 #[cfg(feature = "dev")]
@@ -518,6 +519,39 @@ impl DevManagerArgs {
             market_token: self.market_token,
             unverified_proofs: self.unverified_proofs,
             sync_writes: self.sync_writes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_duration;
+
+    #[test]
+    fn durations_read_as_a_farm_writes_them() {
+        for (text, seconds) in [
+            ("30s", 30),
+            ("30", 30),
+            ("0s", 0),
+            ("1min", 60),
+            ("2m", 120),
+            ("1h", 3600),
+            ("1h30m", 5400),
+            ("1h 30m", 5400),
+            ("PT1H", 3600),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(seconds)),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        for bad in ["", "soon", "10 parsecs", "-5s"] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
         }
     }
 }
