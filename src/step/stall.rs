@@ -102,6 +102,21 @@ impl<R> Drop for Watched<R> {
     }
 }
 
+/// A reader over a watched transfer's bytes whose every read is the transfer's progress too:
+/// add-piece reads a deal's payload from the network, then the zeros that fill its piece, during
+/// which (minutes for a small payload in a 32 GiB piece) the network is rightly silent.
+pub struct Consuming<R>(pub R);
+
+impl<R: Read> Read for Consuming<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.0.read(buf)?;
+        if let Some(transfer) = lock().as_mut() {
+            transfer.moved = Instant::now();
+        }
+        Ok(read)
+    }
+}
+
 /// The failure of a transfer that did not move for `limit`.
 pub fn stalled(what: &str, limit: Duration) -> StepError {
     StepError::temporary(format!(

@@ -119,7 +119,11 @@ impl Turn<'_> {
             true,
             format!("{state}: {level} failure (attempt {attempts}, {decision:?}): {message}"),
         );
-        self.report_failure(level, &message);
+        // An abort's reason goes with its ReportAborted, which the manager keeps; state reports
+        // are sent without waiting, so one racing it could reach an offline sector and be lost.
+        if level != FailureLevel::Abort {
+            self.report_failure(level, &message);
+        }
         match decision {
             FailureDecision::Retry(delay) => {
                 self.delete_step_pod();

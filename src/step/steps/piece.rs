@@ -240,7 +240,7 @@ pub(in crate::step) fn add_piece(request: &StepRequest, files: &SectorFiles) -> 
             inner: (&mut source).take(payload.unwrap_or(unpadded_size)),
             count: &mut read,
         };
-        let body = counted.chain(io::repeat(0)).take(unpadded_size);
+        let body = crate::step::stall::Consuming(counted.chain(io::repeat(0)).take(unpadded_size));
         let (info, _) = seal::add_piece(
             proof,
             body,
