@@ -75,6 +75,13 @@ fn lock() -> std::sync::MutexGuard<'static, Option<Transfer>> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The transfer under way moved just now (only if it is the [`Watched`] `id`, when given).
+fn touch(id: Option<u64>) {
+    if let Some(transfer) = lock().as_mut().filter(|t| id.is_none_or(|id| t.id == id)) {
+        transfer.moved = Instant::now();
+    }
+}
+
 impl<R> Watched<R> {
     fn finish(&self) {
         let mut current = lock();
@@ -89,8 +96,8 @@ impl<R: Read> Read for Watched<R> {
         let read = self.inner.read(buf)?;
         if read == 0 && !buf.is_empty() {
             self.finish();
-        } else if let Some(transfer) = lock().as_mut().filter(|t| t.id == self.id) {
-            transfer.moved = Instant::now();
+        } else {
+            touch(Some(self.id));
         }
         Ok(read)
     }
@@ -110,15 +117,13 @@ pub struct Consuming<R>(pub R);
 impl<R: Read> Read for Consuming<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let read = self.0.read(buf)?;
-        if let Some(transfer) = lock().as_mut() {
-            transfer.moved = Instant::now();
-        }
+        touch(None);
         Ok(read)
     }
 }
 
 /// The failure of a transfer that did not move for `limit`.
-pub fn stalled(what: &str, limit: Duration) -> StepError {
+fn stalled(what: &str, limit: Duration) -> StepError {
     StepError::temporary(format!(
         "{what}: no byte moved for {}s, the peer stalled; the step is retried on a new \
          connection ({STALL_ENV} sets the limit)",
@@ -130,11 +135,11 @@ fn watchdog(limit: Duration) {
     let tick = (limit / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         std::thread::sleep(tick);
-        let stalled = lock()
+        let failure = lock()
             .as_ref()
             .filter(|t| t.moved.elapsed() >= limit)
             .map(|t| stalled(&t.what, limit));
-        if let Some(failure) = stalled {
+        if let Some(failure) = failure {
             match ON_STALL.get() {
                 Some(hook) => hook(failure),
                 None => {
