@@ -69,8 +69,19 @@ impl Slots {
         cap: u32,
         cached: impl IntoIterator<Item = &'a SealingTask>,
     ) -> Result<(), Full> {
+        self.take_at(me, step, cap, cached, Instant::now())
+    }
+
+    /// [`Slots::take`] at `now` (the simulator's clock).
+    pub fn take_at<'a>(
+        &self,
+        me: &str,
+        step: StepKind,
+        cap: u32,
+        cached: impl IntoIterator<Item = &'a SealingTask>,
+        now: Instant,
+    ) -> Result<(), Full> {
         let mut granted = self.granted.lock().expect("slot table lock");
-        let now = Instant::now();
         granted.retain(|_, (_, at)| now.duration_since(*at) < GRANT_TTL);
         let holders: BTreeSet<TaskKey> = cached
             .into_iter()

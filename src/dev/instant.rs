@@ -25,7 +25,12 @@ pub fn result(request: &StepRequest) -> StepResult {
     let file = |role: &str| NamedFile {
         role: role.to_string(),
         file: FileDigest {
-            path: request.workspace.join(role),
+            // C1's output goes where the real C1 writes it: the shared directory for a C2 on
+            // another node.
+            path: match &request.share {
+                Some(share) if role == C1_OUTPUT_ROLE => share.join("c1.json"),
+                _ => request.workspace.join(role),
+            },
             sha256: hex::encode(seed(role)),
             size: 192,
         },

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::manager::wire::{
-    AllocateSectorSpec, AllocatedSector, OnChainState, PollResp, PreCommitOnChainInfo, Randomness,
-    SectorId, Seed, SubmitResp, SubmitResult, Ticket, WaitSeedResp,
+    AllocateSectorSpec, AllocatedSector, ERR_SECTOR_STATE_NOT_FOUND, OnChainState, PollResp,
+    PreCommitOnChainInfo, Randomness, SectorId, Seed, SubmitResp, SubmitResult, Ticket,
+    WaitSeedResp,
 };
 
 /// The chain parameters the dev manager simulates, in epochs (Filecoin mainnet values by default).
@@ -55,6 +56,21 @@ pub enum ChainError {
     UnknownSector(SectorId),
     #[error("{0}")]
     NotReady(String),
+}
+
+impl ChainError {
+    /// The JSON-RPC error damocles-manager answers with: its code and its message.
+    pub fn rpc(&self) -> (i64, String) {
+        match self {
+            // damocles-manager's text (sealer.go sectorStateErr): the sector is not named.
+            ChainError::UnknownSector(_) => (
+                ERR_SECTOR_STATE_NOT_FOUND,
+                format!("error code {ERR_SECTOR_STATE_NOT_FOUND}: sector state not found"),
+            ),
+            // A logic error (code 1): the call may succeed later.
+            ChainError::NotReady(message) => (1, message.clone()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

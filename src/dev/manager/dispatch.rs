@@ -20,9 +20,8 @@ use super::verify::{verify, verify_snap};
 use crate::manager::Method;
 use crate::manager::wire::{
     AllocateSectorSpec, AllocateSnapUpSpec, AllocatedSector, CidJson, ERR_INVALID_PARAMS,
-    ERR_METHOD_NOT_FOUND, ERR_PARSE, ERR_SECTOR_STATE_NOT_FOUND, PreCommitOnChainInfo,
-    ProofOnChainInfo, ReportStateReq, Request, SectorId, SectorStateResp, SnapUpOnChainInfo,
-    SubmitResp,
+    ERR_METHOD_NOT_FOUND, ERR_PARSE, PreCommitOnChainInfo, ProofOnChainInfo, ReportStateReq,
+    Request, SectorId, SectorStateResp, SnapUpOnChainInfo, SubmitResp,
 };
 
 fn rpc_error(id: &Value, code: i64, message: String) -> (StatusCode, Json<Value>) {
@@ -157,14 +156,8 @@ impl RpcFailure {
 
 impl From<ChainError> for RpcFailure {
     fn from(err: ChainError) -> Self {
-        match err {
-            // damocles-manager's text (sealer.go sectorStateErr): the sector is not named.
-            ChainError::UnknownSector(_) => RpcFailure {
-                code: ERR_SECTOR_STATE_NOT_FOUND,
-                message: format!("error code {ERR_SECTOR_STATE_NOT_FOUND}: sector state not found"),
-            },
-            ChainError::NotReady(message) => RpcFailure::logic(message),
-        }
+        let (code, message) = err.rpc();
+        RpcFailure { code, message }
     }
 }
 
