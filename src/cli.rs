@@ -96,6 +96,79 @@ pub enum Command {
     /// "offset": 0, "size": 2032, "dest": ["file:///out"]}.
     #[cfg(feature = "dev")]
     DevManager(Box<DevManagerArgs>),
+    /// Simulate a farm: how many sectors a day it seals with this operator, and what holds it
+    /// back.
+    ///
+    /// Runs the operator's own decisions (task plans, SealingPools, step slots) on a virtual
+    /// clock against models of kube-scheduler (selectors, tolerations, cpu/memory/GPU requests,
+    /// LeastAllocated), kubelet (pod start, image pull, C2 parameter load), the step processes
+    /// (durations, PC1s sharing core complexes, 1 % temporary failures, workspace disk) and the
+    /// chain (the dev manager's rules). The farm is run twice: as written, and as an oracle with
+    /// no pod start, image pull or parameter load; both are compared with the bottleneck bound
+    /// (the fewest sectors a day any one resource allows). Ten days of preset a (10 nodes, 140
+    /// sectors in flight) take about 1.5 minutes in a release build. The farm file's fields:
+    /// docs/simulate.md; presets: simulate/presets/.
+    #[cfg(feature = "dev")]
+    Simulate(SimulateArgs),
+}
+
+/// `damocles-operator simulate`.
+#[cfg(feature = "dev")]
+#[derive(Args)]
+pub struct SimulateArgs {
+    /// A preset (a: 10 nodes, b: 100 nodes + 10 C2 nodes, c: 1,000 nodes) or a farm file
+    /// (YAML: nodes, profiles, pools, steps, kubelet, chain).
+    #[arg(long, default_value = "a")]
+    pub farm: String,
+    /// The random seed: the same farm, seed and durations give the same figures.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Simulated time before measuring starts, while the farm fills up (e.g. 72h).
+    #[arg(long, default_value = "72h", value_parser = parse_duration)]
+    pub warmup: std::time::Duration,
+    /// Simulated time measured after the warm-up (e.g. 168h, a week).
+    #[arg(long, default_value = "168h", value_parser = parse_duration)]
+    pub measure: std::time::Duration,
+    /// text: a table; json: every figure, for scripts.
+    #[arg(long, short, value_enum, default_value_t = ReportFormat::Text)]
+    pub output: ReportFormat,
+    /// Also write an SVG of PC1 and GPU utilisation over time to this file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Operator flags, as `damocles-operator run` takes them (e.g. "--poll-interval 1min").
+    #[arg(long, allow_hyphen_values = true)]
+    pub operator_flags: Option<String>,
+}
+
+#[cfg(feature = "dev")]
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+#[cfg(feature = "dev")]
+impl SimulateArgs {
+    /// The decision rules of `damocles-operator run` with the defaults and --operator-flags.
+    pub fn rules(&self) -> Result<Rules> {
+        let mut argv = vec![
+            "damocles-operator".to_string(),
+            "run".into(),
+            "--manager".into(),
+            "http://simulated:1234".into(),
+        ];
+        if let Some(flags) = &self.operator_flags {
+            argv.extend(flags.split_whitespace().map(String::from));
+        }
+        let cli = Cli::try_parse_from(argv).context("--operator-flags")?;
+        let Command::Run(run) = cli.command else {
+            unreachable!("parsed as run")
+        };
+        if run.profiles.is_some() {
+            anyhow::bail!("--operator-flags: the profiles come from the farm file's `profiles`");
+        }
+        Ok(run.rules(Profiles::default(), "simulated".into()))
+    }
 }
 
 /// `damocles-operator run`.
@@ -372,6 +445,27 @@ fn load_profiles(path: &std::path::Path) -> Result<Profiles> {
 }
 
 impl RunArgs {
+    /// The decision rules these arguments ask for, with `profiles`, as replica `instance`.
+    pub fn rules(&self, profiles: Profiles, instance: String) -> Rules {
+        Rules {
+            profiles,
+            retry_backoff: self.retry_backoff,
+            tickets: TicketRules {
+                lookback: self.ticket_lookback,
+                max_age: self.ticket_max_age,
+                margin: self.ticket_margin,
+                block_time: self.block_time,
+            },
+            on_ticket_expiry: self.ticket_expiry.into(),
+            poll_interval: self.poll_interval,
+            store_candidates: self.stores.clone(),
+            instance,
+            manager_heartbeat: (!self.manager_heartbeat.is_zero())
+                .then_some(self.manager_heartbeat),
+            manager_retry_max: self.manager_retry_max,
+        }
+    }
+
     /// The manager client and the controller's settings these arguments ask for.
     pub fn into_parts(self) -> Result<(ManagerClient, Settings)> {
         let profiles = match &self.profiles {
@@ -406,6 +500,7 @@ impl RunArgs {
         profiles.allow_host_of(&piece_store);
         let instance = self
             .instance
+            .clone()
             .or_else(|| std::env::var("POD_NAME").ok())
             .or_else(|| {
                 std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -420,6 +515,7 @@ impl RunArgs {
                 format!("{host}:17890")
             }),
         });
+        let rules = self.rules(profiles, instance);
         let duration_seconds = self.leader_election_duration.as_secs().max(2);
         let leader_election = (!self.no_leader_election).then(|| LeaderElection {
             namespace: self
@@ -432,23 +528,6 @@ impl RunArgs {
             // Renew a third of the way before expiry, as client-go renews at 10 of 15 s.
             grace_seconds: (duration_seconds / 3).max(1),
         });
-        let rules = Rules {
-            profiles,
-            retry_backoff: self.retry_backoff,
-            tickets: TicketRules {
-                lookback: self.ticket_lookback,
-                max_age: self.ticket_max_age,
-                margin: self.ticket_margin,
-                block_time: self.block_time,
-            },
-            on_ticket_expiry: self.ticket_expiry.into(),
-            poll_interval: self.poll_interval,
-            store_candidates: self.stores,
-            instance,
-            manager_heartbeat: (!self.manager_heartbeat.is_zero())
-                .then_some(self.manager_heartbeat),
-            manager_retry_max: self.manager_retry_max,
-        };
         let settings = Settings {
             namespace: self.namespace,
             rules,

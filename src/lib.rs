@@ -11,7 +11,8 @@
 //! - [`controller`]: `damocles-operator run`, which observes, decides with [`task`], and applies;
 //! - [`plugin`]: the pure parts of `kubectl damocles` (resume checks, the `why` report);
 //! - [`text`]: cutting text to a bound on a character boundary;
-//! - [`dev`]: test stand-ins (a kubelet and a damocles-manager), with the `dev` feature.
+//! - [`dev`]: test stand-ins (a kubelet and a damocles-manager), with the `dev` feature;
+//! - `sim`: `damocles-operator simulate`, a farm on a virtual clock over the real core (`dev`).
 
 pub mod api;
 pub mod controller;
@@ -21,6 +22,8 @@ pub mod plan;
 pub mod plugin;
 pub mod pool;
 pub mod sector;
+#[cfg(feature = "dev")]
+pub mod sim;
 pub mod step;
 pub mod task;
 pub mod text;

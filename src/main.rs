@@ -50,6 +50,8 @@ fn main() -> Result<ExitCode> {
         Command::DevManager(args) => dev_manager(args.into_config())?,
         #[cfg(feature = "dev")]
         Command::DevNode(args) => dev_node(args.into_config())?,
+        #[cfg(feature = "dev")]
+        Command::Simulate(args) => simulate(&args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -119,6 +121,32 @@ fn dev_manager(config: damocles_operator::dev::manager::DevManagerConfig) -> Res
         }
         anyhow::Ok(())
     })
+}
+
+#[cfg(feature = "dev")]
+fn simulate(args: &cli::SimulateArgs) -> Result<()> {
+    use damocles_operator::sim::{self, Farm};
+    let rules = args.rules()?;
+    let farm = Farm::load(&args.farm).map_err(|e| anyhow::anyhow!("--farm {e}"))?;
+    let report = sim::simulate(
+        &farm,
+        &rules,
+        sim::Run {
+            seed: args.seed,
+            warmup: args.warmup,
+            measure: args.measure,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("simulate: {e}"))?;
+    if let Some(path) = &args.plot {
+        std::fs::write(path, report.svg())
+            .with_context(|| format!("cannot write the plot {}", path.display()))?;
+    }
+    match args.output {
+        cli::ReportFormat::Text => print!("{}", report.text()),
+        cli::ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

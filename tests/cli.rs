@@ -128,3 +128,46 @@ fn validate_names_a_missing_file() {
         stderr(&output)
     );
 }
+
+#[cfg(feature = "dev")]
+#[test]
+fn simulate_reports_json_a_plot_and_names_a_bad_farm() {
+    let plot = std::env::temp_dir().join(format!("simulate-{}.svg", std::process::id()));
+    let output = run(&[
+        "simulate",
+        "--farm",
+        "a",
+        "--warmup",
+        "1h",
+        "--measure",
+        "4h",
+        "--output",
+        "json",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(report["measuredHours"], 4.0);
+    assert!(report["bound"]["sectorsPerDay"].as_f64().unwrap() > 0.0);
+    assert!(report["oracle"]["gpu"].get("idle").is_some(), "{report}");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{svg}");
+    std::fs::remove_file(&plot).unwrap();
+
+    let output = run(&["simulate", "--farm", "no-such-farm.yaml"]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("no-such-farm.yaml") && err.contains("presets: a, b, c"),
+        "{err}"
+    );
+
+    let output = run(&["simulate", "--operator-flags", "--no-such-flag"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("--operator-flags"),
+        "{}",
+        stderr(&output)
+    );
+}

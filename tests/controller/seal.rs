@@ -205,10 +205,11 @@ async fn a_sealer_task_reaches_finished_with_its_proof_verified(
 /// ones under test.
 #[tokio::test]
 async fn a_sealer_task_reaches_finished_then_its_sector_is_rebuilt_and_unsealed() {
-    // A GPU node as NVIDIA's feature discovery labels it, with the memory the chart's PC1 asks for.
+    // A GPU node as NVIDIA's feature discovery labels it, with the cpu and memory the chart's
+    // PC1 asks for.
     let node = (
         &*unique("gpu-worker"),
-        "nvidia.com/gpu=1,memory=256Gi,label:nvidia.com/gpu.present=true",
+        "nvidia.com/gpu=1,cpu=16,memory=256Gi,label:nvidia.com/gpu.present=true",
     );
     let scene = Scene::with_nodes("lifecycle", &[node], |_| String::new()).await;
     let tasks = &scene.tasks;
