@@ -364,6 +364,27 @@ fn percent(x: f64) -> String {
     format!("{:.1} %", x * 100.0)
 }
 
+fn one_decimal(x: f64) -> String {
+    format!("{x:.1}")
+}
+
+/// A row per key of either run's figures (0 where one run has none).
+fn keyed_rows(
+    row: &mut impl FnMut(&str, String, String),
+    prefix: &str,
+    suffix: &str,
+    a: &BTreeMap<String, f64>,
+    b: &BTreeMap<String, f64>,
+    show: fn(f64) -> String,
+) {
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    for key in keys {
+        let value =
+            |figures: &BTreeMap<String, f64>| show(figures.get(key).copied().unwrap_or(0.0));
+        row(&format!("{prefix}{key}{suffix}"), value(a), value(b));
+    }
+}
+
 impl Report {
     pub fn text(&self) -> String {
         let mut out = String::new();
@@ -394,32 +415,24 @@ impl Report {
             format!("{:.2}", r.pc1_per_busy_ccx),
             format!("{:.2}", o.pc1_per_busy_ccx),
         );
-        let kinds: std::collections::BTreeSet<&String> = r.gpu.keys().chain(o.gpu.keys()).collect();
-        for kind in kinds {
-            row(
-                &format!("GPU: {kind}"),
-                percent(r.gpu.get(kind).copied().unwrap_or(0.0)),
-                percent(o.gpu.get(kind).copied().unwrap_or(0.0)),
-            );
-        }
+        keyed_rows(&mut row, "GPU: ", "", &r.gpu, &o.gpu, percent);
         row("NVMe peak", percent(r.nvme_peak), percent(o.nvme_peak));
-        for (what, a, b) in [
-            ("pods pending", &r.pods_pending_mean, &o.pods_pending_mean),
-            (
-                "waiting for a slot",
-                &r.waiting_for_slot_mean,
-                &o.waiting_for_slot_mean,
-            ),
-        ] {
-            let steps: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            for step in steps {
-                row(
-                    &format!("{what}: {step} (mean)"),
-                    format!("{:.1}", a.get(step).copied().unwrap_or(0.0)),
-                    format!("{:.1}", b.get(step).copied().unwrap_or(0.0)),
-                );
-            }
-        }
+        keyed_rows(
+            &mut row,
+            "pods pending: ",
+            " (mean)",
+            &r.pods_pending_mean,
+            &o.pods_pending_mean,
+            one_decimal,
+        );
+        keyed_rows(
+            &mut row,
+            "waiting for a slot: ",
+            " (mean)",
+            &r.waiting_for_slot_mean,
+            &o.waiting_for_slot_mean,
+            one_decimal,
+        );
         row(
             "tasks in flight (mean)",
             format!("{:.0}", r.tasks_mean),

@@ -1119,15 +1119,7 @@ impl World {
     }
 
     fn pod_done(&mut self, name: &str) {
-        let node = self.pods[name].node.expect("a bound pod");
-        self.account_gpu(name, self.now_ms);
-        let was_pc1 = self.nodes[node].pc1.iter().any(|p| p == name);
-        if was_pc1 {
-            self.account_pc1(node);
-            self.nodes[node].pc1.retain(|p| p != name);
-            self.reschedule_pc1(node);
-        }
-        self.free(name);
+        self.leave_node(name);
         let pod = self.pods.get_mut(name).expect("the pod");
         pod.phase = if pod.fails.is_some() {
             PodPhase::Failed
@@ -1137,6 +1129,22 @@ impl World {
         let owner = pod.owner.clone();
         self.wake(&owner);
         self.wake_scheduler();
+    }
+
+    /// A bound pod stops (its run ended, or it was deleted): its GPU time is counted, a PC1
+    /// leaves its node's core complexes to the others, and its requests go back to the node.
+    /// Whether it was a running PC1.
+    fn leave_node(&mut self, name: &str) -> bool {
+        let node = self.pods[name].node.expect("a bound pod");
+        self.account_gpu(name, self.now_ms);
+        let was_pc1 = self.nodes[node].pc1.iter().any(|p| p == name);
+        if was_pc1 {
+            self.account_pc1(node);
+            self.nodes[node].pc1.retain(|p| p != name);
+            self.reschedule_pc1(node);
+        }
+        self.free(name);
+        was_pc1
     }
 
     /// The GPU time of a pod's life since it was last counted, by what it was doing: starting,
@@ -1187,20 +1195,13 @@ impl World {
         let Some(pod) = self.pods.get(name) else {
             return;
         };
-        if let Some(node) = pod.node
-            && matches!(pod.phase, PodPhase::Starting | PodPhase::Running)
-        {
-            self.account_gpu(name, self.now_ms);
-            if self.nodes[node].pc1.iter().any(|p| p == name) {
-                self.account_pc1(node);
-                self.nodes[node].pc1.retain(|p| p != name);
+        let owner = pod.owner.clone();
+        if pod.node.is_some() && matches!(pod.phase, PodPhase::Starting | PodPhase::Running) {
+            if self.leave_node(name) {
                 self.meter.counters.pc1_preemptions += 1;
-                self.reschedule_pc1(node);
             }
-            self.free(name);
             self.wake_scheduler();
         }
-        let owner = pod_owner(&self.pods, name);
         self.pods.remove(name);
         self.wake(&owner);
     }
@@ -1225,10 +1226,6 @@ impl World {
             self.tasks.len() as u32,
         );
     }
-}
-
-fn pod_owner(pods: &BTreeMap<String, Pod>, name: &str) -> String {
-    pods.get(name).map(|p| p.owner.clone()).unwrap_or_default()
 }
 
 fn slot_key(task: &str) -> String {
