@@ -284,33 +284,6 @@ pub fn chart_profiles() -> Result<serde_json::Value, String> {
         .ok_or_else(|| "the chart's values have no profiles".into())
 }
 
-/// A Kubernetes quantity (`100m`, `4`, `64Gi`, `1.5G`) as a number of units (cores, bytes,
-/// devices). Only the suffixes step profiles use.
-pub fn quantity(text: &str) -> Result<f64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| c.is_ascii_alphabetic())
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a quantity"))?;
-    let scale = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("{text:?}: unknown quantity suffix {other:?}")),
-    };
-    Ok(number * scale)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,14 +299,6 @@ mod tests {
             chart.resolve(StepKind::C2, Default::default()).concurrency,
             None
         );
-    }
-
-    #[test]
-    fn quantities_read_as_kubernetes_writes_them() {
-        assert_eq!(quantity("100m").unwrap(), 0.1);
-        assert_eq!(quantity("64Gi").unwrap(), 64.0 * (1u64 << 30) as f64);
-        assert_eq!(quantity("2").unwrap(), 2.0);
-        assert!(quantity("2Qi").unwrap_err().contains("suffix"));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct Counters {
     pub writes: u64,
     pub reconciles: u64,
     pub manager_calls: u64,
+    /// GETs of a Node (a task whose pinned pod is slow to start asks whether its node exists).
+    pub node_reads: u64,
     pub failures: u64,
     pub ticket_rewinds: u64,
     pub disk_full: u64,
@@ -56,6 +58,7 @@ impl Counters {
             writes: self.writes - earlier.writes,
             reconciles: self.reconciles - earlier.reconciles,
             manager_calls: self.manager_calls - earlier.manager_calls,
+            node_reads: self.node_reads - earlier.node_reads,
             failures: self.failures - earlier.failures,
             ticket_rewinds: self.ticket_rewinds - earlier.ticket_rewinds,
             disk_full: self.disk_full - earlier.disk_full,
@@ -225,6 +228,7 @@ impl Meter {
             writes_per_sector: counters.writes as f64 / sectors.max(1.0),
             reconciles_per_second: counters.reconciles as f64 / window_s,
             manager_calls_per_second: counters.manager_calls as f64 / window_s,
+            node_reads_per_second: counters.node_reads as f64 / window_s,
             step_failures: counters.failures,
             ticket_rewinds: counters.ticket_rewinds,
             pc1_preemptions: counters.pc1_preemptions,
@@ -273,6 +277,7 @@ pub struct Figures {
     pub writes_per_sector: f64,
     pub reconciles_per_second: f64,
     pub manager_calls_per_second: f64,
+    pub node_reads_per_second: f64,
     pub step_failures: u64,
     pub ticket_rewinds: u64,
     pub pc1_preemptions: u64,
@@ -457,6 +462,11 @@ impl Report {
             "manager calls/s",
             format!("{:.2}", r.manager_calls_per_second),
             format!("{:.2}", o.manager_calls_per_second),
+        );
+        row(
+            "Node reads/s",
+            format!("{:.3}", r.node_reads_per_second),
+            format!("{:.3}", o.node_reads_per_second),
         );
         for (name, a, b) in [
             (

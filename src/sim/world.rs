@@ -4,7 +4,8 @@
 //! what the operator does not decide: kube-scheduler, kubelet, the step processes.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::rc::Rc;
 use std::time::Duration;
 use std::time::Instant;
@@ -16,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
-use super::farm::{Farm, quantity};
+use super::farm::Farm;
 use super::report::{Meter, Window};
 use crate::api::{Phase, SealingPoolStatus, SealingTask, State};
 use crate::controller::slots::Slots;
@@ -29,6 +30,7 @@ use crate::plan::StepKind;
 use crate::pool::{self, Member, POOL_LABEL};
 use crate::sector::FailureLevel;
 use crate::step::{StepRequest, StepResult};
+use crate::task::profiles::quantity;
 use crate::task::reconcile::{Answer, Io, Reconcile};
 use crate::task::{
     CallFailure, CleanupPod, Effect, Observed, PodReport, PodToCreate, Question, Remembered, Rules,
@@ -43,6 +45,11 @@ const HEAD_BASE: i64 = 100_000;
 const CLEANUP_MS: u64 = 5_000;
 /// How often the queues are sampled.
 pub const SAMPLE_MS: u64 = 600_000;
+/// From a change the operator watches (a pod ended, a task was written) to its reconcile acting
+/// on it: the informer's delivery and the reconcile's API calls, tens of milliseconds each on a
+/// real apiserver. kube-scheduler sees the same change at once, so a pod that frees a node's
+/// requests lets a pending pod in before the operator creates the task's next one.
+const WATCH_MS: u64 = 100;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
@@ -96,6 +103,11 @@ struct Pod {
     selector: BTreeMap<String, String>,
     tolerations: Vec<Toleration>,
     pinned: Option<String>,
+    /// The index of the node it is pinned to.
+    pinned_node: Option<usize>,
+    /// What decides where it fits (step, requests, selector, tolerations, pin): pods of one
+    /// shape fit the same nodes.
+    shape: u64,
     avoid: Option<String>,
     workspace: WorkspaceMount,
     created_ms: u64,
@@ -207,6 +219,11 @@ pub struct World {
     nodes: Vec<Node>,
     tasks: BTreeMap<String, SimTask>,
     pods: BTreeMap<String, Pod>,
+    /// The pending pods in the scheduler's queue order.
+    pending: BTreeSet<(u64, String)>,
+    node_index: HashMap<String, usize>,
+    /// Whether a pod of a shape fits some node when it is empty.
+    ever_fits: std::cell::RefCell<HashMap<u64, bool>>,
     cleanups: BTreeMap<String, (String, u64)>,
     pools: Vec<PoolState>,
     slots: Slots,
@@ -276,6 +293,11 @@ impl World {
             })
             .collect();
         let meter = Meter::new(window, nodes_summary(&nodes));
+        let node_index = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n): (usize, &Node)| (n.name.clone(), i))
+            .collect();
         let mut world = World {
             farm: farm.clone(),
             rules: Rc::new(rules),
@@ -297,6 +319,9 @@ impl World {
             nodes,
             tasks: BTreeMap::new(),
             pods: BTreeMap::new(),
+            pending: BTreeSet::new(),
+            node_index,
+            ever_fits: Default::default(),
             cleanups: BTreeMap::new(),
             pools,
             slots: Slots::default(),
@@ -410,7 +435,7 @@ impl World {
             }
             let generation = t.generation;
             self.push(
-                self.now_ms,
+                self.now_ms + WATCH_MS,
                 Event::Reconcile {
                     task: task.to_string(),
                     generation,
@@ -674,6 +699,7 @@ impl World {
                 Answer::StepPod(name, found)
             }
             Question::NodeExists(node) => {
+                self.meter.counters.node_reads += 1;
                 let exists = self.nodes.iter().any(|n| n.name == node);
                 Answer::NodeExists(node, exists)
             }
@@ -821,13 +847,30 @@ impl World {
     fn create_pod(&mut self, owner: &str, create: &PodToCreate) -> Result<(), String> {
         let needs = Needs::of(create.profile.resources.as_ref())?;
         self.seq += 1;
+        let selector = create.profile.node_selector.clone().unwrap_or_default();
+        let tolerations = create.profile.tolerations.clone().unwrap_or_default();
+        let mut shape = DefaultHasher::new();
+        create.request.step.to_string().hash(&mut shape);
+        [needs.cpu, needs.memory, needs.gpus]
+            .map(f64::to_bits)
+            .hash(&mut shape);
+        selector.hash(&mut shape);
+        for t in &tolerations {
+            (&t.key, &t.operator, &t.value, &t.effect).hash(&mut shape);
+        }
+        create.node.hash(&mut shape);
         let pod = Pod {
             owner: owner.to_string(),
             step: create.request.step,
             request: create.request.clone(),
             needs,
-            selector: create.profile.node_selector.clone().unwrap_or_default(),
-            tolerations: create.profile.tolerations.clone().unwrap_or_default(),
+            selector,
+            tolerations,
+            pinned_node: create
+                .node
+                .as_ref()
+                .and_then(|n| self.node_index.get(n).copied()),
+            shape: shape.finish(),
             pinned: create.node.clone(),
             avoid: create.avoid.clone(),
             workspace: create.workspace,
@@ -845,6 +888,7 @@ impl World {
             counted_ms: 0,
             fails: None,
         };
+        self.pending.insert((pod.seq, create.name.clone()));
         self.pods.insert(create.name.clone(), pod);
         self.wake(owner);
         self.wake_scheduler();
@@ -855,8 +899,7 @@ impl World {
         let report = match pod.phase {
             PodPhase::Pending => PodReport::Starting {
                 reason: "Unschedulable".into(),
-                problem: (!self.nodes.iter().any(|n| self.could_ever_fit(pod, n)))
-                    .then_some(StartProblem::NoFittingNode),
+                problem: (!self.ever_fits(pod)).then_some(StartProblem::NoFittingNode),
             },
             PodPhase::Starting => PodReport::Starting {
                 reason: "ContainerCreating".into(),
@@ -907,39 +950,56 @@ impl World {
             && Self::tolerates(pod, node)
     }
 
-    fn could_ever_fit(&self, pod: &Pod, node: &Node) -> bool {
-        Self::matches(pod, node)
-            && pod.needs.cpu <= node.cpu
+    fn could_ever_fit(pod: &Pod, node: &Node) -> bool {
+        pod.needs.cpu <= node.cpu
             && pod.needs.memory <= node.memory
             && pod.needs.gpus <= node.gpus
+            && Self::matches(pod, node)
     }
 
+    /// Whether some node, empty, could run the pod (the nodes never change, so once per shape).
+    fn ever_fits(&self, pod: &Pod) -> bool {
+        *self
+            .ever_fits
+            .borrow_mut()
+            .entry(pod.shape)
+            .or_insert_with(|| self.nodes.iter().any(|n| Self::could_ever_fit(pod, n)))
+    }
+
+    /// The resources first: cheaper than the labels, and most nodes fail on them.
     fn fits_now(pod: &Pod, node: &Node) -> bool {
-        Self::matches(pod, node)
-            && pod.needs.cpu <= node.cpu - node.used_cpu + 1e-9
+        pod.needs.cpu <= node.cpu - node.used_cpu + 1e-9
             && pod.needs.memory <= node.memory - node.used_memory + 1.0
             && pod.needs.gpus <= node.gpus - node.used_gpus + 1e-9
+            && Self::matches(pod, node)
     }
 
     /// kube-scheduler: pending pods in queue order (created first), each bound to a fitting node
     /// with the best score (NodeResourcesFit LeastAllocated over cpu and memory, in whole points
     /// as the plugin scores, less for the node a replacement pod should avoid), ties broken at
     /// random as `selectHost` does; a pod that fits nowhere waits without holding up the ones
-    /// behind it.
+    /// behind it. Binding only takes room, so within one pass a shape that fit nowhere is not
+    /// tried again, and a pinned pod is tried on its node alone.
     fn schedule(&mut self) {
-        let mut pending: Vec<(u64, String)> = self
-            .pods
-            .iter()
-            .filter(|(_, p)| p.phase == PodPhase::Pending)
-            .map(|(n, p)| (p.seq, n.clone()))
-            .collect();
-        pending.sort();
+        let pending: Vec<(u64, String)> = self.pending.iter().cloned().collect();
+        let mut no_room: HashSet<u64> = HashSet::new();
         for (_, name) in pending {
             let pod = &self.pods[&name];
+            if no_room.contains(&pod.shape) {
+                continue;
+            }
             let (cpu, memory) = pod.needs.scored();
             let mut best: Vec<usize> = Vec::new();
             let mut best_score = i64::MIN;
-            for (i, n) in self.nodes.iter().enumerate() {
+            let candidates = match pod.pinned_node {
+                Some(node) => node..node + 1,
+                None => 0..self.nodes.len(),
+            };
+            for (i, n) in self.nodes[candidates.clone()]
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (i + candidates.start, n))
+            {
                 if !Self::fits_now(pod, n) {
                     continue;
                 }
@@ -964,7 +1024,9 @@ impl World {
                     best.push(i);
                 }
             }
-            if !best.is_empty() {
+            if best.is_empty() {
+                no_room.insert(pod.shape);
+            } else {
                 let node = best[self.rng.gen_range(0..best.len())];
                 self.bind(&name, node);
             }
@@ -986,6 +1048,7 @@ impl World {
                 }
         };
         let pod = self.pods.get_mut(name).expect("the pod");
+        self.pending.remove(&(pod.seq, name.to_string()));
         pod.phase = PodPhase::Starting;
         pod.node = Some(node);
         pod.bound_ms = self.now_ms;
@@ -1195,13 +1258,14 @@ impl World {
         let Some(pod) = self.pods.get(name) else {
             return;
         };
-        let owner = pod.owner.clone();
+        let (owner, seq) = (pod.owner.clone(), pod.seq);
         if pod.node.is_some() && matches!(pod.phase, PodPhase::Starting | PodPhase::Running) {
             if self.leave_node(name) {
                 self.meter.counters.pc1_preemptions += 1;
             }
             self.wake_scheduler();
         }
+        self.pending.remove(&(seq, name.to_string()));
         self.pods.remove(name);
         self.wake(&owner);
     }

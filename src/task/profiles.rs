@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, EnvVar, LocalObjectReference, ResourceRequirements, SeccompProfile,
     SecurityContext, Toleration,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::{Deserialize, Serialize};
 
 use super::failure::RetryPolicy;
@@ -173,6 +174,89 @@ pub struct Resolved {
 pub struct Placement {
     pub node_selector: Option<BTreeMap<String, String>>,
     pub tolerations: Option<Vec<Toleration>>,
+    /// The largest cpu and memory requests of the workspace steps, as written in their profiles.
+    pub requests: BTreeMap<String, Quantity>,
+}
+
+/// The resources the first workspace step pod asks for on behalf of the steps pinned after it.
+/// Not GPUs (or other devices): a GPU held through add-piece is a GPU no PC2 or C2 can use.
+const RESERVED: [&str; 2] = ["cpu", "memory"];
+
+impl Placement {
+    /// `resources` asking for at least this placement's requests: a larger request replaces the
+    /// profile's own, and a limit below it is raised to it (a request over its limit is invalid).
+    pub fn reserve(&self, resources: Option<ResourceRequirements>) -> Option<ResourceRequirements> {
+        if self.requests.is_empty() {
+            return resources;
+        }
+        let mut resources = resources.unwrap_or_default();
+        for (name, wanted) in &self.requests {
+            let at_least = |q: Option<&Quantity>| {
+                q.and_then(|q| quantity(&q.0).ok())
+                    .is_some_and(|q| q >= quantity(&wanted.0).unwrap_or(f64::MAX))
+            };
+            if at_least(requested(Some(&resources), name)) {
+                continue;
+            }
+            resources
+                .requests
+                .get_or_insert_with(BTreeMap::new)
+                .insert(name.clone(), wanted.clone());
+            if let Some(limits) = resources.limits.as_mut()
+                && limits.contains_key(name)
+                && !at_least(limits.get(name))
+            {
+                limits.insert(name.clone(), wanted.clone());
+            }
+        }
+        Some(resources)
+    }
+}
+
+/// A Kubernetes quantity (`100m`, `4`, `64Gi`, `1.5G`, `2e3`) as a number of units (cores,
+/// bytes, devices).
+pub fn quantity(text: &str) -> Result<f64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a quantity"))?;
+    let exponent = suffix
+        .strip_prefix(['e', 'E'])
+        .and_then(|e| e.parse::<i32>().ok());
+    let scale = match (suffix, exponent) {
+        (_, Some(exponent)) => 10f64.powi(exponent),
+        ("", _) => 1.0,
+        ("m", _) => 1e-3,
+        ("k", _) => 1e3,
+        ("M", _) => 1e6,
+        ("G", _) => 1e9,
+        ("T", _) => 1e12,
+        ("P", _) => 1e15,
+        ("E", _) => 1e18,
+        ("Ki", _) => 1024.0,
+        ("Mi", _) => 1024f64.powi(2),
+        ("Gi", _) => 1024f64.powi(3),
+        ("Ti", _) => 1024f64.powi(4),
+        ("Pi", _) => 1024f64.powi(5),
+        ("Ei", _) => 1024f64.powi(6),
+        (other, _) => return Err(format!("{text:?}: unknown quantity suffix {other:?}")),
+    };
+    Ok(number * scale)
+}
+
+/// What a pod of `resources` requests of `name`: its request, else its limit (the apiserver
+/// defaults one to the other).
+fn requested<'a>(resources: Option<&'a ResourceRequirements>, name: &str) -> Option<&'a Quantity> {
+    let resources = resources?;
+    resources
+        .requests
+        .as_ref()
+        .and_then(|r| r.get(name))
+        .or_else(|| resources.limits.as_ref().and_then(|l| l.get(name)))
 }
 
 impl Profiles {
@@ -209,6 +293,23 @@ impl Profiles {
                     "deliveryRoots {root:?} is the node's whole filesystem; name the directories \
                      unsealed pieces may be written to"
                 ));
+            }
+        }
+        let all = std::iter::once(("defaults".to_string(), &profiles.defaults))
+            .chain(profiles.steps.iter().map(|(step, p)| (step.to_string(), p)));
+        for (name, profile) in all {
+            let Some(resources) = &profile.resources else {
+                continue;
+            };
+            let amounts = [
+                ("requests", &resources.requests),
+                ("limits", &resources.limits),
+            ];
+            for (kind, amounts) in amounts {
+                for (resource, amount) in amounts.iter().flatten() {
+                    quantity(&amount.0)
+                        .map_err(|e| format!("{name}: resources.{kind}.{resource}: {e}"))?;
+                }
             }
         }
         for host in &profiles.allowed_hosts {
@@ -299,8 +400,10 @@ impl Profiles {
     /// Where a task's workspace may live: a node that every workspace step of its plan can run on.
     /// The first step pod of a task (which chooses the node) carries the node selectors and
     /// tolerations of all of them, so a plan with a GPU PC2 starts on a GPU node instead of being
-    /// stranded at PC2 on a node without one. A label two steps require with different values is
-    /// an error in the profiles.
+    /// stranded at PC2 on a node without one, and their largest cpu and memory requests, so it
+    /// starts where PC1 has room now instead of being pinned to a node whose core complexes are
+    /// all taken while others idle. A label two steps require with different values is an error
+    /// in the profiles.
     pub fn workspace_placement(
         &self,
         plan: &Plan,
@@ -309,6 +412,7 @@ impl Profiles {
         let mut selector: Option<BTreeMap<String, String>> = None;
         let mut owner: BTreeMap<String, StepKind> = BTreeMap::new();
         let mut tolerations: Option<Vec<Toleration>> = None;
+        let mut requests: BTreeMap<String, (f64, Quantity)> = BTreeMap::new();
         let steps = plan
             .states
             .iter()
@@ -345,10 +449,21 @@ impl Profiles {
                     all.push(toleration.clone());
                 }
             }
+            for name in RESERVED {
+                let Some(asked) = requested(profile.resources.as_ref(), name) else {
+                    continue;
+                };
+                let amount = quantity(&asked.0)
+                    .map_err(|e| format!("the {step} profile's {name} request: {e}"))?;
+                if requests.get(name).is_none_or(|(most, _)| amount > *most) {
+                    requests.insert(name.to_string(), (amount, asked.clone()));
+                }
+            }
         }
         Ok(Placement {
             node_selector: selector,
             tolerations,
+            requests: requests.into_iter().map(|(k, (_, q))| (k, q)).collect(),
         })
     }
 
@@ -467,6 +582,7 @@ steps:
         let Placement {
             node_selector: selector,
             tolerations,
+            requests,
         } = profiles
             .workspace_placement(crate::plan::PlanKind::Sealer.plan(), backoff)
             .unwrap();
@@ -475,6 +591,7 @@ steps:
             BTreeMap::from([("farm".into(), "a".into()), ("gpu".into(), "true".into())])
         );
         assert_eq!(tolerations.unwrap().len(), 1);
+        assert!(requests.is_empty());
 
         let conflicting = Profiles::parse(
             "steps:\n  pc1: {nodeSelector: {gpu: a}}\n  pc2: {nodeSelector: {gpu: b}}\n",
@@ -484,5 +601,78 @@ steps:
             .workspace_placement(crate::plan::PlanKind::Sealer.plan(), backoff)
             .unwrap_err();
         assert!(err.contains("gpu=a and gpu=b"), "{err}");
+    }
+
+    /// The first pod asks for PC1's cores and memory (the largest of the plan's workspace steps,
+    /// resource by resource), never for the GPU steps' GPUs, and keeps a larger request of its
+    /// own; a limit below the reservation is raised to it.
+    #[test]
+    fn the_first_pod_reserves_the_largest_cpu_and_memory_of_the_pinned_steps() {
+        let profiles = Profiles::parse(
+            r#"
+steps:
+  add-piece:
+    resources: {requests: {memory: 1Gi, ephemeral-storage: 10Gi}, limits: {memory: 2Gi}}
+  pc1:
+    resources: {requests: {cpu: "8", memory: 64Gi}}
+  pc2:
+    resources: {requests: {cpu: 2000m, memory: 96Gi}, limits: {nvidia.com/gpu: "1"}}
+  c2:
+    locality: any
+    resources: {requests: {memory: 512Gi}, limits: {nvidia.com/gpu: "1"}}
+"#,
+        )
+        .unwrap();
+        let backoff = Duration::from_secs(60);
+        let placement = profiles
+            .workspace_placement(crate::plan::PlanKind::Sealer.plan(), backoff)
+            .unwrap();
+        let q = |text: &str| Quantity(text.into());
+        // C2 runs anywhere: its memory is no concern of the workspace node.
+        assert_eq!(
+            placement.requests,
+            BTreeMap::from([("cpu".into(), q("8")), ("memory".into(), q("96Gi"))])
+        );
+        let add_piece = profiles.resolve(StepKind::AddPiece, backoff);
+        let reserved = placement.reserve(add_piece.resources).unwrap();
+        assert_eq!(
+            reserved.requests.unwrap(),
+            BTreeMap::from([
+                ("cpu".into(), q("8")),
+                ("ephemeral-storage".into(), q("10Gi")),
+                ("memory".into(), q("96Gi")),
+            ])
+        );
+        assert_eq!(
+            reserved.limits.unwrap(),
+            BTreeMap::from([("memory".into(), q("96Gi"))])
+        );
+        let big = ResourceRequirements {
+            requests: Some(BTreeMap::from([("cpu".into(), q("16"))])),
+            ..Default::default()
+        };
+        assert_eq!(
+            placement.reserve(Some(big)).unwrap().requests.unwrap()["cpu"],
+            q("16")
+        );
+        let none = Profiles::parse("{}").unwrap();
+        let placement = none
+            .workspace_placement(crate::plan::PlanKind::Sealer.plan(), backoff)
+            .unwrap();
+        assert_eq!(placement.reserve(None), None);
+    }
+
+    #[test]
+    fn quantities_read_as_kubernetes_writes_them() {
+        assert_eq!(quantity("100m").unwrap(), 0.1);
+        assert_eq!(quantity("64Gi").unwrap(), 64.0 * (1u64 << 30) as f64);
+        assert_eq!(quantity("2").unwrap(), 2.0);
+        assert_eq!(quantity("1.5G").unwrap(), 1.5e9);
+        assert_eq!(quantity("2e3").unwrap(), 2000.0);
+        assert!(quantity("2Qi").unwrap_err().contains("suffix"));
+        assert!(quantity("lots").unwrap_err().contains("not a quantity"));
+        let err =
+            Profiles::parse("steps:\n  pc1: {resources: {requests: {cpu: eight}}}\n").unwrap_err();
+        assert!(err.contains("pc1") && err.contains("eight"), "{err}");
     }
 }

@@ -282,6 +282,8 @@ struct Starting {
     problem: Option<StartProblem>,
     /// The node to steer its replacement away from, if it is replaced.
     avoid: Option<String>,
+    /// Whether the scheduler has bound it to a node.
+    bound: bool,
 }
 
 impl Turn<'_> {
@@ -356,6 +358,7 @@ impl Turn<'_> {
                     reason,
                     problem,
                     avoid,
+                    bound: pod.node.is_some(),
                 };
                 self.on_starting(starting, &profile)
             }
@@ -442,6 +445,7 @@ impl Turn<'_> {
             reason,
             problem,
             avoid,
+            bound,
         } = starting;
         let state = self.position().state;
         // A pod pinned to a node that is gone never starts. Most pods start within seconds, so
@@ -486,18 +490,34 @@ impl Turn<'_> {
                 message,
             });
         }
-        if age > waited {
+        // A pod bound to a node that has not started it may be that node's trouble: another pod
+        // may start elsewhere. One the scheduler has not placed waits in its queue for a node
+        // with room, and a replacement would only go to the back of that queue.
+        if age > waited && bound {
             self.effects.push(Effect::DeletePod(name.clone()));
             let why = format!("it did not start within {waited}s: {reason}");
             return Progress::Wake(self.restart_step(&name, &why, avoid));
         }
         // Most pods start within seconds: say so in status only when one is slow.
         if age >= SLOW_START.as_secs() {
-            let message = format!("{state}: {step} pod {name} not started: {reason}");
+            let queued = if bound {
+                String::new()
+            } else {
+                " (waiting in the scheduler's queue for a node with room)".to_string()
+            };
+            let message = format!("{state}: {step} pod {name} not started{queued}: {reason}");
             set_phase(&mut self.status, Phase::Waiting, message, self.now);
         }
         self.write();
-        // Look again when the status message or the start timeout is due.
+        // Look again when the status message or the start timeout is due; past the timeout, a
+        // queued pod's next change (bound, or the scheduler's new reason) wakes the task, and
+        // the manager heartbeat as for a running step.
+        if age > waited {
+            return Progress::Wake(match self.rules.manager_heartbeat {
+                Some(every) => Wake::After(every),
+                None => Wake::OnChange,
+            });
+        }
         let timeout_in = waited + 1 - age;
         Progress::Wake(Wake::After(SLOW_START.min(Duration::from_secs(timeout_in))))
     }
@@ -684,6 +704,7 @@ impl Turn<'_> {
             // This pod chooses the node every later workspace step is pinned to.
             match profiles.workspace_placement(self.task.spec.plan(), self.rules.retry_backoff) {
                 Ok(placement) => {
+                    profile.resources = placement.reserve(profile.resources.take());
                     profile.node_selector = placement.node_selector;
                     profile.tolerations = placement.tolerations;
                 }

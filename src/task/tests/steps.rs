@@ -93,16 +93,19 @@ fn pods_that_never_ran_are_replaced_without_spending_retries() {
     assert!(has(&decision, |e| *e
         == Effect::DeletePod("t1-pc1done-0".into())));
 
-    // A pod not started within its profile's start timeout is replaced the same way.
-    let starting = PodReport::Starting {
-        reason: "0/2 nodes are available: 2 Insufficient cpu".into(),
+    // A pod bound to a node that has not started it within its profile's start timeout is
+    // replaced the same way.
+    let creating = PodReport::Starting {
+        reason: "ContainerCreating: ".into(),
         problem: None,
     };
-    let slow = decide_now(task(&spec), &status, &pod(starting.clone(), None, NOW - 30));
-    assert_eq!(slow.wake, Wake::After(SLOW_START));
-    assert!(slow.status.message.unwrap().contains("Insufficient cpu"));
-    let stuck = decide_now(task(&spec), &status, &pod(starting, None, NOW - 601));
+    let stuck = decide_now(
+        task(&spec),
+        &status,
+        &pod(creating, Some("node-b"), NOW - 601),
+    );
     assert_eq!(stuck.status.attempt, 1);
+    assert_eq!(stuck.status.avoid_node.as_deref(), Some("node-b"));
     assert!(
         stuck
             .status
@@ -110,6 +113,29 @@ fn pods_that_never_ran_are_replaced_without_spending_retries() {
             .unwrap()
             .contains("did not start within 600s")
     );
+}
+
+/// A pod the scheduler has not placed, for want of room, waits in its queue however long that
+/// takes: a replacement would start at the back of the queue.
+#[test]
+fn a_pod_queued_for_room_is_never_replaced() {
+    let spec = sealer();
+    let status = at(State::PC1Done);
+    let queued = PodReport::Starting {
+        reason: "0/2 nodes are available: 2 Insufficient cpu".into(),
+        problem: None,
+    };
+    let slow = decide_now(task(&spec), &status, &pod(queued.clone(), None, NOW - 30));
+    assert_eq!(slow.wake, Wake::After(SLOW_START));
+    let message = slow.status.message.unwrap();
+    assert!(
+        message.contains("Insufficient cpu") && message.contains("scheduler's queue"),
+        "{message}"
+    );
+    let hours = decide_now(task(&spec), &status, &pod(queued, None, NOW - 4 * 3600));
+    assert_eq!(hours.status.attempt, 0);
+    assert!(!has(&hours, |e| matches!(e, Effect::DeletePod(_))));
+    assert!(matches!(hours.wake, Wake::OnChange | Wake::After(_)));
 }
 
 /// A failed step is told to the manager as damocles-worker tells it: a ReportState of the state
@@ -169,10 +195,14 @@ fn a_replacement_waits_until_the_replaced_pod_has_stopped() {
     let spec = sealer();
     let status = at(State::PC1Done);
     let starting = PodReport::Starting {
-        reason: "Pending".into(),
+        reason: "ContainerCreating: ".into(),
         problem: None,
     };
-    let stuck = decide_now(task(&spec), &status, &pod(starting, None, NOW - 601));
+    let stuck = decide_now(
+        task(&spec),
+        &status,
+        &pod(starting, Some("node-a"), NOW - 601),
+    );
     assert_eq!(stuck.status.retiring_pod.as_deref(), Some("t1-pc1done-0"));
     let status = stuck.status;
     let mut observed = pod(PodReport::Running, Some("node-a"), NOW - 601);
@@ -544,6 +574,37 @@ fn a_running_first_step_costs_no_write_for_its_node() {
         asked(&restarted),
         &Question::CleanupPod("t1-cleanup".into())
     );
+}
+
+/// The pod that chooses the task's node asks for PC1's cores and memory, so it lands where PC1
+/// has room now; the pods pinned after it ask only for their own.
+#[test]
+fn the_first_pod_asks_for_the_room_pc1_needs_and_later_pods_for_their_own() {
+    let rules = Rules {
+        profiles: Profiles::parse(
+            "steps: {pc1: {resources: {requests: {cpu: '8', memory: 64Gi}}}, \
+             pc2: {resources: {limits: {nvidia.com/gpu: '1'}}}}",
+        )
+        .unwrap(),
+        ..Rules::default()
+    };
+    let spec = sealer();
+    let requests = |state: State, node: Option<&str>| {
+        let mut status = at(state);
+        status.node = node.map(Into::into);
+        let mut observed = Observed::default();
+        observed
+            .pods
+            .insert(crate::task::steps::pod_name("t1", state, 0), None);
+        let decision = decide(task(&spec), &status, &observed, NOW, &rules);
+        let resources = created_pod(&decision).profile.resources.clone();
+        resources.and_then(|r| r.requests).unwrap_or_default()
+    };
+    let first = requests(State::DealsAcquired, None);
+    assert_eq!(first["cpu"].0, "8");
+    assert_eq!(first["memory"].0, "64Gi");
+    assert!(!first.contains_key("nvidia.com/gpu"));
+    assert!(requests(State::PC1Done, Some("node-a")).is_empty());
 }
 
 /// Tree-d runs in the add-piece pod (it only computes CommD from the pieces add-piece wrote):
