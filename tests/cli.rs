@@ -151,6 +151,10 @@ fn simulate_reports_json_a_plot_and_names_a_bad_farm() {
     assert_eq!(report["measuredHours"], 4.0);
     assert!(report["bound"]["sectorsPerDay"].as_f64().unwrap() > 0.0);
     assert!(report["oracle"]["gpu"].get("idle").is_some(), "{report}");
+    assert!(
+        report["baseline"]["sectorsPerDay"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{svg}");
     std::fs::remove_file(&plot).unwrap();

@@ -5,6 +5,7 @@
 
 pub mod farm;
 pub mod report;
+mod worker;
 mod world;
 
 use std::time::Duration;
@@ -27,8 +28,8 @@ pub struct Run {
 }
 
 /// Runs `farm` as written and as the oracle (no pod start, image pull or parameter load) with
-/// the operator's `rules` (their profiles replaced by the farm's), and reports both against the
-/// bottleneck bound.
+/// the operator's `rules` (their profiles replaced by the farm's), and as damocles-worker would
+/// seal it, and reports them against the bottleneck bound.
 pub fn simulate(farm: &Farm, rules: &Rules, run: Run) -> Result<Report, String> {
     let mut rules = rules.clone();
     rules.profiles = farm.profiles()?;
@@ -51,6 +52,10 @@ pub fn simulate(farm: &Farm, rules: &Rules, run: Run) -> Result<Report, String> 
     let oracle = figures.pop().expect("the oracle ran");
     let result = figures.pop().expect("the farm ran");
     let bound = Bound::of(farm);
+    let (baseline, baseline_note) = match worker::baseline(farm, run.seed, window) {
+        Ok(figures) => (Some(figures), None),
+        Err(note) => (None, Some(note)),
+    };
     Ok(Report {
         farm: farm.description.clone(),
         seed: run.seed,
@@ -58,6 +63,11 @@ pub fn simulate(farm: &Farm, rules: &Rules, run: Run) -> Result<Report, String> 
         measured_hours: run.measure.as_secs_f64() / 3600.0,
         of_oracle: result.sectors_per_day / oracle.sectors_per_day.max(1e-9),
         of_bound: result.sectors_per_day / bound.sectors_per_day.max(1e-9),
+        of_baseline: baseline
+            .as_ref()
+            .map(|b| result.sectors_per_day / b.sectors_per_day.max(1e-9)),
+        baseline,
+        baseline_note,
         result,
         oracle,
         bound,

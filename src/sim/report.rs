@@ -360,6 +360,13 @@ pub struct Report {
     pub of_oracle: f64,
     /// result ÷ bound.
     pub of_bound: f64,
+    /// The same farm sealed the way damocles-worker seals it (docs/simulate.md).
+    pub baseline: Option<Figures>,
+    /// result ÷ baseline sectors per day.
+    pub of_baseline: Option<f64>,
+    /// Why there is no baseline (a farm damocles-worker cannot run as written).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_note: Option<String>,
     /// Utilisation over time (hours, PC1 of CCX, GPU), the farm as written.
     #[serde(skip)]
     pub series: Vec<(f64, f64, f64)>,
@@ -373,114 +380,102 @@ fn one_decimal(x: f64) -> String {
     format!("{x:.1}")
 }
 
-/// A row per key of either run's figures (0 where one run has none).
-fn keyed_rows(
-    row: &mut impl FnMut(&str, String, String),
-    prefix: &str,
-    suffix: &str,
-    a: &BTreeMap<String, f64>,
-    b: &BTreeMap<String, f64>,
-    show: fn(f64) -> String,
-) {
-    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    for key in keys {
-        let value =
-            |figures: &BTreeMap<String, f64>| show(figures.get(key).copied().unwrap_or(0.0));
-        row(&format!("{prefix}{key}{suffix}"), value(a), value(b));
+/// How a report's row shows one run's figures.
+type Show<'a> = &'a dyn Fn(&Figures) -> String;
+
+/// The runs a report compares, in its columns.
+fn columns(report: &Report) -> Vec<(&'static str, &Figures)> {
+    let mut columns = vec![("as written", &report.result), ("oracle", &report.oracle)];
+    if let Some(baseline) = &report.baseline {
+        columns.push(("damocles-worker", baseline));
     }
+    columns
 }
 
 impl Report {
     pub fn text(&self) -> String {
         let mut out = String::new();
-        let r = &self.result;
-        let o = &self.oracle;
+        let columns = columns(self);
         let _ = writeln!(out, "farm: {}", self.farm);
         let _ = writeln!(
             out,
             "seed {}, {:.0} h warm-up, {:.0} h measured\n",
             self.seed, self.warmup_hours, self.measured_hours
         );
-        let _ = writeln!(out, "{:<34} {:>14} {:>14}", "", "as written", "oracle");
-        let mut row = |name: &str, a: String, b: String| {
-            let _ = writeln!(out, "{name:<34} {a:>14} {b:>14}");
+        let _ = write!(out, "{:<34}", "");
+        for (name, _) in &columns {
+            let _ = write!(out, " {name:>15}");
+        }
+        let _ = writeln!(out);
+        let mut row = |name: &str, show: Show| {
+            let _ = write!(out, "{name:<34}");
+            for (_, figures) in &columns {
+                let _ = write!(out, " {:>15}", show(figures));
+            }
+            let _ = writeln!(out);
         };
-        row(
-            "sectors/day",
-            format!("{:.1}", r.sectors_per_day),
-            format!("{:.1}", o.sectors_per_day),
-        );
-        row(
-            "PC1 busy (of CCX time)",
-            percent(r.pc1_ccx_utilisation),
-            percent(o.pc1_ccx_utilisation),
-        );
-        row(
-            "PC1s per busy CCX",
-            format!("{:.2}", r.pc1_per_busy_ccx),
-            format!("{:.2}", o.pc1_per_busy_ccx),
-        );
-        keyed_rows(&mut row, "GPU: ", "", &r.gpu, &o.gpu, percent);
-        row("NVMe peak", percent(r.nvme_peak), percent(o.nvme_peak));
-        keyed_rows(
+        // A row per key of any run's figures (0 where a run has none).
+        let keyed = |row: &mut dyn FnMut(&str, Show),
+                     prefix: &str,
+                     suffix: &str,
+                     pick: fn(&Figures) -> &BTreeMap<String, f64>,
+                     show: fn(f64) -> String| {
+            let keys: std::collections::BTreeSet<&String> =
+                columns.iter().flat_map(|(_, f)| pick(f).keys()).collect();
+            for key in keys {
+                row(&format!("{prefix}{key}{suffix}"), &|f| {
+                    show(pick(f).get(key).copied().unwrap_or(0.0))
+                });
+            }
+        };
+        row("sectors/day", &|f| format!("{:.1}", f.sectors_per_day));
+        row("PC1 busy (of CCX time)", &|f| {
+            percent(f.pc1_ccx_utilisation)
+        });
+        row("PC1s per busy CCX", &|f| {
+            format!("{:.2}", f.pc1_per_busy_ccx)
+        });
+        keyed(&mut row, "GPU: ", "", |f| &f.gpu, percent);
+        row("NVMe peak", &|f| percent(f.nvme_peak));
+        keyed(
             &mut row,
             "pods pending: ",
             " (mean)",
-            &r.pods_pending_mean,
-            &o.pods_pending_mean,
+            |f| &f.pods_pending_mean,
             one_decimal,
         );
-        keyed_rows(
+        keyed(
             &mut row,
             "waiting for a slot: ",
             " (mean)",
-            &r.waiting_for_slot_mean,
-            &o.waiting_for_slot_mean,
+            |f| &f.waiting_for_slot_mean,
             one_decimal,
         );
-        row(
-            "tasks in flight (mean)",
-            format!("{:.0}", r.tasks_mean),
-            format!("{:.0}", o.tasks_mean),
-        );
-        row(
-            "sector latency p50 / p99 (h)",
-            format!("{:.2} / {:.2}", r.latency_p50_hours, r.latency_p99_hours),
-            format!("{:.2} / {:.2}", o.latency_p50_hours, o.latency_p99_hours),
-        );
-        row(
-            "API writes per sector",
-            format!("{:.1}", r.writes_per_sector),
-            format!("{:.1}", o.writes_per_sector),
-        );
-        row(
-            "reconciles/s",
-            format!("{:.2}", r.reconciles_per_second),
-            format!("{:.2}", o.reconciles_per_second),
-        );
-        row(
-            "manager calls/s",
-            format!("{:.2}", r.manager_calls_per_second),
-            format!("{:.2}", o.manager_calls_per_second),
-        );
-        row(
-            "Node reads/s",
-            format!("{:.3}", r.node_reads_per_second),
-            format!("{:.3}", o.node_reads_per_second),
-        );
-        for (name, a, b) in [
-            (
-                "step failures (temporary)",
-                r.step_failures,
-                o.step_failures,
-            ),
-            ("ticket rewinds", r.ticket_rewinds, o.ticket_rewinds),
-            ("PC1 preemptions", r.pc1_preemptions, o.pc1_preemptions),
-            ("workspace disk full", r.disk_full, o.disk_full),
-            ("aborted", r.aborted, o.aborted),
-        ] {
-            row(name, a.to_string(), b.to_string());
-        }
+        row("tasks in flight (mean)", &|f| {
+            format!("{:.0}", f.tasks_mean)
+        });
+        row("sector latency p50 / p99 (h)", &|f| {
+            format!("{:.2} / {:.2}", f.latency_p50_hours, f.latency_p99_hours)
+        });
+        row("API writes per sector", &|f| {
+            format!("{:.1}", f.writes_per_sector)
+        });
+        row("reconciles/s", &|f| {
+            format!("{:.2}", f.reconciles_per_second)
+        });
+        row("manager calls/s", &|f| {
+            format!("{:.2}", f.manager_calls_per_second)
+        });
+        row("Node reads/s", &|f| {
+            format!("{:.3}", f.node_reads_per_second)
+        });
+        row("step failures (temporary)", &|f| {
+            f.step_failures.to_string()
+        });
+        row("ticket rewinds", &|f| f.ticket_rewinds.to_string());
+        row("PC1 preemptions", &|f| f.pc1_preemptions.to_string());
+        row("workspace disk full", &|f| f.disk_full.to_string());
+        row("aborted", &|f| f.aborted.to_string());
         let _ = writeln!(
             out,
             "\nbound: {:.1} sectors/day, set by {}",
@@ -489,12 +484,30 @@ impl Report {
         for (name, value) in &self.bound.each {
             let _ = writeln!(out, "  {name:<20} {value:>10.1}");
         }
-        let _ = writeln!(
+        let _ = write!(
             out,
             "\nas written: {} of the oracle, {} of the bound",
             percent(self.of_oracle),
             percent(self.of_bound)
         );
+        match (self.of_baseline, &self.baseline_note) {
+            (Some(of), _) => {
+                let _ = writeln!(out, ", {} of the damocles-worker baseline", percent(of));
+            }
+            (None, Some(note)) => {
+                let _ = writeln!(out, "\nno damocles-worker baseline: {note}");
+            }
+            (None, None) => {
+                let _ = writeln!(out);
+            }
+        }
+        if self.baseline.is_some() {
+            let _ = writeln!(
+                out,
+                "(damocles-worker: its pods pending are sectors waiting for a PC1 or GPU \
+                 processor on their node)"
+            );
+        }
         out
     }
 
