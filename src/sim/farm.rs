@@ -133,6 +133,15 @@ impl Steps {
     pub fn median(&self, step: StepKind) -> f64 {
         self.seconds.get(&step).copied().unwrap_or(60.0)
     }
+
+    /// Seconds at full speed for one run of `steps` in turn, each drawn within `spread` of its
+    /// median.
+    pub fn draw(&self, rng: &mut impl rand::Rng, steps: &[StepKind]) -> f64 {
+        steps
+            .iter()
+            .map(|step| self.median(*step) * rng.gen_range(1.0 - self.spread..=1.0 + self.spread))
+            .sum()
+    }
 }
 
 /// What a node's kubelet adds to each pod, in seconds.

@@ -243,11 +243,7 @@ impl<'a> Baseline<'a> {
     fn start(&mut self, thread: usize) {
         let steps = &self.farm.steps;
         let (kinds, _) = self.threads[thread].stage.work();
-        let mut work_s = 0.0;
-        for kind in kinds {
-            work_s +=
-                steps.median(*kind) * self.rng.gen_range(1.0 - steps.spread..=1.0 + steps.spread);
-        }
+        let mut work_s = steps.draw(&mut self.rng, kinds);
         let fails = self.rng.gen_bool(steps.failure_rate.clamp(0.0, 1.0));
         if fails {
             work_s /= 2.0;

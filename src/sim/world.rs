@@ -30,7 +30,7 @@ use crate::plan::StepKind;
 use crate::pool::{self, Member, POOL_LABEL};
 use crate::sector::FailureLevel;
 use crate::step::{StepRequest, StepResult};
-use crate::task::profiles::quantity;
+use crate::task::profiles::{quantity, requested};
 use crate::task::reconcile::{Answer, Io, Reconcile};
 use crate::task::{
     CallFailure, CleanupPod, Effect, Observed, PodReport, PodToCreate, Question, Remembered, Rules,
@@ -153,20 +153,12 @@ impl Needs {
     /// apiserver defaults it.
     fn of(resources: Option<&ResourceRequirements>) -> Result<Self, String> {
         let mut needs = Needs::default();
-        let Some(resources) = resources else {
-            return Ok(needs);
-        };
         for (name, target) in [
             ("cpu", &mut needs.cpu),
             ("memory", &mut needs.memory),
             ("nvidia.com/gpu", &mut needs.gpus),
         ] {
-            let value = resources
-                .requests
-                .as_ref()
-                .and_then(|r| r.get(name))
-                .or_else(|| resources.limits.as_ref().and_then(|l| l.get(name)));
-            if let Some(value) = value {
+            if let Some(value) = requested(resources, name) {
                 *target = quantity(&value.0)?;
             }
         }
@@ -1081,11 +1073,7 @@ impl World {
         let steps: Vec<StepKind> = std::iter::once(pod.step)
             .chain(pod.request.then.iter().copied())
             .collect();
-        let spread = self.farm.steps.spread;
-        let mut work = 0.0;
-        for step in &steps {
-            work += self.farm.steps.median(*step) * self.rng.gen_range(1.0 - spread..=1.0 + spread);
-        }
+        let mut work = self.farm.steps.draw(&mut self.rng, &steps);
         let load = if steps.contains(&StepKind::C2) && self.variant != Variant::Oracle {
             self.farm.kubelet.c2_parameter_load_seconds
         } else {

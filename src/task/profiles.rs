@@ -250,7 +250,10 @@ pub fn quantity(text: &str) -> Result<f64, String> {
 
 /// What a pod of `resources` requests of `name`: its request, else its limit (the apiserver
 /// defaults one to the other).
-fn requested<'a>(resources: Option<&'a ResourceRequirements>, name: &str) -> Option<&'a Quantity> {
+pub fn requested<'a>(
+    resources: Option<&'a ResourceRequirements>,
+    name: &str,
+) -> Option<&'a Quantity> {
     let resources = resources?;
     resources
         .requests

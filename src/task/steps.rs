@@ -501,9 +501,9 @@ impl Turn<'_> {
         // Most pods start within seconds: say so in status only when one is slow.
         if age >= SLOW_START.as_secs() {
             let queued = if bound {
-                String::new()
+                ""
             } else {
-                " (waiting in the scheduler's queue for a node with room)".to_string()
+                " (waiting in the scheduler's queue for a node with room)"
             };
             let message = format!("{state}: {step} pod {name} not started{queued}: {reason}");
             set_phase(&mut self.status, Phase::Waiting, message, self.now);
@@ -513,10 +513,7 @@ impl Turn<'_> {
         // queued pod's next change (bound, or the scheduler's new reason) wakes the task, and
         // the manager heartbeat as for a running step.
         if age > waited {
-            return Progress::Wake(match self.rules.manager_heartbeat {
-                Some(every) => Wake::After(every),
-                None => Wake::OnChange,
-            });
+            return Progress::Wake(self.heartbeat_wake());
         }
         let timeout_in = waited + 1 - age;
         Progress::Wake(Wake::After(SLOW_START.min(Duration::from_secs(timeout_in))))
@@ -556,11 +553,16 @@ impl Turn<'_> {
         let message = format!("{state}: running {step} in pod {name}");
         set_phase(&mut self.status, Phase::Running, message, self.now);
         self.write();
-        // Woken now and then to ask the manager whether it still holds the sector.
-        Progress::Wake(match self.rules.manager_heartbeat {
+        Progress::Wake(self.heartbeat_wake())
+    }
+
+    /// How a task whose pod is under way waits: woken now and then to ask the manager whether it
+    /// still holds the sector, else on the pod's next change.
+    fn heartbeat_wake(&self) -> Wake {
+        match self.rules.manager_heartbeat {
             Some(every) => Wake::After(every),
             None => Wake::OnChange,
-        })
+        }
     }
 
     fn on_succeeded(&mut self, step: StepKind, result: &crate::step::StepResult) -> Progress {
